@@ -1,0 +1,683 @@
+"""Ray clusters for the lessons: start one on this machine, or connect to one that runs.
+
+A *local cluster* is real: ``ray start --head`` for the head node and one more ``ray start
+--address=...`` per worker node, each a separate raylet with its own logical resources, all on
+127.0.0.1. That gives a multi-node cluster on a laptop, on which scheduling, placement and
+spreading behave as they would across machines.
+
+Everything the workbook starts is stopped by process id (see :mod:`helpers.processes`),
+idempotently, and also when the interpreter exits after a failed cell.
+
+Usage::
+
+    from helpers.cluster import start_local_cluster
+    with start_local_cluster(num_cpus=4, num_gpus=2) as cluster:
+        cluster.add_worker(num_cpus=1, num_gpus=1, resources={"node_b": 1})
+        print(cluster.nodes_table())
+        cluster.run_cli(["ray", "status"])
+
+or, for a classroom's shared cluster::
+
+    cluster = open_cluster(ray_address="10.0.0.5:6379", dashboard_url="http://10.0.0.5:8265")
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from helpers.auth import activate_in_process, auth_env, create_token_file, restore_in_process
+from helpers.errors import (
+    AuthTokenError,
+    ClusterNotRunningError,
+    ClusterStartError,
+    WorkbookError,
+)
+from helpers.paths import scratch_root
+from helpers.ports import ensure_port_free, free_port, wait_for_port
+from helpers.processes import register, start_session, stop_session, unregister
+
+__all__ = [
+    "NodeInfo",
+    "ClusterHandle",
+    "LocalCluster",
+    "ExistingCluster",
+    "start_local_cluster",
+    "connect_to_cluster",
+    "open_cluster",
+    "ray_executable",
+]
+
+_LIVE: "weakref.WeakSet[LocalCluster]" = weakref.WeakSet()
+_STARTED_MARK = "Ray runtime started"
+
+
+def ray_executable(name: str = "ray") -> str:
+    """Path of a CLI (``ray``, ``serve``) installed beside this Python, else from PATH."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise WorkbookError(
+            f"The {name!r} command was not found.",
+            "run the notebook with the project's kernel (make lab) or activate .venv.",
+        )
+    return found
+
+
+@dataclass
+class NodeInfo:
+    """One raylet the workbook started."""
+
+    name: str
+    role: str  # "head" or "worker"
+    num_cpus: float
+    num_gpus: float
+    resources: dict[str, float]
+    pid: int
+    log_path: Path
+    ports: dict[str, int] = field(default_factory=dict)
+
+
+class ClusterHandle:
+    """What a lesson needs from a cluster, whether it started it or not."""
+
+    address: str  # GCS address, host:port
+    dashboard_url: str
+    token_path: Path | None
+
+    @property
+    def host(self) -> str:
+        return self.address.rsplit(":", 1)[0]
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for CLI clients (ray, serve, ray job) talking to this cluster."""
+        env = auth_env(self.token_path)
+        env["RAY_ADDRESS"] = self.address
+        # `ray job` and `serve deploy/status` read the dashboard address from here.
+        env["RAY_API_SERVER_ADDRESS"] = self.dashboard_url
+        env["RAY_DASHBOARD_ADDRESS"] = self.dashboard_url
+        return env
+
+    def run_cli(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        timeout_s: float = 180.0,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.CompletedProcess:
+        """Run a CLI command (``["ray", "status"]``) with this cluster's address and token.
+
+        The first word is resolved to the command installed beside this Python. With
+        ``check=True`` a non-zero exit raises :class:`WorkbookError` carrying the output.
+        """
+        full_env = self.env
+        if env:
+            full_env.update(env)
+        cmd = [ray_executable(argv[0]) if argv[0] in ("ray", "serve") else argv[0], *argv[1:]]
+        try:
+            result = subprocess.run(
+                cmd,
+                env=full_env,
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as err:
+            raise WorkbookError(
+                f"`{' '.join(argv)}` did not finish within {timeout_s:.0f} s.",
+                "check that the cluster is running (cluster.nodes_table()) and try again "
+                "with a larger timeout_s.",
+            ) from err
+        if check and result.returncode != 0:
+            output = (result.stdout + result.stderr).strip()
+            if "InvalidAuthToken" in output or "AuthenticationError" in output:
+                raise AuthTokenError(
+                    f"`{' '.join(argv)}` was refused: it did not present the cluster's token.",
+                    "run CLI clients with RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH set "
+                    "(cluster.env has both).",
+                    details=output[-2000:],
+                )
+            raise WorkbookError(
+                f"`{' '.join(argv)}` failed with exit code {result.returncode}.",
+                "read the command's output below.",
+                details=output[-4000:],
+            )
+        return result
+
+    def connect(self, **init_kwargs: Any) -> Any:
+        """``ray.init`` this process to the cluster (idempotent) and return the context."""
+        import ray
+
+        activate_in_process(self.env)
+        if ray.is_initialized():
+            return ray.get_runtime_context()
+        init_kwargs.setdefault("log_to_driver", False)
+        init_kwargs.setdefault("logging_level", "WARNING")
+        return ray.init(address=self.address, **init_kwargs)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Alive nodes as plain dicts (name, id, ip, head, resources)."""
+        from ray.util.state import list_nodes
+
+        activate_in_process(self.env)
+        try:
+            states = list_nodes(address=self.dashboard_url, detail=True, timeout=30)
+        except Exception as err:  # noqa: BLE001 - any failure here means "not reachable"
+            raise ClusterNotRunningError(
+                f"Could not list the nodes of the cluster at {self.dashboard_url}.",
+                "check the cluster is running and the dashboard address is right.",
+                details=str(err)[-1500:],
+            ) from err
+        rows = []
+        for node in states:
+            if node.state != "ALIVE":
+                continue
+            rows.append(
+                {
+                    "name": node.node_name,
+                    "node_id": node.node_id,
+                    "ip": node.node_ip,
+                    "is_head": bool(node.is_head_node),
+                    "resources": dict(node.resources_total or {}),
+                }
+            )
+        rows.sort(key=lambda r: (not r["is_head"], r["name"]))
+        return rows
+
+    def nodes_table(self) -> Any:
+        """A pandas DataFrame: one row per alive node with its CPU, GPU, memory and extras."""
+        import pandas as pd
+
+        records = []
+        for node in self.nodes():
+            res = node["resources"]
+            custom = {
+                k: v
+                for k, v in res.items()
+                if k not in ("CPU", "GPU", "memory", "object_store_memory")
+                and not k.startswith("node:")
+                and not k.startswith("accelerator_type")
+            }
+            records.append(
+                {
+                    "node": node["name"],
+                    "head": node["is_head"],
+                    "node_id": node["node_id"][:12],
+                    "ip": node["ip"],
+                    "CPU": res.get("CPU", 0.0),
+                    "GPU": res.get("GPU", 0.0),
+                    "memory_GiB": round(res.get("memory", 0.0) / 2**30, 2),
+                    "object_store_GiB": round(res.get("object_store_memory", 0.0) / 2**30, 2),
+                    "custom": ", ".join(f"{k}={v:g}" for k, v in sorted(custom.items())),
+                }
+            )
+        return pd.DataFrame.from_records(records)
+
+    def total_resources(self) -> dict[str, float]:
+        """Sum of each resource over the alive nodes."""
+        totals: dict[str, float] = {}
+        for node in self.nodes():
+            for key, value in node["resources"].items():
+                totals[key] = totals.get(key, 0.0) + value
+        return totals
+
+    def disconnect(self) -> None:
+        """``ray.shutdown()`` this process's driver if it is connected."""
+        try:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+        except Exception:  # noqa: BLE001 - best effort while cleaning up
+            pass
+
+    def stop(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self) -> "ClusterHandle":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LocalCluster(ClusterHandle):
+    """A cluster of raylets on this machine that this process started and will stop."""
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        dashboard_port: int | None = None,
+        auth: bool = True,
+        include_dashboard: bool = True,
+        scratch: Path | None = None,
+    ) -> None:
+        self.id = f"cluster-{uuid.uuid4().hex[:8]}"
+        self.dir = (scratch or scratch_root()) / self.id
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.dashboard_port = dashboard_port or free_port()
+        self.include_dashboard = include_dashboard
+        self.address = f"127.0.0.1:{self.port}"
+        self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
+        self.token_path = create_token_file(self.dir) if auth else None
+        self.nodes_started: list[NodeInfo] = []
+        self._stopped = False
+        self._previous_env: dict[str, str | None] | None = None
+        _LIVE.add(self)
+
+    # -- starting -----------------------------------------------------------------------
+
+    def _node_argv(
+        self,
+        *,
+        head: bool,
+        name: str,
+        num_cpus: float,
+        num_gpus: float,
+        resources: Mapping[str, float] | None,
+        memory: int | None,
+        object_store_memory: int | None,
+        ports: dict[str, int],
+    ) -> list[str]:
+        argv = [ray_executable("ray"), "start", "--block", "--disable-usage-stats"]
+        argv += ["--node-ip-address=127.0.0.1", f"--node-name={name}"]
+        if head:
+            argv += [
+                "--head",
+                f"--port={self.port}",
+                f"--temp-dir={self.dir / 'ray'}",
+                f"--ray-client-server-port={ports['ray_client_server']}",
+            ]
+            if self.include_dashboard:
+                argv += ["--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}"]
+            else:
+                argv += ["--include-dashboard=False"]
+        else:
+            argv += [f"--address={self.address}"]
+        argv += [f"--num-cpus={int(num_cpus)}", f"--num-gpus={int(num_gpus)}"]
+        if resources:
+            argv += [f"--resources={json.dumps(dict(resources))}"]
+        if memory:
+            argv += [f"--memory={int(memory)}"]
+        if object_store_memory:
+            argv += [f"--object-store-memory={int(object_store_memory)}"]
+        argv += [
+            f"--node-manager-port={ports['node_manager']}",
+            f"--object-manager-port={ports['object_manager']}",
+            f"--dashboard-agent-listen-port={ports['dashboard_agent_http']}",
+            f"--dashboard-agent-grpc-port={ports['dashboard_agent_grpc']}",
+            f"--runtime-env-agent-port={ports['runtime_env_agent']}",
+            f"--metrics-export-port={ports['metrics_export']}",
+        ]
+        return argv
+
+    def _start_node(
+        self,
+        *,
+        head: bool,
+        name: str,
+        num_cpus: float,
+        num_gpus: float,
+        resources: Mapping[str, float] | None,
+        memory: int | None,
+        object_store_memory: int | None,
+        timeout_s: float,
+    ) -> NodeInfo:
+        names = ["node_manager", "object_manager", "dashboard_agent_http", "dashboard_agent_grpc",
+                 "runtime_env_agent", "metrics_export"]
+        if head:
+            names.append("ray_client_server")
+        ports = {n: free_port() for n in names}
+        argv = self._node_argv(
+            head=head,
+            name=name,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            resources=resources,
+            memory=memory,
+            object_store_memory=object_store_memory,
+            ports=ports,
+        )
+        log_path = self.dir / f"{name}.log"
+        env = auth_env(self.token_path)
+        env.pop("RAY_ADDRESS", None)
+        proc = start_session(argv, log_path, env=env)
+        node = NodeInfo(
+            name=name,
+            role="head" if head else "worker",
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            resources=dict(resources or {}),
+            pid=proc.pid,
+            log_path=log_path,
+            ports=ports,
+        )
+        self.nodes_started.append(node)
+        self._save_registry()
+        self._wait_started(proc, node, timeout_s)
+        return node
+
+    def _wait_started(self, proc: subprocess.Popen, node: NodeInfo, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                log = node.log_path.read_text(errors="replace")
+                self.stop()
+                raise ClusterStartError(
+                    f"`ray start` for node {node.name!r} exited with code {proc.returncode}.",
+                    _advice_from_log(log),
+                    details=_tail(log),
+                )
+            if _STARTED_MARK in node.log_path.read_text(errors="replace"):
+                return
+            time.sleep(0.3)
+        log = node.log_path.read_text(errors="replace")
+        self.stop()
+        raise ClusterStartError(
+            f"Node {node.name!r} did not start within {timeout_s:.0f} s.",
+            "the machine may be overloaded; close other notebooks or raise timeout_s.",
+            details=_tail(log),
+        )
+
+    def start_head(
+        self,
+        *,
+        num_cpus: float = 4,
+        num_gpus: float = 0,
+        resources: Mapping[str, float] | None = None,
+        memory: int | None = None,
+        object_store_memory: int | None = 512 * 2**20,
+        timeout_s: float = 120.0,
+    ) -> NodeInfo:
+        """Start the head node (GCS, dashboard, raylet) and wait until it serves requests."""
+        ensure_port_free(self.port, purpose="Ray GCS")
+        if self.include_dashboard:
+            ensure_port_free(self.dashboard_port, purpose="Ray dashboard")
+        self._previous_env = activate_in_process(auth_env(self.token_path))
+        node = self._start_node(
+            head=True,
+            name="head",
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            resources=resources,
+            memory=memory,
+            object_store_memory=object_store_memory,
+            timeout_s=timeout_s,
+        )
+        if self.include_dashboard and not wait_for_port(self.dashboard_port, timeout_s=60):
+            self.stop()
+            raise ClusterStartError(
+                "The Ray dashboard did not open its port.",
+                "look at the dashboard log in the cluster folder; try include_dashboard=False "
+                "if you do not need Serve's CLI or the Jobs API.",
+                details=_tail(node.log_path.read_text(errors="replace")),
+            )
+        self._wait_for_nodes(1, timeout_s)
+        return node
+
+    def add_worker(
+        self,
+        *,
+        num_cpus: float = 1,
+        num_gpus: float = 0,
+        resources: Mapping[str, float] | None = None,
+        memory: int | None = None,
+        object_store_memory: int | None = 256 * 2**20,
+        name: str | None = None,
+        timeout_s: float = 120.0,
+    ) -> NodeInfo:
+        """Add a worker node (one more raylet on this machine) with its own resources."""
+        if self._stopped or not self.nodes_started:
+            raise ClusterNotRunningError(
+                "This cluster is not running.", "start it first with start_local_cluster()."
+            )
+        count = sum(1 for n in self.nodes_started if n.role == "worker")
+        node = self._start_node(
+            head=False,
+            name=name or f"worker-{count + 1}",
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            resources=resources,
+            memory=memory,
+            object_store_memory=object_store_memory,
+            timeout_s=timeout_s,
+        )
+        self._wait_for_nodes(len(self.nodes_started), timeout_s)
+        return node
+
+    def _wait_for_nodes(self, expected: int, timeout_s: float) -> None:
+        if not self.include_dashboard:
+            return  # the node count is read through the dashboard; "started" must suffice
+        deadline = time.monotonic() + timeout_s
+        seen = 0
+        while time.monotonic() < deadline:
+            try:
+                seen = len(self.nodes())
+            except ClusterNotRunningError:
+                seen = 0
+            if seen >= expected:
+                return
+            time.sleep(0.5)
+        raise ClusterStartError(
+            f"Only {seen} of {expected} nodes registered within {timeout_s:.0f} s.",
+            "look at the node logs in the cluster folder.",
+            details="\n".join(str(n.log_path) for n in self.nodes_started),
+        )
+
+    def _save_registry(self) -> None:
+        register(
+            self.id,
+            {
+                "kind": "ray-cluster",
+                "owner_pid": os.getpid(),
+                "address": self.address,
+                "dashboard_url": self.dashboard_url,
+                "dir": str(self.dir),
+                "sessions": [n.pid for n in self.nodes_started],
+                "ports": [self.port, self.dashboard_port]
+                + [p for n in self.nodes_started for p in n.ports.values()],
+            },
+        )
+
+    # -- stopping -----------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return not self._stopped and bool(self.nodes_started)
+
+    def stop_node(self, name: str) -> None:
+        """Stop one worker node (its raylet and everything it runs), by process id."""
+        node = next((n for n in self.nodes_started if n.name == name), None)
+        if node is None:
+            raise WorkbookError(f"No node named {name!r}.", "see cluster.nodes_started.")
+        stop_session(node.pid)
+        self.nodes_started.remove(node)
+        self._save_registry()
+
+    def stop(self) -> None:
+        """Disconnect this process and stop every node this cluster started. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.disconnect()
+        # Workers first, then the head, so raylets do not spend time reconnecting to the GCS.
+        for node in reversed(self.nodes_started):
+            stop_session(node.pid)
+        unregister(self.id)
+        if self._previous_env is not None:
+            restore_in_process(self._previous_env)
+            self._previous_env = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> "LocalCluster":
+        return self
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<LocalCluster {self.address} {len(self.nodes_started)} nodes {state}>"
+
+
+class ExistingCluster(ClusterHandle):
+    """A cluster someone else runs (a classroom's, a GPU box's). Stopping only disconnects."""
+
+    def __init__(self, address: str, dashboard_url: str, token_path: Path | None) -> None:
+        self.address = address
+        self.dashboard_url = dashboard_url
+        self.token_path = token_path
+
+    def stop(self) -> None:
+        """Disconnect this process; the cluster keeps running (it is not ours)."""
+        self.disconnect()
+
+    def __repr__(self) -> str:
+        return f"<ExistingCluster {self.address}>"
+
+
+def start_local_cluster(
+    *,
+    num_cpus: float = 4,
+    num_gpus: float = 0,
+    resources: Mapping[str, float] | None = None,
+    workers: Sequence[Mapping[str, Any]] = (),
+    port: int | None = None,
+    dashboard_port: int | None = None,
+    auth: bool = True,
+    include_dashboard: bool = True,
+    memory: int | None = None,
+    object_store_memory: int | None = 512 * 2**20,
+    timeout_s: float = 120.0,
+) -> LocalCluster:
+    """Start a head node (and optional worker nodes) on this machine; return the cluster.
+
+    ``num_cpus``/``num_gpus`` are *logical*: Ray schedules against them, so 4 CPUs on a
+    2-core laptop or 2 GPUs on a machine with none are fine for teaching placement.
+    ``workers`` is a list of keyword dicts for :meth:`LocalCluster.add_worker`.
+    Ports left as None are chosen free. ``auth=True`` (Ray's default) gives the cluster a
+    token of its own.
+    """
+    cluster = LocalCluster(
+        port=port, dashboard_port=dashboard_port, auth=auth, include_dashboard=include_dashboard
+    )
+    try:
+        cluster.start_head(
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            resources=resources,
+            memory=memory,
+            object_store_memory=object_store_memory,
+            timeout_s=timeout_s,
+        )
+        for spec in workers:
+            cluster.add_worker(**dict(spec))
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def connect_to_cluster(
+    address: str,
+    *,
+    dashboard_url: str | None = None,
+    token_path: str | Path | None = None,
+    token: str | None = None,
+    timeout_s: float = 5.0,
+) -> ExistingCluster:
+    """Use a cluster that is already running at ``address`` (``host:port`` of its GCS).
+
+    Gives a clear :class:`ClusterNotRunningError` when nothing answers. The token comes from
+    ``token_path``, else ``token`` (written to a private file), else ``~/.ray/auth_token`` if it
+    exists; a cluster without authentication needs none.
+    """
+    address = address.removeprefix("ray://")
+    host, _, port_text = address.rpartition(":")
+    if not host or not port_text.isdigit():
+        raise ClusterNotRunningError(
+            f"{address!r} is not a cluster address.",
+            "give the head node's GCS address as host:port, for example 127.0.0.1:6379.",
+        )
+    try:
+        with socket.create_connection((host, int(port_text)), timeout=timeout_s):
+            pass
+    except OSError as err:
+        raise ClusterNotRunningError(
+            f"No Ray cluster answers at {address} ({err.strerror or err}).",
+            "start one with `ray start --head` (or start_local_cluster()), or check the "
+            "address and that the port is reachable from here.",
+        ) from err
+    dashboard_url = dashboard_url or f"http://{host}:8265"
+    path: Path | None
+    if token_path:
+        path = Path(token_path)
+    elif token:
+        path = scratch_root() / f"token-{uuid.uuid4().hex[:8]}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token)
+    else:
+        default = Path.home() / ".ray" / "auth_token"
+        path = default if default.exists() else None
+    return ExistingCluster(address, dashboard_url, path)
+
+
+def open_cluster(
+    ray_address: str = "",
+    *,
+    dashboard_url: str = "",
+    token_path: str = "",
+    **local_kwargs: Any,
+) -> ClusterHandle:
+    """The lessons' one entry point: start a local cluster, or connect when given an address.
+
+    An empty ``ray_address`` (the default notebook parameter) starts a local cluster with
+    ``local_kwargs``; anything else connects to that cluster instead.
+    """
+    if ray_address:
+        return connect_to_cluster(
+            ray_address, dashboard_url=dashboard_url or None, token_path=token_path or None
+        )
+    return start_local_cluster(**local_kwargs)
+
+
+def _tail(text: str, lines: int = 25) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _advice_from_log(log: str) -> str:
+    if "already running" in log or "Address already in use" in log or "bind" in log.lower():
+        return "a port is taken: pass other ports, or leave them as None to pick free ones."
+    if "InvalidAuthToken" in log or "Authentication" in log:
+        return "the node could not authenticate: start it with the cluster's token (cluster.env)."
+    if "Failed to connect to GCS" in log or "Unable to connect to GCS" in log:
+        return "the worker could not reach the head node: check the head is running."
+    return "read the end of the `ray start` log below."
+
+
+@atexit.register
+def _stop_all_on_exit() -> None:
+    """Stop clusters still running when the interpreter (or notebook kernel) exits."""
+    for cluster in list(_LIVE):
+        try:
+            cluster.stop()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass

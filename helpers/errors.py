@@ -1,0 +1,140 @@
+"""The workbook's own exceptions.
+
+Every message says what went wrong *and what to do next*, so a learner who hits one in a
+notebook cell can act on it without reading a traceback from deep inside Ray.
+
+Usage::
+
+    from helpers.errors import WorkbookError
+    try:
+        cluster = start_local_cluster(port=6379)
+    except WorkbookError as err:
+        print(err)          # one paragraph: problem, then "Fix: ..."
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+__all__ = [
+    "WorkbookError",
+    "ClusterStartError",
+    "ClusterNotRunningError",
+    "PortInUseError",
+    "AuthTokenError",
+    "ServeDeployError",
+    "ServeTimeoutError",
+    "ProfileError",
+    "ParameterError",
+    "EnvironmentProblem",
+]
+
+
+class WorkbookError(Exception):
+    """Base class: a problem with a known cause and a suggested fix."""
+
+    def __init__(self, problem: str, fix: str, *, details: str = "") -> None:
+        self.problem = problem
+        self.fix = fix
+        self.details = details
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        text = f"{self.problem}\nFix: {self.fix}"
+        if self.details:
+            text += f"\nDetails:\n{self.details}"
+        return text
+
+
+class ClusterStartError(WorkbookError):
+    """`ray start` did not bring a node up."""
+
+
+class ClusterNotRunningError(WorkbookError):
+    """Nothing answers at the cluster address that was given."""
+
+
+class PortInUseError(WorkbookError):
+    """A port the workbook needs is already bound by another process."""
+
+    def __init__(self, port: int, owner: str, *, purpose: str = "") -> None:
+        self.port = port
+        self.owner = owner
+        what = f" ({purpose})" if purpose else ""
+        super().__init__(
+            f"Port {port}{what} is already in use by {owner}.",
+            "stop that process if it is yours, or pass a different port "
+            "(or port=None to let the workbook pick a free one).",
+        )
+
+
+class AuthTokenError(WorkbookError):
+    """A client reached the cluster without its authentication token."""
+
+
+class ServeDeployError(WorkbookError):
+    """A Serve application reached DEPLOY_FAILED (or UNHEALTHY)."""
+
+    def __init__(self, app: str, status: str, messages: Mapping[str, str]) -> None:
+        self.app = app
+        self.status = status
+        self.messages = dict(messages)
+        details = "\n".join(f"[{name}] {msg}" for name, msg in self.messages.items() if msg)
+        super().__init__(
+            f"Serve application {app!r} is {status}.",
+            "read the replica error below (it is the exception your deployment's constructor "
+            "or health check raised), fix the code or config, and deploy again. The full "
+            "replica log is in the cluster's logs folder under serve/.",
+            details=details,
+        )
+
+
+class ServeTimeoutError(WorkbookError):
+    """A Serve application did not become RUNNING in time."""
+
+    def __init__(
+        self,
+        app: str,
+        timeout_s: float,
+        last_status: str,
+        pending_demands: Sequence[str] = (),
+        messages: Mapping[str, str] | None = None,
+    ) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+        self.last_status = last_status
+        self.pending_demands = list(pending_demands)
+        self.messages = dict(messages or {})
+        lines = [f"[{k}] {v}" for k, v in self.messages.items() if v]
+        if self.pending_demands:
+            lines.append("Pending resource demands the cluster cannot place:")
+            lines += [f"  {d}" for d in self.pending_demands]
+            fix = (
+                "the replicas are waiting for resources no node has. Ask for fewer resources "
+                "(ray_actor_options / placement bundles; for ray.serve.llm on CPU set "
+                "accelerator_config={'kind': 'cpu'}) or start the cluster with more logical "
+                "CPUs/GPUs."
+            )
+        else:
+            fix = (
+                "look at the deployment messages below and the replica logs; if the replicas "
+                "are still starting (loading a model), wait longer with a larger timeout_s."
+            )
+        super().__init__(
+            f"Serve application {app!r} was not RUNNING after {timeout_s:.0f} s "
+            f"(last status: {last_status}).",
+            fix,
+            details="\n".join(lines),
+        )
+
+
+class ProfileError(WorkbookError):
+    """A run profile is missing or malformed."""
+
+
+class ParameterError(WorkbookError):
+    """A notebook parameter is unknown or has the wrong type."""
+
+
+class EnvironmentProblem(WorkbookError):
+    """The Python environment lacks something a lesson needs."""

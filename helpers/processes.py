@@ -1,0 +1,193 @@
+"""Process control by id: start a command in its own session, stop exactly that session.
+
+Ray's own ``ray stop`` ends *every* Ray process on the machine, including a colleague's or a
+second notebook's cluster. The workbook never uses it. Instead each ``ray start --block`` runs
+in a new session (``setsid``), all the processes it spawns (GCS, raylet, dashboard, workers,
+replicas, vLLM engines) inherit that session id, and stopping means signalling the members of
+that one session.
+
+Every session the workbook starts is recorded in a small registry under the scratch folder, so
+a later check (the runner, the tests) can prove that nothing was left behind and end what was.
+
+Usage::
+
+    from helpers.processes import start_session, stop_session
+    proc = start_session(["ray", "start", "--head", "--block"], log_path)
+    stop_session(proc.pid)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import psutil
+
+from helpers.paths import scratch_root
+
+__all__ = [
+    "start_session",
+    "session_members",
+    "stop_session",
+    "register",
+    "unregister",
+    "registry_dir",
+    "Leftover",
+    "find_leftovers",
+    "end_leftovers",
+]
+
+
+def start_session(
+    argv: Sequence[str],
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen:
+    """Start ``argv`` as the leader of a new session, output appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")  # noqa: SIM115 - owned by the child from here on
+    try:
+        return subprocess.Popen(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    finally:
+        log.close()
+
+
+def session_members(sid: int) -> list[psutil.Process]:
+    """Every live process whose session id is ``sid``."""
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return members
+
+
+def stop_session(sid: int, *, grace_s: float = 15.0) -> int:
+    """Stop the session led by ``sid``: SIGTERM its leader, then SIGKILL what remains.
+
+    Returns how many processes had to be killed after the grace period. Idempotent: stopping
+    a session that is already gone returns 0.
+    """
+    try:
+        os.kill(sid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not session_members(sid):
+            _reap(sid)
+            return 0
+        time.sleep(0.2)
+    stragglers = session_members(sid)
+    for proc in stragglers:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(stragglers, timeout=5)
+    _reap(sid)
+    return len(stragglers)
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of our own child, so it does not linger as a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+# --- registry -----------------------------------------------------------------------------
+
+
+def registry_dir() -> Path:
+    """Folder holding one JSON file per live resource the workbook started."""
+    path = scratch_root() / "registry"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def register(name: str, record: dict) -> Path:
+    """Record a started resource (its session ids, ports, folders) under ``name``."""
+    path = registry_dir() / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2))
+    return path
+
+
+def unregister(name: str) -> None:
+    """Forget a resource once it has been stopped."""
+    (registry_dir() / f"{name}.json").unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A process or port that a stopped notebook or test left behind."""
+
+    resource: str
+    pids: tuple[int, ...]
+    ports: tuple[int, ...]
+
+    def __str__(self) -> str:
+        return f"{self.resource}: pids {list(self.pids)} ports {list(self.ports)}"
+
+
+def _listening_ports() -> set[int]:
+    try:
+        return {
+            c.laddr.port
+            for c in psutil.net_connections(kind="inet")
+            if c.laddr and c.status == psutil.CONN_LISTEN
+        }
+    except psutil.Error:  # pragma: no cover
+        return set()
+
+
+def find_leftovers() -> list[Leftover]:
+    """Registered resources that still have live processes or bound ports."""
+    found = []
+    listening = _listening_ports()
+    for path in sorted(registry_dir().glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        pids = tuple(p.pid for sid in record.get("sessions", []) for p in session_members(sid))
+        ports = tuple(p for p in record.get("ports", []) if p in listening)
+        if pids or ports:
+            found.append(Leftover(path.stem, pids, ports))
+        else:
+            path.unlink(missing_ok=True)  # stopped without saying so (e.g. killed): forget it
+    return found
+
+
+def end_leftovers(leftovers: Iterable[Leftover] | None = None) -> list[Leftover]:
+    """Stop every leftover session by its recorded ids (never by process name)."""
+    ended = []
+    for path in sorted(registry_dir().glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for sid in record.get("sessions", []):
+            stop_session(sid, grace_s=5)
+        path.unlink(missing_ok=True)
+    if leftovers is not None:
+        ended = list(leftovers)
+    return ended

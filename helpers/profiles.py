@@ -1,0 +1,201 @@
+"""Run profiles: which parameters each notebook gets in a headless run.
+
+A profile is a YAML file in ``configs/profiles/`` (``ci.yaml`` small and fast, ``full.yaml``
+the learner defaults)::
+
+    description: what this profile is for
+    defaults:
+      timeout_s: 900            # per notebook, wall clock
+    notebooks:
+      01_ray_cluster_setup:
+        timeout_s: 600
+        parameters:
+          worker_nodes: 1
+
+Everything is checked against the notebooks themselves: an unknown notebook, key or
+parameter, or a value of the wrong type, is a :class:`ProfileError` / :class:`ParameterError`
+that names the closest valid spelling.
+
+Usage::
+
+    from helpers.profiles import load_profile
+    profile = load_profile("ci")
+    profile.parameters_for("01_ray_cluster_setup")
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from helpers.errors import ParameterError, ProfileError
+from helpers.paths import CONFIGS_DIR, NOTEBOOKS_DIR
+
+__all__ = [
+    "Profile",
+    "NotebookSettings",
+    "load_profile",
+    "available_profiles",
+    "notebook_parameters",
+    "list_notebooks",
+    "check_parameters",
+]
+
+PROFILES_DIR = CONFIGS_DIR / "profiles"
+_TOP_KEYS = {"description", "defaults", "notebooks"}
+_ENTRY_KEYS = {"timeout_s", "parameters", "skip"}
+_DEFAULT_TIMEOUT_S = 900.0
+
+
+def _suggest(word: str, options: Any) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def list_notebooks(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """The numbered lessons, in order."""
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def notebook_parameters(path: Path) -> dict[str, dict[str, Any]]:
+    """The notebook's parameters cell as ``{name: {"default": ..., "type": ..., "help": ...}}``."""
+    import papermill as pm
+
+    info = pm.inspect_notebook(str(path))
+    out = {}
+    for name, spec in info.items():
+        out[name] = {
+            "default": spec.get("default"),
+            "type": (spec.get("inferred_type_name") or "None").strip(),
+            "help": spec.get("help", ""),
+        }
+    return out
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+    "list": (list,),
+    "dict": (dict,),
+}
+
+
+def check_parameters(notebook: Path, parameters: Mapping[str, Any]) -> None:
+    """Raise :class:`ParameterError` unless every parameter exists with the right type."""
+    known = notebook_parameters(notebook)
+    if not known:
+        raise ParameterError(
+            f"{notebook.name} has no cell tagged 'parameters'.",
+            "tag the notebook's parameters cell with 'parameters' (View > Cell Toolbar > Tags).",
+        )
+    for name, value in parameters.items():
+        if name not in known:
+            raise ParameterError(
+                f"{notebook.name} has no parameter {name!r}.{_suggest(name, known)}",
+                f"use one of: {', '.join(sorted(known))}.",
+            )
+        type_name = known[name]["type"].split("[")[0].replace("Optional", "").strip()
+        expected = _TYPES.get(type_name)
+        if expected is None:
+            continue
+        if type_name != "bool" and isinstance(value, bool) and bool not in expected:
+            ok = False
+        else:
+            ok = isinstance(value, expected)
+        if not ok:
+            raise ParameterError(
+                f"{notebook.name}: parameter {name!r} must be {type_name}, "
+                f"got {type(value).__name__} {value!r}.",
+                f"give {name} a {type_name} value (default: {known[name]['default']}).",
+            )
+
+
+@dataclass
+class NotebookSettings:
+    timeout_s: float
+    parameters: dict[str, Any] = field(default_factory=dict)
+    skip: bool = False
+
+
+@dataclass
+class Profile:
+    name: str
+    description: str
+    defaults: dict[str, Any]
+    notebooks: dict[str, NotebookSettings]
+    path: Path
+
+    def settings_for(self, stem: str) -> NotebookSettings:
+        if stem in self.notebooks:
+            return self.notebooks[stem]
+        return NotebookSettings(timeout_s=float(self.defaults.get("timeout_s", _DEFAULT_TIMEOUT_S)))
+
+    def parameters_for(self, stem: str) -> dict[str, Any]:
+        return dict(self.settings_for(stem).parameters)
+
+
+def load_profile(name_or_path: str | Path, *, notebooks_dir: Path = NOTEBOOKS_DIR) -> Profile:
+    """Read and validate a profile by name (``ci``) or path."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = PROFILES_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        names = available_profiles()
+        raise ProfileError(
+            f"No run profile {str(name_or_path)!r}.{_suggest(str(name_or_path), names)}",
+            f"use one of: {', '.join(names)} (files in configs/profiles/).",
+        )
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ProfileError(f"{path.name} is not valid YAML.", "fix the syntax near the line shown.",
+                           details=str(err)) from err
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path.name} must be a mapping.", "see configs/profiles/ci.yaml.")
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ProfileError(
+                f"{path.name}: unknown key {key!r}.{_suggest(key, _TOP_KEYS)}",
+                f"top-level keys are {', '.join(sorted(_TOP_KEYS))}.",
+            )
+    defaults = dict(data.get("defaults") or {})
+    for key in defaults:
+        if key not in _ENTRY_KEYS - {"parameters"}:
+            raise ProfileError(f"{path.name}: unknown default {key!r}.{_suggest(key, _ENTRY_KEYS)}",
+                               "defaults may set timeout_s and skip.")
+    stems = {p.stem: p for p in list_notebooks(notebooks_dir)}
+    entries: dict[str, NotebookSettings] = {}
+    for stem, entry in (data.get("notebooks") or {}).items():
+        if stem not in stems:
+            raise ProfileError(
+                f"{path.name}: no notebook {stem!r}.{_suggest(stem, stems)}",
+                "name notebooks by file name without .ipynb, as in notebooks/.",
+            )
+        entry = entry or {}
+        for key in entry:
+            if key not in _ENTRY_KEYS:
+                raise ProfileError(
+                    f"{path.name}: {stem}: unknown key {key!r}.{_suggest(key, _ENTRY_KEYS)}",
+                    f"a notebook entry may have {', '.join(sorted(_ENTRY_KEYS))}.",
+                )
+        params = dict(entry.get("parameters") or {})
+        try:
+            check_parameters(stems[stem], params)
+        except ParameterError as err:
+            raise ParameterError(f"{path.name}: {err.problem}", err.fix) from err
+        entries[stem] = NotebookSettings(
+            timeout_s=float(entry.get("timeout_s", defaults.get("timeout_s", _DEFAULT_TIMEOUT_S))),
+            parameters=params,
+            skip=bool(entry.get("skip", defaults.get("skip", False))),
+        )
+    return Profile(path.stem, str(data.get("description", "")), defaults, entries, path)

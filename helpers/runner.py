@@ -1,0 +1,280 @@
+"""The headless runner: execute the lessons with papermill under a run profile.
+
+Each notebook runs in its own papermill process with the profile's parameters and a wall-clock
+timeout. Its executed copy and log go to the build folder. Afterwards the runner checks that
+the notebook left no Ray process or bound port behind (and ends any it did, by process id).
+A summary table (notebook, status, duration, failing cell, error) is printed and written as
+``summary.json`` and ``summary.md``; the exit code is non-zero if any notebook failed.
+
+Usage::
+
+    python -m helpers.runner                       # every notebook, profile "full"
+    python -m helpers.runner --profile ci 00 01    # a subset, CI parameters
+    python -m helpers.runner --profile ci -p 01_ray_cluster_setup.worker_nodes=1
+    python -m helpers.runner --profile ci --prepare-only build/nbval   # parameterized copies
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from helpers.errors import ParameterError, WorkbookError
+from helpers.paths import BUILD_DIR, NOTEBOOKS_DIR, REPO_ROOT
+from helpers.profiles import Profile, check_parameters, list_notebooks, load_profile
+
+__all__ = ["NotebookResult", "select_notebooks", "run_notebooks", "prepare_notebooks", "main"]
+
+PASSED, FAILED, TIMEOUT, LEAKED, SKIPPED = "passed", "failed", "timeout", "leaked", "skipped"
+
+
+@dataclass
+class NotebookResult:
+    notebook: str
+    status: str
+    duration_s: float
+    failing_cell: int | None = None
+    error: str = ""
+    output: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (PASSED, SKIPPED)
+
+
+def select_notebooks(selectors: Sequence[str], folder: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """Notebooks matching each selector: a number prefix (``01``), a stem, or a path."""
+    every = list_notebooks(folder)
+    if not selectors:
+        return every
+    chosen: list[Path] = []
+    for sel in selectors:
+        path = Path(sel)
+        if path.suffix == ".ipynb" and path.exists():
+            matches = [path.resolve()]
+        else:
+            key = path.stem if path.suffix == ".ipynb" else sel
+            matches = [p for p in every if p.stem == key or p.stem.split("_", 1)[0] == key
+                       or p.stem.startswith(key)]
+        if not matches:
+            raise WorkbookError(
+                f"No notebook matches {sel!r}.",
+                "give a number (01), a name (01_ray_cluster_setup) or a path; available: "
+                + ", ".join(p.stem for p in every),
+            )
+        chosen += [m for m in matches if m not in chosen]
+    return chosen
+
+
+def _parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``-p stem.name=value`` / ``-p name=value`` (every selected notebook)."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        if "=" not in item:
+            raise ParameterError(f"-p {item!r} is not name=value.",
+                                 "write -p name=value or -p notebook.name=value.")
+        key, raw = item.split("=", 1)
+        stem, _, name = key.rpartition(".")
+        out.setdefault(stem or "*", {})[name] = yaml.safe_load(raw)
+    return out
+
+
+def _parameters(profile: Profile, nb: Path, overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    params = profile.parameters_for(nb.stem)
+    params.update(overrides.get("*", {}))
+    for key, values in overrides.items():
+        if key != "*" and (nb.stem == key or nb.stem.startswith(key)):
+            params.update(values)
+    check_parameters(nb, params)
+    return params
+
+
+def _first_error(executed: Path) -> tuple[int | None, str]:
+    """Index and one-line error of the first failing code cell of an executed notebook."""
+    try:
+        nb = json.loads(executed.read_text())
+    except (OSError, ValueError):
+        return None, ""
+    index = 0
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" not in tags:
+            index += 1
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                message = f"{out.get('ename')}: {out.get('evalue')}".strip()
+                return index, message.splitlines()[0][:300] if message else ""
+    return None, ""
+
+
+def run_one(
+    nb: Path, out_dir: Path, parameters: dict[str, Any], timeout_s: float, scratch: Path
+) -> NotebookResult:
+    """Execute one notebook in a papermill subprocess; check and clean what it left."""
+    from helpers.processes import end_leftovers, find_leftovers
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / nb.name
+    log_path = out_dir / f"{nb.stem}.log"
+    params_path = out_dir / f"{nb.stem}.parameters.yaml"
+    params_path.write_text(yaml.safe_dump(parameters))
+    env = dict(os.environ, WORKBOOK_SCRATCH=str(scratch), PYTHONUNBUFFERED="1")
+    argv = [sys.executable, "-m", "papermill", str(nb), str(executed), "-f", str(params_path),
+            "--cwd", str(nb.parent), "--no-progress-bar", "--log-output", "-k", "python3"]
+    started = time.monotonic()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            code = proc.wait(timeout=timeout_s)
+            status = PASSED if code == 0 else FAILED
+        except subprocess.TimeoutExpired:
+            from helpers.processes import stop_session
+
+            stop_session(proc.pid, grace_s=10)
+            status = TIMEOUT
+    duration = round(time.monotonic() - started, 1)
+    cell, error = _first_error(executed)
+    if status == TIMEOUT:
+        error = f"did not finish within {timeout_s:.0f} s" + (f" (last error: {error})" if error else "")
+    elif status == FAILED and not error:
+        error = _tail_text(log_path)
+    os.environ["WORKBOOK_SCRATCH"], previous = str(scratch), os.environ.get("WORKBOOK_SCRATCH")
+    try:
+        leftovers = find_leftovers()
+        if leftovers:
+            end_leftovers()
+            note = "left running: " + "; ".join(str(x) for x in leftovers)
+            error = f"{error}; {note}" if error else note
+            if status == PASSED:
+                status = LEAKED
+    finally:
+        if previous is None:
+            os.environ.pop("WORKBOOK_SCRATCH", None)
+        else:
+            os.environ["WORKBOOK_SCRATCH"] = previous
+    return NotebookResult(nb.stem, status, duration, cell, error, str(executed))
+
+
+def _tail_text(path: Path, lines: int = 3) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])[:300]
+    except OSError:
+        return ""
+
+
+def prepare_notebooks(
+    notebooks: Sequence[Path], profile: Profile, out_dir: Path,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> list[Path]:
+    """Write parameterized, unexecuted copies (for nbval) and return their paths."""
+    import papermill as pm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for nb in notebooks:
+        target = out_dir / nb.name
+        pm.execute_notebook(str(nb), str(target), parameters=_parameters(profile, nb, overrides or {}),
+                            prepare_only=True, progress_bar=False, kernel_name="python3")
+        written.append(target)
+    return written
+
+
+def format_summary(results: Sequence[NotebookResult]) -> str:
+    """A Markdown table of the results."""
+    head = "| notebook | status | duration (s) | failing cell | error |\n|---|---|---|---|---|"
+    rows = [
+        f"| {r.notebook} | {r.status} | {r.duration_s:.1f} | "
+        f"{'' if r.failing_cell is None else r.failing_cell} | {r.error.replace('|', '/')} |"
+        for r in results
+    ]
+    passed = sum(r.ok for r in results)
+    return "\n".join([head, *rows, "", f"{passed} passed, {len(results) - passed} failed"])
+
+
+def run_notebooks(
+    notebooks: Sequence[Path],
+    profile: Profile,
+    out_dir: Path,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    progress: bool = True,
+) -> list[NotebookResult]:
+    """Execute ``notebooks`` in order; write the summary files; return the results."""
+    from tqdm.auto import tqdm
+
+    overrides = overrides or {}
+    # Validate everything before running anything: a typo should not cost a long run.
+    plan = [(nb, profile.settings_for(nb.stem), _parameters(profile, nb, overrides)) for nb in notebooks]
+    results: list[NotebookResult] = []
+    bar = tqdm(plan, desc=f"profile {profile.name}", unit="notebook", disable=not progress)
+    for nb, settings, params in bar:
+        bar.set_postfix_str(nb.stem)
+        if settings.skip:
+            results.append(NotebookResult(nb.stem, SKIPPED, 0.0, error="skipped by profile"))
+            continue
+        scratch = out_dir / ".scratch" / nb.stem
+        result = run_one(nb, out_dir, params, settings.timeout_s, scratch)
+        results.append(result)
+        bar.write(f"{result.status:>7}  {nb.stem}  {result.duration_s:.1f} s  {result.error}")
+    summary = {
+        "profile": profile.name,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "results": [asdict(r) for r in results],
+        "passed": sum(r.ok for r in results),
+        "failed": sum(not r.ok for r in results),
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / "summary.md").write_text(f"# Run of profile {profile.name}\n\n{format_summary(results)}\n")
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.runner", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebooks", nargs="*", help="numbers, names or paths (default: all)")
+    parser.add_argument("--profile", default=os.environ.get("WORKBOOK_PROFILE", "full"),
+                        help="run profile in configs/profiles (default: full)")
+    parser.add_argument("-p", "--parameter", action="append", default=[], metavar="[NB.]NAME=VALUE",
+                        help="override a parameter (YAML value), for one notebook or all")
+    parser.add_argument("--build-dir", type=Path, default=None,
+                        help="where executed notebooks and the summary go (default: build/runs/PROFILE)")
+    parser.add_argument("--prepare-only", type=Path, metavar="DIR",
+                        help="only write parameterized copies to DIR (for nbval), do not execute")
+    parser.add_argument("--list", action="store_true", help="list notebooks and their parameters")
+    args = parser.parse_args(argv)
+    try:
+        profile = load_profile(args.profile)
+        notebooks = select_notebooks(args.notebooks)
+        overrides = _parse_overrides(args.parameter)
+        if args.list:
+            for nb in notebooks:
+                print(f"{nb.stem}: {profile.parameters_for(nb.stem)}")
+            return 0
+        if args.prepare_only:
+            for path in prepare_notebooks(notebooks, profile, args.prepare_only, overrides):
+                print(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)
+            return 0
+        out_dir = args.build_dir or BUILD_DIR / "runs" / profile.name
+        results = run_notebooks(notebooks, profile, out_dir, overrides)
+    except WorkbookError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print()
+    print(format_summary(results))
+    print(f"\nExecuted notebooks and summary.md are in {out_dir}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Serve status made readable: wait for an application, explain why it is not running.
+
+Everything here reads the cluster's dashboard REST API (what ``serve status`` reads), so it
+works for applications started by ``serve.run``, ``serve run`` or ``serve deploy`` alike, and
+against a remote cluster, without ``ray.init`` in this process.
+
+Usage::
+
+    from helpers.serve_status import wait_until_running, status_table
+    wait_until_running("default", cluster=cluster, timeout_s=120)
+    status_table(cluster)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from helpers.errors import ClusterNotRunningError, ServeDeployError, ServeTimeoutError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from helpers.cluster import ClusterHandle
+
+__all__ = [
+    "serve_details",
+    "app_statuses",
+    "pending_demands",
+    "wait_until_running",
+    "wait_until_deleted",
+    "status_table",
+]
+
+_FAILED = {"DEPLOY_FAILED", "UNHEALTHY"}
+
+
+def serve_details(cluster: "ClusterHandle") -> dict[str, Any]:
+    """The ServeInstanceDetails JSON (applications, deployments, replicas, proxies)."""
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    from helpers.auth import activate_in_process
+
+    activate_in_process(cluster.env)
+    try:
+        return ServeSubmissionClient(cluster.dashboard_url).get_serve_details()
+    except Exception as err:  # noqa: BLE001 - connection, auth and HTTP errors alike
+        raise ClusterNotRunningError(
+            f"Could not read Serve's status from {cluster.dashboard_url}.",
+            "check the cluster is running with its dashboard (cluster.nodes_table()).",
+            details=str(err)[-1500:],
+        ) from err
+
+
+def app_statuses(cluster: "ClusterHandle") -> dict[str, str]:
+    """``{application name: status}`` for every application Serve knows."""
+    apps = serve_details(cluster).get("applications") or {}
+    return {name: app.get("status", "UNKNOWN") for name, app in apps.items()}
+
+
+def _deployment_messages(app: dict[str, Any]) -> dict[str, str]:
+    messages = {}
+    if app.get("message"):
+        messages["application"] = app["message"]
+    for name, dep in (app.get("deployments") or {}).items():
+        if dep.get("message"):
+            messages[name] = dep["message"]
+    return messages
+
+
+def pending_demands(cluster: "ClusterHandle") -> list[str]:
+    """Resource shapes that tasks, actors or placement groups wait for (as ``ray status``)."""
+    from ray.autoscaler.v2.sdk import get_cluster_status
+
+    from helpers.auth import activate_in_process
+
+    activate_in_process(cluster.env)
+    try:
+        status = get_cluster_status(cluster.address, timeout=10)
+    except Exception:  # noqa: BLE001 - the demand is extra information, never the error
+        return []
+    demands = status.resource_demands
+    out = []
+    for demand in demands.ray_task_actor_demand:
+        for req in demand.bundles_by_count:
+            out.append(f"{req.bundle}: {req.count}+ pending tasks/actors")
+    for demand in demands.placement_group_demand:
+        bundles = ", ".join(str(r.bundle) for r in demand.bundles_by_count)
+        out.append(f"placement group [{bundles}] ({demand.strategy or '?'}) pending")
+    return out
+
+
+def wait_until_running(
+    app: str = "default",
+    *,
+    cluster: "ClusterHandle",
+    timeout_s: float = 120.0,
+    poll_s: float = 1.0,
+    grace_s: float = 20.0,
+) -> dict[str, Any]:
+    """Block until application ``app`` is RUNNING and return its details.
+
+    Raises :class:`ServeDeployError` with the replicas' own error messages as soon as the
+    application is DEPLOY_FAILED (after ``grace_s``, since Serve retries a failing
+    constructor a few times before giving up), and :class:`ServeTimeoutError` with the pending
+    resource demand after ``timeout_s``.
+    """
+    start = time.monotonic()
+    deadline = start + timeout_s
+    last_status = "NOT_STARTED"
+    details: dict[str, Any] = {}
+    while True:
+        apps = serve_details(cluster).get("applications") or {}
+        details = apps.get(app) or {}
+        last_status = details.get("status", "NOT_STARTED")
+        if last_status == "RUNNING":
+            return details
+        if last_status in _FAILED and time.monotonic() - start >= min(grace_s, timeout_s):
+            raise ServeDeployError(app, last_status, _deployment_messages(details))
+        if time.monotonic() >= deadline:
+            raise ServeTimeoutError(
+                app,
+                timeout_s,
+                last_status,
+                pending_demands(cluster),
+                _deployment_messages(details),
+            )
+        time.sleep(poll_s)
+
+
+def wait_until_deleted(
+    app: str, *, cluster: "ClusterHandle", timeout_s: float = 60.0
+) -> None:
+    """Block until ``app`` no longer appears in Serve's status."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if app not in app_statuses(cluster):
+            return
+        time.sleep(0.5)
+    raise ServeTimeoutError(app, timeout_s, "DELETING")
+
+
+def status_table(cluster: "ClusterHandle") -> "pd.DataFrame":
+    """One row per replica (or per deployment without replicas) of every application."""
+    import pandas as pd
+
+    details = serve_details(cluster)
+    rows = []
+    for app_name, app in (details.get("applications") or {}).items():
+        for dep_name, dep in (app.get("deployments") or {}).items():
+            base = {
+                "application": app_name,
+                "app_status": app.get("status"),
+                "route_prefix": app.get("route_prefix"),
+                "deployment": dep_name,
+                "deployment_status": dep.get("status"),
+            }
+            replicas = dep.get("replicas") or []
+            if not replicas:
+                rows.append({**base, "replica": None, "replica_state": None, "node_id": None,
+                             "pid": None})
+            for rep in replicas:
+                rows.append(
+                    {
+                        **base,
+                        "replica": rep.get("replica_id"),
+                        "replica_state": rep.get("state"),
+                        "node_id": (rep.get("node_id") or "")[:12] or None,
+                        "pid": rep.get("pid"),
+                    }
+                )
+    columns = ["application", "app_status", "route_prefix", "deployment", "deployment_status",
+               "replica", "replica_state", "node_id", "pid"]
+    return pd.DataFrame.from_records(rows, columns=columns)
