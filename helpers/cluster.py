@@ -89,6 +89,13 @@ class NodeInfo:
     pid: int
     log_path: Path
     ports: dict[str, int] = field(default_factory=dict)
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def command(self) -> str:
+        """The ``ray start`` command line that started this node, as you would type it."""
+        words = ["ray", *self.argv[1:]] if self.argv else []
+        return " ".join(words)
 
 
 class ClusterHandle:
@@ -273,6 +280,14 @@ class LocalCluster(ClusterHandle):
     ) -> None:
         self.id = f"cluster-{uuid.uuid4().hex[:8]}"
         self.dir = (scratch or scratch_root()) / self.id
+        # Ray puts Unix sockets at <temp-dir>/session_<date>_<pid>/sockets/plasma_store and
+        # such paths are limited to 107 bytes: refuse a scratch folder that is too deep.
+        longest = self.dir / "ray" / "session_2026-01-01_00-00-00_000000_4194304" / "sockets" / "plasma_store"
+        if len(str(longest)) > 107:
+            raise ClusterStartError(
+                f"The scratch folder {self.dir.parent} is too long a path for Ray's sockets.",
+                "set WORKBOOK_SCRATCH to a short folder, for example /tmp/rsw.",
+            )
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.dashboard_port = dashboard_port or free_port()
@@ -361,6 +376,11 @@ class LocalCluster(ClusterHandle):
         log_path = self.dir / f"{name}.log"
         env = auth_env(self.token_path)
         env.pop("RAY_ADDRESS", None)
+        # Ray Jobs run their entrypoint (`python -m ...`) with the node's PATH: put this
+        # interpreter's folder (the project's .venv/bin) first, so `python` there is the one
+        # that has Ray and the helpers even when the venv was never activated.
+        bin_dir = str(Path(sys.executable).parent)
+        env["PATH"] = os.pathsep.join([bin_dir, env["PATH"]]) if env.get("PATH") else bin_dir
         proc = start_session(argv, log_path, env=env)
         node = NodeInfo(
             name=name,
@@ -371,6 +391,7 @@ class LocalCluster(ClusterHandle):
             pid=proc.pid,
             log_path=log_path,
             ports=ports,
+            argv=argv,
         )
         self.nodes_started.append(node)
         self._save_registry()

@@ -159,14 +159,20 @@ def _listening_ports() -> set[int]:
         return set()
 
 
-def find_leftovers() -> list[Leftover]:
-    """Registered resources that still have live processes or bound ports."""
+def find_leftovers(*, exclude_owner: int | None = None) -> list[Leftover]:
+    """Registered resources that still have live processes or bound ports.
+
+    ``exclude_owner``: ignore resources registered by that process id (a test session's own
+    fixtures, say, when checking what a notebook kernel left).
+    """
     found = []
     listening = _listening_ports()
     for path in sorted(registry_dir().glob("*.json")):
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
+            continue
+        if exclude_owner is not None and record.get("owner_pid") == exclude_owner:
             continue
         pids = tuple(p.pid for sid in record.get("sessions", []) for p in session_members(sid))
         ports = tuple(p for p in record.get("ports", []) if p in listening)
@@ -177,10 +183,10 @@ def find_leftovers() -> list[Leftover]:
     return found
 
 
-def end_leftovers(leftovers: Iterable[Leftover] | None = None) -> list[Leftover]:
-    """Stop every leftover session by its recorded ids (never by process name)."""
-    ended = []
-    for path in sorted(registry_dir().glob("*.json")):
+def end_leftovers(leftovers: Iterable[Leftover]) -> None:
+    """Stop the sessions of the given leftovers by their recorded ids (never by name)."""
+    for leftover in leftovers:
+        path = registry_dir() / f"{leftover.resource}.json"
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -188,6 +194,3 @@ def end_leftovers(leftovers: Iterable[Leftover] | None = None) -> list[Leftover]
         for sid in record.get("sessions", []):
             stop_session(sid, grace_s=5)
         path.unlink(missing_ok=True)
-    if leftovers is not None:
-        ended = list(leftovers)
-    return ended

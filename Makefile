@@ -1,0 +1,16 @@
+# The workbook's commands. Each one builds the environment first if it is missing.
+PROFILE ?= full
+NOTEBOOKS ?=
+LAB_PORT ?= 8888
+
+.PHONY: setup run test lab clean
+setup:             ## build .venv (a no-op when it is up to date)
+	@bash scripts/ensure_env.sh
+run: setup         ## the main job: every notebook headless (PROFILE=ci for the short run)
+	.venv/bin/python -m helpers.runner --profile $(PROFILE) $(NOTEBOOKS)
+test:              ## unit tests against real Ray, then every notebook under nbval
+	@bash scripts/test.sh
+lab: setup         ## JupyterLab on the notebooks, with the project's kernel, on 127.0.0.1
+	.venv/bin/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT)
+clean:             ## remove executed notebooks and reports (not .venv)
+	rm -rf build

@@ -1,0 +1,54 @@
+"""Test-session plumbing shared by the unit tests and the nbval notebook runs.
+
+* Every process the session starts (notebook kernels included) registers its clusters under
+  one short scratch folder of its own (``WORKBOOK_SCRATCH``), so the leak checks below look
+  only at what this test run started.
+* After the last cell of each notebook under nbval, nothing the notebook started may still run
+  or hold a port: if something does, it is ended (by process id) and the notebook fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+_SCRATCH_CREATED: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if "WORKBOOK_SCRATCH" not in os.environ:
+        path = tempfile.mkdtemp(prefix="rsw-test-")
+        os.environ["WORKBOOK_SCRATCH"] = path
+        _SCRATCH_CREATED.append(path)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for path in _SCRATCH_CREATED:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _notebook_of(item: pytest.Item | None) -> str | None:
+    if item is None:
+        return None
+    path = str(getattr(item, "path", ""))
+    return path if path.endswith(".ipynb") else None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    yield  # nbval stops the notebook's kernel here when this was its last cell
+    notebook = _notebook_of(item)
+    if notebook is None or _notebook_of(nextitem) == notebook:
+        return
+    from helpers.processes import end_leftovers, find_leftovers
+
+    leftovers = find_leftovers(exclude_owner=os.getpid())  # not this session's own fixtures
+    if leftovers:
+        end_leftovers(leftovers)
+        raise AssertionError(
+            f"{os.path.basename(notebook)} left processes or ports behind (now ended): "
+            + "; ".join(map(str, leftovers))
+        )

