@@ -398,12 +398,22 @@ class LocalCluster(ClusterHandle):
         self._wait_started(proc, node, timeout_s)
         return node
 
+    def _abandon(self, node: NodeInfo) -> None:
+        """A node failed to start: a failed head stops the cluster, a failed worker only itself."""
+        if node.role == "head":
+            self.stop()
+            return
+        stop_session(node.pid)
+        if node in self.nodes_started:
+            self.nodes_started.remove(node)
+        self._save_registry()
+
     def _wait_started(self, proc: subprocess.Popen, node: NodeInfo, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 log = node.log_path.read_text(errors="replace")
-                self.stop()
+                self._abandon(node)
                 raise ClusterStartError(
                     f"`ray start` for node {node.name!r} exited with code {proc.returncode}.",
                     _advice_from_log(log),
@@ -413,7 +423,7 @@ class LocalCluster(ClusterHandle):
                 return
             time.sleep(0.3)
         log = node.log_path.read_text(errors="replace")
-        self.stop()
+        self._abandon(node)
         raise ClusterStartError(
             f"Node {node.name!r} did not start within {timeout_s:.0f} s.",
             "the machine may be overloaded; close other notebooks or raise timeout_s.",
@@ -473,16 +483,17 @@ class LocalCluster(ClusterHandle):
                 "This cluster is not running.", "start it first with start_local_cluster()."
             )
         count = sum(1 for n in self.nodes_started if n.role == "worker")
-        node = self._start_node(
-            head=False,
-            name=name or f"worker-{count + 1}",
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            resources=resources,
-            memory=memory,
-            object_store_memory=object_store_memory,
-            timeout_s=timeout_s,
-        )
+        spec = dict(head=False, name=name or f"worker-{count + 1}", num_cpus=num_cpus,
+                    num_gpus=num_gpus, resources=resources, memory=memory,
+                    object_store_memory=object_store_memory, timeout_s=timeout_s)
+        try:
+            node = self._start_node(**spec)  # type: ignore[arg-type]
+        except ClusterStartError as err:
+            # Ray gives a new raylet a fixed 30 s to register with the GCS; on a busy 2-core
+            # machine that is sometimes too short. The failed node was stopped: try once more.
+            if "timed out during startup" not in err.details:
+                raise
+            node = self._start_node(**spec)  # type: ignore[arg-type]
         self._wait_for_nodes(len(self.nodes_started), timeout_s)
         return node
 

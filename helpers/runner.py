@@ -101,7 +101,11 @@ def _parameters(profile: Profile, nb: Path, overrides: dict[str, dict[str, Any]]
 
 
 def _first_error(executed: Path) -> tuple[int | None, str]:
-    """Index and one-line error of the first failing code cell of an executed notebook."""
+    """Index and one-line error of the first failing code cell of an executed notebook.
+
+    The index is 0-based among the notebook's own code cells (papermill's injected-parameters
+    cell is not counted), so it names the same cell in the source notebook.
+    """
     try:
         nb = json.loads(executed.read_text())
     except (OSError, ValueError):
@@ -110,13 +114,12 @@ def _first_error(executed: Path) -> tuple[int | None, str]:
     for cell in nb.get("cells", []):
         if cell.get("cell_type") != "code":
             continue
-        tags = cell.get("metadata", {}).get("tags", [])
-        if "injected-parameters" not in tags:
-            index += 1
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
                 message = f"{out.get('ename')}: {out.get('evalue')}".strip()
                 return index, message.splitlines()[0][:300] if message else ""
+        if "injected-parameters" not in cell.get("metadata", {}).get("tags", []):
+            index += 1
     return None, ""
 
 

@@ -1,0 +1,150 @@
+"""Ports and process sessions: fast tests, no Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+import pytest
+
+from helpers import processes
+from helpers.errors import PortInUseError
+from helpers.ports import ensure_port_free, free_port, is_port_free
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture
+def listening_socket() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+@pytest.fixture
+def session_proc(tmp_path: Path) -> Iterator[subprocess.Popen]:
+    """A shell in its own session that leaves a backgrounded grandchild behind on SIGTERM."""
+    proc = processes.start_session(["sh", "-c", "sleep 300 & sleep 300"], tmp_path / "s.log")
+    try:
+        deadline = time.monotonic() + 10
+        while len(processes.session_members(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield proc
+    finally:
+        processes.stop_session(proc.pid, grace_s=1)
+
+
+def test_ensure_port_free_names_owner(listening_socket: socket.socket) -> None:
+    port = listening_socket.getsockname()[1]
+    with pytest.raises(PortInUseError) as info:
+        ensure_port_free(port, purpose="test port")
+    err = info.value
+    assert err.port == port
+    assert f"pid {os.getpid()}" in str(err)
+    assert f"Port {port} (test port)" in str(err)
+    listening_socket.close()
+    ensure_port_free(port)  # free again once the socket is closed: no error
+
+
+def test_free_port_gives_distinct_bindable_ports() -> None:
+    ports = [free_port() for _ in range(20)]
+    assert len(set(ports)) == len(ports)
+    held = []
+    try:
+        for port in ports:
+            assert 20000 <= port < 40000
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", port))  # raises if the port was not free
+            sock.listen(1)
+            held.append(sock)
+        assert not is_port_free(ports[0])
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_stop_session_stops_grandchild_and_is_idempotent(session_proc: subprocess.Popen) -> None:
+    sid = session_proc.pid
+    members = processes.session_members(sid)
+    pids = {p.pid for p in members}
+    assert sid in pids
+    grandchildren = pids - {sid}
+    assert grandchildren, "the backgrounded sleep should be in the session"
+    assert all(os.getsid(pid) == sid for pid in pids)
+
+    killed = processes.stop_session(sid, grace_s=1)
+    # The leader exits on SIGTERM; the backgrounded sleep ignores the leader's death and
+    # must be killed after the grace period.
+    assert killed >= 1
+    assert processes.session_members(sid) == []
+    assert not any(_alive(pid) for pid in pids)
+
+    started = time.monotonic()
+    assert processes.stop_session(sid, grace_s=1) == 0
+    assert time.monotonic() - started < 1.0
+
+
+def test_leftovers_found_and_ended(
+    isolated_workbook_scratch: Path,
+    session_proc: subprocess.Popen,
+    listening_socket: socket.socket,
+    tmp_path: Path,
+) -> None:
+    port = listening_socket.getsockname()[1]
+    sid = session_proc.pid
+    pids = {p.pid for p in processes.session_members(sid)}
+    assert processes.find_leftovers() == []
+
+    path = processes.register("test-resource", {"sessions": [sid], "ports": [port]})
+    assert path.parent == isolated_workbook_scratch / "registry"
+    assert json.loads(path.read_text())["sessions"] == [sid]
+    # A second live resource, registered as owned by this process.
+    other = processes.start_session(["sleep", "300"], tmp_path / "other.log")
+    try:
+        processes.register("mine", {"owner_pid": os.getpid(), "sessions": [other.pid]})
+
+        found = processes.find_leftovers()
+        assert [x.resource for x in found] == ["mine", "test-resource"]
+        assert [x.resource for x in processes.find_leftovers(exclude_owner=os.getpid())] == [
+            "test-resource"]
+        leftover = found[1]
+        assert sid in leftover.pids
+        assert set(leftover.pids) == pids
+        assert leftover.ports == (port,)
+        assert "test-resource" in str(leftover)
+
+        processes.end_leftovers([leftover])  # ends only what it is given
+        assert not any(_alive(pid) for pid in pids)
+        assert not path.exists()
+        assert _alive(other.pid)
+        listening_socket.close()
+        assert [x.resource for x in processes.find_leftovers()] == ["mine"]
+    finally:
+        processes.stop_session(other.pid, grace_s=2)
+    assert processes.find_leftovers() == []
+
+
+def test_dead_registration_is_forgotten(isolated_workbook_scratch: Path) -> None:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    path = processes.register("gone", {"sessions": [proc.pid], "ports": []})
+    assert processes.find_leftovers() == []
+    assert not path.exists()
+    processes.register("gone2", {"sessions": [], "ports": []})
+    processes.unregister("gone2")
+    assert not (processes.registry_dir() / "gone2.json").exists()

@@ -1,0 +1,215 @@
+"""helpers.profiles and helpers.runner on tiny notebooks made in tmp_path (real papermill)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+
+from helpers.errors import ParameterError, ProfileError, WorkbookError
+from helpers.paths import REPO_ROOT
+from helpers.profiles import load_profile, notebook_parameters
+from helpers.runner import FAILED, PASSED, TIMEOUT, run_notebooks, select_notebooks
+
+PARAMS = "x: int = 1  # a number"
+
+
+def _write_notebook(path: Path, *sources: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.cells.append(nbformat.v4.new_markdown_cell(f"# {path.stem}"))
+    params = nbformat.v4.new_code_cell(PARAMS)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells.append(params)
+    for source in sources:
+        nb.cells.append(nbformat.v4.new_code_cell(source))
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.fixture
+def nb_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _write_notebook(folder / "01_ok.ipynb", "assert x == 3, x\nprint('x is', x)")
+    _write_notebook(
+        folder / "02_fail.ipynb",
+        "raise RuntimeError(f'failing on purpose with x={x}')",  # the 2nd code cell
+        "print('never reached')",
+    )
+    _write_notebook(folder / "03_slow.ipynb", "import time\ntime.sleep(60)")
+    return folder
+
+
+def _profile(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "test_profile.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD_PROFILE = """\
+description: tiny notebooks
+defaults:
+  timeout_s: 120
+notebooks:
+  01_ok:
+    parameters:
+      x: 3
+  03_slow:
+    timeout_s: 15
+"""
+
+
+def test_notebook_parameters_reads_the_tagged_cell(nb_dir: Path) -> None:
+    params = notebook_parameters(nb_dir / "01_ok.ipynb")
+    assert params == {"x": {"default": "1", "type": "int", "help": "a number"}}
+
+
+def test_select_notebooks(nb_dir: Path) -> None:
+    assert select_notebooks(["01"], nb_dir) == [nb_dir / "01_ok.ipynb"]
+    assert select_notebooks(["02_fail", "01"], nb_dir) == [nb_dir / "02_fail.ipynb",
+                                                          nb_dir / "01_ok.ipynb"]
+    assert len(select_notebooks([], nb_dir)) == 3
+    with pytest.raises(WorkbookError) as info:
+        select_notebooks(["99"], nb_dir)
+    assert "No notebook matches '99'" in str(info.value)
+    assert "01_ok" in str(info.value)  # lists what is available
+
+
+def test_load_good_profile(tmp_path: Path, nb_dir: Path) -> None:
+    profile = load_profile(_profile(tmp_path, GOOD_PROFILE), notebooks_dir=nb_dir)
+    assert profile.description == "tiny notebooks"
+    assert profile.parameters_for("01_ok") == {"x": 3}
+    assert profile.settings_for("03_slow").timeout_s == 15
+    assert profile.settings_for("02_fail").timeout_s == 120  # from defaults
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "expected"),
+    [
+        ("notebok:\n  01_ok: {}\n", ProfileError,
+         ["unknown key 'notebok'", "Did you mean 'notebooks'?"]),
+        ("notebooks:\n  01_okk: {}\n", ProfileError,
+         ["no notebook '01_okk'", "Did you mean '01_ok'?"]),
+        ("notebooks:\n  01_ok:\n    timeout: 5\n", ProfileError,
+         ["unknown key 'timeout'", "Did you mean 'timeout_s'?"]),
+        ("notebooks:\n  01_ok:\n    parameters:\n      xx: 3\n", ParameterError,
+         ["no parameter 'xx'", "Did you mean 'x'?"]),
+        ("notebooks:\n  01_ok:\n    parameters:\n      x: three\n", ParameterError,
+         ["parameter 'x' must be int, got str 'three'"]),
+        ("notebooks:\n  01_ok:\n    parameters:\n      x: true\n", ParameterError,
+         ["parameter 'x' must be int, got bool True"]),
+        ("- just\n- a list\n", ProfileError, ["must be a mapping"]),
+        ("notebooks: [unclosed\n", ProfileError, ["not valid YAML"]),
+    ],
+)
+def test_load_profile_errors(
+    tmp_path: Path, nb_dir: Path, text: str, error: type, expected: list[str]
+) -> None:
+    with pytest.raises(error) as info:
+        load_profile(_profile(tmp_path, text), notebooks_dir=nb_dir)
+    for fragment in expected:
+        assert fragment in str(info.value)
+    assert "Fix:" in str(info.value)
+
+
+def test_unknown_profile_name() -> None:
+    with pytest.raises(ProfileError) as info:
+        load_profile("nonexistent")
+    assert "No run profile 'nonexistent'" in str(info.value)
+
+
+def test_run_notebooks_passed_and_failed(tmp_path: Path, nb_dir: Path) -> None:
+    profile = load_profile(_profile(tmp_path, GOOD_PROFILE), notebooks_dir=nb_dir)
+    out = tmp_path / "out"
+    results = run_notebooks([nb_dir / "01_ok.ipynb", nb_dir / "02_fail.ipynb"], profile, out,
+                            progress=False)
+    ok, bad = results
+    assert (ok.notebook, ok.status, ok.failing_cell, ok.error) == ("01_ok", PASSED, None, "")
+    assert "x is 3" in (out / "01_ok.ipynb").read_text()  # the profile's parameter was injected
+
+    assert (bad.notebook, bad.status) == ("02_fail", FAILED)
+    # 0-based among the notebook's own code cells: the parameters cell is 0, the raise is 1.
+    assert bad.failing_cell == 1
+    assert "RuntimeError: failing on purpose with x=1" in bad.error
+    assert not bad.ok
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["profile"], summary["passed"], summary["failed"]) == ("test_profile", 1, 1)
+    assert [r["status"] for r in summary["results"]] == [PASSED, FAILED]
+    assert summary["results"][1]["failing_cell"] == 1
+    table = (out / "summary.md").read_text()
+    assert "| 02_fail | failed |" in table
+    assert "failing on purpose" in table
+    assert "1 passed, 1 failed" in table
+
+
+def _notebook_processes(nb_dir: Path) -> dict[int, str]:
+    """Processes running one of nb_dir's notebooks: papermill (by its command line) and
+    the kernel (by its working directory, which papermill sets to the notebook's folder)."""
+    found = {}
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if str(nb_dir) in cmd or proc.info["cwd"] == str(nb_dir):
+            found[proc.info["pid"]] = cmd
+    return found
+
+
+def test_timeout_leaves_no_process(tmp_path: Path, nb_dir: Path) -> None:
+    profile = load_profile(_profile(tmp_path, GOOD_PROFILE), notebooks_dir=nb_dir)
+    out = tmp_path / "out"
+    results: list = []
+    runner = threading.Thread(
+        target=lambda: results.extend(
+            run_notebooks([nb_dir / "03_slow.ipynb"], profile, out, progress=False)
+        )
+    )
+    seen: dict[int, str] = {}
+    started = time.monotonic()
+    runner.start()
+    while runner.is_alive():
+        seen.update(_notebook_processes(nb_dir))
+        time.sleep(0.3)
+    runner.join()
+    elapsed = time.monotonic() - started
+
+    (result,) = results
+    assert result.status == TIMEOUT
+    assert "did not finish within 15 s" in result.error
+    assert elapsed < 45
+    assert any("papermill" in cmd for cmd in seen.values()), seen
+    assert any("ipykernel" in cmd for cmd in seen.values()), seen
+
+    deadline = time.monotonic() + 5  # the kernel notices its parent is gone within ~1 s
+    alive = dict(seen)
+    while alive and time.monotonic() < deadline:
+        alive = {pid: cmd for pid, cmd in alive.items() if _is_alive(pid)}
+        time.sleep(0.2)
+    assert alive == {}
+    assert _notebook_processes(nb_dir) == {}
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_runner_cli_unknown_profile_exits_2() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "helpers.runner", "--profile", "nonexistent"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "error: No run profile 'nonexistent'" in result.stderr
+    assert "configs/profiles" in result.stderr
+    assert "Traceback" not in result.stderr
