@@ -77,6 +77,18 @@ def ray_executable(name: str = "ray") -> str:
     return found
 
 
+@dataclass(frozen=True)
+class NodeSpec:
+    """What a node is asked to have: its name and logical resources."""
+
+    name: str
+    num_cpus: float = 1
+    num_gpus: float = 0
+    resources: Mapping[str, float] | None = None
+    memory: int | None = None
+    object_store_memory: int | None = None
+
+
 @dataclass
 class NodeInfo:
     """One raylet the workbook started."""
@@ -302,20 +314,9 @@ class LocalCluster(ClusterHandle):
 
     # -- starting -----------------------------------------------------------------------
 
-    def _node_argv(
-        self,
-        *,
-        head: bool,
-        name: str,
-        num_cpus: float,
-        num_gpus: float,
-        resources: Mapping[str, float] | None,
-        memory: int | None,
-        object_store_memory: int | None,
-        ports: dict[str, int],
-    ) -> list[str]:
+    def _node_argv(self, spec: NodeSpec, *, head: bool, ports: dict[str, int]) -> list[str]:
         argv = [ray_executable("ray"), "start", "--block", "--disable-usage-stats"]
-        argv += ["--node-ip-address=127.0.0.1", f"--node-name={name}"]
+        argv += ["--node-ip-address=127.0.0.1", f"--node-name={spec.name}"]
         if head:
             argv += [
                 "--head",
@@ -329,13 +330,13 @@ class LocalCluster(ClusterHandle):
                 argv += ["--include-dashboard=False"]
         else:
             argv += [f"--address={self.address}"]
-        argv += [f"--num-cpus={int(num_cpus)}", f"--num-gpus={int(num_gpus)}"]
-        if resources:
-            argv += [f"--resources={json.dumps(dict(resources))}"]
-        if memory:
-            argv += [f"--memory={int(memory)}"]
-        if object_store_memory:
-            argv += [f"--object-store-memory={int(object_store_memory)}"]
+        argv += [f"--num-cpus={int(spec.num_cpus)}", f"--num-gpus={int(spec.num_gpus)}"]
+        if spec.resources:
+            argv += [f"--resources={json.dumps(dict(spec.resources))}"]
+        if spec.memory:
+            argv += [f"--memory={int(spec.memory)}"]
+        if spec.object_store_memory:
+            argv += [f"--object-store-memory={int(spec.object_store_memory)}"]
         argv += [
             f"--node-manager-port={ports['node_manager']}",
             f"--object-manager-port={ports['object_manager']}",
@@ -346,33 +347,14 @@ class LocalCluster(ClusterHandle):
         ]
         return argv
 
-    def _start_node(
-        self,
-        *,
-        head: bool,
-        name: str,
-        num_cpus: float,
-        num_gpus: float,
-        resources: Mapping[str, float] | None,
-        memory: int | None,
-        object_store_memory: int | None,
-        timeout_s: float,
-    ) -> NodeInfo:
+    def _start_node(self, spec: NodeSpec, *, head: bool, timeout_s: float) -> NodeInfo:
         names = ["node_manager", "object_manager", "dashboard_agent_http", "dashboard_agent_grpc",
                  "runtime_env_agent", "metrics_export"]
         if head:
             names.append("ray_client_server")
         ports = {n: free_port() for n in names}
-        argv = self._node_argv(
-            head=head,
-            name=name,
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            resources=resources,
-            memory=memory,
-            object_store_memory=object_store_memory,
-            ports=ports,
-        )
+        argv = self._node_argv(spec, head=head, ports=ports)
+        name = spec.name
         log_path = self.dir / f"{name}.log"
         env = auth_env(self.token_path)
         env.pop("RAY_ADDRESS", None)
@@ -385,9 +367,9 @@ class LocalCluster(ClusterHandle):
         node = NodeInfo(
             name=name,
             role="head" if head else "worker",
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            resources=dict(resources or {}),
+            num_cpus=spec.num_cpus,
+            num_gpus=spec.num_gpus,
+            resources=dict(spec.resources or {}),
             pid=proc.pid,
             log_path=log_path,
             ports=ports,
@@ -398,11 +380,18 @@ class LocalCluster(ClusterHandle):
         self._wait_started(proc, node, timeout_s)
         return node
 
+    def _start_with_retry(self, spec: NodeSpec, *, head: bool, timeout_s: float) -> NodeInfo:
+        try:
+            return self._start_node(spec, head=head, timeout_s=timeout_s)
+        except ClusterStartError as err:
+            # Ray gives a new raylet a fixed 30 s to register with the GCS; on a busy 2-core
+            # machine that is sometimes too short. The failed node was stopped: try once more.
+            if "timed out during startup" not in err.details:
+                raise
+            return self._start_node(spec, head=head, timeout_s=timeout_s)
+
     def _abandon(self, node: NodeInfo) -> None:
-        """A node failed to start: a failed head stops the cluster, a failed worker only itself."""
-        if node.role == "head":
-            self.stop()
-            return
+        """A node failed to start: stop its processes and forget it."""
         stop_session(node.pid)
         if node in self.nodes_started:
             self.nodes_started.remove(node)
@@ -445,16 +434,12 @@ class LocalCluster(ClusterHandle):
         if self.include_dashboard:
             ensure_port_free(self.dashboard_port, purpose="Ray dashboard")
         self._previous_env = activate_in_process(auth_env(self.token_path))
-        node = self._start_node(
-            head=True,
-            name="head",
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            resources=resources,
-            memory=memory,
-            object_store_memory=object_store_memory,
-            timeout_s=timeout_s,
-        )
+        spec = NodeSpec("head", num_cpus, num_gpus, resources, memory, object_store_memory)
+        try:
+            node = self._start_with_retry(spec, head=True, timeout_s=timeout_s)
+        except BaseException:
+            self.stop()
+            raise
         if self.include_dashboard and not wait_for_port(self.dashboard_port, timeout_s=60):
             self.stop()
             raise ClusterStartError(
@@ -483,17 +468,9 @@ class LocalCluster(ClusterHandle):
                 "This cluster is not running.", "start it first with start_local_cluster()."
             )
         count = sum(1 for n in self.nodes_started if n.role == "worker")
-        spec = dict(head=False, name=name or f"worker-{count + 1}", num_cpus=num_cpus,
-                    num_gpus=num_gpus, resources=resources, memory=memory,
-                    object_store_memory=object_store_memory, timeout_s=timeout_s)
-        try:
-            node = self._start_node(**spec)  # type: ignore[arg-type]
-        except ClusterStartError as err:
-            # Ray gives a new raylet a fixed 30 s to register with the GCS; on a busy 2-core
-            # machine that is sometimes too short. The failed node was stopped: try once more.
-            if "timed out during startup" not in err.details:
-                raise
-            node = self._start_node(**spec)  # type: ignore[arg-type]
+        spec = NodeSpec(name or f"worker-{count + 1}", num_cpus, num_gpus, resources, memory,
+                        object_store_memory)
+        node = self._start_with_retry(spec, head=False, timeout_s=timeout_s)
         self._wait_for_nodes(len(self.nodes_started), timeout_s)
         return node
 

@@ -159,11 +159,15 @@ def _listening_ports() -> set[int]:
         return set()
 
 
-def find_leftovers(*, exclude_owner: int | None = None) -> list[Leftover]:
+def find_leftovers(
+    *, owner: int | None = None, exclude_owner: int | None = None
+) -> list[Leftover]:
     """Registered resources that still have live processes or bound ports.
 
-    ``exclude_owner``: ignore resources registered by that process id (a test session's own
-    fixtures, say, when checking what a notebook kernel left).
+    ``owner``: only resources registered by that process id (a notebook checking what it
+    started itself: ``find_leftovers(owner=os.getpid())``). ``exclude_owner``: ignore those
+    registered by that process id (a test session's own fixtures, when checking what a
+    notebook kernel left).
     """
     found = []
     listening = _listening_ports()
@@ -173,6 +177,8 @@ def find_leftovers(*, exclude_owner: int | None = None) -> list[Leftover]:
         except (OSError, ValueError):
             continue
         if exclude_owner is not None and record.get("owner_pid") == exclude_owner:
+            continue
+        if owner is not None and record.get("owner_pid") != owner:
             continue
         pids = tuple(p.pid for sid in record.get("sessions", []) for p in session_members(sid))
         ports = tuple(p for p in record.get("ports", []) if p in listening)

@@ -122,6 +122,7 @@ def test_leftovers_found_and_ended(
         assert [x.resource for x in found] == ["mine", "test-resource"]
         assert [x.resource for x in processes.find_leftovers(exclude_owner=os.getpid())] == [
             "test-resource"]
+        assert [x.resource for x in processes.find_leftovers(owner=os.getpid())] == ["mine"]
         leftover = found[1]
         assert sid in leftover.pids
         assert set(leftover.pids) == pids
