@@ -380,15 +380,20 @@ class LocalCluster(ClusterHandle):
         self._wait_started(proc, node, timeout_s)
         return node
 
-    def _start_with_retry(self, spec: NodeSpec, *, head: bool, timeout_s: float) -> NodeInfo:
-        try:
-            return self._start_node(spec, head=head, timeout_s=timeout_s)
-        except ClusterStartError as err:
-            # Ray gives a new raylet a fixed 30 s to register with the GCS; on a busy 2-core
-            # machine that is sometimes too short. The failed node was stopped: try once more.
-            if "timed out during startup" not in err.details:
-                raise
-            return self._start_node(spec, head=head, timeout_s=timeout_s)
+    def _start_with_retry(
+        self, spec: NodeSpec, *, head: bool, timeout_s: float, attempts: int = 3
+    ) -> NodeInfo:
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_node(spec, head=head, timeout_s=timeout_s)
+            except ClusterStartError as err:
+                # Ray gives a new raylet a fixed 30 s to register with the GCS; on a busy
+                # 2-core machine that is sometimes too short. The failed node was stopped, so
+                # trying again is safe; any other failure is final.
+                if "timed out during startup" not in err.details or attempt == attempts:
+                    raise
+                time.sleep(5 * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _abandon(self, node: NodeInfo) -> None:
         """A node failed to start: stop its processes and forget it."""
