@@ -27,6 +27,7 @@ import atexit
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -534,7 +535,13 @@ class LocalCluster(ClusterHandle):
             return
         self._stopped = True
         self.disconnect()
-        # Workers first, then the head, so raylets do not spend time reconnecting to the GCS.
+        # Signal every node at once (a kernel shutting down gives us only a few seconds), then
+        # wait for each session to end, escalating to SIGKILL for what lingers.
+        for node in reversed(self.nodes_started):
+            try:
+                os.kill(node.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         for node in reversed(self.nodes_started):
             stop_session(node.pid)
         unregister(self.id)
