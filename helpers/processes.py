@@ -33,6 +33,7 @@ from helpers.paths import scratch_root
 
 __all__ = [
     "start_session",
+    "is_alive",
     "session_members",
     "stop_session",
     "register",
@@ -65,6 +66,14 @@ def start_session(
         )
     finally:
         log.close()
+
+
+def is_alive(pid: int) -> bool:
+    """True if process ``pid`` exists and is not a zombie."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def session_members(sid: int) -> list[psutil.Process]:

@@ -18,16 +18,9 @@ import pytest
 from helpers.cluster import LocalCluster, connect_to_cluster, start_local_cluster
 from helpers.errors import AuthTokenError, ClusterNotRunningError, PortInUseError, WorkbookError
 from helpers.ports import free_port, is_port_free
-from helpers.processes import find_leftovers, registry_dir, session_members
+from helpers.processes import find_leftovers, is_alive, registry_dir, session_members
 
 pytestmark = pytest.mark.cluster
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @pytest.fixture
@@ -153,7 +146,7 @@ def test_stop_node_removes_worker(two_node_cluster: LocalCluster) -> None:
         assert len(members) > 1  # ray start and its raylet at least
     finally:
         two_node_cluster.stop_node("extra")
-    assert not any(_alive(pid) for pid in members)
+    assert not any(is_alive(pid) for pid in members)
     assert "extra" not in [n.name for n in two_node_cluster.nodes_started]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -182,7 +175,7 @@ def test_context_manager_stops_on_error_and_stop_is_idempotent(
             raise RuntimeError("body failed")
 
     assert not cluster.running
-    assert not [pid for pid in recorded if _alive(pid)]
+    assert not [pid for pid in recorded if is_alive(pid)]
     assert all(session_members(sid) == [] for sid in sessions)
     assert find_leftovers() == []
     assert not cluster.dir.exists()

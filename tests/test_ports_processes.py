@@ -10,19 +10,13 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import psutil
 import pytest
+
+from helpers.processes import is_alive
 
 from helpers import processes
 from helpers.errors import PortInUseError
 from helpers.ports import ensure_port_free, free_port, is_port_free
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @pytest.fixture
@@ -92,7 +86,7 @@ def test_stop_session_stops_grandchild_and_is_idempotent(session_proc: subproces
     # must be killed after the grace period.
     assert killed >= 1
     assert processes.session_members(sid) == []
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(is_alive(pid) for pid in pids)
 
     started = time.monotonic()
     assert processes.stop_session(sid, grace_s=1) == 0
@@ -130,9 +124,9 @@ def test_leftovers_found_and_ended(
         assert "test-resource" in str(leftover)
 
         processes.end_leftovers([leftover])  # ends only what it is given
-        assert not any(_alive(pid) for pid in pids)
+        assert not any(is_alive(pid) for pid in pids)
         assert not path.exists()
-        assert _alive(other.pid)
+        assert is_alive(other.pid)
         listening_socket.close()
         assert [x.resource for x in processes.find_leftovers()] == ["mine"]
     finally:
