@@ -1,0 +1,321 @@
+"""Serve's status over time: record it while something changes, then plot it.
+
+:class:`StatusRecorder` polls the cluster's Serve status (the dashboard REST API, what
+``serve status`` reads) in a background thread: one row per poll and deployment, with the
+application and deployment status and how many replicas are in each state. :meth:`mark`
+records named events ("serve deploy: 3 replicas") on the same clock.
+:func:`plot_update_timeline` draws replicas by state, the deployment status, and the requests
+of a :class:`~helpers.traffic.RequestLoop` (by code/config version, failures in red) on one
+time axis.
+
+Usage::
+
+    with StatusRecorder(cluster, app="configurable") as recorder, RequestLoop(url) as loop:
+        recorder.mark("deploy v2")
+        cluster.run_cli(["serve", "deploy", "v2.yaml"])
+        ...
+    plot_update_timeline(recorder.results(), loop.results(), recorder.events())
+
+Introduced in notebooks/03_launch_and_manage.ipynb.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from helpers.errors import ClusterNotRunningError
+from helpers.serve_status import serve_details
+
+if TYPE_CHECKING:  # pragma: no cover
+    import matplotlib.figure
+    import pandas as pd
+
+    from helpers.cluster import ClusterHandle
+
+__all__ = [
+    "REPLICA_STATES",
+    "StatusRecorder",
+    "wait_until_settled",
+    "running_pids",
+    "wait_until_replaced",
+    "status_changes",
+    "plot_update_timeline",
+]
+
+#: Replica states as Serve reports them, in the order they are plotted.
+REPLICA_STATES = ("RUNNING", "STARTING", "UPDATING", "RECOVERING", "STOPPING")
+
+
+def _snapshot(cluster: "ClusterHandle", app: str | None) -> list[dict[str, Any]]:
+    now = time.time()
+    rows = []
+    apps = serve_details(cluster).get("applications") or {}
+    for app_name, details in apps.items():
+        if app is not None and app_name != app:
+            continue
+        if not details.get("deployments"):
+            # While Serve (re)builds an application from its import path, the application is
+            # there but its deployments are not known yet.
+            rows.append({"t": now, "application": app_name, "app_status": details.get("status"),
+                         "deployment": None, "deployment_status": None, "target_replicas": None,
+                         "pids": [], **{s: 0 for s in REPLICA_STATES}})
+        for dep_name, dep in (details.get("deployments") or {}).items():
+            states = [r.get("state") for r in dep.get("replicas") or []]
+            row = {
+                "t": now,
+                "application": app_name,
+                "app_status": details.get("status"),
+                "deployment": dep_name,
+                "deployment_status": dep.get("status"),
+                "target_replicas": (dep.get("deployment_config") or {}).get("num_replicas"),
+                "pids": sorted(r.get("pid") for r in dep.get("replicas") or [] if r.get("pid")),
+            }
+            row.update({s: states.count(s) for s in REPLICA_STATES})
+            rows.append(row)
+    if app is not None and not rows:
+        rows.append({"t": now, "application": app, "app_status": "NOT_STARTED",
+                     "deployment": None, "deployment_status": None, "target_replicas": None,
+                     "pids": [], **{s: 0 for s in REPLICA_STATES}})
+    return rows
+
+
+class StatusRecorder:
+    """Poll Serve's status every ``period_s`` in a background thread."""
+
+    def __init__(self, cluster: "ClusterHandle", *, app: str | None = None,
+                 period_s: float = 0.5) -> None:
+        self.cluster = cluster
+        self.app = app
+        self.period_s = period_s
+        self._rows: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
+        self._errors = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                rows = _snapshot(self.cluster, self.app)
+            except ClusterNotRunningError:
+                self._errors += 1
+                rows = []
+            with self._lock:
+                self._rows.extend(rows)
+            self._stop.wait(self.period_s)
+
+    def start(self) -> "StatusRecorder":
+        self._thread = threading.Thread(target=self._run, daemon=True, name="status-recorder")
+        self._thread.start()
+        return self
+
+    def mark(self, label: str) -> None:
+        """Record an event (a deploy, a restart) at the current time."""
+        with self._lock:
+            self._events.append({"t": time.time(), "event": label})
+
+    def stop(self) -> "pd.DataFrame":
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        return self.results()
+
+    def results(self) -> "pd.DataFrame":
+        import pandas as pd
+
+        with self._lock:
+            return pd.DataFrame.from_records(list(self._rows))
+
+    def events(self) -> "pd.DataFrame":
+        import pandas as pd
+
+        with self._lock:
+            return pd.DataFrame.from_records(list(self._events), columns=["t", "event"])
+
+    def __enter__(self) -> "StatusRecorder":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_until_settled(
+    cluster: "ClusterHandle",
+    app: str,
+    deployment: str,
+    *,
+    replicas: int,
+    timeout_s: float = 180.0,
+    poll_s: float = 0.3,
+) -> float:
+    """Wait until ``deployment`` is HEALTHY with exactly ``replicas`` replicas, all RUNNING.
+
+    That is the end of a rollout (a scale change, a rolling code update): the old replicas
+    have stopped and the new ones serve. Returns the seconds it took; raises
+    :class:`~helpers.errors.ServeTimeoutError` with the last status seen.
+    """
+    from helpers.errors import ServeTimeoutError
+
+    start = time.monotonic()
+    last = "NOT_STARTED"
+    while time.monotonic() - start < timeout_s:
+        try:
+            details = (serve_details(cluster).get("applications") or {}).get(app) or {}
+        except ClusterNotRunningError:
+            details = {}
+        dep = (details.get("deployments") or {}).get(deployment) or {}
+        states = [r.get("state") for r in dep.get("replicas") or []]
+        last = f"{details.get('status', 'NOT_STARTED')}/{dep.get('status')}/{states}"
+        if (details.get("status") == "RUNNING" and dep.get("status") == "HEALTHY"
+                and len(states) == replicas and all(s == "RUNNING" for s in states)):
+            return round(time.monotonic() - start, 2)
+        time.sleep(poll_s)
+    raise ServeTimeoutError(app, timeout_s, last)
+
+
+def running_pids(cluster: "ClusterHandle", app: str, deployment: str) -> list[int]:
+    """Process ids of the RUNNING replicas of one deployment (sorted)."""
+    details = (serve_details(cluster).get("applications") or {}).get(app) or {}
+    dep = (details.get("deployments") or {}).get(deployment) or {}
+    return sorted(r["pid"] for r in dep.get("replicas") or []
+                  if r.get("state") == "RUNNING" and r.get("pid"))
+
+
+def wait_until_replaced(
+    cluster: "ClusterHandle",
+    app: str,
+    deployment: str,
+    old_pids: "list[int] | set[int]",
+    *,
+    replicas: int,
+    timeout_s: float = 120.0,
+) -> float:
+    """Wait until none of ``old_pids`` serves any more and the deployment has settled again.
+
+    For watching Serve replace a replica whose health check fails. Returns the seconds it took.
+    """
+    from helpers.errors import ServeTimeoutError
+
+    start = time.monotonic()
+    old = set(old_pids)
+    pids: list[int] = []
+    while time.monotonic() - start < timeout_s:
+        try:
+            pids = running_pids(cluster, app, deployment)
+        except ClusterNotRunningError:
+            pids = []
+        if len(pids) == replicas and not old & set(pids):
+            remaining = max(1.0, timeout_s - (time.monotonic() - start))
+            wait_until_settled(cluster, app, deployment, replicas=replicas, timeout_s=remaining)
+            return round(time.monotonic() - start, 2)
+        time.sleep(0.25)
+    raise ServeTimeoutError(app, timeout_s, f"still running pids {sorted(old & set(pids))}")
+
+
+def status_changes(status: "pd.DataFrame", t0: float | None = None) -> "pd.DataFrame":
+    """Only the polls where a deployment's status or replica states changed (a transcript)."""
+    if status.empty:
+        return status
+    cols = ["app_status", "deployment_status", *REPLICA_STATES]
+    df = status.sort_values("t", ignore_index=True)
+    key = df[cols].apply(lambda row: "|".join(map(str, row)), axis=1)
+    changed = key.ne(key.groupby(df["deployment"].astype(str)).shift())
+    out = df[changed].copy()
+    out.insert(0, "t_s", (out["t"] - (t0 if t0 is not None else df["t"].min())).round(1))
+    return out.drop(columns=["t"]).reset_index(drop=True)
+
+
+def plot_update_timeline(
+    status: "pd.DataFrame",
+    requests_df: "pd.DataFrame",
+    events: "pd.DataFrame | None" = None,
+    *,
+    deployment: str | None = None,
+    version_column: str = "code_version",
+    bin_s: float = 0.5,
+    title: str = "Updates under load",
+) -> "matplotlib.figure.Figure":
+    """Three panels on one time axis: replicas by state, deployment status, requests/s."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    t0 = min(x for x in [status["t"].min() if not status.empty else None,
+                         requests_df["t_start"].min() if not requests_df.empty else None]
+             if x is not None)
+    st = status if deployment is None else status[status["deployment"] == deployment]
+    fig, (ax1, ax2, ax3) = plt.subplots(
+        3, 1, figsize=(10, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.2, 3]})
+
+    # 1. replicas by state
+    if not st.empty:
+        x = st["t"] - t0
+        bottom = np.zeros(len(st))
+        colors = {"RUNNING": "tab:green", "STARTING": "tab:orange", "UPDATING": "tab:purple",
+                  "RECOVERING": "tab:gray", "STOPPING": "tab:red"}
+        for state in REPLICA_STATES:
+            values = st[state].fillna(0).to_numpy(dtype=float)
+            if values.any():
+                ax1.fill_between(x, bottom, bottom + values, step="post", alpha=0.7,
+                                 color=colors[state], label=state)
+            bottom = bottom + values
+        if st["target_replicas"].notna().any():
+            ax1.step(x, st["target_replicas"], where="post", color="black", lw=1.2, ls="--",
+                     label="target replicas")
+    ax1.set_ylabel("replicas (count)")
+    ax1.set_title(title)
+    ax1.legend(loc="upper left", fontsize=8, ncol=3)
+
+    # 2. deployment status as coloured bands
+    if not st.empty:
+        status_colors = {"HEALTHY": "tab:green", "UPDATING": "tab:orange", "UPSCALING": "tab:blue",
+                         "DOWNSCALING": "tab:cyan", "UNHEALTHY": "tab:red",
+                         "DEPLOY_FAILED": "black"}
+        times = (st["t"] - t0).to_numpy()
+        labels = st["deployment_status"].astype(str).to_numpy()
+        seen: set[str] = set()
+        for i, label in enumerate(labels):
+            end = times[i + 1] if i + 1 < len(times) else times[i] + 0.5
+            ax2.axvspan(times[i], end, color=status_colors.get(label, "lightgray"), alpha=0.8,
+                        lw=0, label=None if label in seen else label)
+            seen.add(label)
+        ax2.legend(loc="upper left", fontsize=8, ncol=4)
+    ax2.set_yticks([])
+    ax2.set_ylabel("deployment\nstatus")
+
+    # 3. requests per bin: successes by version, failures in red
+    if not requests_df.empty:
+        df = requests_df.copy()
+        df["bin"] = ((df["t_end"] - t0) // bin_s) * bin_s
+        ok = df[df["ok"].astype(bool)]
+        bottom = None
+        if version_column in ok.columns and ok[version_column].notna().any():
+            table = ok.pivot_table(index="bin", columns=version_column, values="ok",
+                                   aggfunc="count", fill_value=0)
+        else:
+            table = ok.groupby("bin").size().to_frame("ok")
+        for col in table.columns:
+            heights = table[col] / bin_s
+            ax3.bar(table.index, heights, width=bin_s, align="edge", bottom=bottom, alpha=0.8,
+                    label=f"ok, {version_column}={col}" if col != "ok" else "ok")
+            bottom = heights if bottom is None else bottom + heights
+        failed = df[~df["ok"].astype(bool)]
+        if len(failed):
+            counts = failed.groupby("bin").size() / bin_s
+            ax3.bar(counts.index, counts, width=bin_s, align="edge", color="red",
+                    label=f"failed ({len(failed)})")
+        ax3.legend(loc="upper left", fontsize=8, ncol=3)
+    ax3.set_ylabel("requests per second")
+    ax3.set_xlabel("time since start (s)")
+
+    if events is not None and not events.empty:
+        for _, ev in events.iterrows():
+            for ax in (ax1, ax2, ax3):
+                ax.axvline(ev["t"] - t0, color="black", ls=":", lw=1)
+            ax1.annotate(ev["event"], (ev["t"] - t0, 0), xytext=(-3, 4),
+                         textcoords="offset points", rotation=90, va="bottom", ha="right",
+                         fontsize=8, bbox=dict(facecolor="white", edgecolor="none", alpha=0.8))
+    fig.tight_layout()
+    return fig

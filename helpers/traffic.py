@@ -1,0 +1,225 @@
+"""HTTP traffic for the lessons: a burst of requests, or a loop that runs during an update.
+
+Every request becomes one record: when it started and ended, whether it succeeded (HTTP 200),
+the status code or error, and the fields of the JSON answer that say who served it (replica,
+pid, node, code and config version). Records come back as a pandas DataFrame.
+
+Usage::
+
+    from helpers.traffic import send_requests, RequestLoop
+    df = send_requests(url, n=100, concurrency=4, json={"text": "great"})
+    df.groupby("replica").size()
+
+    with RequestLoop(url, json={"text": "great"}, concurrency=2) as loop:
+        ...                                   # deploy an update meanwhile
+    loop.results()["ok"].all()                # no request failed
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Mapping
+
+import requests
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+__all__ = ["RECORD_FIELDS", "one_request", "send_requests", "RequestLoop", "failure_summary"]
+
+#: Fields copied from a JSON answer (top level, or under "result"/"gateway") into a record.
+RECORD_FIELDS = ("replica", "pid", "node", "deployment", "label", "score", "code_version",
+                 "config_version", "threshold", "reconfigure_count")
+
+_COLUMNS = ["t_start", "t_end", "latency_s", "ok", "status", "error", *RECORD_FIELDS]
+
+
+def _flatten(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        return {}
+    inner = body.get("result") if isinstance(body.get("result"), dict) else body
+    out = {k: inner.get(k) for k in RECORD_FIELDS if k in inner}
+    if isinstance(body.get("gateway"), dict):
+        out["gateway_replica"] = body["gateway"].get("replica")
+        out["gateway_pid"] = body["gateway"].get("pid")
+    return out
+
+
+def one_request(
+    session: requests.Session,
+    url: str,
+    *,
+    json: Mapping[str, Any] | None = None,
+    timeout_s: float = 10.0,
+) -> dict[str, Any]:
+    """Send one request (POST when ``json`` is given, else GET) and return its record."""
+    started = time.time()
+    record: dict[str, Any] = {"t_start": started, "ok": False, "status": None, "error": ""}
+    try:
+        if json is None:
+            resp = session.get(url, timeout=timeout_s)
+        else:
+            resp = session.post(url, json=dict(json), timeout=timeout_s)
+        record["status"] = resp.status_code
+        record["ok"] = resp.status_code == 200
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if record["ok"]:
+            record.update(_flatten(body))
+        else:
+            record["error"] = f"HTTP {resp.status_code}: {resp.text[:120]}"
+    except requests.RequestException as err:
+        record["error"] = type(err).__name__ + ": " + str(err)[:120]
+    record["t_end"] = time.time()
+    record["latency_s"] = record["t_end"] - started
+    return record
+
+
+def _frame(records: list[dict[str, Any]]) -> "pd.DataFrame":
+    import pandas as pd
+
+    df = pd.DataFrame.from_records(records)
+    for col in _COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    extra = [c for c in df.columns if c not in _COLUMNS]
+    return df[_COLUMNS + extra].sort_values("t_start", ignore_index=True)
+
+
+def send_requests(
+    url: str,
+    n: int,
+    *,
+    concurrency: int = 4,
+    json: Mapping[str, Any] | None = None,
+    timeout_s: float = 10.0,
+    progress: bool = True,
+) -> "pd.DataFrame":
+    """Send ``n`` requests with ``concurrency`` threads; one row per request."""
+    from tqdm.auto import tqdm
+
+    local = threading.local()
+
+    def work(_: int) -> dict[str, Any]:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        return one_request(local.session, url, json=json, timeout_s=timeout_s)
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        records = list(tqdm(pool.map(work, range(n)), total=n, desc="requests",
+                            disable=not progress, leave=False))
+    return _frame(records)
+
+
+class RequestLoop:
+    """Threads that send requests back to back until stopped, recording every one.
+
+    After a failed request a thread waits ``pause_after_failure_s`` so that a service that is
+    down is probed a few times per second instead of thousands of times.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        json: Mapping[str, Any] | None = None,
+        concurrency: int = 2,
+        timeout_s: float = 10.0,
+        pause_s: float = 0.0,
+        pause_after_failure_s: float = 0.1,
+    ) -> None:
+        self.url = url
+        self.json = json
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.pause_s = pause_s
+        self.pause_after_failure_s = pause_after_failure_s
+        self._records: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.started_at: float | None = None
+        self.stopped_at: float | None = None
+
+    def _run(self) -> None:
+        session = requests.Session()
+        while not self._stop.is_set():
+            record = one_request(session, self.url, json=self.json, timeout_s=self.timeout_s)
+            with self._lock:
+                self._records.append(record)
+            wait = self.pause_s if record["ok"] else max(self.pause_s, self.pause_after_failure_s)
+            if wait:
+                self._stop.wait(wait)
+
+    def start(self) -> "RequestLoop":
+        if self._threads:
+            raise RuntimeError("this RequestLoop was already started")
+        self.started_at = time.time()
+        self._threads = [threading.Thread(target=self._run, daemon=True, name=f"request-loop-{i}")
+                         for i in range(self.concurrency)]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> "pd.DataFrame":
+        """Stop the threads (each finishes its current request) and return the records."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=self.timeout_s + 5)
+        if self.stopped_at is None:
+            self.stopped_at = time.time()
+        return self.results()
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Requests sent, succeeded and failed so far (safe to call while running)."""
+        with self._lock:
+            ok = sum(1 for r in self._records if r["ok"])
+            return {"sent": len(self._records), "ok": ok, "failed": len(self._records) - ok}
+
+    def results(self) -> "pd.DataFrame":
+        with self._lock:
+            return _frame(list(self._records))
+
+    def wait_until_serving(self, field: str, value: Any, *, last: int = 10,
+                           timeout_s: float = 120.0) -> float:
+        """Wait until the ``last`` answers sent after this call all have ``field == value``.
+
+        For example ``wait_until_serving("code_version", "v2")`` after deploying new code.
+        Returns the seconds it took; raises TimeoutError with what was seen instead.
+        """
+        start = time.time()
+        seen: list[Any] = []
+        while time.time() - start < timeout_s:
+            with self._lock:
+                recent = [r for r in self._records if r["t_start"] >= start and r["ok"]]
+            seen = [r.get(field) for r in recent[-last:]]
+            if len(seen) == last and all(v == value for v in seen):
+                return round(time.time() - start, 2)
+            time.sleep(0.1)
+        raise TimeoutError(f"after {timeout_s:.0f} s the last answers had {field}={seen}, "
+                           f"not all {value!r}")
+
+    def __enter__(self) -> "RequestLoop":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def failure_summary(df: "pd.DataFrame") -> dict[str, Any]:
+    """Sent, ok, failed, and the span of time (s) from the first to the last failure."""
+    failed = df[~df["ok"].astype(bool)]
+    span = float(failed["t_end"].max() - failed["t_start"].min()) if len(failed) else 0.0
+    errors = failed["error"].str.split(":").str[0].value_counts().to_dict() if len(failed) else {}
+    return {
+        "sent": int(len(df)),
+        "ok": int(len(df) - len(failed)),
+        "failed": int(len(failed)),
+        "failure_window_s": round(span, 2),
+        "error_kinds": errors,
+    }

@@ -1,0 +1,133 @@
+"""Draw the workbook's diagrams with matplotlib; run it to regenerate the PNGs next to it.
+
+    python images/make_diagrams.py            # writes images/serve_architecture.png
+
+The drawing is code so that it can be reviewed, changed and regenerated like the rest of
+the project (tests/test_apps.py checks the committed PNG is up to date with this script).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+COLORS = {
+    "node": "#f4f6f8",
+    "control": "#ffe8c2",
+    "proxy": "#d6eaff",
+    "replica": "#dff3df",
+    "client": "#eeeeee",
+    "handle": "#efe0ff",
+}
+
+
+def _box(ax, x, y, w, h, text, color, *, fontsize=9, weight="normal", edge="#444444",
+         style="round,pad=0.02,rounding_size=0.12", lw=1.2, va="center"):
+    ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle=style, facecolor=color, edgecolor=edge,
+                                linewidth=lw))
+    ty = y + h / 2 if va == "center" else y + h - 0.18
+    ax.text(x + w / 2, ty, text, ha="center", va=va, fontsize=fontsize, weight=weight,
+            wrap=True)
+
+
+def _arrow(ax, start, end, text="", *, color="#222222", style="-|>", ls="-", lw=1.6,
+           rad=0.0, text_xy=None, fontsize=8.5):
+    ax.add_patch(FancyArrowPatch(start, end, arrowstyle=style, mutation_scale=14, color=color,
+                                 linestyle=ls, linewidth=lw,
+                                 connectionstyle=f"arc3,rad={rad}", shrinkA=2, shrinkB=2))
+    if text:
+        tx, ty = text_xy or ((start[0] + end[0]) / 2, (start[1] + end[1]) / 2)
+        ax.text(tx, ty, text, fontsize=fontsize, color=color, ha="center", va="center",
+                bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none",
+                          alpha=0.9))
+
+
+def serve_architecture(path: Path) -> Path:
+    """Ray Serve's parts on a two-node cluster and the path of one request."""
+    fig, ax = plt.subplots(figsize=(13, 7.6))
+    ax.set_xlim(0, 13)
+    ax.set_ylim(0, 7.6)
+    ax.axis("off")
+    ax.set_title("Ray Serve on a two-node Ray cluster: who does what, and how a request flows",
+                 fontsize=13, weight="bold")
+
+    # Nodes
+    _box(ax, 2.55, 0.25, 5.6, 6.75, "head node (ray start --head)", COLORS["node"],
+         fontsize=10, weight="bold", va="top", edge="#888888", lw=1.5)
+    _box(ax, 8.45, 0.25, 4.35, 6.75, "worker node (ray start --address=...)", COLORS["node"],
+         fontsize=10, weight="bold", va="top", edge="#888888", lw=1.5)
+
+    # Clients
+    _box(ax, 0.1, 4.55, 2.05, 1.05, "HTTP client\ncurl, requests,\nbrowser", COLORS["client"])
+    _box(ax, 0.1, 0.55, 2.05, 1.75, "Python code with a\nDeploymentHandle\n(a driver, or another\nreplica); the handle\nhas its own router",
+         COLORS["handle"])
+    _box(ax, 0.1, 6.15, 2.05, 0.75, "serve deploy / status\n(CLI, REST)", COLORS["client"])
+
+    # Head node parts
+    _box(ax, 2.85, 5.55, 2.2, 0.95, "dashboard\nServe REST API", COLORS["control"])
+    _box(ax, 5.5, 5.4, 2.4, 1.1, "Serve controller\n(one actor per cluster)\ndesired state, health",
+         COLORS["control"], weight="bold")
+    _box(ax, 2.85, 3.55, 2.45, 1.45, "HTTP proxy (actor)\nuvicorn on host:port\n+ router: picks a replica",
+         COLORS["proxy"], weight="bold")
+    _box(ax, 5.75, 3.45, 2.15, 1.0, "replica 1\nTextClassifier\n(actor, own pid)", COLORS["replica"])
+    _box(ax, 5.75, 2.05, 2.15, 1.0, "replica 1\nGateway (FastAPI)\ningress", COLORS["replica"])
+
+    # Worker node parts
+    _box(ax, 8.8, 3.55, 2.45, 1.45, "HTTP proxy (actor)\nsame port, every node\n(proxy_location)",
+         COLORS["proxy"], weight="bold")
+    _box(ax, 10.45, 1.85, 2.15, 1.0, "replica 2\nTextClassifier\n(actor, own pid)",
+         COLORS["replica"])
+    _box(ax, 8.75, 0.6, 1.6, 0.95, "replica 3\nTextClassifier", COLORS["replica"])
+
+    # Request flow (numbered)
+    _arrow(ax, (2.15, 5.05), (2.85, 4.45), "1 request", text_xy=(2.45, 5.3), color="#0b5394")
+    _arrow(ax, (5.3, 4.1), (5.75, 2.65), "2 route to\ningress", rad=-0.2, text_xy=(5.15, 3.1),
+           color="#0b5394")
+    _arrow(ax, (6.85, 3.05), (6.85, 3.45), "", color="#0b5394")
+    ax.text(7.95, 3.25, "3 handle call\n(composition)", fontsize=8.5, color="#0b5394", va="center")
+    _arrow(ax, (7.9, 2.55), (10.45, 2.35), "3' ...or a replica\non another node", rad=0.1,
+           text_xy=(9.2, 2.85), color="#0b5394")
+    _arrow(ax, (2.85, 3.9), (2.15, 4.7), "4 response", rad=-0.3, text_xy=(2.3, 3.9),
+           color="#0b5394", ls="--")
+
+    # Handle path
+    _arrow(ax, (2.15, 1.1), (8.75, 1.05), "handle.method.remote(...) -> DeploymentResponse\n"
+           "(straight to a replica: no proxy, no HTTP)", text_xy=(5.2, 1.25), color="#674ea7")
+
+    # Control plane
+    _arrow(ax, (2.15, 6.5), (2.85, 6.1), "", color="#b45f06")
+    _arrow(ax, (5.05, 6.0), (5.5, 5.95), "", color="#b45f06")
+    _arrow(ax, (7.9, 5.9), (10.0, 5.0), "replica + route table\n(long poll)", rad=-0.15,
+           text_xy=(9.6, 5.85), color="#b45f06", ls=":")
+    _arrow(ax, (6.2, 5.4), (4.6, 5.0), "", color="#b45f06", ls=":")
+    _arrow(ax, (6.9, 5.4), (6.9, 4.45), "start/stop,\ncheck_health,\nreconfigure", ls=":",
+           text_xy=(7.55, 4.9), color="#b45f06", fontsize=7.5)
+
+    # Legend
+    ax.text(0.1, 0.15,
+            "blue: one HTTP request   purple: a DeploymentHandle call (no proxy)   "
+            "orange dotted: the controller's control plane (not on the request path)",
+            fontsize=8.5, color="#333333")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    out = Path(argv[0]) if argv else HERE
+    out.mkdir(parents=True, exist_ok=True)
+    print(serve_architecture(out / "serve_architecture.png"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

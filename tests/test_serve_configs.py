@@ -1,0 +1,180 @@
+"""Generated files are valid and in sync with their sources; config checks and advice work.
+
+* configs/serve/workbook_apps.yaml is what `serve build` (plus naming the apps) writes today,
+  and a valid config for the installed Serve (ServeDeploySchema, no ignored keys).
+* configs/kuberay/rayservice.yaml embeds exactly that config (spec.serveConfigV2) and is what
+  helpers.kuberay generates from it.
+* images/serve_architecture.png is what images/make_diagrams.py draws.
+* check_config_fields / validate_serve_config find typos that Serve itself ignores, and
+  explain_serve_error turns real errors from Serve into the right advice.
+
+No cluster is needed: `serve build` imports the apps locally, and the "no cluster" case is a
+real `serve deploy` against an address where nothing listens.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+from ray.serve.schema import ServeDeploySchema
+
+from helpers.kuberay import embedded_serve_config, load_manifest, rayservice_manifest, write_manifest
+from helpers.paths import CONFIGS_DIR, IMAGES_DIR
+from helpers.ports import free_port
+from helpers.serve_cli import (
+    ServeConfigError,
+    check_config_fields,
+    config_diff,
+    explain_serve_error,
+    load_config,
+    local_run_config,
+    serve_build,
+    validate_serve_config,
+    with_deployment_options,
+    with_import_path,
+    write_config,
+)
+
+BUILT = CONFIGS_DIR / "serve" / "workbook_apps.yaml"
+MANIFEST = CONFIGS_DIR / "kuberay" / "rayservice.yaml"
+BUILD_ARGS = (["helpers.apps.classifier:app", "helpers.apps.configurable:app"],
+              {"app1": "classifier", "app2": "configurable"})
+
+
+def test_built_config_is_valid_for_the_installed_serve() -> None:
+    schema = validate_serve_config(BUILT)
+    assert isinstance(schema, ServeDeploySchema)
+    assert [a.name for a in schema.applications] == ["classifier", "configurable"]
+    assert check_config_fields(BUILT) == []
+
+
+def test_built_config_is_in_sync_with_serve_build(tmp_path: Path) -> None:
+    paths, names = BUILD_ARGS
+    rebuilt = serve_build(paths, tmp_path / "built.yaml", names=names, cwd=tmp_path)
+    assert rebuilt == load_config(BUILT), "run notebook 03 (section 4) to regenerate the config"
+
+
+def test_kuberay_manifest_embeds_the_built_config(tmp_path: Path) -> None:
+    manifest = load_manifest(MANIFEST)
+    assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayService"
+    assert isinstance(manifest["spec"]["serveConfigV2"], str)  # KubeRay wants a string
+    assert embedded_serve_config(manifest) == load_config(BUILT)
+    ServeDeploySchema.model_validate(embedded_serve_config(manifest))
+    cluster_spec = manifest["spec"]["rayClusterConfig"]
+    assert cluster_spec["rayVersion"] == __import__("ray").__version__
+    assert cluster_spec["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+    # and the committed file is what the generator makes today
+    regenerated = write_manifest(rayservice_manifest(BUILT.read_text()), tmp_path / "rs.yaml")
+    assert regenerated.read_text() == MANIFEST.read_text()
+
+
+def test_manifest_generator_rejects_non_serve_text() -> None:
+    with pytest.raises(ValueError):
+        rayservice_manifest("just: a mapping\n")
+
+
+def test_architecture_diagram_is_up_to_date(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, str(IMAGES_DIR / "make_diagrams.py"), str(tmp_path)],
+                   check=True, capture_output=True, timeout=120)
+    assert (tmp_path / "serve_architecture.png").read_bytes() == \
+        (IMAGES_DIR / "serve_architecture.png").read_bytes()
+
+
+def test_config_edits_change_only_what_they_say() -> None:
+    built = load_config(BUILT)
+    local = local_run_config(built, port=23456)
+    assert local["http_options"] == {"host": "127.0.0.1", "port": 23456}
+    assert {k: v for k, v in local.items() if k != "http_options"} == \
+        {k: v for k, v in built.items() if k != "http_options"}
+    scaled = with_deployment_options(built, "configurable", "ConfigurableClassifier", num_replicas=3)
+    assert scaled["applications"][1]["deployments"][0]["num_replicas"] == 3
+    assert built["applications"][1]["deployments"][0]["num_replicas"] == 2  # a copy was changed
+    v2 = with_import_path(built, "configurable", "helpers.apps.configurable:app_v2")
+    diff = config_diff(built, v2)
+    assert "-  import_path: helpers.apps.configurable:app" in diff
+    assert "+  import_path: helpers.apps.configurable:app_v2" in diff
+    with pytest.raises(ServeConfigError):
+        with_import_path(built, "no_such_app", "x:y")
+
+
+def test_typos_that_serve_ignores_are_found(tmp_path: Path) -> None:
+    built = load_config(BUILT)
+    typo = copy.deepcopy(built)
+    dep = typo["applications"][1]["deployments"][0]
+    dep["num_replica"] = dep.pop("num_replicas")
+    dep["max_concurrent_queries"] = 4
+    dep["ray_actor_options"]["num_cpu"] = dep["ray_actor_options"].pop("num_cpus")
+    typo["http_option"] = typo.pop("http_options")
+    # Serve's own schema accepts all of that, silently dropping the keys...
+    parsed = ServeDeploySchema.model_validate(typo).model_dump(exclude_unset=True)
+    sent = parsed["applications"][1]["deployments"][0]  # what `serve deploy` would send
+    assert not {"num_replica", "num_replicas", "max_concurrent_queries"} & set(sent)
+    assert sent["ray_actor_options"] == {} and "http_options" not in parsed
+    # ...the workbook's check names each one and the key that was meant
+    problems = {(p.key, p.suggestion) for p in check_config_fields(typo)}
+    assert problems == {("num_replica", "num_replicas"),
+                        ("max_concurrent_queries", "max_ongoing_requests"),
+                        ("num_cpu", "num_cpus"), ("http_option", "http_options")}
+    path = write_config(typo, tmp_path / "typo.yaml")
+    with pytest.raises(ServeConfigError) as info:
+        validate_serve_config(path)
+    assert "num_replica" in info.value.details and "4 key(s)" in info.value.problem
+
+
+def test_advice_for_real_schema_errors() -> None:
+    missing = {"applications": [{"name": "a", "import_pth": "helpers.apps.classifier:app"}]}
+    with pytest.raises(ValidationError) as err:
+        ServeDeploySchema.model_validate(missing)
+    advice = explain_serve_error(str(err.value))
+    assert advice.kind == "missing-field" and "applications.0.import_path" in advice.serve_said
+    with pytest.raises(ServeConfigError):
+        validate_serve_config(missing)
+
+    bad_value = {"applications": [{"name": "a", "import_path": "x:y",
+                                   "deployments": [{"name": "D", "num_replicas": "two"}]}]}
+    with pytest.raises(ValidationError) as err:
+        ServeDeploySchema.model_validate(bad_value)
+    assert explain_serve_error(str(err.value)).kind == "invalid-value"
+
+
+def test_advice_for_a_real_import_error() -> None:
+    result = subprocess.run([sys.executable, "-c", "import helpers.apps.clasifier"],
+                            capture_output=True, text=True, timeout=60)
+    advice = explain_serve_error(result.stderr)
+    assert advice.kind == "import-path-module" and "helpers.apps.clasifier" in advice.meaning
+
+
+def test_serve_deploy_without_a_cluster_is_explained(tmp_path: Path) -> None:
+    from helpers.cluster import ray_executable
+
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    result = subprocess.run([ray_executable("serve"), "deploy", str(BUILT), "-a", nowhere],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode != 0
+    advice = explain_serve_error(result.stdout + result.stderr)
+    assert advice.kind == "no-cluster" and nowhere in advice.meaning
+
+
+def test_serve_delete_is_explained() -> None:
+    from click.testing import CliRunner
+    from ray.serve.scripts import cli
+
+    result = CliRunner().invoke(cli, ["delete", "some-app"])
+    assert result.exit_code != 0
+    advice = explain_serve_error(result.output)
+    assert advice.kind == "no-such-command" and "deploy" in advice.fix
+
+
+def test_written_config_keeps_a_header_and_round_trips(tmp_path: Path) -> None:
+    built = load_config(BUILT)
+    path = write_config(built, tmp_path / "c.yaml", header="line one\nline two")
+    text = path.read_text()
+    assert text.startswith("# line one\n# line two\n")
+    assert yaml.safe_load(text) == built
