@@ -3,7 +3,7 @@ PROFILE ?= full
 NOTEBOOKS ?=
 LAB_PORT ?= 8888
 
-.PHONY: setup run test lab clean
+.PHONY: setup run test lab model clean
 setup:             ## build .venv (a no-op when it is up to date)
 	@bash scripts/ensure_env.sh
 run: setup         ## the main job: every notebook headless (PROFILE=ci for the short run)
@@ -12,5 +12,7 @@ test:              ## unit tests against real Ray, then every notebook under nbv
 	@bash scripts/test.sh
 lab: setup         ## JupyterLab on the notebooks, with the project's kernel, on 127.0.0.1
 	.venv/bin/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT)
+model: setup       ## build (or find, cached) the tiny local LLM the LLM lessons serve
+	.venv/bin/python -m helpers.tiny_llm build
 clean:             ## remove executed notebooks and reports (not .venv)
 	rm -rf build

@@ -1,0 +1,816 @@
+"""LLM serving plumbing: configs for CPU or GPU, deploying, clients, load, a direct engine.
+
+What lesson 04 teaches is ``ray.serve.llm`` itself (``LLMConfig``, ``build_openai_app``, the
+OpenAI API); this module holds the parts that are not the lesson:
+
+* :func:`make_llm_config` - an ``LLMConfig`` for ``accelerator="cpu"`` (vLLM's CPU build:
+  ``accelerator_config={"kind": "cpu"}`` and the KV cache size in ``VLLM_CPU_KVCACHE_SPACE``)
+  or ``"gpu"`` (``gpu_memory_utilization``);
+* :func:`deploy_app` - start Serve on a chosen HTTP port, deploy an application, and wait for
+  it with a timeout that reports the pending resource demand (``serve.run`` waits forever);
+  :func:`wait_until_updated` does the waiting after ``serve deploy``, :func:`delete_app`
+  removes one application, :func:`engine_root_cause` digs the engine's own error out of a
+  failed replica's log;
+* :func:`render_config` - fill the ``${TINY_MODEL}`` placeholder of ``configs/llm/`` files;
+* :func:`stream_completion` - stream one completion, measuring time to first token;
+* :func:`run_load` / :func:`naive_generate_baseline` - the same prompts at a given
+  concurrency through an OpenAI-compatible server, or one at a time through transformers'
+  ``generate``, as tokens per second and latencies;
+* :class:`CompletionAPI` / :func:`build_completion_app` - the seed material's completion API
+  (``POST /`` with ``{"prompt", "max_tokens"}``) on top of a served ``LLMServer``;
+* :class:`VllmServer` - vLLM's own OpenAI server on loopback, the engine without Serve.
+
+Usage::
+
+    from helpers.llm import make_llm_config, deploy_app
+    from ray.serve.llm import build_openai_app
+    config = make_llm_config("tiny", accelerator="cpu")
+    result = deploy_app(build_openai_app({"llm_configs": [config]}), cluster=cluster,
+                        name="llm", route_prefix="/", timeout_s=300)
+    result.url                           # http://127.0.0.1:PORT
+
+Introduced in notebooks/04_llm_serving.ipynb.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from helpers.errors import WorkbookError
+from helpers.tiny_llm import TINY, resolve_model_source
+
+if TYPE_CHECKING:  # pragma: no cover
+    from helpers.cluster import ClusterHandle
+
+__all__ = [
+    "ACCELERATORS",
+    "TINY_MODEL_ID",
+    "make_llm_config",
+    "llm_config_as_dict",
+    "serve_http_url",
+    "DeployResult",
+    "deploy_app",
+    "delete_app",
+    "StreamResult",
+    "stream_completion",
+    "LoadResult",
+    "run_load",
+    "naive_generate_baseline",
+    "CompletionAPI",
+    "build_completion_app",
+    "VllmServer",
+    "engine_kwargs_to_cli",
+    "bench_prompts",
+    "LLM_CONFIGS_DIR",
+    "render_config",
+    "engine_root_cause",
+    "wait_until_updated",
+]
+
+ACCELERATORS = ("cpu", "gpu")
+TINY_MODEL_ID = "tiny-llama"
+LLM_CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs" / "llm"
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+def make_llm_config(
+    model_source: str = TINY,
+    *,
+    model_id: str | None = None,
+    accelerator: str = "cpu",
+    max_model_len: int = 1024,
+    max_num_seqs: int = 64,
+    dtype: str = "float32",
+    enable_prefix_caching: bool = True,
+    enable_chunked_prefill: bool = True,
+    tensor_parallel_size: int = 1,
+    kv_cache_gib: int | None = 1,
+    gpu_memory_utilization: float = 0.85,
+    min_replicas: int = 1,
+    max_replicas: int = 1,
+    target_ongoing_requests: int = 32,
+    max_ongoing_requests: int = 128,
+    set_accelerator_config: bool = True,
+    engine_kwargs: Mapping[str, Any] | None = None,
+    deployment_config: Mapping[str, Any] | None = None,
+    env_vars: Mapping[str, str] | None = None,
+) -> Any:
+    """An ``LLMConfig`` for the CPU build of vLLM (``accelerator="cpu"``) or for GPUs.
+
+    ``model_source`` is a notebook's parameter: ``"tiny"`` (the local model of
+    :mod:`helpers.tiny_llm`), a folder, or a hub id. On CPU the KV cache is sized by
+    ``VLLM_CPU_KVCACHE_SPACE`` (whole GiB, in the replica's ``runtime_env``; ``kv_cache_gib=None``
+    leaves it out, e.g. to give ``engine_kwargs={"kv_cache_memory_bytes": ...}``, which that
+    variable would override) and the config says
+    ``accelerator_config={"kind": "cpu"}``; on GPU by ``gpu_memory_utilization``.
+    ``set_accelerator_config=False`` leaves the accelerator out, which on a CPU-only cluster
+    reproduces the replica that waits forever for a GPU. ``engine_kwargs`` and
+    ``deployment_config`` are merged over the defaults.
+    """
+    from ray.serve.llm import LLMConfig
+
+    if accelerator not in ACCELERATORS:
+        raise WorkbookError(f"accelerator must be one of {ACCELERATORS}, not {accelerator!r}.",
+                            "use 'cpu' on a laptop, 'gpu' on a machine with an NVIDIA GPU.")
+    source = resolve_model_source(model_source)
+    if model_id is None:
+        model_id = TINY_MODEL_ID if model_source in ("", TINY) else Path(source).name.lower()
+    engine = {
+        "max_model_len": max_model_len,
+        "max_num_seqs": max_num_seqs,
+        "dtype": dtype,
+        "enable_prefix_caching": enable_prefix_caching,
+        "enable_chunked_prefill": enable_chunked_prefill,
+        "tensor_parallel_size": tensor_parallel_size,
+    }
+    env = dict(env_vars or {})
+    kwargs: dict[str, Any] = {}
+    if accelerator == "gpu":
+        engine["gpu_memory_utilization"] = gpu_memory_utilization
+        if set_accelerator_config:
+            kwargs["accelerator_config"] = {"kind": "gpu"}
+    else:
+        if kv_cache_gib is not None:  # None: size the cache with engine_kwargs instead
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        if set_accelerator_config:
+            kwargs["accelerator_config"] = {"kind": "cpu"}
+    engine.update(engine_kwargs or {})
+    deployment: dict[str, Any] = {
+        "autoscaling_config": {
+            "min_replicas": min_replicas,
+            "max_replicas": max_replicas,
+            "target_ongoing_requests": target_ongoing_requests,
+        },
+        "max_ongoing_requests": max_ongoing_requests,
+    }
+    deployment.update(deployment_config or {})
+    return LLMConfig(
+        model_loading_config={"model_id": model_id, "model_source": source},
+        deployment_config=deployment,
+        engine_kwargs=engine,
+        runtime_env={"env_vars": env} if env else None,
+        **kwargs,
+    )
+
+
+def llm_config_as_dict(config: Any) -> dict[str, Any]:
+    """The fields a YAML ``llm_configs`` entry needs (what was set, JSON-friendly)."""
+    data = config.model_dump(mode="json", exclude_unset=True)
+    return {k: v for k, v in data.items() if v not in (None, {}, [])}
+
+
+def render_config(
+    path: str | os.PathLike[str], out_dir: str | os.PathLike[str], **values: str
+) -> Path:
+    """Fill the ``${NAME}`` placeholders of a Serve YAML config; write it to ``out_dir``.
+
+    The CPU configs in ``configs/llm/`` name the local tiny model ``${TINY_MODEL}`` (its
+    folder differs per machine); from a shell, ``envsubst`` does the same. A placeholder
+    without a value is an error, not an empty string.
+    """
+    import re
+
+    source = Path(path)
+    missing: list[str] = []
+
+    def fill(match: "re.Match[str]") -> str:
+        name = match.group(1)
+        if name not in values:
+            missing.append(name)
+            return match.group(0)
+        return str(values[name])
+
+    text = re.sub(r"\$\{([A-Z_][A-Z0-9_]*)\}", fill, source.read_text())
+    if missing:
+        raise WorkbookError(f"{source.name} needs a value for {', '.join(sorted(set(missing)))}.",
+                            "pass NAME=value to render_config for each ${NAME} in the file.")
+    target = Path(out_dir) / source.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    return target
+
+
+# --- deploying -------------------------------------------------------------------------------
+
+
+def serve_http_url(cluster: "ClusterHandle") -> str:
+    """``http://host:port`` of the Serve HTTP proxy on ``cluster`` (Serve must be running)."""
+    from helpers.serve_status import serve_details
+
+    options = serve_details(cluster).get("http_options") or {}
+    host = options.get("host") or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):
+        host = cluster.host
+    port = options.get("port") or 8000
+    return f"http://{host}:{port}"
+
+
+@dataclass
+class DeployResult:
+    """An application that reached RUNNING: its name, URL and how long that took."""
+
+    name: str
+    url: str  # base URL including the route prefix, no trailing slash
+    seconds: float
+    details: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+def _check_connected_to(cluster: "ClusterHandle") -> None:
+    """Refuse to deploy when this process's Ray driver belongs to another cluster.
+
+    ``build_openai_app`` reads the driver's runtime context, and Ray connects a process that
+    was not connected yet to a *new local* Ray instance: the app would then be deployed there.
+    Connect first (``cluster.connect()``), then build the app.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        cluster.connect()
+        return
+    connected = ray.get_runtime_context().gcs_address or ""
+    if not connected.endswith(":" + cluster.address.rsplit(":", 1)[-1]):
+        raise WorkbookError(
+            f"This process is connected to the Ray cluster at {connected}, not to "
+            f"{cluster.address}.",
+            "call cluster.connect() before building the application (build_openai_app "
+            "reads the Ray context and would otherwise start a private local Ray), then "
+            "restart the kernel or ray.shutdown() and try again.",
+        )
+
+
+def _start_serve(cluster: "ClusterHandle", http_host: str, http_port: int | None) -> None:
+    """Start Serve with our HTTP options unless Serve already runs (then its port stays)."""
+    from ray import serve
+
+    from helpers.ports import free_port
+    from helpers.serve_status import serve_details
+
+    if (serve_details(cluster).get("controller_info") or {}).get("actor_id"):
+        return
+    serve.start(http_options={"host": http_host, "port": http_port or free_port()})
+
+
+def deploy_app(
+    app: Any,
+    *,
+    cluster: "ClusterHandle",
+    name: str,
+    route_prefix: str | None = "/",
+    timeout_s: float = 300.0,
+    http_port: int | None = None,
+    http_host: str = "127.0.0.1",
+    wait: bool = True,
+) -> DeployResult:
+    """Deploy a Serve ``Application`` and wait until it is RUNNING (or fail with the reason).
+
+    Serve is started first if it does not run yet, on ``http_host``:``http_port`` (default: a
+    free port on 127.0.0.1); a Serve that already runs keeps its port. ``serve.run`` would wait without a time limit; this deploys the same way
+    without waiting, then waits with :func:`helpers.serve_status.wait_until_running`, which
+    raises :class:`~helpers.errors.ServeTimeoutError` with the resource demand nobody can
+    place, or :class:`~helpers.errors.ServeDeployError` with the replica's own error.
+    """
+    from ray import serve
+
+    from helpers.serve_status import wait_until_running
+
+    _check_connected_to(cluster)
+    _start_serve(cluster, http_host, http_port)
+    started = time.monotonic()
+    serve._run(app, _blocking=False, name=name, route_prefix=route_prefix)
+    details: dict[str, Any] = {}
+    if wait:
+        details = wait_until_running(name, cluster=cluster, timeout_s=timeout_s)
+    prefix = (route_prefix or "").rstrip("/")
+    return DeployResult(name, serve_http_url(cluster) + prefix,
+                        round(time.monotonic() - started, 1), details)
+
+
+def wait_until_updated(
+    app: str, *, cluster: "ClusterHandle", deployed_after: float, timeout_s: float = 300.0
+) -> dict[str, Any]:
+    """After ``serve deploy``: wait until Serve took the new config of ``app``, then until
+    it is RUNNING (or raise :class:`~helpers.errors.ServeDeployError` at once if it failed).
+
+    ``deployed_after`` is ``time.time()`` taken before the deploy; an application that was
+    RUNNING before counts as updated only once Serve records a later deploy time.
+    """
+    from helpers.errors import ServeTimeoutError
+    from helpers.serve_status import serve_details, wait_until_running
+
+    started = time.monotonic()
+    while True:
+        details = (serve_details(cluster).get("applications") or {}).get(app) or {}
+        if (details.get("last_deployed_time_s") or 0) >= deployed_after - 1.0:
+            break
+        if time.monotonic() - started > timeout_s:
+            raise ServeTimeoutError(app, timeout_s, details.get("status", "NOT_STARTED"))
+        time.sleep(0.5)
+    remaining = max(1.0, timeout_s - (time.monotonic() - started))
+    return wait_until_running(app, cluster=cluster, timeout_s=remaining, grace_s=0)
+
+
+def engine_root_cause(cluster: "ClusterHandle", error: Exception, *, max_lines: int = 3) -> list[str]:
+    """The engine's own error lines behind a failed ``LLMServer`` replica.
+
+    When vLLM fails to start inside a replica, Serve reports only "Engine core initialization
+    failed. See root cause above." The root cause is in the replica's log: this reads the logs
+    of the replica actors named in ``error`` (a :class:`~helpers.errors.ServeDeployError`)
+    through Ray's state API and returns the exception lines, most specific first.
+    """
+    import re
+
+    from ray.util.state import get_log
+
+    from helpers.auth import activate_in_process
+
+    activate_in_process(cluster.env)
+    found: list[str] = []
+    for actor_id in dict.fromkeys(re.findall(r"actor_id=([0-9a-f]{16,})", str(error))):
+        for suffix in ("err", "out"):
+            try:
+                text = "".join(get_log(actor_id=actor_id, suffix=suffix, address=cluster.address,
+                                       tail=-1, timeout=30))
+            except Exception:  # noqa: BLE001 - a log we cannot read adds nothing
+                continue
+            for line in text.splitlines():
+                match = re.search(r"\b([A-Z][A-Za-z]*(?:Error|Exception)): (.+)", line)
+                if not match or "Engine core initialization failed" in line:
+                    continue
+                message = f"{match.group(1)}: {match.group(2).strip()}"
+                if message not in found:
+                    found.append(message)
+    return found[:max_lines]
+
+
+def delete_app(name: str, *, cluster: "ClusterHandle", timeout_s: float = 120.0) -> None:
+    """Delete application ``name`` (if it exists) and wait until Serve has removed it.
+
+    Ray 2.60's ``serve`` CLI has no ``delete`` command: this uses ``serve.delete`` (a config
+    deployed with ``serve deploy`` can also drop an application by not listing it).
+    """
+    from ray import serve
+
+    from helpers.serve_status import app_statuses, wait_until_deleted
+
+    if name not in app_statuses(cluster):
+        return
+    _check_connected_to(cluster)
+    serve.delete(name, _blocking=False)
+    wait_until_deleted(name, cluster=cluster, timeout_s=timeout_s)
+
+
+# --- streaming ------------------------------------------------------------------------------
+
+
+@dataclass
+class StreamResult:
+    """One streamed completion: the pieces as they arrived, and the timings."""
+
+    text: str
+    pieces: list[tuple[float, str]]  # (seconds since the request, text of the chunk)
+    ttft_s: float  # time to first token
+    total_s: float
+    finish_reason: str | None
+
+    @property
+    def inter_token_s(self) -> float:
+        """Median gap between consecutive chunks (what the reader feels as speed)."""
+        times = [t for t, _ in self.pieces]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        return statistics.median(gaps) if gaps else 0.0
+
+
+def stream_completion(
+    client: Any,
+    *,
+    model: str,
+    prompt: str | None = None,
+    messages: list[dict[str, str]] | None = None,
+    max_tokens: int = 32,
+    on_piece: Callable[[str], None] | None = None,
+    **extra: Any,
+) -> StreamResult:
+    """Stream a chat (``messages``) or text (``prompt``) completion with an ``openai`` client.
+
+    ``on_piece`` is called with each piece of text as it arrives (``print`` shows the tokens
+    appear). Time to first token counts from sending the request to the first non-empty text.
+    """
+    started = time.perf_counter()
+    if messages is not None:
+        stream = client.chat.completions.create(model=model, messages=messages, stream=True,
+                                                max_tokens=max_tokens, **extra)
+    else:
+        stream = client.completions.create(model=model, prompt=prompt, stream=True,
+                                           max_tokens=max_tokens, **extra)
+    pieces: list[tuple[float, str]] = []
+    finish = None
+    for chunk in stream:
+        if not chunk.choices:
+            continue
+        choice = chunk.choices[0]
+        piece = choice.delta.content if messages is not None else choice.text
+        if piece:
+            pieces.append((time.perf_counter() - started, piece))
+            if on_piece is not None:
+                on_piece(piece)
+        finish = choice.finish_reason or finish
+    total = time.perf_counter() - started
+    if not pieces:
+        raise WorkbookError("The stream ended without any text.",
+                            "check the model answers at all with a non-streaming request.")
+    return StreamResult("".join(p for _, p in pieces), pieces, pieces[0][0], total, finish)
+
+
+# --- load ------------------------------------------------------------------------------------
+
+
+def bench_prompts(count: int, *, seed: int = 0) -> list[str]:
+    """``count`` distinct short prompts (docstring-like openings), the same for every run."""
+    import random
+
+    openings = ["Return the", "Create a new", "This module provides", "Raise an error if",
+                "The default value of", "Read the data from", "Convert the given",
+                "If the argument is", "This class represents", "Write the contents of"]
+    subjects = ["file", "socket", "string", "list of names", "path", "object", "header",
+                "archive", "thread", "value", "buffer", "date", "message", "process"]
+    rng = random.Random(seed)
+    return [f"{rng.choice(openings)} {rng.choice(subjects)} {i}" for i in range(count)]
+
+
+@dataclass
+class LoadResult:
+    """Requests sent at one concurrency: what came back and how fast."""
+
+    label: str
+    concurrency: int
+    requests: int
+    completion_tokens: int
+    seconds: float
+    latencies_s: list[float]
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def p50_latency_s(self) -> float:
+        return statistics.median(self.latencies_s) if self.latencies_s else float("nan")
+
+    @property
+    def p90_latency_s(self) -> float:
+        if not self.latencies_s:
+            return float("nan")
+        ordered = sorted(self.latencies_s)
+        return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+
+    def row(self) -> dict[str, Any]:
+        return {"server": self.label, "concurrency": self.concurrency,
+                "requests": self.requests, "completion_tokens": self.completion_tokens,
+                "seconds": round(self.seconds, 2), "tokens_per_s": round(self.tokens_per_s, 1),
+                "p50_latency_s": round(self.p50_latency_s, 3),
+                "p90_latency_s": round(self.p90_latency_s, 3), "errors": len(self.errors)}
+
+
+def _in_thread(coro_factory: Callable[[], Any]) -> Any:
+    """Run a coroutine on a fresh event loop in a thread (works inside Jupyter's loop)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(coro_factory())).result()
+
+
+async def _load(
+    url: str, model: str, prompts: Sequence[str], max_tokens: int, concurrency: int,
+    timeout_s: float,
+) -> tuple[int, float, list[float], list[str]]:
+    import aiohttp
+
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for prompt in prompts:
+        queue.put_nowait(prompt)
+    tokens = 0
+    latencies: list[float] = []
+    errors: list[str] = []
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+
+        async def worker() -> None:
+            nonlocal tokens
+            while True:
+                try:
+                    prompt = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                body = {"model": model, "prompt": prompt, "max_tokens": max_tokens,
+                        "temperature": 0.0, "ignore_eos": True}
+                sent = time.perf_counter()
+                try:
+                    async with session.post(f"{url}/v1/completions", json=body) as resp:
+                        payload = await resp.json(content_type=None)
+                        if resp.status != 200:
+                            errors.append(f"HTTP {resp.status}: {str(payload)[:200]}")
+                            continue
+                except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+                    errors.append(f"{type(err).__name__}: {err}")
+                    continue
+                latencies.append(time.perf_counter() - sent)
+                tokens += int(payload["usage"]["completion_tokens"])
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return tokens, time.perf_counter() - started, latencies, errors
+
+
+def run_load(
+    url: str,
+    *,
+    model: str,
+    prompts: Sequence[str],
+    max_tokens: int,
+    concurrency: int,
+    label: str = "serve",
+    timeout_s: float = 300.0,
+) -> LoadResult:
+    """Send every prompt to ``url``'s ``/v1/completions`` with ``concurrency`` in flight.
+
+    Greedy decoding with ``ignore_eos`` so every request produces exactly ``max_tokens``
+    tokens; tokens are counted from each response's ``usage``. Failed requests are listed in
+    ``errors``, not raised.
+    """
+    tokens, seconds, latencies, errors = _in_thread(
+        lambda: _load(url.rstrip("/"), model, prompts, max_tokens, concurrency, timeout_s))
+    return LoadResult(label, concurrency, len(prompts), tokens, seconds, latencies, errors)
+
+
+def naive_generate_baseline(
+    model_path: str | os.PathLike[str],
+    *,
+    prompts: Sequence[str],
+    max_tokens: int,
+    dtype: str = "float32",
+    device: str = "cpu",
+    threads: int | None = None,
+) -> LoadResult:
+    """The naive way: transformers ``generate``, one prompt at a time, greedy, exactly
+    ``max_tokens`` new tokens each (no batching, no server), on ``device`` ("cpu"/"cuda")."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        torch_dtype = torch.float32 if dtype in ("auto", "float32") else getattr(torch, dtype)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(device)
+        model.eval()
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        latencies: list[float] = []
+        tokens = 0
+        started = time.perf_counter()
+        with torch.inference_mode():
+            for prompt in prompts:
+                sent = time.perf_counter()
+                ids = tokenizer(prompt, return_tensors="pt").to(device)
+                out = model.generate(**ids, max_new_tokens=max_tokens, min_new_tokens=max_tokens,
+                                     do_sample=False, pad_token_id=pad)
+                tokens += int(out.shape[1] - ids["input_ids"].shape[1])
+                latencies.append(time.perf_counter() - sent)
+        seconds = time.perf_counter() - started
+    finally:
+        torch.set_num_threads(previous)
+    return LoadResult("transformers generate", 1, len(prompts), tokens, seconds, latencies)
+
+
+# --- the seed material's completion API -------------------------------------------------------
+
+
+class CompletionAPI:
+    """``POST /`` ``{"prompt": ..., "max_tokens": ...}`` -> a ``text_completion`` object.
+
+    A Serve deployment in front of an ``LLMServer`` deployment that is already serving (the
+    engine of an app built with ``build_openai_app``), reached through a deployment handle:
+    no second engine is started. The answer names the node that served it.
+    """
+
+    def __init__(self, llm_app: str, llm_deployment: str, model_id: str,
+                 default_max_tokens: int = 64) -> None:
+        from ray import serve
+
+        self._handle = serve.get_deployment_handle(llm_deployment, app_name=llm_app)
+        self._model_id = model_id
+        self._default_max_tokens = default_max_tokens
+
+    async def __call__(self, request: Any) -> Any:
+        import ray
+        from ray.serve.llm.openai_api_models import CompletionRequest
+        from starlette.responses import JSONResponse
+
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "the body must be JSON"}, status_code=400)
+        prompt = body.get("prompt") if isinstance(body, dict) else None
+        max_tokens = body.get("max_tokens", self._default_max_tokens) if isinstance(body, dict) else None
+        if not isinstance(prompt, str) or not prompt:
+            return JSONResponse({"error": "'prompt' must be a non-empty string"}, status_code=400)
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+            return JSONResponse({"error": "'max_tokens' must be a positive integer"},
+                                status_code=400)
+        completion = CompletionRequest(model=self._model_id, prompt=prompt,
+                                       max_tokens=max_tokens, temperature=0.0, stream=False)
+        result = None
+        async for item in self._handle.options(stream=True).completions.remote(completion):
+            result = item
+        if result is None:
+            return JSONResponse({"error": "the engine returned nothing"}, status_code=502)
+        data = result.model_dump() if hasattr(result, "model_dump") else dict(result)
+        if "error" in data and "choices" not in data:
+            err = data["error"]
+            return JSONResponse({"error": err.get("message", str(err))},
+                                status_code=int(err.get("code") or 500))
+        return JSONResponse({
+            "id": data.get("id") or f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": data.get("created") or int(time.time()),
+            "model": self._model_id,
+            "node": ray.get_runtime_context().get_node_id(),
+            "choices": [{"text": c["text"], "index": c["index"],
+                         "finish_reason": c.get("finish_reason")} for c in data["choices"]],
+            "usage": {k: data["usage"][k]
+                      for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
+        })
+
+
+def build_completion_app(
+    *, llm_app: str, model_id: str, llm_deployment: str | None = None,
+    default_max_tokens: int = 64,
+) -> Any:
+    """The :class:`CompletionAPI` as a Serve application, bound to app ``llm_app``'s engine.
+
+    ``llm_deployment`` defaults to the name ``build_openai_app`` gives it,
+    ``LLMServer:<model_id>``.
+    """
+    from ray import serve
+
+    deployment = serve.deployment(CompletionAPI, name="CompletionAPI",
+                                  ray_actor_options={"num_cpus": 0})
+    return deployment.bind(llm_app, llm_deployment or f"LLMServer:{model_id}", model_id,
+                           default_max_tokens)
+
+
+# --- the engine without Serve ------------------------------------------------------------------
+
+
+def engine_kwargs_to_cli(engine_kwargs: Mapping[str, Any]) -> list[str]:
+    """``{"max_model_len": 512, "enable_prefix_caching": True}`` -> ``vllm serve`` flags."""
+    argv: list[str] = []
+    for key, value in engine_kwargs.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is False:
+            argv.append("--no-" + key.replace("_", "-"))
+        elif isinstance(value, (dict, list)):
+            argv += [flag, json.dumps(value)]
+        elif value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+class VllmServer:
+    """vLLM's own OpenAI-compatible server (what ``vllm serve`` runs) on 127.0.0.1.
+
+    Started with the same model and engine settings as a Serve ``LLMConfig``, it is the
+    engine without Serve's proxy, ingress and handles. Recorded in the workbook's process
+    registry and stopped by process id (``stop()``, the context manager, or at exit)::
+
+        with VllmServer.from_llm_config(config) as server:
+            run_load(server.url, model=config.model_id, ...)
+    """
+
+    def __init__(self, model_source: str, *, model_id: str, engine_kwargs: Mapping[str, Any],
+                 env_vars: Mapping[str, str] | None = None, port: int | None = None) -> None:
+        from helpers.paths import scratch_root
+        from helpers.ports import free_port
+
+        self.model_source = model_source
+        self.model_id = model_id
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.name = f"vllm-server-{uuid.uuid4().hex[:8]}"
+        self.log_path = scratch_root() / f"{self.name}.log"
+        # `vllm serve` itself asks for the version of a package named "vllm", which the CPU
+        # build (package vllm-cpu) does not have: run the same server through its module.
+        self.argv = [sys.executable, "-W", "ignore::DeprecationWarning",
+                     "-m", "vllm.entrypoints.openai.api_server",
+                     "--model", model_source, "--served-model-name", model_id,
+                     "--host", "127.0.0.1", "--port", str(self.port),
+                     *engine_kwargs_to_cli(engine_kwargs)]
+        self.env = dict(os.environ)
+        self.env.update(env_vars or {})
+        self.pid: int | None = None
+        self.start_seconds: float | None = None  # from start() to the first answer
+        self._proc: Any = None
+        self._started_at = 0.0
+
+    @classmethod
+    def from_llm_config(cls, config: Any, **kwargs: Any) -> "VllmServer":
+        """A server with ``config``'s model, engine kwargs and runtime_env variables."""
+        loading = config.model_loading_config
+        env = dict(((config.runtime_env or {}).get("env_vars")) or {})
+        engine = {k: v for k, v in config.engine_kwargs.items()}
+        return cls(str(loading.model_source), model_id=loading.model_id, engine_kwargs=engine,
+                   env_vars=env, **kwargs)
+
+    def start(self, timeout_s: float = 300.0, *, wait: bool = True) -> "VllmServer":
+        """Start the server; with ``wait`` (the default) wait until ``/v1/models`` answers."""
+        from helpers.processes import register, start_session
+
+        self._proc = start_session(self.argv, self.log_path, env=self.env)
+        self.pid = self._proc.pid
+        self._started_at = time.monotonic()
+        _LIVE_SERVERS.add(self)
+        register(self.name, {"kind": "vllm-server", "owner_pid": os.getpid(),
+                             "sessions": [self.pid], "ports": [self.port]})
+        return self.wait_ready(timeout_s) if wait else self
+
+    def wait_ready(self, timeout_s: float = 300.0) -> "VllmServer":
+        """Wait until the started server answers ``/v1/models``; raise with its log if not."""
+        import requests
+
+        if self.pid is None:
+            raise WorkbookError("This vLLM server was not started.", "call start() first.")
+        while time.monotonic() - self._started_at < timeout_s:
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                self.stop()
+                raise WorkbookError(
+                    f"The vLLM server exited with code {code} before it was ready.",
+                    "read the end of its log below.", details=self._tail())
+            try:
+                if requests.get(f"{self.url}/v1/models", timeout=2).status_code == 200:
+                    if self.start_seconds is None:
+                        self.start_seconds = round(time.monotonic() - self._started_at, 1)
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(1.0)
+        self.stop()
+        raise WorkbookError(f"The vLLM server was not ready within {timeout_s:.0f} s.",
+                            "the machine may be busy; raise timeout_s.", details=self._tail())
+
+    def _tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """Stop the server's whole process session (idempotent)."""
+        from helpers.processes import stop_session, unregister
+
+        if self.pid is not None:
+            stop_session(self.pid, grace_s=15)
+            unregister(self.name)
+            self.pid = None
+
+    def __enter__(self) -> "VllmServer":
+        return self.start() if self.pid is None else self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
+        try:
+            self.stop()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+_LIVE_SERVERS: "weakref.WeakSet[VllmServer]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_servers_on_exit() -> None:
+    """Stop vLLM servers still running when the interpreter (or notebook kernel) exits."""
+    for server in list(_LIVE_SERVERS):
+        try:
+            server.stop()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
