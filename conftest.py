@@ -1,8 +1,8 @@
 """Test-session plumbing shared by the unit tests and the nbval notebook runs.
 
 * Every process the session starts (notebook kernels included) registers its clusters under
-  one short scratch folder of its own (``WORKBOOK_SCRATCH``), so the leak checks below look
-  only at what this test run started.
+  one short scratch folder of its own (``WORKBOOK_SCRATCH``; one per pytest-xdist worker), so
+  the leak checks below look only at what this test run (this worker) started.
 * After the last cell of each notebook under nbval, nothing the notebook started may still run
   or hold a port: if something does, it is ended (by process id) and the notebook fails.
 """
@@ -19,7 +19,9 @@ _SCRATCH_CREATED: list[str] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if "WORKBOOK_SCRATCH" not in os.environ:
+    # Under pytest-xdist every worker gets a scratch folder of its own: a worker's leak check
+    # must never see (and end) what a notebook of another worker is running right now.
+    if "WORKBOOK_SCRATCH" not in os.environ or os.environ.get("PYTEST_XDIST_WORKER"):
         path = tempfile.mkdtemp(prefix="rsw-test-")
         os.environ["WORKBOOK_SCRATCH"] = path
         _SCRATCH_CREATED.append(path)

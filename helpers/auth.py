@@ -28,6 +28,7 @@ __all__ = [
     "auth_env",
     "activate_in_process",
     "restore_in_process",
+    "auth_headers",
     "DEFAULT_TOKEN_PATH",
 ]
 
@@ -61,6 +62,16 @@ def auth_env(
         env["RAY_AUTH_MODE"] = "token"
         env["RAY_AUTH_TOKEN_PATH"] = str(token_path)
     return env
+
+
+def auth_headers(token_path: Path | None) -> dict[str, str]:
+    """HTTP headers that present the token to the dashboard (REST API, Jobs API, metrics SD).
+
+    ``{"Authorization": "Bearer <token>"}``, or ``{}`` for a cluster without authentication.
+    """
+    if token_path is None:
+        return {}
+    return {"Authorization": f"Bearer {Path(token_path).read_text().strip()}"}
 
 
 def activate_in_process(env: Mapping[str, str]) -> dict[str, str | None]:

@@ -24,6 +24,8 @@ or, for a classroom's shared cluster::
 from __future__ import annotations
 
 import atexit
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -31,12 +33,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from helpers.auth import activate_in_process, auth_env, create_token_file, restore_in_process
 from helpers.errors import (
@@ -88,6 +91,9 @@ class NodeSpec:
     resources: Mapping[str, float] | None = None
     memory: int | None = None
     object_store_memory: int | None = None
+    #: Extra environment variables of the node's processes (raylet, and the workers it
+    #: starts), e.g. Ray settings such as ``{"RAY_memory_usage_threshold": "0.5"}``.
+    env: Mapping[str, str] | None = None
 
 
 @dataclass
@@ -109,6 +115,37 @@ class NodeInfo:
         """The ``ray start`` command line that started this node, as you would type it."""
         words = ["ray", *self.argv[1:]] if self.argv else []
         return " ".join(words)
+
+
+@contextlib.contextmanager
+def _node_start_turn(timeout_s: float) -> Iterator[None]:
+    """Let one node of this machine start at a time (a lock shared by every workbook process).
+
+    Starting a node launches half a dozen Python processes (dashboard, agents, monitors) that
+    import for seconds of CPU each, and Ray's start-up windows are fixed (see
+    ``_start_with_retry``): two clusters starting at once on 2 cores (two notebooks, parallel
+    tests) can make both miss them. Waiting for our turn costs a few seconds; after
+    ``timeout_s`` we start anyway rather than wait on a stuck neighbour.
+    """
+    lock_path = Path(tempfile.gettempdir()) / "ray-serve-workbook-node-start.lock"
+    handle = open(lock_path, "a+")
+    deadline = time.monotonic() + timeout_s
+    locked = False
+    try:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.5)
+        yield
+    finally:
+        if locked:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 class ClusterHandle:
@@ -359,6 +396,7 @@ class LocalCluster(ClusterHandle):
         log_path = self.dir / f"{name}.log"
         env = auth_env(self.token_path)
         env.pop("RAY_ADDRESS", None)
+        env.update(spec.env or {})
         # Ray Jobs run their entrypoint (`python -m ...`) with the node's PATH: put this
         # interpreter's folder (the project's .venv/bin) first, so `python` there is the one
         # that has Ray and the helpers even when the venv was never activated.
@@ -386,11 +424,13 @@ class LocalCluster(ClusterHandle):
     ) -> NodeInfo:
         for attempt in range(1, attempts + 1):
             try:
-                return self._start_node(spec, head=head, timeout_s=timeout_s)
+                with _node_start_turn(timeout_s):
+                    return self._start_node(spec, head=head, timeout_s=timeout_s)
             except ClusterStartError as err:
-                # Ray gives a new raylet a fixed 30 s to register with the GCS; on a busy
-                # 2-core machine that is sometimes too short. The failed node was stopped, so
-                # trying again is safe; any other failure is final.
+                # A new raylet waits a fixed ~15 s for its dashboard agent (a Python process)
+                # to report its ports, and `ray start` waits a fixed 30 s for the raylet to
+                # register; on a busy 2-core machine either is sometimes too short. The failed
+                # node was stopped, so trying again is safe; any other failure is final.
                 if "timed out during startup" not in err.details or attempt == attempts:
                     raise
                 time.sleep(5 * attempt)
@@ -434,13 +474,17 @@ class LocalCluster(ClusterHandle):
         memory: int | None = None,
         object_store_memory: int | None = 512 * 2**20,
         timeout_s: float = 120.0,
+        env: Mapping[str, str] | None = None,
     ) -> NodeInfo:
-        """Start the head node (GCS, dashboard, raylet) and wait until it serves requests."""
+        """Start the head node (GCS, dashboard, raylet) and wait until it serves requests.
+
+        ``env``: extra environment variables for the node's processes (Ray settings).
+        """
         ensure_port_free(self.port, purpose="Ray GCS")
         if self.include_dashboard:
             ensure_port_free(self.dashboard_port, purpose="Ray dashboard")
         self._previous_env = activate_in_process(auth_env(self.token_path))
-        spec = NodeSpec("head", num_cpus, num_gpus, resources, memory, object_store_memory)
+        spec = NodeSpec("head", num_cpus, num_gpus, resources, memory, object_store_memory, env)
         try:
             node = self._start_with_retry(spec, head=True, timeout_s=timeout_s)
         except BaseException:
@@ -467,15 +511,20 @@ class LocalCluster(ClusterHandle):
         object_store_memory: int | None = 256 * 2**20,
         name: str | None = None,
         timeout_s: float = 120.0,
+        env: Mapping[str, str] | None = None,
     ) -> NodeInfo:
-        """Add a worker node (one more raylet on this machine) with its own resources."""
+        """Add a worker node (one more raylet on this machine) with its own resources.
+
+        ``env``: extra environment variables for the node's processes (Ray settings such as
+        ``RAY_memory_usage_threshold``, which then apply to this node only).
+        """
         if self._stopped or not self.nodes_started:
             raise ClusterNotRunningError(
                 "This cluster is not running.", "start it first with start_local_cluster()."
             )
         count = sum(1 for n in self.nodes_started if n.role == "worker")
         spec = NodeSpec(name or f"worker-{count + 1}", num_cpus, num_gpus, resources, memory,
-                        object_store_memory)
+                        object_store_memory, env)
         node = self._start_with_retry(spec, head=False, timeout_s=timeout_s)
         self._wait_for_nodes(len(self.nodes_started), timeout_s)
         return node
@@ -587,6 +636,7 @@ def start_local_cluster(
     memory: int | None = None,
     object_store_memory: int | None = 512 * 2**20,
     timeout_s: float = 120.0,
+    env: Mapping[str, str] | None = None,
 ) -> LocalCluster:
     """Start a head node (and optional worker nodes) on this machine; return the cluster.
 
@@ -594,7 +644,8 @@ def start_local_cluster(
     2-core laptop or 2 GPUs on a machine with none are fine for teaching placement.
     ``workers`` is a list of keyword dicts for :meth:`LocalCluster.add_worker`.
     Ports left as None are chosen free. ``auth=True`` (Ray's default) gives the cluster a
-    token of its own.
+    token of its own. ``env`` adds environment variables (Ray settings) to the head node's
+    processes; give workers theirs in their ``workers`` dicts.
     """
     cluster = LocalCluster(
         port=port, dashboard_port=dashboard_port, auth=auth, include_dashboard=include_dashboard
@@ -607,6 +658,7 @@ def start_local_cluster(
             memory=memory,
             object_store_memory=object_store_memory,
             timeout_s=timeout_s,
+            env=env,
         )
         for spec in workers:
             cluster.add_worker(**dict(spec))

@@ -20,6 +20,7 @@ __all__ = [
     "NOTEBOOKS_DIR",
     "CONFIGS_DIR",
     "IMAGES_DIR",
+    "LABS_DIR",
     "BUILD_DIR",
     "scratch_root",
 ]
@@ -28,6 +29,7 @@ REPO_ROOT: Path = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR: Path = REPO_ROOT / "notebooks"
 CONFIGS_DIR: Path = REPO_ROOT / "configs"
 IMAGES_DIR: Path = REPO_ROOT / "images"
+LABS_DIR: Path = REPO_ROOT / "labs"  # source/ (with solutions) and student/ (generated)
 BUILD_DIR: Path = Path(os.environ.get("WORKBOOK_BUILD_DIR", REPO_ROOT / "build"))
 
 

@@ -11,6 +11,10 @@ the learner defaults)::
         timeout_s: 600
         parameters:
           worker_nodes: 1
+    labs:                       # the same, for the labs' source notebooks (labs/source/)
+      lab01_first_deployment:
+        parameters:
+          replicas: 2
 
 Everything is checked against the notebooks themselves: an unknown notebook, key or
 parameter, or a value of the wrong type, is a :class:`ProfileError` / :class:`ParameterError`
@@ -33,7 +37,7 @@ from typing import Any, Mapping
 import yaml
 
 from helpers.errors import ParameterError, ProfileError
-from helpers.paths import CONFIGS_DIR, NOTEBOOKS_DIR
+from helpers.paths import CONFIGS_DIR, LABS_DIR, NOTEBOOKS_DIR
 
 __all__ = [
     "Profile",
@@ -42,11 +46,12 @@ __all__ = [
     "available_profiles",
     "notebook_parameters",
     "list_notebooks",
+    "list_labs",
     "check_parameters",
 ]
 
 PROFILES_DIR = CONFIGS_DIR / "profiles"
-_TOP_KEYS = {"description", "defaults", "notebooks"}
+_TOP_KEYS = {"description", "defaults", "notebooks", "labs"}
 _ENTRY_KEYS = {"timeout_s", "parameters", "skip"}
 _DEFAULT_TIMEOUT_S = 900.0
 
@@ -59,6 +64,11 @@ def _suggest(word: str, options: Any) -> str:
 def list_notebooks(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
     """The numbered lessons, in order."""
     return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def list_labs(folder: Path = LABS_DIR / "source") -> list[Path]:
+    """The labs' source notebooks (``labNN_slug.ipynb``), in order."""
+    return sorted(folder.glob("lab[0-9][0-9]_*.ipynb"))
 
 
 def available_profiles() -> list[str]:
@@ -134,17 +144,21 @@ class Profile:
     defaults: dict[str, Any]
     notebooks: dict[str, NotebookSettings]
     path: Path
+    labs: dict[str, NotebookSettings] = field(default_factory=dict)
 
     def settings_for(self, stem: str) -> NotebookSettings:
         if stem in self.notebooks:
             return self.notebooks[stem]
+        if stem in self.labs:
+            return self.labs[stem]
         return NotebookSettings(timeout_s=float(self.defaults.get("timeout_s", _DEFAULT_TIMEOUT_S)))
 
     def parameters_for(self, stem: str) -> dict[str, Any]:
         return dict(self.settings_for(stem).parameters)
 
 
-def load_profile(name_or_path: str | Path, *, notebooks_dir: Path = NOTEBOOKS_DIR) -> Profile:
+def load_profile(name_or_path: str | Path, *, notebooks_dir: Path = NOTEBOOKS_DIR,
+                 labs_dir: Path = LABS_DIR / "source") -> Profile:
     """Read and validate a profile by name (``ci``) or path."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
@@ -173,13 +187,24 @@ def load_profile(name_or_path: str | Path, *, notebooks_dir: Path = NOTEBOOKS_DI
         if key not in _ENTRY_KEYS - {"parameters"}:
             raise ProfileError(f"{path.name}: unknown default {key!r}.{_suggest(key, _ENTRY_KEYS)}",
                                "defaults may set timeout_s and skip.")
-    stems = {p.stem: p for p in list_notebooks(notebooks_dir)}
+    sections = {"notebooks": list_notebooks(notebooks_dir), "labs": list_labs(labs_dir)}
+    entries = {section: _entries(path, data, section, paths, defaults)
+               for section, paths in sections.items()}
+    return Profile(path.stem, str(data.get("description", "")), defaults, entries["notebooks"],
+                   path, entries["labs"])
+
+
+def _entries(path: Path, data: dict[str, Any], section: str, notebooks: list[Path],
+             defaults: dict[str, Any]) -> dict[str, NotebookSettings]:
+    """The validated settings of one section (``notebooks`` or ``labs``) of a profile."""
+    stems = {p.stem: p for p in notebooks}
     entries: dict[str, NotebookSettings] = {}
-    for stem, entry in (data.get("notebooks") or {}).items():
+    for stem, entry in (data.get(section) or {}).items():
         if stem not in stems:
             raise ProfileError(
                 f"{path.name}: no notebook {stem!r}.{_suggest(stem, stems)}",
-                "name notebooks by file name without .ipynb, as in notebooks/.",
+                f"name {section} by file name without .ipynb, as in {section}/"
+                + ("source/." if section == "labs" else "."),
             )
         entry = entry or {}
         for key in entry:
@@ -198,4 +223,4 @@ def load_profile(name_or_path: str | Path, *, notebooks_dir: Path = NOTEBOOKS_DI
             parameters=params,
             skip=bool(entry.get("skip", defaults.get("skip", False))),
         )
-    return Profile(path.stem, str(data.get("description", "")), defaults, entries, path)
+    return entries

@@ -12,6 +12,7 @@ Usage::
     python -m helpers.runner --profile ci 00 01    # a subset, CI parameters
     python -m helpers.runner --profile ci -p 01_ray_cluster_setup.worker_nodes=1
     python -m helpers.runner --profile ci --prepare-only build/nbval   # parameterized copies
+    python -m helpers.runner --labs --profile ci lab01   # the labs' source notebooks (solutions)
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from typing import Any, Sequence
 import yaml
 
 from helpers.errors import ParameterError, WorkbookError
-from helpers.paths import BUILD_DIR, NOTEBOOKS_DIR, REPO_ROOT
-from helpers.profiles import Profile, check_parameters, list_notebooks, load_profile
+from helpers.paths import BUILD_DIR, LABS_DIR, NOTEBOOKS_DIR, REPO_ROOT
+from helpers.profiles import Profile, check_parameters, list_labs, list_notebooks, load_profile
 
 __all__ = ["NotebookResult", "select_notebooks", "run_notebooks", "prepare_notebooks", "main"]
 
@@ -54,8 +55,8 @@ class NotebookResult:
 
 
 def select_notebooks(selectors: Sequence[str], folder: Path = NOTEBOOKS_DIR) -> list[Path]:
-    """Notebooks matching each selector: a number prefix (``01``), a stem, or a path."""
-    every = list_notebooks(folder)
+    """Notebooks matching each selector: a number prefix (``01``, ``lab01``), a stem, or a path."""
+    every = list_notebooks(folder) + list_labs(folder)  # lessons (NN_x) or labs (labNN_x)
     if not selectors:
         return every
     chosen: list[Path] = []
@@ -141,6 +142,7 @@ def run_one(
     with open(log_path, "w") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        interrupted = False
         try:
             code = proc.wait(timeout=timeout_s)
             status = PASSED if code == 0 else FAILED
@@ -149,6 +151,12 @@ def run_one(
 
             stop_session(proc.pid, grace_s=10)
             status = TIMEOUT
+        except BaseException:  # Ctrl-C (or a kill) of the runner: stop the notebook first
+            from helpers.processes import stop_session
+
+            stop_session(proc.pid, grace_s=10)
+            interrupted = True
+            status = FAILED
     duration = round(time.monotonic() - started, 1)
     cell, error = _first_error(executed)
     if status == TIMEOUT:
@@ -169,6 +177,8 @@ def run_one(
             os.environ.pop("WORKBOOK_SCRATCH", None)
         else:
             os.environ["WORKBOOK_SCRATCH"] = previous
+    if interrupted:
+        raise KeyboardInterrupt(f"interrupted while running {nb.name}; what it started was ended")
     return NotebookResult(nb.stem, status, duration, cell, error, str(executed))
 
 
@@ -262,10 +272,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prepare-only", type=Path, metavar="DIR",
                         help="only write parameterized copies to DIR (for nbval), do not execute")
     parser.add_argument("--list", action="store_true", help="list notebooks and their parameters")
+    parser.add_argument("--labs", action="store_true",
+                        help="the labs' source notebooks (labs/source/, with solutions) instead")
     args = parser.parse_args(argv)
     try:
         profile = load_profile(args.profile)
-        notebooks = select_notebooks(args.notebooks)
+        notebooks = select_notebooks(args.notebooks, LABS_DIR / "source" if args.labs else NOTEBOOKS_DIR)
         overrides = _parse_overrides(args.parameter)
         if args.list:
             for nb in notebooks:
@@ -275,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in prepare_notebooks(notebooks, profile, args.prepare_only, overrides):
                 print(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)
             return 0
-        out_dir = args.build_dir or BUILD_DIR / "runs" / profile.name
+        out_dir = args.build_dir or BUILD_DIR / "runs" / profile.name / ("labs" if args.labs else "")
         results = run_notebooks(notebooks, profile, out_dir, overrides)
     except WorkbookError as err:
         print(f"error: {err}", file=sys.stderr)

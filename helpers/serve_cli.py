@@ -59,6 +59,7 @@ __all__ = [
     "RENAMED_OPTIONS",
     "serve_build",
     "deploy_config",
+    "apps_deleted_by",
     "load_config",
     "write_config",
     "local_run_config",
@@ -323,6 +324,22 @@ def deploy_config(cluster: "ClusterHandle", config: Mapping[str, Any] | str | Pa
         schema.model_dump(exclude_unset=True))
 
 
+def apps_deleted_by(config: Mapping[str, Any] | str | Path, cluster: "ClusterHandle") -> list[str]:
+    """Applications that ``serve deploy CONFIG`` would delete on ``cluster``: those deployed
+    by an earlier ``serve deploy`` (declaratively) that ``config`` does not list.
+
+    ``serve deploy`` deletes them without a warning; check before deploying. Applications
+    started from Python (``serve.run``) are never deleted by a config.
+    """
+    from helpers.serve_status import serve_details
+
+    data = load_config(config) if isinstance(config, (str, Path)) else dict(config)
+    listed = {app.get("name") for app in data.get("applications") or []}
+    running = serve_details(cluster).get("applications") or {}
+    return sorted(name for name, app in running.items()
+                  if app.get("source") == "declarative" and name not in listed)
+
+
 def local_run_config(config: Mapping[str, Any], *, port: int, host: str = "127.0.0.1",
                      proxy_location: str | None = None) -> dict[str, Any]:
     """A copy of ``config`` that serves on ``host:port`` (this machine), nothing else changed."""
@@ -554,12 +571,14 @@ def explain_serve_error(text: str) -> Advice:
                if name == "delete" else "run `serve --help` for the commands of this Ray.")
         return Advice("no-such-command", f"this Ray's `serve` CLI has no `{name}` command.",
                       fix, _key_line(text, [r"No such command"]))
-    if re.search(r"InvalidAuthToken|Unauthenticated|401", text):
+    if re.search(r"InvalidAuthToken|Unauthenticated|AuthenticationError|Missing authentication "
+                 r"token|\b401 Unauthorized\b|status(?: code)?:? 401\b", text):
         return Advice(
             "auth",
             "the cluster requires its token and the CLI did not send it.",
             "run the CLI with RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (cluster.env).",
-            _key_line(text, [r"InvalidAuthToken", r"Unauthenticated", r"401"]),
+            _key_line(text, [r"InvalidAuthToken", r"AuthenticationError:", r"Unauthenticated",
+                             r"\b401\b"]),
         )
     if re.search(r"Connection refused|Failed to establish a new connection|"
                  r"Max retries exceeded|ConnectionError|Failed to connect", text):

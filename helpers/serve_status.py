@@ -27,6 +27,7 @@ __all__ = [
     "serve_details",
     "app_statuses",
     "pending_demands",
+    "resource_demands",
     "wait_until_running",
     "wait_until_deleted",
     "status_table",
@@ -68,8 +69,15 @@ def _deployment_messages(app: dict[str, Any]) -> dict[str, str]:
     return messages
 
 
-def pending_demands(cluster: "ClusterHandle") -> list[str]:
-    """Resource shapes that tasks, actors or placement groups wait for (as ``ray status``)."""
+def resource_demands(cluster: "ClusterHandle") -> list[dict[str, Any]]:
+    """Resource shapes waiting to be placed, as ``ray status`` lists them, one dict each.
+
+    Keys: ``kind`` ("task/actor" or "placement group"), ``bundles`` (a list of distinct
+    resource dicts: one for a task or actor, the bundle shapes of a placement group),
+    ``count`` (how many tasks/actors wait; 1 for a placement group) and ``strategy`` (a
+    placement group's, else ""). Empty when nothing waits or the autoscaler's status cannot
+    be read.
+    """
     from ray.autoscaler.v2.sdk import get_cluster_status
 
     from helpers.auth import activate_in_process
@@ -80,13 +88,27 @@ def pending_demands(cluster: "ClusterHandle") -> list[str]:
     except Exception:  # noqa: BLE001 - the demand is extra information, never the error
         return []
     demands = status.resource_demands
-    out = []
+    out: list[dict[str, Any]] = []
     for demand in demands.ray_task_actor_demand:
         for req in demand.bundles_by_count:
-            out.append(f"{req.bundle}: {req.count}+ pending tasks/actors")
+            out.append({"kind": "task/actor", "bundles": [dict(req.bundle)], "count": req.count,
+                        "strategy": ""})
     for demand in demands.placement_group_demand:
-        bundles = ", ".join(str(r.bundle) for r in demand.bundles_by_count)
-        out.append(f"placement group [{bundles}] ({demand.strategy or '?'}) pending")
+        out.append({"kind": "placement group",
+                    "bundles": [dict(r.bundle) for r in demand.bundles_by_count],
+                    "count": 1, "strategy": demand.strategy or "?"})
+    return out
+
+
+def pending_demands(cluster: "ClusterHandle") -> list[str]:
+    """Resource shapes that tasks, actors or placement groups wait for (as ``ray status``)."""
+    out = []
+    for demand in resource_demands(cluster):
+        if demand["kind"] == "task/actor":
+            out.append(f"{demand['bundles'][0]}: {demand['count']}+ pending tasks/actors")
+        else:
+            bundles = ", ".join(str(b) for b in demand["bundles"])
+            out.append(f"placement group [{bundles}] ({demand['strategy']}) pending")
     return out
 
 

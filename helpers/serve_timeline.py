@@ -6,7 +6,8 @@ application and deployment status and how many replicas are in each state. :meth
 records named events ("serve deploy: 3 replicas") on the same clock.
 :func:`plot_update_timeline` draws replicas by state, the deployment status, and the requests
 of a :class:`~helpers.traffic.RequestLoop` (by code/config version, failures in red) on one
-time axis.
+time axis; :func:`plot_fault_timeline` does the same for a fault, with one panel of requests
+per client (say, without and with retries) and the proxies' health.
 
 Usage::
 
@@ -16,14 +17,15 @@ Usage::
         ...
     plot_update_timeline(recorder.results(), loop.results(), recorder.events())
 
-Introduced in notebooks/03_launch_and_manage.ipynb.
+Introduced in notebooks/03_launch_and_manage.ipynb; faults in
+notebooks/11_fault_tolerance.ipynb.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from helpers.errors import ClusterNotRunningError
 from helpers.serve_status import serve_details
@@ -42,16 +44,26 @@ __all__ = [
     "wait_until_replaced",
     "status_changes",
     "plot_update_timeline",
+    "plot_fault_timeline",
 ]
 
 #: Replica states as Serve reports them, in the order they are plotted.
 REPLICA_STATES = ("RUNNING", "STARTING", "UPDATING", "RECOVERING", "STOPPING")
 
 
+def _unreachable_row(t: float, app: str | None) -> dict[str, Any]:
+    return {"t": t, "application": app, "app_status": "UNREACHABLE", "deployment": None,
+            "deployment_status": "UNREACHABLE", "target_replicas": None, "pids": [],
+            **{s: None for s in REPLICA_STATES}, "proxies": None, "proxies_healthy": None}
+
+
 def _snapshot(cluster: "ClusterHandle", app: str | None) -> list[dict[str, Any]]:
     now = time.time()
     rows = []
-    apps = serve_details(cluster).get("applications") or {}
+    serve = serve_details(cluster)
+    apps = serve.get("applications") or {}
+    proxies = [p.get("status") for p in (serve.get("proxies") or {}).values()]
+    proxy_counts = {"proxies": len(proxies), "proxies_healthy": proxies.count("HEALTHY")}
     for app_name, details in apps.items():
         if app is not None and app_name != app:
             continue
@@ -78,17 +90,25 @@ def _snapshot(cluster: "ClusterHandle", app: str | None) -> list[dict[str, Any]]
         rows.append({"t": now, "application": app, "app_status": "NOT_STARTED",
                      "deployment": None, "deployment_status": None, "target_replicas": None,
                      "pids": [], **{s: 0 for s in REPLICA_STATES}})
+    for row in rows:
+        row.update(proxy_counts)
     return rows
 
 
 class StatusRecorder:
-    """Poll Serve's status every ``period_s`` in a background thread."""
+    """Poll Serve's status every ``period_s`` in a background thread.
+
+    Each row also counts Serve's proxies and the HEALTHY ones. A poll that fails (the Serve
+    controller is down, so the dashboard cannot answer) is counted in ``errors``; with
+    ``record_unreachable=True`` it also becomes a row whose statuses are ``"UNREACHABLE"``.
+    """
 
     def __init__(self, cluster: "ClusterHandle", *, app: str | None = None,
-                 period_s: float = 0.5) -> None:
+                 period_s: float = 0.5, record_unreachable: bool = False) -> None:
         self.cluster = cluster
         self.app = app
         self.period_s = period_s
+        self.record_unreachable = record_unreachable
         self._rows: list[dict[str, Any]] = []
         self._events: list[dict[str, Any]] = []
         self._errors = 0
@@ -102,7 +122,7 @@ class StatusRecorder:
                 rows = _snapshot(self.cluster, self.app)
             except ClusterNotRunningError:
                 self._errors += 1
-                rows = []
+                rows = [_unreachable_row(time.time(), self.app)] if self.record_unreachable else []
             with self._lock:
                 self._rows.extend(rows)
             self._stop.wait(self.period_s)
@@ -111,6 +131,11 @@ class StatusRecorder:
         self._thread = threading.Thread(target=self._run, daemon=True, name="status-recorder")
         self._thread.start()
         return self
+
+    @property
+    def errors(self) -> int:
+        """Polls that got no answer so far."""
+        return self._errors
 
     def mark(self, label: str) -> None:
         """Record an event (a deploy, a restart) at the current time."""
@@ -228,6 +253,103 @@ def status_changes(status: "pd.DataFrame", t0: float | None = None) -> "pd.DataF
     return out.drop(columns=["t"]).reset_index(drop=True)
 
 
+_REPLICA_COLORS = {"RUNNING": "tab:green", "STARTING": "tab:orange", "UPDATING": "tab:purple",
+                   "RECOVERING": "tab:gray", "STOPPING": "tab:red"}
+_STATUS_COLORS = {"HEALTHY": "tab:green", "UPDATING": "tab:orange", "UPSCALING": "tab:blue",
+                  "DOWNSCALING": "tab:cyan", "UNHEALTHY": "tab:red", "DEPLOY_FAILED": "black",
+                  "UNREACHABLE": "dimgray"}
+
+
+def _time_origin(status: "pd.DataFrame", request_frames: "list[pd.DataFrame]") -> float:
+    starts = [status["t"].min()] if not status.empty else []
+    starts += [df["t_start"].min() for df in request_frames if not df.empty]
+    return float(min(starts)) if starts else time.time()
+
+
+def _draw_replicas(ax: Any, st: "pd.DataFrame", t0: float, *, proxies: bool = False) -> None:
+    """Replicas by state, stacked (gaps where Serve did not answer), and the target count."""
+    import numpy as np
+
+    if not st.empty:
+        x = st["t"] - t0
+        bottom = np.zeros(len(st))
+        for state in REPLICA_STATES:
+            values = st[state].to_numpy(dtype=float)  # NaN where the poll got no answer
+            if np.nansum(values) > 0:
+                ax.fill_between(x, bottom, bottom + values, step="post", alpha=0.7,
+                                color=_REPLICA_COLORS[state], label=state)
+            bottom = bottom + values
+        if st["target_replicas"].notna().any():
+            ax.step(x, st["target_replicas"], where="post", color="black", lw=1.2, ls="--",
+                    label="target replicas")
+        if proxies and "proxies_healthy" in st.columns and st["proxies_healthy"].notna().any():
+            ax.step(x, st["proxies_healthy"], where="post", color="tab:blue", lw=1.5,
+                    label="healthy proxies")
+            ax.set_ylim(0, ax.get_ylim()[1] * 1.35)  # room for the legend
+    ax.set_ylabel("replicas, proxies\n(count)" if proxies else "replicas (count)")
+    ax.legend(loc="upper left", fontsize=8, ncol=4)
+
+
+def _draw_status(ax: Any, st: "pd.DataFrame", t0: float) -> None:
+    """The deployment status as coloured bands."""
+    if not st.empty:
+        times = (st["t"] - t0).to_numpy()
+        labels = st["deployment_status"].astype(str).to_numpy()
+        seen: set[str] = set()
+        for i, label in enumerate(labels):
+            end = times[i + 1] if i + 1 < len(times) else times[i] + 0.5
+            ax.axvspan(times[i], end, color=_STATUS_COLORS.get(label, "lightgray"), alpha=0.8,
+                       lw=0, label=None if label in seen else label)
+            seen.add(label)
+        ax.legend(loc="upper left", fontsize=8, ncol=5)
+    ax.set_yticks([])
+    ax.set_ylabel("deployment\nstatus")
+
+
+def _draw_requests(ax: Any, requests_df: "pd.DataFrame", t0: float, *,
+                   version_column: str | None, bin_s: float) -> None:
+    """Requests per second by when they ended: ok (by version), ok after a retry, failed."""
+    if not requests_df.empty:
+        df = requests_df.copy()
+        df["bin"] = ((df["t_end"] - t0) // bin_s) * bin_s
+        ok_mask = df["ok"].astype(bool)
+        retried = ok_mask & (df["attempts"].fillna(1) > 1) if "attempts" in df.columns else ok_mask & False
+        ok = df[ok_mask & ~retried]
+        bottom = None
+        if version_column and version_column in ok.columns and ok[version_column].notna().any():
+            table = ok.pivot_table(index="bin", columns=version_column, values="ok",
+                                   aggfunc="count", fill_value=0)
+        else:
+            table = ok.groupby("bin").size().to_frame("ok")
+        for col in table.columns:
+            heights = table[col] / bin_s
+            ax.bar(table.index, heights, width=bin_s, align="edge", bottom=bottom, alpha=0.8,
+                   label=f"ok, {version_column}={col}" if col != "ok" else "ok")
+            bottom = heights if bottom is None else bottom + heights
+        stacked = bottom if bottom is not None else table.sum(axis=1)
+        for mask, color, label in [(retried, "tab:orange", "ok after a retry"),
+                                   (~ok_mask, "red", "failed")]:
+            if mask.any():
+                counts = df[mask].groupby("bin").size() / bin_s
+                base = stacked.reindex(counts.index, fill_value=0.0)
+                ax.bar(counts.index, counts, width=bin_s, align="edge", bottom=base, color=color,
+                       label=f"{label} ({int(mask.sum())})")
+                stacked = stacked.add(counts, fill_value=0.0)
+        ax.legend(loc="upper left", fontsize=8, ncol=3)
+    ax.set_ylabel("requests per second")
+
+
+def _draw_events(axes: "list[Any]", events: "pd.DataFrame | None", t0: float) -> None:
+    if events is None or events.empty:
+        return
+    for _, ev in events.iterrows():
+        for ax in axes:
+            ax.axvline(ev["t"] - t0, color="black", ls=":", lw=1)
+        axes[0].annotate(ev["event"], (ev["t"] - t0, 0), xytext=(-3, 4),
+                         textcoords="offset points", rotation=90, va="bottom", ha="right",
+                         fontsize=8, bbox=dict(facecolor="white", edgecolor="none", alpha=0.8))
+
+
 def plot_update_timeline(
     status: "pd.DataFrame",
     requests_df: "pd.DataFrame",
@@ -240,82 +362,53 @@ def plot_update_timeline(
 ) -> "matplotlib.figure.Figure":
     """Three panels on one time axis: replicas by state, deployment status, requests/s."""
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    t0 = min(x for x in [status["t"].min() if not status.empty else None,
-                         requests_df["t_start"].min() if not requests_df.empty else None]
-             if x is not None)
+    t0 = _time_origin(status, [requests_df])
     st = status if deployment is None else status[status["deployment"] == deployment]
     fig, (ax1, ax2, ax3) = plt.subplots(
         3, 1, figsize=(10, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.2, 3]})
-
-    # 1. replicas by state
-    if not st.empty:
-        x = st["t"] - t0
-        bottom = np.zeros(len(st))
-        colors = {"RUNNING": "tab:green", "STARTING": "tab:orange", "UPDATING": "tab:purple",
-                  "RECOVERING": "tab:gray", "STOPPING": "tab:red"}
-        for state in REPLICA_STATES:
-            values = st[state].fillna(0).to_numpy(dtype=float)
-            if values.any():
-                ax1.fill_between(x, bottom, bottom + values, step="post", alpha=0.7,
-                                 color=colors[state], label=state)
-            bottom = bottom + values
-        if st["target_replicas"].notna().any():
-            ax1.step(x, st["target_replicas"], where="post", color="black", lw=1.2, ls="--",
-                     label="target replicas")
-    ax1.set_ylabel("replicas (count)")
+    _draw_replicas(ax1, st, t0)
     ax1.set_title(title)
-    ax1.legend(loc="upper left", fontsize=8, ncol=3)
-
-    # 2. deployment status as coloured bands
-    if not st.empty:
-        status_colors = {"HEALTHY": "tab:green", "UPDATING": "tab:orange", "UPSCALING": "tab:blue",
-                         "DOWNSCALING": "tab:cyan", "UNHEALTHY": "tab:red",
-                         "DEPLOY_FAILED": "black"}
-        times = (st["t"] - t0).to_numpy()
-        labels = st["deployment_status"].astype(str).to_numpy()
-        seen: set[str] = set()
-        for i, label in enumerate(labels):
-            end = times[i + 1] if i + 1 < len(times) else times[i] + 0.5
-            ax2.axvspan(times[i], end, color=status_colors.get(label, "lightgray"), alpha=0.8,
-                        lw=0, label=None if label in seen else label)
-            seen.add(label)
-        ax2.legend(loc="upper left", fontsize=8, ncol=4)
-    ax2.set_yticks([])
-    ax2.set_ylabel("deployment\nstatus")
-
-    # 3. requests per bin: successes by version, failures in red
-    if not requests_df.empty:
-        df = requests_df.copy()
-        df["bin"] = ((df["t_end"] - t0) // bin_s) * bin_s
-        ok = df[df["ok"].astype(bool)]
-        bottom = None
-        if version_column in ok.columns and ok[version_column].notna().any():
-            table = ok.pivot_table(index="bin", columns=version_column, values="ok",
-                                   aggfunc="count", fill_value=0)
-        else:
-            table = ok.groupby("bin").size().to_frame("ok")
-        for col in table.columns:
-            heights = table[col] / bin_s
-            ax3.bar(table.index, heights, width=bin_s, align="edge", bottom=bottom, alpha=0.8,
-                    label=f"ok, {version_column}={col}" if col != "ok" else "ok")
-            bottom = heights if bottom is None else bottom + heights
-        failed = df[~df["ok"].astype(bool)]
-        if len(failed):
-            counts = failed.groupby("bin").size() / bin_s
-            ax3.bar(counts.index, counts, width=bin_s, align="edge", color="red",
-                    label=f"failed ({len(failed)})")
-        ax3.legend(loc="upper left", fontsize=8, ncol=3)
-    ax3.set_ylabel("requests per second")
+    _draw_status(ax2, st, t0)
+    _draw_requests(ax3, requests_df, t0, version_column=version_column, bin_s=bin_s)
     ax3.set_xlabel("time since start (s)")
+    _draw_events([ax1, ax2, ax3], events, t0)
+    fig.tight_layout()
+    return fig
 
-    if events is not None and not events.empty:
-        for _, ev in events.iterrows():
-            for ax in (ax1, ax2, ax3):
-                ax.axvline(ev["t"] - t0, color="black", ls=":", lw=1)
-            ax1.annotate(ev["event"], (ev["t"] - t0, 0), xytext=(-3, 4),
-                         textcoords="offset points", rotation=90, va="bottom", ha="right",
-                         fontsize=8, bbox=dict(facecolor="white", edgecolor="none", alpha=0.8))
+
+def plot_fault_timeline(
+    status: "pd.DataFrame",
+    clients: "Mapping[str, pd.DataFrame]",
+    events: "pd.DataFrame | None" = None,
+    *,
+    deployment: str | None = None,
+    bin_s: float = 0.5,
+    title: str = "A fault under load",
+) -> "matplotlib.figure.Figure":
+    """Replicas by state and healthy proxies, deployment status (grey: Serve did not answer),
+    then one panel of requests/s per client (``{"no retries": df, "4 retries": df2}``):
+    ok, ok after a retry (orange), failed (red). Events are dotted lines.
+    """
+    import matplotlib.pyplot as plt
+
+    frames = list(clients.values())
+    t0 = _time_origin(status, frames)
+    st = status if deployment is None else status[status["deployment"].isin([deployment, None])]
+    fig, axes = plt.subplots(
+        2 + len(frames), 1, figsize=(10, 3.2 + 2.2 * len(frames)), sharex=True,
+        gridspec_kw={"height_ratios": [2.4, 0.9] + [2.0] * len(frames)})
+    _draw_replicas(axes[0], st, t0, proxies=True)
+    axes[0].set_title(title)
+    _draw_status(axes[1], st, t0)
+    ymax = 0.0
+    for ax, (label, df) in zip(axes[2:], clients.items()):
+        _draw_requests(ax, df, t0, version_column=None, bin_s=bin_s)
+        ax.set_ylabel(f"{label}\nrequests/s")
+        ymax = max(ymax, ax.get_ylim()[1])
+    for ax in axes[2:]:
+        ax.set_ylim(0, ymax * 1.25)  # the same scale, room for the legend
+    axes[-1].set_xlabel("time since start (s)")
+    _draw_events(list(axes), events, t0)
     fig.tight_layout()
     return fig

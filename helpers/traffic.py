@@ -4,6 +4,11 @@ Every request becomes one record: when it started and ended, whether it succeede
 the status code or error, and the fields of the JSON answer that say who served it (replica,
 pid, node, code and config version). Records come back as a pandas DataFrame.
 
+A :class:`RequestLoop` can also behave like a careful client: with ``retries=N`` a request
+that got no answer (connection refused or reset, timeout) or a 5xx is sent again, up to N
+more times, after an exponential backoff. Its record then says how many attempts it took and
+what the first failed attempt saw; ``ok`` is the final outcome.
+
 Usage::
 
     from helpers.traffic import send_requests, RequestLoop
@@ -13,6 +18,12 @@ Usage::
     with RequestLoop(url, json={"text": "great"}, concurrency=2) as loop:
         ...                                   # deploy an update meanwhile
     loop.results()["ok"].all()                # no request failed
+
+    with RequestLoop(url, json={"text": "great"}, retries=4, retry_backoff_s=0.2) as careful:
+        ...                                   # kill a replica meanwhile
+    failure_summary(careful.results())        # failed: 0, failed_attempts: 3, ...
+
+Retries introduced in notebooks/11_fault_tolerance.ipynb.
 """
 
 from __future__ import annotations
@@ -27,13 +38,27 @@ import requests
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["RECORD_FIELDS", "one_request", "send_requests", "RequestLoop", "failure_summary"]
+__all__ = [
+    "RECORD_FIELDS",
+    "RETRY_STATUSES",
+    "one_request",
+    "is_retryable",
+    "retry_delays",
+    "request_with_retries",
+    "send_requests",
+    "RequestLoop",
+    "failure_summary",
+]
 
 #: Fields copied from a JSON answer (top level, or under "result"/"gateway") into a record.
 RECORD_FIELDS = ("replica", "pid", "node", "deployment", "label", "score", "code_version",
                  "config_version", "threshold", "reconfigure_count")
 
 _COLUMNS = ["t_start", "t_end", "latency_s", "ok", "status", "error", *RECORD_FIELDS]
+
+#: HTTP statuses worth another attempt: the proxy or a replica failed, not the request itself.
+#: (A 4xx says the request is wrong: sending it again cannot help.)
+RETRY_STATUSES = (500, 502, 503, 504)
 
 
 def _flatten(body: Any) -> dict[str, Any]:
@@ -79,6 +104,60 @@ def one_request(
     return record
 
 
+def is_retryable(record: Mapping[str, Any], statuses: tuple[int, ...] = RETRY_STATUSES) -> bool:
+    """True for a failed attempt worth repeating: no HTTP answer at all, or a status in ``statuses``."""
+    if record["ok"]:
+        return False
+    return record["status"] is None or record["status"] in statuses
+
+
+def retry_delays(retries: int, backoff_s: float, max_backoff_s: float = 2.0) -> list[float]:
+    """The waits before each retry: ``backoff_s``, doubling, capped at ``max_backoff_s``.
+
+    ``retry_delays(4, 0.2)`` is ``[0.2, 0.4, 0.8, 1.6]``: a client that retries 4 times rides
+    out an outage of about 3 s. (Production clients add random jitter so that many clients do
+    not retry in step; here the waits are exact, so runs compare.)
+    """
+    if retries < 0 or backoff_s < 0:
+        raise ValueError(f"retries and backoff_s must be >= 0, got {retries} and {backoff_s}")
+    return [min(max_backoff_s, backoff_s * 2**i) for i in range(retries)]
+
+
+def request_with_retries(
+    session: requests.Session,
+    url: str,
+    *,
+    json: Mapping[str, Any] | None = None,
+    timeout_s: float = 10.0,
+    retries: int = 0,
+    backoff_s: float = 0.2,
+    max_backoff_s: float = 2.0,
+    retry_statuses: tuple[int, ...] = RETRY_STATUSES,
+) -> dict[str, Any]:
+    """One logical request: up to ``1 + retries`` attempts (see :func:`is_retryable`).
+
+    The record is the last attempt's (its status, error and answer) with ``t_start`` of the
+    first attempt, ``latency_s`` over all of them, ``attempts``, and ``first_error``: what the
+    first failed attempt saw ("" when the first attempt succeeded). Retrying is right only for
+    requests that are safe to repeat (idempotent), like a classification.
+    """
+    delays = retry_delays(retries, backoff_s, max_backoff_s)
+    first_error = ""
+    started = time.time()
+    attempt = 0
+    while True:
+        record = one_request(session, url, json=json, timeout_s=timeout_s)
+        attempt += 1
+        if not record["ok"] and not first_error:
+            first_error = record["error"]
+        if attempt > len(delays) or not is_retryable(record, retry_statuses):
+            break
+        time.sleep(delays[attempt - 1])
+    record.update(t_start=started, latency_s=record["t_end"] - started, attempts=attempt,
+                  first_error=first_error)
+    return record
+
+
 def _frame(records: list[dict[str, Any]]) -> "pd.DataFrame":
     import pandas as pd
 
@@ -120,6 +199,11 @@ class RequestLoop:
 
     After a failed request a thread waits ``pause_after_failure_s`` so that a service that is
     down is probed a few times per second instead of thousands of times.
+
+    ``retries`` (default 0: every failure counts) makes each thread a client that retries a
+    failed request after ``retry_backoff_s``, doubling up to ``max_backoff_s`` (see
+    :func:`request_with_retries`); each record then has ``attempts`` and ``first_error``, and
+    ``ok`` is the final outcome.
     """
 
     def __init__(
@@ -131,7 +215,16 @@ class RequestLoop:
         timeout_s: float = 10.0,
         pause_s: float = 0.0,
         pause_after_failure_s: float = 0.1,
+        retries: int = 0,
+        retry_backoff_s: float = 0.2,
+        max_backoff_s: float = 2.0,
+        retry_statuses: tuple[int, ...] = RETRY_STATUSES,
     ) -> None:
+        self.retry_delays = retry_delays(retries, retry_backoff_s, max_backoff_s)  # checks them
+        self.retries = retries
+        self.retry_backoff_s = retry_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.retry_statuses = tuple(retry_statuses)
         self.url = url
         self.json = json
         self.concurrency = concurrency
@@ -148,7 +241,10 @@ class RequestLoop:
     def _run(self) -> None:
         session = requests.Session()
         while not self._stop.is_set():
-            record = one_request(session, self.url, json=self.json, timeout_s=self.timeout_s)
+            record = request_with_retries(
+                session, self.url, json=self.json, timeout_s=self.timeout_s,
+                retries=self.retries, backoff_s=self.retry_backoff_s,
+                max_backoff_s=self.max_backoff_s, retry_statuses=self.retry_statuses)
             with self._lock:
                 self._records.append(record)
             wait = self.pause_s if record["ok"] else max(self.pause_s, self.pause_after_failure_s)
@@ -166,20 +262,26 @@ class RequestLoop:
         return self
 
     def stop(self) -> "pd.DataFrame":
-        """Stop the threads (each finishes its current request) and return the records."""
+        """Stop the threads (each finishes its current request) and return the records.
+
+        A request being retried is finished (all its attempts), so that its outcome is known.
+        """
         self._stop.set()
+        longest = (self.retries + 1) * self.timeout_s + sum(self.retry_delays)
         for thread in self._threads:
-            thread.join(timeout=self.timeout_s + 5)
+            thread.join(timeout=longest + 5)
         if self.stopped_at is None:
             self.stopped_at = time.time()
         return self.results()
 
     @property
     def counts(self) -> dict[str, int]:
-        """Requests sent, succeeded and failed so far (safe to call while running)."""
+        """Requests sent, succeeded and failed so far, and attempts (safe to call while running)."""
         with self._lock:
             ok = sum(1 for r in self._records if r["ok"])
-            return {"sent": len(self._records), "ok": ok, "failed": len(self._records) - ok}
+            attempts = sum(r.get("attempts", 1) for r in self._records)
+            return {"sent": len(self._records), "ok": ok, "failed": len(self._records) - ok,
+                    "attempts": attempts}
 
     def results(self) -> "pd.DataFrame":
         with self._lock:
@@ -212,14 +314,30 @@ class RequestLoop:
 
 
 def failure_summary(df: "pd.DataFrame") -> dict[str, Any]:
-    """Sent, ok, failed, and the span of time (s) from the first to the last failure."""
-    failed = df[~df["ok"].astype(bool)]
+    """Sent, ok, failed, and the span of time (s) from the first to the last failure.
+
+    For records of a :class:`RequestLoop` (which have ``attempts``) also: ``attempts`` in all,
+    ``failed_attempts`` (attempts that did not succeed, lost or retried), ``ok_after_retry``
+    (requests saved by a retry) and ``first_error_kinds`` (what the failed attempts saw).
+    """
+    ok = df["ok"].astype(bool)
+    failed = df[~ok]
     span = float(failed["t_end"].max() - failed["t_start"].min()) if len(failed) else 0.0
     errors = failed["error"].str.split(":").str[0].value_counts().to_dict() if len(failed) else {}
-    return {
+    out = {
         "sent": int(len(df)),
         "ok": int(len(df) - len(failed)),
         "failed": int(len(failed)),
         "failure_window_s": round(span, 2),
         "error_kinds": errors,
     }
+    if "attempts" in df.columns:
+        attempts = df["attempts"].fillna(1).astype(int)
+        first = df.loc[df["first_error"].fillna("") != "", "first_error"]
+        out.update(
+            attempts=int(attempts.sum()),
+            failed_attempts=int(attempts.sum() - ok.sum()),
+            ok_after_retry=int((ok & (attempts > 1)).sum()),
+            first_error_kinds=first.str.split(":").str[0].value_counts().to_dict(),
+        )
+    return out

@@ -110,7 +110,10 @@ def test_classifier_over_handle_and_http(classifier_and_gateway: tuple[LocalClus
                             json={"text": "great price"}, progress=False)
     assert answers["ok"].all()
     pids = running_pids(cluster, "t_classifier", "TextClassifier")
-    assert set(answers["pid"]) == set(pids) and len(pids) == 2  # both replicas served
+    assert len(pids) == 2 and set(answers["pid"]) <= set(pids)
+    # The HTTP proxy prefers replicas on its own node; a driver's handle spreads over all.
+    responses = [handle.classify.remote("great price") for _ in range(32)]
+    assert {r.result()["pid"] for r in responses} == set(pids)  # both replicas served
     assert answers["score"].nunique() == 1  # every replica computes the same score
     assert (answers["deployment"] == "TextClassifier").all() and answers["node"].notna().all()
     assert requests.get(f"{url}/t_classifier", params={"text": "great"},

@@ -178,3 +178,11 @@ def test_written_config_keeps_a_header_and_round_trips(tmp_path: Path) -> None:
     text = path.read_text()
     assert text.startswith("# line one\n# line two\n")
     assert yaml.safe_load(text) == built
+
+
+def test_a_port_number_is_not_mistaken_for_an_http_status() -> None:
+    # A refused connection to a port whose digits contain 401 is still "no cluster".
+    text = ("ConnectionError: Failed to connect to Ray at address: http://127.0.0.1:24015.\n"
+            "Connection refused")
+    assert explain_serve_error(text).kind == "no-cluster"
+    assert explain_serve_error("HTTP status code: 401 Unauthenticated").kind == "auth"

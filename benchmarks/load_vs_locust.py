@@ -1,0 +1,70 @@
+"""Is ``helpers.load`` the bottleneck? The same load from it and from real Locust, compared.
+
+Starts a local Ray cluster of its own, deploys the classifier of lesson 02 with one replica,
+and offers it the same closed-loop load (``--concurrency`` virtual users without wait time,
+``--seconds`` each, ``--rounds`` times, alternating) from ``helpers.load`` and from headless
+Locust with the project's locustfile (``configs/locust/locustfile.py``). Prints one row per
+run (throughput, p50/p90/p99 latency, client CPU per 1,000 requests), writes them to
+``build/benchmarks/load_vs_locust.json``, and exits with 1 if ``helpers.load`` reached less
+throughput than Locust's standard ``HttpUser`` (or more than ``--tolerance`` less than its
+``FastHttpUser``). Lesson 05 (section 5) runs the same comparison in the notebook.
+
+    python benchmarks/load_vs_locust.py --concurrency 32 --seconds 15 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from helpers.cluster import start_local_cluster
+from helpers.locust_run import compare_with_locust
+from helpers.paths import BUILD_DIR
+from helpers.ports import free_port
+from helpers.serve_cli import deploy_config
+from helpers.serve_status import wait_until_running
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", type=int, default=32, help="virtual users of each tool")
+    parser.add_argument("--seconds", type=float, default=15.0, help="seconds of load per run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each tool, alternating")
+    parser.add_argument("--tolerance", type=float, default=0.1,
+                        help="share by which Locust's FastHttpUser may beat helpers.load (noise: "
+                             "both are limited by the server); its standard HttpUser may not")
+    args = parser.parse_args(argv)
+
+    port = free_port()
+    config = {"http_options": {"host": "127.0.0.1", "port": port},
+              "applications": [{"name": "bench", "route_prefix": "/bench",
+                                "import_path": "helpers.apps.classifier:app",
+                                "deployments": [{"name": "TextClassifier", "num_replicas": 1,
+                                                 "max_ongoing_requests": 64}]}]}
+    with start_local_cluster(num_cpus=4) as cluster:
+        deploy_config(cluster, config)
+        wait_until_running("bench", cluster=cluster, timeout_s=300)
+        runs = compare_with_locust(f"http://127.0.0.1:{port}/bench", path="/",
+                                   payload={"text": "great service"},
+                                   concurrency=args.concurrency, seconds=args.seconds,
+                                   rounds=args.rounds)
+    means = runs.groupby("tool")["throughput_rps"].mean()
+    print(runs.drop(columns=["command"]).to_string(index=False))
+    print("\nmean throughput (requests/s):", means.round(1).to_dict())
+    out = BUILD_DIR / "benchmarks" / "load_vs_locust.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), "runs": runs.to_dict(orient="records"),
+                               "mean_throughput_rps": means.to_dict()}, indent=2) + "\n")
+    print(f"written to {out}")
+    ours = means["helpers.load"]
+    ok = True
+    for tool, theirs in means.drop(index="helpers.load").items():
+        floor = 1.0 if "(HttpUser)" in tool else 1.0 - args.tolerance
+        ok &= ours >= floor * theirs
+        print(f"{tool}: helpers.load reached {ours / theirs:.2f}x its throughput (needed {floor:.2f}x)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

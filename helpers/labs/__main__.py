@@ -1,0 +1,119 @@
+"""``python -m helpers.labs``: generate the student versions, grade a class, list the checks.
+
+Usage::
+
+    python -m helpers.labs generate              # write labs/student/ from labs/source/
+    python -m helpers.labs generate --check      # exit 1, naming them, if any is stale
+    python -m helpers.labs list                  # the labs and their checks
+    python -m helpers.labs grade SUBMISSIONS [--out build/grades] [--labs lab01 lab02]
+        [--ray-address HOST:PORT --dashboard-url URL --token-path FILE]
+        [--profile ci] [-p NAME=VALUE] [--cell-timeout-s 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from helpers.errors import WorkbookError
+from helpers.paths import BUILD_DIR
+
+__all__ = ["main"]
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from helpers.labs.notebooks import generate_all, stale_student_versions
+
+    if args.check:
+        problems = stale_student_versions(args.source_dir, args.student_dir)
+        if problems:
+            print("The student versions are out of date:", file=sys.stderr)
+            for line in problems:
+                print(f"  {line}", file=sys.stderr)
+            print("Fix: run `python -m helpers.labs generate` and commit labs/student/ "
+                  "(never edit those files by hand).", file=sys.stderr)
+            return 1
+        print(f"student versions up to date ({args.student_dir})")
+        return 0
+    for path in generate_all(args.source_dir, args.student_dir):
+        print(path)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from helpers.labs.checks import checks_for
+    from helpers.labs.notebooks import lab_id, list_lab_sources
+
+    for source in list_lab_sources(args.source_dir):
+        print(source.stem)
+        for info in checks_for(lab_id(source)):
+            kind = "hidden " if info.hidden else "visible"
+            print(f"  task {info.task} {kind} {info.name}: {info.summary}")
+    return 0
+
+
+def _grade(args: argparse.Namespace) -> int:
+    import yaml
+
+    from helpers.labs.grading import grade_folder
+    from helpers.profiles import load_profile
+
+    parameters: dict[str, object] = {}
+    for name, value in (("ray_address", args.ray_address), ("dashboard_url", args.dashboard_url),
+                        ("token_path", args.token_path)):
+        if value:
+            parameters[name] = str(Path(value).resolve()) if name == "token_path" else value
+    for item in args.parameter:
+        if "=" not in item:
+            raise WorkbookError(f"-p {item!r} is not NAME=VALUE.", "write -p name=value.")
+        key, raw = item.split("=", 1)
+        parameters[key] = yaml.safe_load(raw)
+    lab_parameters = {}
+    if args.profile:
+        profile = load_profile(args.profile)
+        lab_parameters = {stem: dict(s.parameters) for stem, s in profile.labs.items()}
+    grades = grade_folder(args.submissions, args.out, parameters=parameters,
+                          lab_parameters=lab_parameters, labs=args.labs,
+                          cell_timeout_s=args.cell_timeout_s)
+    print((args.out / "summary.md").read_text())
+    print(f"Reports: {args.out}/<student>/report.md; class: {args.out}/summary.csv, "
+          f"summary.md, summary.html ({len(grades)} notebooks graded)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from helpers.labs.notebooks import SOURCE_DIR, STUDENT_DIR
+
+    parser = argparse.ArgumentParser(prog="python -m helpers.labs",
+                                     description="Classroom labs: generate, list, grade.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="write the student versions from the sources")
+    gen.add_argument("--check", action="store_true",
+                     help="write nothing; exit 1 if a student version is missing or stale")
+    lst = sub.add_parser("list", help="the labs and their checks")
+    grade = sub.add_parser("grade", help="grade a folder of submissions (one folder per student)")
+    grade.add_argument("submissions", type=Path)
+    grade.add_argument("--out", type=Path, default=BUILD_DIR / "grades")
+    grade.add_argument("--labs", nargs="*", default=[], help="only these labs (lab01 lab02 ...)")
+    grade.add_argument("--ray-address", default="", help="the classroom cluster (host:port); "
+                       "empty: each notebook starts a cluster of its own")
+    grade.add_argument("--dashboard-url", default="")
+    grade.add_argument("--token-path", default="")
+    grade.add_argument("--profile", default="", help="a run profile whose labs: parameters apply")
+    grade.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE")
+    grade.add_argument("--cell-timeout-s", type=float, default=600.0)
+    for p in (gen, lst):
+        p.add_argument("--source-dir", type=Path, default=SOURCE_DIR)
+    gen.add_argument("--student-dir", type=Path, default=STUDENT_DIR)
+    args = parser.parse_args(argv)
+    try:
+        return {"generate": _generate, "list": _list, "grade": _grade}[args.command](args)
+    except WorkbookError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,960 @@
+"""The labs' checks: what a task must have achieved, verified on the real cluster.
+
+Every check inspects the real state (Serve's status and recorded configs, the replicas, real
+HTTP and handle calls, the files the student wrote), never a variable's value alone. It prints
+a line when it passes; when it fails it raises :class:`LabCheckFailed` with feedback that
+says *what is wrong* and *where to look*. Each is registered with its lab, its task and
+whether it is visible (in the student's notebook) or hidden (put back by the grader).
+
+When the environment variable ``WORKBOOK_LAB_RESULTS`` names a file, every check appends its
+result to it as one JSON line: that is how the grader and the tests collect results.
+
+Usage (a check cell of a lab)::
+
+    from helpers.labs import checks
+    checks.lab01_deployment_as_specified(lab, replicas=2, num_cpus=0.25, memory_mib=128,
+                                         max_ongoing=4)
+
+    with checks.deferred_failures():       # several hidden checks: each one runs and records
+        checks.lab01_rejects_missing_text(lab)
+        checks.lab01_handle_calls_spread(lab, calls=20)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import functools
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+
+from helpers.errors import WorkbookError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from helpers.labs.session import LabSession
+
+__all__ = [
+    "RESULTS_ENV",
+    "CheckInfo",
+    "CheckResult",
+    "CheckProblem",
+    "LabCheckFailed",
+    "CHECKS",
+    "checks_for",
+    "read_results",
+    "deferred_failures",
+]
+
+RESULTS_ENV = "WORKBOOK_LAB_RESULTS"
+
+
+@dataclass(frozen=True)
+class CheckInfo:
+    """A registered check: its lab, name, task, visibility and one-line summary."""
+
+    lab: str
+    name: str
+    task: int
+    hidden: bool
+    summary: str
+
+
+@dataclass
+class CheckResult:
+    """One run of one check."""
+
+    lab: str
+    check: str
+    task: int
+    hidden: bool
+    passed: bool
+    feedback: str
+    student: str
+    seconds: float
+
+
+class CheckProblem(Exception):
+    """Raised inside a check: what is wrong, and where the student should look."""
+
+    def __init__(self, problem: str, look: str) -> None:
+        self.problem, self.look = problem, look
+        super().__init__(f"{problem}\nLook at: {look}")
+
+
+class LabCheckFailed(AssertionError):
+    """A check failed; the message is the feedback."""
+
+
+#: lab id -> its checks, in the order they are defined.
+CHECKS: dict[str, list[CheckInfo]] = {}
+
+_deferred: list[list[CheckResult]] = []
+
+
+def checks_for(lab: str, *, hidden: bool | None = None) -> list[CheckInfo]:
+    """The registered checks of ``lab`` (only hidden / only visible ones if asked)."""
+    return [c for c in CHECKS.get(lab, []) if hidden is None or c.hidden == hidden]
+
+
+def read_results(path: str | Path) -> list[CheckResult]:
+    """The results a run appended to ``path`` (an empty list if there is no file)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return [CheckResult(**json.loads(line)) for line in lines if line.strip()]
+
+
+def _record(result: CheckResult) -> None:
+    target = os.environ.get(RESULTS_ENV)
+    if target:
+        with open(target, "a") as handle:
+            handle.write(json.dumps(asdict(result)) + "\n")
+
+
+@contextlib.contextmanager
+def deferred_failures() -> Iterator[None]:
+    """Run several checks in one cell: each runs and is recorded; failures are raised together
+    at the end (so the first failure does not keep the next checks from running)."""
+    _deferred.append([])
+    try:
+        yield
+    finally:
+        failed = _deferred.pop()
+    if failed:
+        raise LabCheckFailed("\n\n".join(_message(r) for r in failed))
+
+
+def _message(result: CheckResult) -> str:
+    kind = "hidden check" if result.hidden else "check"
+    return f"Task {result.task} {kind} {result.check!r} failed:\n{result.feedback}"
+
+
+def lab_check(lab: str, task: int, *, hidden: bool = False) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register a check function of ``lab``'s task ``task``.
+
+    The function takes the :class:`~helpers.labs.session.LabSession` first and raises
+    :class:`CheckProblem` (or a workbook error) when the task is not done. The registered
+    check records its result (see :data:`RESULTS_ENV`), prints a line when it passes and
+    raises :class:`LabCheckFailed` when it does not.
+    """
+
+    def decorate(func: Callable[..., None]) -> Callable[..., None]:
+        summary = (func.__doc__ or func.__name__).strip().splitlines()[0]
+        info = CheckInfo(lab, func.__name__, task, hidden, summary)
+        CHECKS.setdefault(lab, []).append(info)
+
+        @functools.wraps(func)
+        def run(session: "LabSession", *args: Any, **kwargs: Any) -> None:
+            started = time.monotonic()
+            try:
+                func(session, *args, **kwargs)
+                passed, feedback = True, summary
+            except CheckProblem as problem:
+                passed, feedback = False, str(problem)
+            except WorkbookError as err:
+                passed, feedback = False, f"{err.problem}\nLook at: {err.fix}"
+            except Exception as err:  # noqa: BLE001 - a check must report, never crash
+                passed, feedback = False, (
+                    f"The check could not inspect your work ({type(err).__name__}: "
+                    f"{str(err)[:300]}).\nLook at: the cells of Task {task} above; run the "
+                    "notebook's cells in order and fix the first one that fails.")
+            result = CheckResult(lab, func.__name__, task, hidden, passed, feedback,
+                                 getattr(session, "student", "?"),
+                                 round(time.monotonic() - started, 2))
+            _record(result)
+            if passed:
+                print(f"✓ Task {task}{' (hidden check)' if hidden else ''}: {summary}")
+                return None
+            if _deferred:
+                _deferred[-1].append(result)
+                return None
+            raise LabCheckFailed(_message(result)) from None
+
+        run.info = info  # type: ignore[attr-defined]
+        return run
+
+    return decorate
+
+
+# --- what the checks share ------------------------------------------------------------------
+
+
+def _serve_apps(session: "LabSession") -> dict[str, Any]:
+    from helpers.serve_status import serve_details
+
+    return serve_details(session.cluster).get("applications") or {}
+
+
+def _app(session: "LabSession", short: str, *, task: int, running: bool = True,
+         look: str = "") -> dict[str, Any]:
+    """The application's details; a problem if it is missing (or not RUNNING)."""
+    name = session.app_name(short)
+    apps = _serve_apps(session)
+    where = look or f"Task {task}: the cell that deploys {name!r}; `serve status` lists apps"
+    if name not in apps:
+        mine = sorted(a for a in apps if a.startswith(session.prefix))
+        raise CheckProblem(f"Serve has no application named {name!r} (this lab's apps on the "
+                           f"cluster: {mine or 'none'}).", where)
+    app = apps[name]
+    if running and app.get("status") != "RUNNING":
+        message = (app.get("message") or "").strip().splitlines()
+        raise CheckProblem(
+            f"Application {name!r} is {app.get('status')}, not RUNNING"
+            + (f": {message[0][:300]}" if message else "."),
+            where + "; its replicas' error is in `serve status` and the replica logs")
+    return app
+
+
+def _deployment(app: Mapping[str, Any], name: str, *, look: str) -> dict[str, Any]:
+    deployments = app.get("deployments") or {}
+    if name not in deployments:
+        raise CheckProblem(f"Application {app.get('name')!r} has no deployment {name!r} "
+                           f"(it has: {sorted(deployments)}).",
+                           look + f" (the deployment's name is the class name, or name=...)")
+    return deployments[name]
+
+
+def _running_replicas(deployment: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in deployment.get("replicas") or [] if r.get("state") == "RUNNING"]
+
+
+def _post(url: str, body: Any, *, look: str, timeout_s: float = 30.0) -> Any:
+    import requests
+
+    try:
+        return requests.post(url, json=body, timeout=timeout_s)
+    except requests.RequestException as err:
+        raise CheckProblem(f"No answer from {url} ({type(err).__name__}).", look) from err
+
+
+def _get(url: str, *, look: str, timeout_s: float = 30.0) -> Any:
+    import requests
+
+    try:
+        return requests.get(url, timeout=timeout_s)
+    except requests.RequestException as err:
+        raise CheckProblem(f"No answer from {url} ({type(err).__name__}).", look) from err
+
+
+def _json(response: Any, *, look: str) -> Any:
+    if response.status_code != 200:
+        raise CheckProblem(f"{response.request.method} {response.url} answered HTTP "
+                           f"{response.status_code}: {response.text[:200]}", look)
+    try:
+        return response.json()
+    except ValueError as err:
+        raise CheckProblem(f"{response.url} did not answer JSON: {response.text[:200]!r}",
+                           look) from err
+
+
+def _in_thread(func: Callable[[], Any]) -> Any:
+    """Run blocking Serve calls (``.result()``) off the notebook's event loop."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(func).result()
+
+
+def _call(session: "LabSession", short: str, method: str, *args: Any,
+          timeout_s: float = 60.0) -> Any:
+    from ray import serve
+
+    name = session.app_name(short)
+    return _in_thread(lambda: getattr(serve.get_app_handle(name), method)
+                      .remote(*args).result(timeout_s=timeout_s))
+
+
+def _sentence(rng: random.Random, words: int) -> str:
+    vocabulary = ["ray", "serve", "replica", "proxy", "handle", "batch", "scale", "node",
+                  "route", "model", "token", "queue", "config", "deploy"]
+    return " ".join(rng.choice(vocabulary) for _ in range(words))
+
+
+def _expect(condition: bool, problem: str, look: str) -> None:
+    if not condition:
+        raise CheckProblem(problem, look)
+
+
+# --- lab 01: a first deployment ----------------------------------------------------------------
+
+_L01_CLASS = "Task 1: the @serve.deployment(...) line of WordCounter"
+
+
+@lab_check("lab01", 1)
+def lab01_deployment_as_specified(session: "LabSession", *, replicas: int, num_cpus: float,
+                                  memory_mib: int, max_ongoing: int) -> None:
+    """WordCounter runs with the replicas and resources the lab asks for."""
+    app = _app(session, "counter", task=1)
+    dep = _deployment(app, "WordCounter", look=_L01_CLASS)
+    config = dep.get("deployment_config") or {}
+    options = config.get("ray_actor_options") or {}
+    asked = {"num_replicas": replicas, "num_cpus": num_cpus, "memory": memory_mib * 2**20,
+             "max_ongoing_requests": max_ongoing}
+    got = {"num_replicas": config.get("num_replicas"), "num_cpus": options.get("num_cpus"),
+           "memory": options.get("memory"),
+           "max_ongoing_requests": config.get("max_ongoing_requests")}
+    wrong = {k: f"asked {asked[k]}, Serve recorded {got[k]}" for k in asked if got[k] != asked[k]}
+    _expect(not wrong, f"WordCounter's options differ from the lab's: {wrong}.", _L01_CLASS
+            + " (memory is in bytes: memory_mib * 2**20)")
+    running = _running_replicas(dep)
+    _expect(len(running) == replicas,
+            f"{len(running)} of {replicas} replicas are RUNNING.", "status_table(cluster)")
+
+
+@lab_check("lab01", 1, hidden=True)
+def lab01_one_deployment_per_app(session: "LabSession") -> None:
+    """The application is WordCounter alone, as its ingress."""
+    app = _app(session, "counter", task=1)
+    names = sorted(app.get("deployments") or {})
+    _expect(names == ["WordCounter"], f"The application has deployments {names}.",
+            "Task 1: deploy WordCounter.bind() and nothing else")
+
+
+def _l01_reply(name: str, reply: Any, text: str, look: str, what: str) -> None:
+    """The student's ``reply`` is a dict with the right word count for ``text``."""
+    _expect(isinstance(reply, dict), f"{name} is {type(reply).__name__}, not {what}: a dict.",
+            look)
+    _expect(reply.get("words") == len(text.split()),
+            f"{name}['words'] is {reply.get('words')!r}; {text!r} has {len(text.split())} "
+            "words.", look)
+
+
+@lab_check("lab01", 2)
+def lab01_answers_over_http(session: "LabSession", http_reply: Any, *, text: str) -> None:
+    """POST {"text": ...} to the app's route answers the right word count."""
+    look = "Task 2: WordCounter.__call__ and your requests.post(...) cell"
+    _l01_reply("http_reply", http_reply, text, look, "the JSON answer (use response.json())")
+    probe = _sentence(random.Random(), 7)
+    body = _json(_post(session.url("counter"), {"text": probe}, look=look), look=look)
+    _expect(body.get("words") == 7, f"For a 7-word text the app answered {body}.", look)
+    _expect(bool(body.get("replica")), "The answer does not say which replica computed it.",
+            "Task 1: return {**replica_identity(), 'words': ...}")
+
+
+@lab_check("lab01", 2, hidden=True)
+def lab01_rejects_missing_text(session: "LabSession") -> None:
+    """A request without text is refused with HTTP 400."""
+    response = _post(session.url("counter"), {"txt": "typo"}, look="Task 2")
+    _expect(response.status_code == 400,
+            f"A body without 'text' got HTTP {response.status_code}, not 400.",
+            "Task 1: __call__ must answer missing_text_response() when read_text() is None")
+
+
+@lab_check("lab01", 3)
+def lab01_answers_by_handle(session: "LabSession", handle_reply: Any, *, text: str) -> None:
+    """handle.count.remote(text) answers the right word count."""
+    look = "Task 3: the cell that awaits handle.count.remote(...)"
+    _l01_reply("handle_reply", handle_reply, text, look,
+               "count()'s answer (await the DeploymentResponse)")
+    probe = _sentence(random.Random(), 5)
+    answer = _call(session, "counter", "count", probe)
+    _expect(isinstance(answer, dict) and answer.get("words") == 5,
+            f"count() of a 5-word text returned {answer!r}.", "Task 1: WordCounter.count")
+
+
+@lab_check("lab01", 3, hidden=True)
+def lab01_handle_calls_spread(session: "LabSession", *, calls: int = 20) -> None:
+    """Handle calls are spread over every replica."""
+    from ray import serve
+
+    name = session.app_name("counter")
+
+    def many() -> list[Any]:
+        handle = serve.get_app_handle(name)
+        responses = [handle.count.remote(f"call {i}") for i in range(calls)]
+        return [r.result(timeout_s=60) for r in responses]
+
+    app = _app(session, "counter", task=3)
+    replicas = len(_running_replicas(_deployment(app, "WordCounter", look=_L01_CLASS)))
+    seen = {answer.get("replica") for answer in _in_thread(many)}
+    _expect(len(seen) == replicas >= 2,
+            f"{calls} concurrent calls reached {len(seen)} replica(s) of {replicas}.",
+            "Task 1: num_replicas, and count() returning replica_identity()")
+
+
+# --- lab 02: a Serve config, serve deploy, an update without downtime ---------------------------
+
+_L02_DEP = "ConfigurableClassifier"
+_L02_IMPORT = "helpers.apps.configurable:app"
+
+
+def _l02_entry(session: "LabSession", path: Any, look: str) -> dict[str, Any]:
+    import yaml
+
+    from helpers.serve_cli import validate_serve_config
+
+    path = Path(path) if path else None
+    _expect(path is not None and path.exists(), f"The config file {path} does not exist.",
+            look + " (write config_text to config_path)")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise CheckProblem(f"{path.name} is not valid YAML: {str(err)[:200]}", look) from err
+    _expect(isinstance(config, dict), f"{path.name} holds no config (it is empty or not a "
+            "mapping).", look)
+    try:
+        validate_serve_config(config)
+    except WorkbookError as err:
+        raise CheckProblem(f"{path.name}: {err.problem} {err.details[:400]}", look) from err
+    entries = {a.get("name"): a for a in config.get("applications") or []}
+    name = session.app_name("classifier")
+    _expect(name in entries, f"{path.name} has no application named {name!r} "
+            f"(it has {sorted(map(str, entries))}).", look)
+    return entries[name]
+
+
+def _l02_deployment(entry: Mapping[str, Any]) -> dict[str, Any]:
+    for dep in entry.get("deployments") or []:
+        if dep.get("name") == _L02_DEP:
+            return dep
+    return {}
+
+
+@lab_check("lab02", 1)
+def lab02_config_is_valid(session: "LabSession", config_path: Any, *, replicas: int) -> None:
+    """The YAML file is a valid Serve config for the classifier, as specified."""
+    look = "Task 1: config_text"
+    entry = _l02_entry(session, config_path, look)
+    _expect(entry.get("import_path") == _L02_IMPORT,
+            f"import_path is {entry.get('import_path')!r}, not {_L02_IMPORT!r}.", look)
+    _expect(entry.get("route_prefix") == session.route("classifier"),
+            f"route_prefix is {entry.get('route_prefix')!r}, not "
+            f"{session.route('classifier')!r}.", look)
+    dep = _l02_deployment(entry)
+    _expect(bool(dep), f"No deployment entry named {_L02_DEP!r} under the application.",
+            look + " (deployments: - name: ConfigurableClassifier)")
+    _expect(dep.get("num_replicas") == replicas,
+            f"num_replicas is {dep.get('num_replicas')!r}, not {replicas}.", look)
+    version = (dep.get("user_config") or {}).get("config_version")
+    _expect(version == 1, f"user_config.config_version is {version!r}, not 1.", look)
+
+
+@lab_check("lab02", 1, hidden=True)
+def lab02_user_config_accepted(session: "LabSession", config_path: Any) -> None:
+    """The file's user_config passes the application's own validation."""
+    from helpers.apps.configurable import check_user_config
+
+    dep = _l02_deployment(_l02_entry(session, config_path, "Task 1"))
+    try:
+        check_user_config(dep.get("user_config"))
+    except ValueError as err:
+        raise CheckProblem(f"The replicas would reject this user_config: {err}",
+                           "Task 1: user_config (threshold 0..1, two labels)") from err
+
+
+@lab_check("lab02", 2)
+def lab02_deployed_with_serve_deploy(session: "LabSession", *, replicas: int) -> None:
+    """The classifier runs, deployed from the config file with `serve deploy`."""
+    look = "Task 2: the cell that runs `serve deploy`"
+    app = _app(session, "classifier", task=2, look=look)
+    _expect(app.get("source") == "declarative",
+            f"The application was deployed with {app.get('source')!r} API (serve.run), not "
+            "from a config with `serve deploy`.", look)
+    dep = _deployment(app, _L02_DEP, look=look)
+    _expect(len(_running_replicas(dep)) == replicas,
+            f"{len(_running_replicas(dep))} replicas are RUNNING, the file says {replicas}.",
+            look + " (wait with wait_until_running)")
+    body = _json(_post(session.url("classifier"), {"text": "great service"}, look=look),
+                 look=look)
+    _expect(body.get("config_version") == 1,
+            f"The app answers config_version {body.get('config_version')!r}, not 1.", look)
+
+
+@lab_check("lab02", 2, hidden=True)
+def lab02_running_config_is_the_file(session: "LabSession", config_path: Any) -> None:
+    """What Serve runs is exactly the application in the student's file."""
+    entry = _l02_entry(session, config_path, "Task 1")
+    app = _app(session, "classifier", task=2)
+    deployed = app.get("deployed_app_config") or {}
+    mine = _l02_deployment(entry)
+    theirs = next((d for d in deployed.get("deployments") or [] if d.get("name") == _L02_DEP), {})
+    same = {k: (mine.get(k), theirs.get(k)) for k in ("num_replicas", "user_config")}
+    _expect(all(a == b for a, b in same.values()) and deployed.get("import_path") == _L02_IMPORT,
+            f"Serve's recorded config differs from the file: {same}.",
+            "Task 2: deploy config_path (through lab.with_classmates_apps)")
+
+
+@lab_check("lab02", 3)
+def lab02_updated_without_downtime(session: "LabSession", update_traffic: Any, *,
+                                   replicas: int) -> None:
+    """The update to config_version 2 and more replicas failed no request."""
+    look = "Task 3: the updated config and the `serve deploy` inside the RequestLoop"
+    _expect(update_traffic is not None and len(update_traffic) > 0,
+            "No requests were recorded during the update.", look)
+    failed = update_traffic[~update_traffic["ok"].astype(bool)]
+    _expect(len(failed) == 0, f"{len(failed)} of {len(update_traffic)} requests failed during "
+            f"the update, e.g. {failed['error'].iloc[0] if len(failed) else ''}", look)
+    versions = set(update_traffic["config_version"].dropna().astype(int))
+    _expect(versions == {1, 2}, f"Requests during the update saw config versions {versions}; "
+            "both 1 (before) and 2 (after) should appear.",
+            look + " (deploy while the loop runs, then loop.wait_until_serving)")
+    app = _app(session, "classifier", task=3, look=look)
+    dep = _deployment(app, _L02_DEP, look=look)
+    _expect(len(_running_replicas(dep)) == replicas,
+            f"{len(_running_replicas(dep))} replicas run, the update asks for {replicas}.", look)
+    answers = [_json(_post(session.url("classifier"), {"text": "okay"}, look=look), look=look)
+               for _ in range(2 * replicas)]
+    old = [a for a in answers if a.get("config_version") != 2]
+    _expect(not old, f"{len(old)} answers still come from config_version 1.", look)
+
+
+@lab_check("lab02", 3, hidden=True)
+def lab02_reconfigured_in_place(session: "LabSession", *, pids_before: Sequence[int]) -> None:
+    """A user_config change kept the replicas that were running (no restart)."""
+    from helpers.serve_timeline import running_pids
+
+    pids_now = running_pids(session.cluster, session.app_name("classifier"), _L02_DEP)
+    kept = set(pids_before) & set(pids_now)
+    _expect(bool(pids_before) and kept == set(pids_before),
+            f"Replicas before the update: {sorted(pids_before)}, now: {pids_now}; a "
+            "user_config change should not restart them.",
+            "Task 3: change only num_replicas and user_config, not the code or ray_actor_options")
+
+
+# --- lab 03: autoscaling to a latency target -----------------------------------------------------
+
+_L03_LOOK = "Task 1: autoscaling_config"
+
+
+def _l03_deployment(session: "LabSession", task: int) -> dict[str, Any]:
+    app = _app(session, "scorer", task=task, look="Task 1: the cell that deploys the Scorer")
+    return _deployment(app, "Scorer", look="Task 1")
+
+
+def _l03_autoscaling(session: "LabSession", task: int) -> dict[str, Any]:
+    config = _l03_deployment(session, task).get("deployment_config") or {}
+    autoscaling = config.get("autoscaling_config")
+    _expect(bool(autoscaling), "The Scorer has a fixed replica count: no autoscaling_config.",
+            _L03_LOOK + " (pass it with Scorer.options(autoscaling_config=...))")
+    return autoscaling
+
+
+@lab_check("lab03", 1)
+def lab03_autoscaling_enabled(session: "LabSession") -> None:
+    """The Scorer runs with an autoscaling config that can add replicas."""
+    auto = _l03_autoscaling(session, 1)
+    low, high = auto.get("min_replicas"), auto.get("max_replicas")
+    _expect(low is not None and high is not None and low <= 1 < high,
+            f"min_replicas={low}, max_replicas={high}: start small (1) and allow more.",
+            _L03_LOOK)
+
+
+@lab_check("lab03", 1, hidden=True)
+def lab03_not_overprovisioned(session: "LabSession", *, load_clients: int) -> None:
+    """The autoscaling bounds are economical: min 1, max at most twice the clients."""
+    auto = _l03_autoscaling(session, 1)
+    _expect(auto.get("min_replicas") == 1 and auto.get("max_replicas", 0) <= 2 * load_clients,
+            f"min_replicas={auto.get('min_replicas')}, max_replicas={auto.get('max_replicas')} "
+            f"for {load_clients} clients: replicas you never need still cost.", _L03_LOOK)
+
+
+def _window(traffic: "pd.DataFrame", last_s: float) -> "pd.DataFrame":
+    end = traffic["t_start"].max()
+    return traffic[traffic["t_start"] >= end - last_s]
+
+
+@lab_check("lab03", 2)
+def lab03_latency_target_met(session: "LabSession", load_traffic: Any, p90_s: Any, *,
+                             target_p90_s: float, last_s: float) -> None:
+    """Under the lab's load the 90th-percentile latency meets the target."""
+    look = "Task 2: p90_s; and Task 1: target_ongoing_requests, upscale_delay_s, max_replicas"
+    _expect(load_traffic is not None and len(load_traffic) > 0,
+            "There is no load_traffic: the load did not run.", "Task 2: the load cell")
+    window = _window(load_traffic, last_s)
+    failed = int((~window["ok"].astype(bool)).sum())
+    _expect(failed == 0, f"{failed} requests failed in the last {last_s:g} s.", look)
+    truth = float(window["latency_s"].quantile(0.9))
+    _expect(isinstance(p90_s, (int, float)) and abs(float(p90_s) - truth) < 0.005,
+            f"p90_s is {p90_s!r}; the 90th percentile of latency_s over the requests that "
+            f"started in the last {last_s:g} s is {truth:.3f}.",
+            "Task 2: filter load_traffic on t_start, then .quantile(0.9)")
+    replicas = window["replica"].nunique()
+    _expect(truth <= target_p90_s,
+            f"p90 latency {truth:.3f} s > target {target_p90_s} s, with {replicas} replica(s) "
+            "serving at the end: Serve did not add enough replicas in time.", look)
+
+
+@lab_check("lab03", 2, hidden=True)
+def lab03_scaled_with_the_load(session: "LabSession", load_traffic: Any, *,
+                               last_s: float) -> None:
+    """The target was met by scaling out (several replicas served the load)."""
+    _expect(load_traffic is not None and len(load_traffic) > 0, "No load_traffic.", "Task 2")
+    served = _window(load_traffic, last_s)["replica"].nunique()
+    _expect(served >= 2, f"Only {served} replica served the end of the load.", _L03_LOOK)
+
+
+@lab_check("lab03", 3)
+def lab03_scaled_back_down(session: "LabSession") -> None:
+    """After the load, the Scorer is back at min_replicas."""
+    auto = _l03_autoscaling(session, 3)
+    dep = _l03_deployment(session, 3)
+    running = len(_running_replicas(dep))
+    _expect(running == auto.get("min_replicas") and dep.get("target_num_replicas") == running,
+            f"{running} replicas still run (target {dep.get('target_num_replicas')}) after the "
+            f"load; min_replicas is {auto.get('min_replicas')}.",
+            _L03_LOOK + ": downscale_delay_s (the default waits 600 s)")
+
+
+# --- lab 04: batching -----------------------------------------------------------------------------
+
+
+def _l04_texts(count: int) -> list[str]:
+    from helpers.labs.apps import lab_texts
+
+    return lab_texts(count)
+
+
+@lab_check("lab04", 1)
+def lab04_batched_answers_match(session: "LabSession") -> None:
+    """BatchedScorer answers each text with the same score as the unbatched model."""
+    from ray import serve
+
+    from helpers.labs.apps import measure_throughput
+
+    look = "Task 1: BatchedScorer.score (return one result per input, in order)"
+    _app(session, "batched", task=1, look="Task 1: the cell that deploys BatchedScorer")
+    texts = _l04_texts(8)
+    random.Random(4).shuffle(texts)
+    batched = measure_throughput(serve.get_app_handle(session.app_name("batched")), "score",
+                                 texts)["results"]
+    unbatched = measure_throughput(serve.get_app_handle(session.app_name("unbatched")), "score",
+                                   texts)["results"]
+    wrong = [t for t, a, b in zip(texts, batched, unbatched) if a != b]
+    _expect(not wrong, f"{len(wrong)} of {len(texts)} texts got another text's score, e.g. "
+            f"{wrong[:1]}.", look)
+
+
+@lab_check("lab04", 1, hidden=True)
+def lab04_batches_are_formed(session: "LabSession") -> None:
+    """Concurrent requests reach the device in batches."""
+    _app(session, "batched", task=1, look="Task 1: the cell that deploys BatchedScorer")
+    stats = _call(session, "batched", "stats")
+    _expect(stats.get("largest", 0) > 1,
+            f"The device only ever ran batches of size {stats.get('largest')}: {stats}.",
+            "Task 1: @serve.batch on an async def that takes a list")
+
+
+@lab_check("lab04", 2)
+def lab04_throughput_target(session: "LabSession", *, baseline_rps: float, speedup: float,
+                            requests: int) -> None:
+    """BatchedScorer reaches the throughput target."""
+    from ray import serve
+
+    from helpers.labs.apps import measure_throughput
+
+    look = "Task 2: max_batch_size, batch_wait_timeout_s and max_ongoing_requests"
+    _app(session, "batched", task=2, look="Task 1")
+    _call(session, "batched", "reset_stats")
+    burst = measure_throughput(serve.get_app_handle(session.app_name("batched")), "score",
+                               _l04_texts(requests))
+    stats = _call(session, "batched", "stats")
+    _expect(burst["rps"] >= speedup * baseline_rps,
+            f"{burst['rps']} requests/s is {burst['rps'] / baseline_rps:.1f}x the baseline "
+            f"({baseline_rps} requests/s); the target is {speedup}x. The device ran batches of "
+            f"{stats.get('mean_size')} on average (largest {stats.get('largest')}).", look)
+
+
+@lab_check("lab04", 2, hidden=True)
+def lab04_queue_admits_a_full_batch(session: "LabSession") -> None:
+    """max_ongoing_requests lets a full batch reach the replica."""
+    app = _app(session, "batched", task=2)
+    config = _deployment(app, "BatchedScorer", look="Task 1").get("deployment_config") or {}
+    stats = _call(session, "batched", "stats")
+    limit = config.get("max_ongoing_requests", 5)
+    _expect(limit >= 8 and stats.get("largest", 0) > 5,
+            f"max_ongoing_requests is {limit} and the largest batch was {stats.get('largest')}"
+            ": a replica never holds more requests than max_ongoing_requests, so batches "
+            "cannot be larger.", "Task 2: @serve.deployment(max_ongoing_requests=...)")
+
+
+# --- lab 05: the tiny LLM behind the OpenAI API ---------------------------------------------------
+
+_L05_CONFIG = "Task 1: llm_config = LLMConfig(...)"
+
+
+def _l05_config_dict(llm_config: Any) -> dict[str, Any]:
+    from helpers.llm import llm_config_as_dict
+
+    if llm_config is None or not hasattr(llm_config, "model_dump"):
+        raise CheckProblem(f"llm_config is {type(llm_config).__name__}, not an LLMConfig.",
+                           _L05_CONFIG)
+    return llm_config_as_dict(llm_config)  # the fields that were set
+
+
+@lab_check("lab05", 1)
+def lab05_llm_config(session: "LabSession", llm_config: Any, *, model_id: str,
+                     accelerator: str) -> None:
+    """llm_config names the model and the accelerator of this cluster."""
+    data = _l05_config_dict(llm_config)
+    loading = data.get("model_loading_config") or {}
+    _expect(loading.get("model_id") == model_id,
+            f"model_id is {loading.get('model_id')!r}, not {model_id!r}.", _L05_CONFIG)
+    kind = (data.get("accelerator_config") or {}).get("kind") or "gpu (LLMConfig's default)"
+    _expect(kind == accelerator,
+            f"accelerator_config kind is {kind!r} but this cluster serves on {accelerator!r}: "
+            "a replica that asks for a GPU on a CPU cluster waits forever.",
+            _L05_CONFIG + " (accelerator_config={'kind': ...})")
+    auto = ((data.get("deployment_config") or {}).get("autoscaling_config") or {})
+    _expect(auto.get("max_replicas", 1) == 1,
+            f"max_replicas is {auto.get('max_replicas')}: one engine is all this lab has room for.",
+            _L05_CONFIG + " deployment_config")
+
+
+@lab_check("lab05", 1, hidden=True)
+def lab05_engine_fits(session: "LabSession", llm_config: Any, *, max_model_len: int,
+                      accelerator: str) -> None:
+    """The engine's context length and KV cache are sized for this machine."""
+    data = _l05_config_dict(llm_config)
+    length = (data.get("engine_kwargs") or {}).get("max_model_len")
+    _expect(length is not None and length <= max_model_len,
+            f"engine_kwargs max_model_len is {length!r}; give at most {max_model_len}.",
+            _L05_CONFIG + " engine_kwargs")
+    if accelerator == "cpu":
+        env = ((data.get("runtime_env") or {}).get("env_vars") or {})
+        _expect("VLLM_CPU_KVCACHE_SPACE" in env,
+                "On the CPU build the KV cache is sized by VLLM_CPU_KVCACHE_SPACE (GiB); it "
+                "is not set.", _L05_CONFIG + " runtime_env={'env_vars': {...}}")
+
+
+@lab_check("lab05", 2)
+def lab05_openai_app_serves(session: "LabSession", *, model_id: str) -> None:
+    """The OpenAI-compatible app runs and lists the model."""
+    look = "Task 2: build_openai_app(...) and lab.deploy(..., 'llm')"
+    _app(session, "llm", task=2, look=look)
+    models = _json(_get(session.url("llm", "/v1/models"), look=look), look=look)
+    ids = [m.get("id") for m in models.get("data") or []]
+    _expect(model_id in ids, f"/v1/models lists {ids}, not {model_id!r}.", look)
+
+
+@lab_check("lab05", 2, hidden=True)
+def lab05_chat_completion_answers(session: "LabSession", *, model_id: str) -> None:
+    """A chat completion answers with text and token usage."""
+    body = {"model": model_id, "max_tokens": 6, "temperature": 0,
+            "messages": [{"role": "user", "content": "Return the value"}]}
+    reply = _json(_post(session.url("llm", "/v1/chat/completions"), body, look="Task 2",
+                        timeout_s=120), look="Task 2")
+    usage = reply.get("usage") or {}
+    _expect(0 < usage.get("completion_tokens", 0) <= 6 and reply.get("choices"),
+            f"The chat completion answered {str(reply)[:300]}.", "Task 2")
+
+
+def _l05_messages(question: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": question}]
+
+
+@lab_check("lab05", 3)
+def lab05_streamed_reply(session: "LabSession", pieces: Any, *, model_id: str, question: str,
+                         max_tokens: int) -> None:
+    """The reply was streamed in several pieces, and they add up to the model's answer."""
+    look = "Task 3: stream=True, and appending each chunk's choices[0].delta.content to pieces"
+    _expect(isinstance(pieces, list) and len(pieces) > 1,
+            f"pieces is {type(pieces).__name__} with {len(pieces) if isinstance(pieces, list) else 0}"
+            " items; a streamed reply arrives in several chunks.", look)
+    body = {"model": model_id, "max_tokens": max_tokens, "temperature": 0,
+            "messages": _l05_messages(question)}
+    reply = _json(_post(session.url("llm", "/v1/chat/completions"), body, look=look,
+                        timeout_s=120), look=look)
+    whole = reply["choices"][0]["message"]["content"]
+    streamed = "".join(p for p in pieces if isinstance(p, str))
+    _expect(streamed == whole,
+            f"The pieces add up to {streamed[:80]!r}, but the model's greedy answer to the "
+            f"same question is {whole[:80]!r}.",
+            look + " (same question, max_tokens and temperature=0)")
+
+
+@lab_check("lab05", 3, hidden=True)
+def lab05_server_streams(session: "LabSession", *, model_id: str) -> None:
+    """The app sends the first token before the last one (a real stream)."""
+    import requests
+
+    body = {"model": model_id, "max_tokens": 12, "temperature": 0, "stream": True,
+            "messages": _l05_messages("Return the"), "ignore_eos": True}
+    arrivals = []
+    started = time.perf_counter()
+    with requests.post(session.url("llm", "/v1/chat/completions"), json=body, stream=True,
+                       timeout=120) as response:
+        _expect(response.status_code == 200, f"HTTP {response.status_code}", "Task 2")
+        for line in response.iter_lines():
+            if line.startswith(b"data: {"):
+                arrivals.append(time.perf_counter() - started)
+    _expect(len(arrivals) > 2 and arrivals[0] < arrivals[-1],
+            f"{len(arrivals)} server-sent events arrived.", "Task 2")
+
+
+# --- lab 06: two applications and a canary ------------------------------------------------------
+
+_L06_APPS = "Task 1: the stable and canary applications"
+_L06_ROUTER = "Task 2: CanaryRouter"
+
+
+def _versions(session: "LabSession", short: str, count: int, look: str) -> list[Any]:
+    out = []
+    for i in range(count):
+        body = _json(_post(session.url(short), {"text": f"a friendly service {i}"}, look=look),
+                     look=look)
+        result = body.get("result") if isinstance(body.get("result"), dict) else body
+        out.append(result.get("code_version"))
+    return out
+
+
+@lab_check("lab06", 1)
+def lab06_two_versions(session: "LabSession") -> None:
+    """Two applications answer at their own routes: v1 (stable) and v2 (canary)."""
+    for short, version in (("stable", "v1"), ("canary", "v2")):
+        _app(session, short, task=1, look=_L06_APPS)
+        seen = set(_versions(session, short, 3, _L06_APPS))
+        _expect(seen == {version}, f"{session.url(short)} answers code versions {seen}, "
+                f"not {version!r}.", _L06_APPS + " (ConfigurableClassifier / ...V2)")
+
+
+@lab_check("lab06", 2)
+def lab06_split_matches(session: "LabSession", *, canary_percent: int, requests: int,
+                        tolerance: float) -> None:
+    """The router sends about canary_percent % of requests to the canary."""
+    _app(session, "router", task=2, look=_L06_ROUTER)
+    seen = _versions(session, "router", requests, _L06_ROUTER + ".__call__ (return the result)")
+    share = sum(v == "v2" for v in seen) / len(seen)
+    unknown = {v for v in seen if v not in ("v1", "v2")}
+    _expect(not unknown, f"The router's answers carry code versions {unknown}.", _L06_ROUTER)
+    _expect(abs(share - canary_percent / 100) <= tolerance,
+            f"{share:.0%} of {requests} requests went to the canary; the split is "
+            f"{canary_percent}% (tolerance {tolerance:.0%}).",
+            _L06_ROUTER + ": reconfigure() and the random draw in __call__")
+
+
+@lab_check("lab06", 2, hidden=True)
+def lab06_router_reuses_the_apps(session: "LabSession") -> None:
+    """The router calls the two applications; it deploys no copy of them."""
+    app = _app(session, "router", task=2, look=_L06_ROUTER)
+    names = sorted(app.get("deployments") or {})
+    _expect(len(names) == 1, f"The router application has deployments {names}: it should "
+            "call the stable and canary apps through serve.get_app_handle, not bind copies.",
+            _L06_ROUTER + ".__init__")
+
+
+@lab_check("lab06", 3)
+def lab06_promoted(session: "LabSession", *, requests: int) -> None:
+    """The canary was promoted: all traffic on v2, the stable app retired."""
+    look = "Task 3: canary_percent 100, then delete the stable application"
+    names = _serve_apps(session)
+    _expect(session.app_name("stable") not in names,
+            f"{session.app_name('stable')!r} still exists.", look + " (serve.delete)")
+    seen = _versions(session, "router", requests, look)
+    _expect(set(seen) == {"v2"}, f"The router's answers had code versions {set(seen)}.", look)
+
+
+# --- lab 07: diagnose and fix a broken deployment ---------------------------------------------------
+
+#: The causes a diagnosis may name.
+CAUSES = {
+    "unschedulable": "its replicas ask for resources no node has, so they never start",
+    "crashes": "its replicas start and then raise (constructor or reconfigure)",
+    "ignored-key": "it runs, but a misspelled key in the config was silently ignored",
+    "healthy": "nothing is wrong with it",
+}
+_L07_APPS = ("alpha", "beta", "gamma")
+
+
+def lab07_observed_causes(session: "LabSession", broken_config_path: Any) -> dict[str, str]:
+    """What the live cluster shows for each of lab 07's applications (see :data:`CAUSES`)."""
+    import yaml
+
+    from helpers.serve_cli import check_config_fields
+    from helpers.serve_status import pending_demands
+
+    config = yaml.safe_load(Path(broken_config_path).read_text())
+    entries = {a["name"]: a for a in config["applications"]}
+    typos = {p.where for p in check_config_fields(config)}
+    demands = " ".join(pending_demands(session.cluster))
+    apps = _serve_apps(session)
+    causes = {}
+    for index, short in enumerate(_L07_APPS):
+        name = session.app_name(short)
+        app = apps.get(name) or {}
+        entry = entries.get(name) or {}
+        cpus = [(d.get("ray_actor_options") or {}).get("num_cpus") for d in
+                entry.get("deployments") or []]
+        status = app.get("status")
+        if status in ("DEPLOY_FAILED", "UNHEALTHY"):
+            causes[short] = "crashes"
+        elif status == "DEPLOYING" and any(c and f"'CPU': {float(c)}" in demands for c in cpus):
+            causes[short] = "unschedulable"
+        elif status == "RUNNING" and any(w.startswith(f"applications[{index}]") for w in typos):
+            causes[short] = "ignored-key"
+        elif status == "RUNNING":
+            causes[short] = "healthy"
+        else:
+            causes[short] = f"unclear ({status})"
+    return causes
+
+
+@lab_check("lab07", 1)
+def lab07_diagnosis(session: "LabSession", diagnosis: Any, *, broken_config_path: Any) -> None:
+    """The diagnosis names the cause that the cluster shows for each application."""
+    look = "Task 1: diagnosis, with serve status, pending_demands(cluster), check_config_fields"
+    _expect(isinstance(diagnosis, dict) and set(diagnosis) == set(_L07_APPS),
+            f"diagnosis must map each of {list(_L07_APPS)} to a cause; it is {diagnosis!r}.",
+            look)
+    bad = [c for c in diagnosis.values() if c not in CAUSES]
+    _expect(not bad, f"{bad} are not causes; choose from {sorted(CAUSES)}.", look)
+    observed = lab07_observed_causes(session, broken_config_path)
+    wrong = {app: said for app, said in diagnosis.items() if observed[app] != said}
+    hints = {"unschedulable": "compare ray_actor_options with cluster.nodes_table()",
+             "crashes": "read the application's message in serve status",
+             "ignored-key": "run check_config_fields on the config file",
+             "healthy": "it runs as configured"}
+    _expect(not wrong, "Not what the cluster shows for "
+            + "; ".join(f"{app} (you said {said!r}: {hints[observed[app]]})"
+                        if observed[app] in hints else f"{app} ({observed[app]})"
+                        for app, said in wrong.items()), look)
+
+
+@lab_check("lab07", 2)
+def lab07_all_fixed(session: "LabSession", *, gamma_replicas: int) -> None:
+    """All three applications run as intended and answer."""
+    look = "Task 2: the fixed config (fixed_path), deployed with `serve deploy`"
+    for short in _L07_APPS:
+        app = _app(session, short, task=2, look=look)
+        body = _json(_post(session.url(short), {"text": "a wonderful day"}, look=look),
+                     look=look)
+        _expect(body.get("label") in ("positive", "negative"),
+                f"{short} answered {str(body)[:200]}.", look)
+        if short == "gamma":
+            dep = next(iter((app.get("deployments") or {}).values()), {})
+            running = len(_running_replicas(dep))
+            _expect(running == gamma_replicas,
+                    f"gamma runs {running} replica(s); its config meant {gamma_replicas}.", look)
+
+
+@lab_check("lab07", 2, hidden=True)
+def lab07_fixed_config_is_clean(session: "LabSession", fixed_config_path: Any) -> None:
+    """The fixed config has no ignored keys and a valid threshold for beta."""
+    import yaml
+
+    from helpers.apps.configurable import check_user_config
+    from helpers.serve_cli import check_config_fields
+
+    path = Path(fixed_config_path) if fixed_config_path else None
+    _expect(path is not None and path.exists(), "There is no fixed config file.", "Task 2")
+    config = yaml.safe_load(path.read_text())
+    problems = check_config_fields(config)
+    _expect(not problems, f"Keys Serve would ignore: {[str(p) for p in problems]}", "Task 2")
+    beta = next(a for a in config["applications"] if a["name"] == session.app_name("beta"))
+    for dep in beta.get("deployments") or []:
+        try:
+            check_user_config(dep.get("user_config"))
+        except ValueError as err:
+            raise CheckProblem(f"beta's user_config is still invalid: {err}", "Task 2") from err
+
+
+def expected_checks_text(lab: str) -> str:
+    """A short listing of a lab's checks (for the instructor's README and reports)."""
+    return "\n".join(f"task {c.task} {'hidden ' if c.hidden else ''}{c.name}: {c.summary}"
+                     for c in checks_for(lab))
+

@@ -1,0 +1,318 @@
+"""Grade a class: run every submitted lab notebook headless, with the hidden checks put back.
+
+The submissions folder holds one folder per student, with that student's lab notebooks in it
+(the file names of ``labs/student/``)::
+
+    submissions/
+      alice/lab01_first_deployment.ipynb
+      alice/lab02_config_and_updates.ipynb
+      bob/lab01_first_deployment.ipynb
+
+For each notebook the grader
+
+1. restores every check cell from the lab's source (an edited check gets its code back) and
+   inserts the hidden-check cells (:func:`helpers.labs.notebooks.restore_checks`);
+2. injects the parameters (papermill's parameterization): the cluster to use, the student's
+   id (the folder name, so each student's applications have names of their own), and any
+   run-profile or ``-p`` values;
+3. executes it with nbclient, errors allowed (every cell runs, so every check is recorded),
+   a time limit per cell, and ``WORKBOOK_LAB_RESULTS`` pointing at a results file;
+4. ends anything the notebook left running (by process id) and reads the results.
+
+It writes, under the output folder, ``<student>/report.md`` and the executed notebooks, and
+for the class ``summary.csv``, ``summary.md`` and ``summary.html``.
+
+Usage::
+
+    python -m helpers.labs grade submissions/ --out build/grades \\
+        --ray-address 10.0.0.5:6379 --dashboard-url http://10.0.0.5:8265 --token-path token
+
+or from Python: ``grade_folder(Path("submissions"), Path("build/grades"), ray_address=...)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import nbformat
+
+from helpers.errors import WorkbookError
+from helpers.labs.checks import RESULTS_ENV, CheckResult, checks_for, read_results
+from helpers.labs.notebooks import LAB_PATTERN, RestoreReport, lab_id, restore_checks, source_for
+from helpers.labs.session import student_slug
+
+__all__ = ["Submission", "LabGrade", "find_submissions", "prepare_submission", "grade_submission",
+           "grade_folder", "write_reports"]
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One student's notebook for one lab."""
+
+    student: str
+    lab: str
+    path: Path
+
+
+@dataclass
+class LabGrade:
+    """The outcome of one submission: every check's result, and what went wrong around it."""
+
+    student: str
+    lab: str
+    status: str  # "graded", "kernel died", "not run"
+    results: list[CheckResult] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # checks that never reported
+    tampered: list[str] = field(default_factory=list)  # check cells the student changed
+    errors: list[str] = field(default_factory=list)  # cells that raised (not the checks)
+    seconds: float = 0.0
+    executed: Path | None = None
+
+    def count(self, *, hidden: bool) -> tuple[int, int]:
+        """(passed, total) over the visible or the hidden checks of the lab."""
+        expected = checks_for(self.lab, hidden=hidden)
+        passed = {r.check for r in self.results if r.passed and r.hidden == hidden}
+        return sum(c.name in passed for c in expected), len(expected)
+
+    @property
+    def score(self) -> float:
+        """Percent of all the lab's checks that passed (visible and hidden weigh the same)."""
+        vp, vt = self.count(hidden=False)
+        hp, ht = self.count(hidden=True)
+        return round(100.0 * (vp + hp) / (vt + ht), 1) if vt + ht else 0.0
+
+    def row(self) -> dict[str, Any]:
+        vp, vt = self.count(hidden=False)
+        hp, ht = self.count(hidden=True)
+        return {"student": self.student, "lab": self.lab, "visible_passed": vp,
+                "visible_total": vt, "hidden_passed": hp, "hidden_total": ht,
+                "score_percent": self.score, "status": self.status,
+                "tampered_checks": len(self.tampered), "errors": len(self.errors),
+                "seconds": round(self.seconds, 1)}
+
+
+def find_submissions(folder: Path, labs: Sequence[str] = ()) -> list[Submission]:
+    """Every ``<student>/labNN_*.ipynb`` under ``folder`` (optionally only some labs)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise WorkbookError(f"No submissions folder {folder}.",
+                            "give a folder with one folder per student, each holding that "
+                            "student's lab notebooks (labNN_slug.ipynb).")
+    found = []
+    for student_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if student_dir.name.startswith("."):
+            continue
+        for path in sorted(student_dir.glob(LAB_PATTERN)):
+            lab = _lab_of(path)
+            if not labs or lab in labs:
+                found.append(Submission(student_dir.name, lab, path))
+    if not found:
+        raise WorkbookError(f"No lab notebooks found under {folder}.",
+                            "expected files like STUDENT/lab01_first_deployment.ipynb.")
+    return found
+
+
+def _lab_of(path: Path) -> str:
+    try:
+        meta = nbformat.read(str(path), as_version=4).metadata.get("workbook_lab") or {}
+    except Exception as err:  # noqa: BLE001 - a corrupt file is reported, not fatal
+        raise WorkbookError(f"{path} is not a readable notebook.",
+                            "ask the student to submit the .ipynb file again.",
+                            details=str(err)[:300]) from err
+    return meta.get("id") or lab_id(path)
+
+
+def prepare_submission(submission: Submission,
+                       parameters: Mapping[str, Any]) -> tuple[nbformat.NotebookNode, RestoreReport]:
+    """The notebook the grader runs: checks restored, hidden checks in, parameters injected."""
+    from papermill.parameterize import parameterize_notebook
+
+    from helpers.profiles import check_parameters
+
+    source_path = source_for(submission.lab)
+    source = nbformat.read(str(source_path), as_version=4)
+    nb = nbformat.read(str(submission.path), as_version=4)
+    nb, report = restore_checks(nb, source)
+    check_parameters(source_path, parameters)
+    nb.metadata.setdefault("kernelspec", source.metadata.get("kernelspec"))
+    nb.metadata.setdefault("language_info", {"name": "python"})
+    nb.metadata["papermill"] = {"input_path": str(submission.path)}  # papermill's own record
+    for cell in nb.cells:
+        cell.metadata.setdefault("tags", [])
+    nb = parameterize_notebook(nb, dict(parameters), kernel_name="python3", language="python")
+    return nb, report
+
+
+@contextlib.contextmanager
+def _scratch(path: Path) -> Iterator[None]:
+    previous = os.environ.get("WORKBOOK_SCRATCH")
+    os.environ["WORKBOOK_SCRATCH"] = str(path)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("WORKBOOK_SCRATCH", None)
+        else:
+            os.environ["WORKBOOK_SCRATCH"] = previous
+
+
+def _cell_errors(nb: nbformat.NotebookNode) -> list[str]:
+    out = []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or "injected-parameters" in cell.metadata.get("tags", []):
+            continue
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error" and output.get("ename") != "LabCheckFailed":
+                first = (str(output.get("evalue") or "").strip().splitlines() or [""])[0]
+                out.append(f"cell {index}: {output.get('ename')}: {first[:200]}")
+    return out
+
+
+def grade_submission(submission: Submission, out_dir: Path, parameters: Mapping[str, Any], *,
+                     cell_timeout_s: float = 600.0) -> LabGrade:
+    """Run one submission (see the module docstring) and return its grade."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import DeadKernelError
+
+    from helpers.processes import end_leftovers, find_leftovers
+
+    params = {**parameters, "student": student_slug(submission.student)}
+    nb, report = prepare_submission(submission, params)
+    student_dir = out_dir / student_slug(submission.student)
+    student_dir.mkdir(parents=True, exist_ok=True)
+    results_path = student_dir / f"{submission.lab}.results.jsonl"
+    results_path.unlink(missing_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f"g{submission.lab[-2:]}-"))
+    env = dict(os.environ, **{RESULTS_ENV: str(results_path), "WORKBOOK_SCRATCH": str(scratch),
+                              "PYTHONUNBUFFERED": "1"})
+    grade = LabGrade(submission.student, submission.lab, "graded", tampered=report.tampered)
+    started = time.monotonic()
+    client = NotebookClient(nb, timeout=cell_timeout_s, kernel_name="python3", allow_errors=True,
+                            interrupt_on_timeout=True,
+                            resources={"metadata": {"path": str(submission.path.parent)}})
+    try:
+        client.execute(env=env)
+    except DeadKernelError:
+        grade.status = "kernel died"
+    except Exception as err:  # noqa: BLE001 - one bad submission must not stop the class
+        grade.status = f"not run ({type(err).__name__}: {str(err)[:120]})"
+    finally:
+        grade.seconds = time.monotonic() - started
+        with _scratch(scratch):
+            end_leftovers(find_leftovers())
+    executed = student_dir / submission.path.name
+    nbformat.write(nb, str(executed))
+    grade.executed = executed
+    grade.results = read_results(results_path)
+    reported = {r.check for r in grade.results}
+    grade.missing = [c.name for c in checks_for(submission.lab) if c.name not in reported]
+    grade.errors = _cell_errors(nb)
+    return grade
+
+
+def grade_folder(folder: Path, out_dir: Path, *, parameters: Mapping[str, Any] | None = None,
+                 lab_parameters: Mapping[str, Mapping[str, Any]] | None = None,
+                 labs: Sequence[str] = (), cell_timeout_s: float = 600.0,
+                 progress: bool = True) -> list[LabGrade]:
+    """Grade every submission under ``folder``; write the reports; return the grades.
+
+    ``parameters`` go to every notebook (``ray_address`` and the like); ``lab_parameters``
+    maps a lab's file stem to parameters for that lab only (a run profile's ``labs:``).
+    """
+    from tqdm.auto import tqdm
+
+    submissions = find_submissions(folder, labs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    grades = []
+    bar = tqdm(submissions, desc="grading", unit="notebook", disable=not progress)
+    for submission in bar:
+        bar.set_postfix_str(f"{submission.student} {submission.lab}")
+        params = dict((lab_parameters or {}).get(source_for(submission.lab).stem, {}))
+        params.update(parameters or {})
+        grades.append(grade_submission(submission, out_dir, params,
+                                       cell_timeout_s=cell_timeout_s))
+    write_reports(grades, out_dir)
+    return grades
+
+
+# --- reports ----------------------------------------------------------------------------------
+
+
+def _md(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "/")
+
+
+def student_report(student: str, grades: Sequence[LabGrade]) -> str:
+    """One student's report in Markdown: per lab, every check with its feedback."""
+    lines = [f"# Lab report: {student}", ""]
+    lines += ["| lab | score | visible checks | hidden checks | status |", "|---|---|---|---|---|"]
+    for g in grades:
+        vp, vt = g.count(hidden=False)
+        hp, ht = g.count(hidden=True)
+        lines.append(f"| {g.lab} | {g.score:g}% | {vp}/{vt} | {hp}/{ht} | {g.status} |")
+    for g in grades:
+        lines += ["", f"## {g.lab}: {g.score:g}%", "",
+                  "| task | check | kind | result | feedback |", "|---|---|---|---|---|"]
+        by_name = {r.check: r for r in g.results}
+        for info in checks_for(g.lab):
+            result = by_name.get(info.name)
+            kind = "hidden" if info.hidden else "visible"
+            if result is None:
+                lines.append(f"| {info.task} | {info.name} | {kind} | not run | the notebook "
+                             "stopped before this check |")
+            else:
+                mark = "passed" if result.passed else "FAILED"
+                lines.append(f"| {info.task} | {info.name} | {kind} | {mark} | "
+                             f"{_md(result.feedback)} |")
+        if g.tampered:
+            lines += ["", f"Check cells changed or deleted in the submission (restored before "
+                      f"grading): {', '.join(g.tampered)}."]
+        if g.errors:
+            lines += ["", "Cells that raised an error:", ""] + [f"- {_md(e)}" for e in g.errors]
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(grades: Sequence[LabGrade], out_dir: Path) -> dict[str, Path]:
+    """``<student>/report.md`` per student, and ``summary.csv|md|html`` for the class."""
+    import pandas as pd
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    students = sorted({g.student for g in grades})
+    for student in students:
+        mine = [g for g in grades if g.student == student]
+        folder = out_dir / student_slug(student)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "report.md").write_text(student_report(student, mine))
+    rows = pd.DataFrame([g.row() for g in grades])
+    rows.to_csv(out_dir / "summary.csv", index=False)
+    table = rows.pivot_table(index="student", columns="lab", values="score_percent",
+                             aggfunc="first")
+    table["mean"] = table.mean(axis=1).round(1)
+    table = table.reset_index()
+    md = ["| " + " | ".join(map(str, table.columns)) + " |",
+          "|" + "---|" * len(table.columns)]
+    for _, r in table.iterrows():
+        md.append("| " + " | ".join("" if pd.isna(v) else (f"{v:g}%" if isinstance(v, float)
+                                                          else str(v)) for v in r) + " |")
+    detail = ["| student | lab | visible | hidden | score | status | tampered | errors |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in rows.to_dict("records"):
+        detail.append(f"| {r['student']} | {r['lab']} | {r['visible_passed']}/{r['visible_total']}"
+                      f" | {r['hidden_passed']}/{r['hidden_total']} | {r['score_percent']:g}% | "
+                      f"{r['status']} | {r['tampered_checks']} | {r['errors']} |")
+    (out_dir / "summary.md").write_text(
+        "# Class summary\n\nScore per lab: percent of its checks (visible and hidden) passed.\n\n"
+        + "\n".join(md) + "\n\n## Per submission\n\n" + "\n".join(detail) + "\n")
+    (out_dir / "summary.html").write_text(
+        "<!doctype html><meta charset='utf-8'><title>Class summary</title>"
+        "<h1>Class summary</h1><p>Score per lab: percent of its checks passed.</p>"
+        + table.to_html(index=False, na_rep="", float_format=lambda v: f"{v:g}%")
+        + "<h2>Per submission</h2>" + rows.to_html(index=False))
+    return {"csv": out_dir / "summary.csv", "md": out_dir / "summary.md",
+            "html": out_dir / "summary.html"}

@@ -1,0 +1,223 @@
+"""A lab's connection to its cluster: Serve running, names of its own, a clean end.
+
+Every lab runs the same way whether it started a cluster on the student's laptop or uses a
+classroom's shared cluster (``ray_address``):
+
+* :class:`LabSession` connects to the cluster, makes sure Serve runs (on a laptop: on
+  127.0.0.1 and a free port; on a shared cluster: whatever the instructor started, or port
+  8000), and gives every application of the lab a name and route prefix that start with the
+  student's id (``alice-lab01-counter`` at ``/alice-lab01-counter``), so thirty students can
+  share one Serve instance without deploying over each other;
+* :meth:`LabSession.with_classmates_apps` makes ``serve deploy`` safe on a shared cluster:
+  a config deployed with ``serve deploy`` is the *complete* set of declarative applications,
+  so the lab deploys the student's applications together with everyone else's, unchanged;
+* :meth:`LabSession.close` deletes the lab's applications (shared cluster) or shuts Serve
+  down and stops the cluster (laptop).
+
+Usage (the Setup cell of every lab)::
+
+    cluster = open_cluster(ray_address, dashboard_url=dashboard_url, token_path=token_path,
+                           num_cpus=head_num_cpus)
+    lab = LabSession("lab01", cluster, student=student)
+    lab.app_name("counter"), lab.url("counter")   # 'me-lab01-counter', 'http://127.0.0.1:PORT/me-lab01-counter'
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import yaml
+
+from helpers.errors import WorkbookError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from helpers.cluster import ClusterHandle
+    from helpers.llm import DeployResult
+
+__all__ = ["LabSession", "student_slug", "CLASSROOM_HTTP_PORT"]
+
+#: The HTTP port Serve gets when a lab starts it on a shared cluster (Serve's own default).
+CLASSROOM_HTTP_PORT = 8000
+
+
+def student_slug(student: str) -> str:
+    """A student id usable in application names and URLs: ``"Ana María"`` -> ``"ana-mar-a"``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", student.strip().lower()).strip("-")[:24].strip("-")
+    if not slug:
+        raise WorkbookError(f"The student id {student!r} has no letters or digits.",
+                            "set the parameter student to your name or id, e.g. 'alice'.")
+    return slug
+
+
+class LabSession:
+    """One lab on one cluster, for one student (see the module docstring)."""
+
+    def __init__(self, lab: str, cluster: "ClusterHandle", *, student: str = "me",
+                 http_port: int | None = None) -> None:
+        from helpers.cluster import LocalCluster
+
+        self.lab = lab
+        self.cluster = cluster
+        self.student = student_slug(student)
+        self.local = isinstance(cluster, LocalCluster)
+        self.work_dir = Path(tempfile.mkdtemp(prefix=f"{lab}-{self.student}-"))
+        cluster.connect()
+        self.base_url = self._ensure_serve(http_port)
+
+    # -- Serve and names ---------------------------------------------------------------------
+
+    def _ensure_serve(self, http_port: int | None) -> str:
+        from ray import serve
+
+        from helpers.llm import serve_http_url
+        from helpers.ports import free_port
+        from helpers.serve_status import serve_details
+
+        if not (serve_details(self.cluster).get("controller_info") or {}).get("actor_id"):
+            if self.local:
+                options = {"host": "127.0.0.1", "port": http_port or free_port()}
+            else:  # a shared cluster: reachable by everyone, on Serve's usual port
+                options = {"host": "0.0.0.0", "port": http_port or CLASSROOM_HTTP_PORT}
+            serve.start(http_options=options)
+        return serve_http_url(self.cluster)
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.student}-{self.lab}"
+
+    def app_name(self, short: str) -> str:
+        """The name of this lab's application ``short`` for this student."""
+        return f"{self.prefix}-{short}"
+
+    def route(self, short: str) -> str:
+        """Its route prefix: ``/`` + its name."""
+        return "/" + self.app_name(short)
+
+    def url(self, short: str, path: str = "") -> str:
+        """Its HTTP URL (through Serve's proxy), plus ``path``."""
+        return self.base_url + self.route(short) + path
+
+    def my_apps(self) -> list[str]:
+        """This lab's applications of this student that Serve knows now."""
+        from helpers.serve_status import app_statuses
+
+        return sorted(a for a in app_statuses(self.cluster) if a.startswith(self.prefix + "-"))
+
+    def status(self) -> Any:
+        """``status_table`` of this lab's applications only (one row per replica)."""
+        from helpers.serve_status import status_table
+
+        table = status_table(self.cluster)
+        return table[table["application"].str.startswith(self.prefix + "-")].reset_index(drop=True)
+
+    # -- deploying ----------------------------------------------------------------------------
+
+    def deploy(self, app: Any, short: str, *, timeout_s: float = 120.0) -> "DeployResult":
+        """``serve.run`` with a time limit: deploy ``app`` as :meth:`app_name` at :meth:`route`.
+
+        Raises :class:`~helpers.errors.ServeTimeoutError` naming the resources nobody can
+        place, or :class:`~helpers.errors.ServeDeployError` with the replica's own error,
+        instead of waiting forever.
+        """
+        from helpers.llm import deploy_app
+
+        return deploy_app(app, cluster=self.cluster, name=self.app_name(short),
+                          route_prefix=self.route(short), timeout_s=timeout_s)
+
+    def with_classmates_apps(self, config_path: str | Path) -> Path:
+        """A copy of a Serve config that ``serve deploy`` can apply without harming anyone.
+
+        ``serve deploy`` makes the cluster's declarative applications exactly the file's: any
+        not in it are deleted. On a shared cluster that would delete the other students'
+        applications; this adds them, as they are deployed now, to the student's own (which
+        must be named with :meth:`app_name`). The cluster's HTTP options are not the lab's to
+        change, so ``http_options`` is dropped. Returns the path of the file to deploy.
+        """
+        from helpers.serve_status import serve_details
+
+        path = Path(config_path)
+        try:
+            mine = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise WorkbookError(f"Could not read the Serve config {path}.",
+                                "check the file exists and is valid YAML (indentation!).",
+                                details=str(err)) from err
+        if not isinstance(mine, dict) or not isinstance(mine.get("applications"), list):
+            raise WorkbookError(f"{path.name} has no 'applications:' list.",
+                                "a Serve config is a mapping with an 'applications:' list.")
+        names = [a.get("name") for a in mine["applications"] if isinstance(a, dict)]
+        foreign = [n for n in names if not str(n).startswith(self.prefix + "-")]
+        if foreign:
+            raise WorkbookError(
+                f"{path.name} names application(s) {foreign} that are not this lab's.",
+                f"name each application with lab.app_name(...), e.g. {self.app_name('app')!r}, "
+                "so it cannot replace anyone else's on a shared cluster.")
+        others = []
+        for name, app in (serve_details(self.cluster).get("applications") or {}).items():
+            if app.get("source") == "declarative" and name not in names \
+                    and app.get("deployed_app_config"):
+                others.append(app["deployed_app_config"])
+        merged = {k: v for k, v in mine.items() if k not in ("http_options", "grpc_options")}
+        merged["applications"] = others + mine["applications"]
+        target = self.work_dir / f"deploy-{path.stem}.yaml"
+        target.write_text(yaml.safe_dump(merged, sort_keys=False))
+        return target
+
+    def wait_for(self, condition: Callable[[], Any], *, what: str, timeout_s: float = 60.0,
+                 poll_s: float = 0.5) -> Any:
+        """Poll ``condition()`` until it returns something truthy; return that.
+
+        Raises :class:`WorkbookError` naming ``what`` was awaited after ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            value = condition()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise WorkbookError(f"Waited {timeout_s:.0f} s for {what}, in vain.",
+                                    "look at `serve status` (status_table(cluster)) and the "
+                                    "replica logs; the machine may also just be slow.")
+            time.sleep(poll_s)
+
+    # -- the end ------------------------------------------------------------------------------
+
+    def close(self) -> list[str]:
+        """Delete this lab's applications; on a laptop also shut Serve down and stop the
+        cluster. Returns the applications that were deleted. Idempotent."""
+        import shutil
+
+        from helpers.llm import delete_app
+
+        deleted = []
+        try:
+            apps = self.my_apps()
+        except WorkbookError:
+            apps = []  # the cluster is gone already
+        if self.local:
+            import ray
+            from ray import serve
+
+            if ray.is_initialized():
+                try:
+                    serve.shutdown()
+                except Exception:  # noqa: BLE001 - the cluster stops next anyway
+                    pass
+            deleted = apps
+            self.cluster.stop()
+        else:
+            for app in apps:
+                delete_app(app, cluster=self.cluster, timeout_s=120)
+                deleted.append(app)
+            self.cluster.disconnect()
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+        return deleted
+
+    def __repr__(self) -> str:
+        where = "local cluster" if self.local else f"shared cluster {self.cluster.address}"
+        return f"<LabSession {self.lab} student={self.student} on {where}, Serve at {self.base_url}>"
+

@@ -1,0 +1,266 @@
+"""The streaming service's configuration: a validated schema, a JSON file, and a command line.
+
+One JSON file describes the service (the seed material's ``ray_config.json``, for a text
+model instead of speech translation). Three sections:
+
+* ``ray_cluster`` - where to run: ``ray_address`` (empty: a local cluster), logical CPUs and
+  GPUs of a local head node, the dashboard's host and port;
+* ``model`` - which model (``"tiny"``: the workbook's local model; a folder; a hub id), how
+  many tokens an answer gets by default and at most, torch threads per engine;
+* ``serving`` - the HTTP host and port, how many model actors ("devices") and CPUs each, the
+  dynamic batching (``max_batch_size``, ``batch_timeout_ms``, ``enable_dynamic_batching``),
+  the load-balancing strategy, how often streamed text is flushed, a session limit.
+
+Every value is checked when the file is read: a typo in a key, a batch size of 0 or an
+unknown strategy is a :class:`ConfigError` that names the key, the value and the allowed
+range, with the closest valid spelling for a misspelt key. :class:`BatchSettings` is the part
+that can change while the service runs (the ``/ray/configure`` endpoint).
+
+Command line (what the seed's ``ray_config.py --create-default/--show/--validate`` did)::
+
+    python -m helpers.streaming.config create-default build/streaming/config.json
+    python -m helpers.streaming.config show build/streaming/config.json
+    python -m helpers.streaming.config validate build/streaming/config.json   # exit 1 if bad
+
+Usage::
+
+    from helpers.streaming.config import read_config, StreamingConfig
+    config = read_config("configs/streaming/default.json")
+    config.serving.max_batch_size                      # 8
+
+Introduced in notebooks/12_streaming_sessions.ipynb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from helpers.errors import WorkbookError
+
+__all__ = [
+    "STRATEGIES",
+    "DEFAULT_CONFIG_PATH",
+    "ConfigError",
+    "RayClusterSection",
+    "ModelSection",
+    "ServingSection",
+    "StreamingConfig",
+    "BatchSettings",
+    "parse_config",
+    "read_config",
+    "write_default_config",
+    "check_batch_settings",
+    "main",
+]
+
+STRATEGIES = ("least_loaded", "round_robin", "by_memory")
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "configs" / "streaming" / "default.json"
+_FIX = ("correct the values listed above; `python -m helpers.streaming.config create-default "
+        "PATH` writes a valid file to start from.")
+
+
+class ConfigError(WorkbookError):
+    """A streaming configuration with values the service cannot run with."""
+
+    def __init__(self, problems: Sequence[str], *, source: str = "the configuration") -> None:
+        self.problems = list(problems)
+        super().__init__(f"{source} has {len(self.problems)} problem(s):\n"
+                         + "\n".join(f"  - {p}" for p in self.problems), _FIX)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RayClusterSection(_Section):
+    """Where the service runs."""
+
+    ray_address: str = Field("", description="empty: start a local cluster; or host:port")
+    num_cpus: int | None = Field(None, ge=1, description="logical CPUs of a local head node")
+    num_gpus: int | None = Field(None, ge=0, description="logical GPUs of a local head node")
+    dashboard_host: str = Field("127.0.0.1", description="keep private: the Jobs API runs code")
+    dashboard_port: int | None = Field(None, ge=1024, le=65535, description="None: a free port")
+
+
+class ModelSection(_Section):
+    """The model every engine runs."""
+
+    model_source: str = Field("tiny", min_length=1, description="'tiny', a folder or a hub id")
+    default_max_tokens: int = Field(32, ge=1, le=1024, description="new tokens per answer")
+    max_tokens_limit: int = Field(256, ge=1, le=4096, description="most a client may ask for")
+    torch_threads: int = Field(1, ge=1, le=64, description="torch threads per engine")
+
+
+class BatchSettings(_Section):
+    """The batching knobs, the part of the configuration that may change while serving."""
+
+    max_batch_size: int = Field(8, ge=1, le=256, description="requests per model call, at most")
+    batch_timeout_ms: float = Field(50.0, ge=0.0, le=10_000.0,
+                                    description="longest wait for a batch to fill, ms")
+    enable_dynamic_batching: bool = Field(True, description="False: every request alone, at once")
+
+
+class ServingSection(BatchSettings):
+    """The service: HTTP, model actors, batching, balancing, streaming."""
+
+    host: str = Field("127.0.0.1", description="HTTP host (0.0.0.0 exposes it to the network)")
+    port: int = Field(0, ge=0, le=65535, description="HTTP port; 0: a free port")
+    model_actors: int = Field(2, ge=1, le=64, description="model actors ('devices')")
+    model_actor_num_cpus: float = Field(1.0, ge=0.0, le=64.0, description="CPUs per model actor")
+    model_actor_num_gpus: float = Field(0.0, ge=0.0, le=8.0, description="GPUs per model actor")
+    load_balance_strategy: Literal["least_loaded", "round_robin", "by_memory"] = Field(
+        "least_loaded", description="how the scheduler picks a model actor for a batch")
+    stream_interval_ms: float = Field(10.0, ge=0.0, le=1000.0,
+                                      description="text is sent at most this often, ms")
+    max_sessions: int = Field(64, ge=1, le=10_000, description="open sessions, at most")
+
+    def batch_settings(self) -> BatchSettings:
+        """The live-changeable part of this section."""
+        return BatchSettings(**{k: getattr(self, k) for k in BatchSettings.model_fields})
+
+
+class StreamingConfig(_Section):
+    """The whole file."""
+
+    ray_cluster: RayClusterSection = Field(default_factory=RayClusterSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    serving: ServingSection = Field(default_factory=ServingSection)
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2) + "\n"
+
+
+def _model_at(model: type[BaseModel], loc: Sequence[Any]) -> type[BaseModel] | None:
+    """The schema class that holds the field at ``loc`` (for suggesting a key's spelling)."""
+    current: type[BaseModel] = model
+    for part in loc:
+        field = current.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return current
+        current = annotation
+    return current
+
+
+def _describe(model: type[BaseModel], error: Mapping[str, Any]) -> str:
+    loc = [str(p) for p in error.get("loc", ())]
+    where = ".".join(loc) or "(top level)"
+    kind = error.get("type", "")
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        owner = _model_at(model, loc[:-1])
+        known = sorted(owner.model_fields) if owner else []
+        close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
+        return f"{where}: unknown key{hint}"
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if kind == "literal_error":
+        message = "must be one of " + ", ".join(repr(s) for s in STRATEGIES)
+    shown = json.dumps(value) if isinstance(value, (int, float, str, bool, type(None))) else "..."
+    return f"{where}: {message[:1].lower() + message[1:]} (got {shown})"
+
+
+def _validate(model: type[BaseModel], data: Any, source: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError([f"expected a JSON object, got {type(data).__name__}"], source=source)
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as err:
+        raise ConfigError([_describe(model, e) for e in err.errors()], source=source) from None
+
+
+def parse_config(data: Any, *, source: str = "the configuration") -> StreamingConfig:
+    """A :class:`StreamingConfig` from a mapping; :class:`ConfigError` lists every problem."""
+    config = _validate(StreamingConfig, data, source)
+    if config.model.default_max_tokens > config.model.max_tokens_limit:
+        raise ConfigError([f"model.default_max_tokens ({config.model.default_max_tokens}) "
+                           f"is above model.max_tokens_limit ({config.model.max_tokens_limit})"],
+                          source=source)
+    return config
+
+
+def read_config(path: str | Path = DEFAULT_CONFIG_PATH) -> StreamingConfig:
+    """Read and check a JSON configuration file."""
+    path = Path(path)
+    if not path.exists():
+        raise WorkbookError(f"No configuration file at {path}.",
+                            f"create one with `python -m helpers.streaming.config "
+                            f"create-default {path}`.")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError([f"not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}"],
+                          source=str(path)) from None
+    return parse_config(data, source=str(path))
+
+
+def check_batch_settings(changes: Any, current: BatchSettings | None = None) -> BatchSettings:
+    """``current`` with ``changes`` applied (a partial mapping), checked like the file is."""
+    if not isinstance(changes, Mapping):
+        raise ConfigError([f"expected a JSON object, got {type(changes).__name__}"],
+                          source="the batch settings")
+    base = (current or BatchSettings()).model_dump()
+    return _validate(BatchSettings, {**base, **dict(changes)}, "the batch settings")
+
+
+def write_default_config(path: str | Path, *, force: bool = False) -> Path:
+    """Write the default configuration to ``path`` (refusing to overwrite unless ``force``)."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise WorkbookError(f"{path} exists already.",
+                            "pass --force to overwrite it, or choose another path.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(StreamingConfig().to_json())
+    return path
+
+
+def _show(config: StreamingConfig) -> str:
+    lines = []
+    for section_name in StreamingConfig.model_fields:
+        section = getattr(config, section_name)
+        lines.append(f"[{section_name}]")
+        for name, field in type(section).model_fields.items():
+            value = json.dumps(getattr(section, name))
+            lines.append(f"  {name:<24} {value:<14} # {field.description}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: ``create-default PATH``, ``show PATH``, ``validate PATH``."""
+    parser = argparse.ArgumentParser(prog="python -m helpers.streaming.config",
+                                     description="Create, show and validate the streaming "
+                                                 "service's JSON configuration.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    create = sub.add_parser("create-default", help="write the default configuration")
+    create.add_argument("path", type=Path)
+    create.add_argument("--force", action="store_true", help="overwrite an existing file")
+    for name, text in (("show", "print every setting with its meaning"),
+                       ("validate", "check a file; exit code 1 if it has problems")):
+        sub.add_parser(name, help=text).add_argument("path", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "create-default":
+            print(f"wrote {write_default_config(args.path, force=args.force)}")
+        elif args.command == "show":
+            print(_show(read_config(args.path)))
+        else:
+            config = read_config(args.path)
+            serving = config.serving
+            print(f"{args.path} is valid: {serving.model_actors} model actor(s), batches of up "
+                  f"to {serving.max_batch_size} within {serving.batch_timeout_ms:g} ms, "
+                  f"{serving.load_balance_strategy}")
+    except WorkbookError as err:
+        print(err, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,391 @@
+"""Implementation (b): the streaming service the Serve way.
+
+* :class:`TokenGenerator` - a deployment running the tiny model (the same
+  :class:`~helpers.streaming.model.TokenEngine` as the model actors). ``@serve.batch`` does
+  the scheduler's batching: requests that arrive within ``batch_timeout_ms`` are decoded
+  together, at most ``max_batch_size`` of them, and the batch function is an *async
+  generator*, so every caller receives its own text step by step. The batch settings are the
+  deployment's ``user_config``: Serve hands them to ``reconfigure`` at start and on every
+  change, in place, without restarting the replica (for a config deploy). Serve's router
+  balances requests over the replicas (fewest requests in flight of two sampled replicas).
+* Or, with ``engine="llm"``, ``ray.serve.llm``'s ``LLMServer``: vLLM's continuous batching
+  (sequences join and leave the running batch at every step) instead of ``@serve.batch``.
+* :class:`StreamingIngress` - a FastAPI ingress (the shared
+  :func:`helpers.streaming.api.build_api`, built in the replica through
+  ``__serve_build_asgi_app__``) holding the sessions in memory, with WebSockets.
+
+The application is deployed from a config (import path :func:`build_app`), so that a
+``user_config`` change reconfigures replicas in place; :func:`app_config` writes its entry,
+:func:`deploy_apps` deploys it beside the other config-deployed applications, and
+:func:`set_generator_settings` changes the batch settings the way ``serve deploy`` does (the
+``/ray/configure`` endpoint calls it too)::
+
+    deploy_apps(cluster, [app_config("stream", "/stream", model_source=path)])
+    set_generator_settings(cluster, "stream", BatchSettings(max_batch_size=16))
+
+Introduced in notebooks/12_streaming_sessions.ipynb.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, AsyncIterator, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+
+from helpers.errors import WorkbookError
+from helpers.streaming.api import ConfigureRejected, SessionClosed, build_api
+from helpers.streaming.config import BatchSettings, check_batch_settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from helpers.cluster import ClusterHandle
+
+__all__ = ["GENERATOR", "INGRESS", "IMPORT_PATH", "AppArgs", "TokenGenerator",
+           "StreamingIngress", "build_app", "app_config", "deployed_configs", "deploy_apps",
+           "set_generator_settings"]
+
+GENERATOR = "TokenGenerator"
+INGRESS = "StreamingIngress"
+IMPORT_PATH = "helpers.streaming.serve_app:build_app"
+
+
+@serve.deployment(name=GENERATOR, ray_actor_options={"num_cpus": 1}, max_ongoing_requests=256,
+                  user_config=BatchSettings().model_dump())
+class TokenGenerator:
+    """The model behind ``@serve.batch``; batch settings come from ``user_config``."""
+
+    def __init__(self, model_source: str, threads: int = 1) -> None:
+        from helpers.streaming.model import TokenEngine
+
+        self.engine = TokenEngine(model_source, threads=threads)
+        self.executor = ThreadPoolExecutor(max_workers=1)  # torch work off the event loop
+        self.replica = serve.get_replica_context().replica_id.unique_id
+        self.settings = BatchSettings()
+        self.reconfigured = 0
+        self.batches = 0
+        self.in_flight: set[str] = set()  # requests whose caller still reads
+        self.batched: set[str] = set()  # requests in a batch being decoded
+        self.gone: set[str] = set()  # batched requests whose caller left: drop at the next step
+
+    def reconfigure(self, user_config: Mapping[str, Any]) -> None:
+        """Serve calls this with ``user_config`` at start and whenever it changes."""
+        settings = check_batch_settings(user_config)  # a bad value fails the deploy, clearly
+        dynamic = settings.enable_dynamic_batching
+        self.generate_batch.set_max_batch_size(settings.max_batch_size if dynamic else 1)
+        self.generate_batch.set_batch_wait_timeout_s(settings.batch_timeout_ms / 1000 if dynamic else 0.0)
+        self.settings = settings
+        self.reconfigured += 1
+
+    def describe(self) -> dict[str, Any]:
+        return {"replica": self.replica, "pid": os.getpid(), "settings": self.settings.model_dump(),
+                "reconfigured": self.reconfigured, "batches": self.batches,
+                "in_flight": len(self.in_flight), "decoding": len(self.batched)}
+
+    async def stream(self, prompt: str, max_tokens: int) -> AsyncIterator[Any]:
+        """First a header ``{"replica", "batch", "size", "waited_ms"}``, then ``(text, last)``."""
+        request = {"id": uuid.uuid4().hex, "prompt": prompt, "max_tokens": max_tokens,
+                   "queued_at": time.monotonic()}
+        self.in_flight.add(request["id"])
+        try:
+            async for item in self.generate_batch(request):
+                yield item
+        finally:  # finished, or the caller went away (a deleted session): stop decoding it
+            self.in_flight.discard(request["id"])
+            if request["id"] in self.batched:
+                self.gone.add(request["id"])
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
+    async def generate_batch(self, requests: list[dict[str, Any]]) -> AsyncIterator[list[Any]]:
+        ids = [r["id"] for r in requests]
+        self.batched.update(ids)
+        now = time.monotonic()
+        header = {"replica": self.replica, "batch": f"{self.replica}-{self.batches}",
+                  "size": len(requests), "waited_ms": round((now - min(r["queued_at"] for r in requests)) * 1000, 3)}
+        self.batches += 1
+        yield [header] * len(requests)
+        steps = self.engine.steps([r["prompt"] for r in requests], [r["max_tokens"] for r in requests],
+                                  cancelled=lambda i: ids[i] in self.gone)
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                entries = await loop.run_in_executor(self.executor, next, steps, None)
+                if entries is None:
+                    return
+                yield [StopAsyncIteration if e is None else e for e in entries]
+        finally:
+            self.gone.difference_update(ids)
+            self.batched.difference_update(ids)
+
+
+class AppArgs(BaseModel):
+    """The application's arguments (the ``args`` of its config entry)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: Literal["batch", "llm"] = "batch"
+    model_source: str = "tiny"
+    torch_threads: int = Field(1, ge=1)
+    generator_replicas: int = Field(1, ge=1)
+    generator_num_cpus: float = Field(1.0, ge=0)
+    default_max_tokens: int = Field(32, ge=1)
+    max_tokens_limit: int = Field(256, ge=1)
+    max_sessions: int = Field(64, ge=1)
+    dashboard_url: str = ""  # lets /ray/configure redeploy (the cluster's dashboard address)
+    llm_config: dict[str, Any] | None = None  # engine "llm": an LLMConfig as a dict
+
+
+@serve.deployment(name=INGRESS, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
+@serve.ingress()
+class StreamingIngress:
+    """The API (sessions in this replica's memory) in front of the generator."""
+
+    name = "ray-serve"
+
+    def __init__(self, generator: Any, args: dict[str, Any]) -> None:
+        self.args = AppArgs(**args)
+        self.generator = generator
+        self.default_max_tokens = self.args.default_max_tokens
+        self.max_tokens_limit = self.args.max_tokens_limit
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.batches: dict[str, dict[str, Any]] = {}  # batch id -> {"replica", "size"}
+        self.workers: dict[str, dict[str, int]] = {}
+        self.counts = {"requests": 0, "done": 0, "cancelled": 0, "tokens": 0}
+        if self.args.engine == "llm":
+            self.model_id = (self.args.llm_config or {})["model_loading_config"]["model_id"]
+            self.name = "ray-serve + vLLM"
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return build_api(self)
+
+    async def init_session(self, client_id: str) -> dict[str, Any]:
+        if len(self.sessions) >= self.args.max_sessions:
+            raise OverflowError(f"{self.args.max_sessions} sessions are open, the most allowed: "
+                                "delete one first (POST /delete_session)")
+        started = time.perf_counter()
+        session_id = uuid.uuid4().hex[:16]
+        self.sessions[session_id] = {"client_id": client_id, "created_at": time.time(),
+                                     "requests_done": 0, "tokens": 0, "generating": 0,
+                                     "deleted": asyncio.Event()}
+        return {"session_id": session_id, "client_id": client_id, "backend": self.name,
+                "session_pid": os.getpid(), "created_in_s": round(time.perf_counter() - started, 4)}
+
+    async def queue_status(self, session_id: str) -> dict[str, Any]:
+        session = self.sessions[session_id]
+        return {"session_id": session_id, **{k: v for k, v in session.items() if k != "deleted"},
+                "closed": False, "pid": os.getpid()}
+
+    async def delete_session(self, session_id: str) -> dict[str, Any]:
+        session = self.sessions.pop(session_id)
+        session["deleted"].set()  # a stream in progress cancels its call and ends "closed"
+        return {"session_id": session_id, "deleted": True, "cancelled": session["generating"]}
+
+    def _call(self, prompt: str, max_tokens: int) -> Any:
+        handle = self.generator.options(stream=True)
+        if self.args.engine == "batch":
+            return handle.stream.remote(prompt, max_tokens)
+        from ray.serve.llm.openai_api_models import CompletionRequest
+
+        request = CompletionRequest(model=self.model_id, prompt=prompt, max_tokens=max_tokens,
+                                    temperature=0.0, stream=True, ignore_eos=True,
+                                    stream_options={"include_usage": True})
+        return handle.completions.remote(request)
+
+    def _pieces(self, item: Any, state: dict[str, Any]) -> list[tuple[str, int]]:
+        """Text pieces (and their token counts) in one item the generator streamed."""
+        if self.args.engine == "batch":
+            if isinstance(item, dict):  # the header: which replica, which batch
+                state["worker"] = item["replica"]
+                self.batches[item["batch"]] = {"replica": item["replica"], "size": item["size"],
+                                               "waited_ms": item["waited_ms"]}
+                return []
+            return [(item[0], 1)]
+        state["worker"] = "vLLM engine"
+        pieces = []
+        for chunk in item if isinstance(item, list) else [item]:
+            if not isinstance(chunk, str):
+                raise RuntimeError(f"the engine answered with an error: {chunk}")
+            body = chunk.removeprefix("data: ").strip()
+            if not body or body == "[DONE]":
+                continue
+            data = json.loads(body)
+            if data.get("choices"):
+                pieces.append((data["choices"][0].get("text", ""), 1))
+                state["counted"] += 1
+            elif data.get("usage"):  # the last chunk: the exact token count
+                pieces.append(("", data["usage"]["completion_tokens"] - state["counted"]))
+        return pieces
+
+    async def stream(self, session_id: str, prompt: str, max_tokens: int) -> AsyncIterator[tuple[str, int]]:
+        session = self.sessions[session_id]
+        deleted = asyncio.ensure_future(session["deleted"].wait())
+        response = self._call(prompt, max_tokens)
+        state = {"worker": None, "counted": 0, "tokens": 0}
+        session["generating"] += 1
+        self.counts["requests"] += 1
+        iterator = response.__aiter__()
+        finished = False
+        try:
+            while True:
+                following = asyncio.ensure_future(iterator.__anext__())
+                await asyncio.wait({following, deleted}, return_when=asyncio.FIRST_COMPLETED)
+                if not following.done():  # the session was deleted
+                    following.cancel()
+                    self.counts["cancelled"] += 1
+                    raise SessionClosed(session_id)
+                try:
+                    item = following.result()
+                except StopAsyncIteration:
+                    finished = True
+                    break
+                for text, tokens in self._pieces(item, state):
+                    state["tokens"] += tokens
+                    yield text, tokens
+        finally:
+            deleted.cancel()
+            if not finished:  # deleted, or the client went away: the generator stops too
+                response.cancel()
+            session["generating"] -= 1
+            self.counts["tokens"] += state["tokens"]
+            worker = self.workers.setdefault(state["worker"] or "?", {"requests": 0, "tokens": 0})
+            worker["requests"] += 1
+            worker["tokens"] += state["tokens"]
+        session["requests_done"] += 1
+        session["tokens"] += state["tokens"]
+        self.counts["done"] += 1
+
+    async def stats(self) -> dict[str, Any]:
+        sizes = [b["size"] for b in self.batches.values()]
+        out = {"backend": self.name, "sessions": len(self.sessions), **self.counts,
+               "generating": sum(s["generating"] for s in self.sessions.values()),
+               "batches": len(sizes), "batched_requests": sum(sizes),
+               "mean_batch_size": round(sum(sizes) / len(sizes), 2) if sizes else 0,
+               "largest_batch": max(sizes, default=0),
+               "workers": [{"worker": k, **v} for k, v in sorted(self.workers.items())]}
+        if self.args.engine == "batch":
+            out["generator"] = await self.generator.describe.remote()  # one replica's view
+            out["settings"] = out["generator"]["settings"]
+        return out
+
+    async def configure(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change the batch settings through ``user_config`` (as ``serve deploy`` would)."""
+        if self.args.engine == "llm":
+            raise ConfigureRejected(
+                "vLLM batches continuously (sequences join and leave the running batch at every "
+                "step): there is no batch size or timeout to set. Its limit, max_num_seqs, is an "
+                "engine argument; changing it restarts the engine.")
+        if not self.args.dashboard_url:
+            raise ConfigureRejected("this application was deployed without dashboard_url, so it "
+                                    "cannot redeploy itself; change user_config with serve deploy")
+        current = BatchSettings(**(await self.generator.describe.remote())["settings"])
+        settings = check_batch_settings(changes, current)
+        cluster = _this_cluster(self.args.dashboard_url)
+        app = serve.get_replica_context().app_name
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: set_generator_settings(cluster, app, settings, timeout_s=30.0))
+        except WorkbookError as err:
+            raise ConfigureRejected(f"{err.problem} {err.fix}") from None
+        described = await self.generator.describe.remote()
+        return {"backend": self.name, "settings": described["settings"],
+                "generator_pid": described["pid"]}
+
+
+def _this_cluster(dashboard_url: str) -> "ClusterHandle":
+    """The cluster this replica runs in, as a handle for :func:`helpers.serve_cli.deploy_config`."""
+    from pathlib import Path
+
+    import ray
+
+    from helpers.cluster import ExistingCluster
+
+    token = os.environ.get("RAY_AUTH_TOKEN_PATH") if os.environ.get("RAY_AUTH_MODE") == "token" else None
+    return ExistingCluster(ray.get_runtime_context().gcs_address, dashboard_url,
+                           Path(token) if token else None)
+
+
+def build_app(args: dict[str, Any]) -> Any:
+    """The application (what the config's ``import_path`` names): ingress + generator."""
+    checked = AppArgs(**args)
+    if checked.engine == "batch":
+        generator = TokenGenerator.options(
+            num_replicas=checked.generator_replicas,
+            ray_actor_options={"num_cpus": checked.generator_num_cpus},
+        ).bind(checked.model_source, checked.torch_threads)
+    else:
+        from ray.serve.llm import LLMConfig, build_llm_deployment
+
+        if not checked.llm_config:
+            raise ValueError("engine 'llm' needs llm_config (an LLMConfig as a dict)")
+        generator = build_llm_deployment(LLMConfig(**checked.llm_config))
+    return StreamingIngress.bind(generator, checked.model_dump())
+
+
+def app_config(name: str, route_prefix: str, *, settings: BatchSettings | None = None,
+               **args: Any) -> dict[str, Any]:
+    """One application entry of a Serve config for :func:`build_app` (``args``: :class:`AppArgs`)."""
+    checked = AppArgs(**args)
+    entry: dict[str, Any] = {"name": name, "route_prefix": route_prefix, "import_path": IMPORT_PATH,
+                             "args": checked.model_dump(exclude_defaults=True)}
+    if checked.engine == "batch":
+        entry["deployments"] = [{"name": GENERATOR,
+                                 "user_config": (settings or BatchSettings()).model_dump()}]
+    return entry
+
+
+def deployed_configs(cluster: "ClusterHandle") -> list[dict[str, Any]]:
+    """The applications deployed from a config, as Serve holds them (their config entries)."""
+    from helpers.serve_status import serve_details
+
+    apps = serve_details(cluster).get("applications") or {}
+    return [a["deployed_app_config"] for a in apps.values() if a.get("deployed_app_config")]
+
+
+def deploy_apps(cluster: "ClusterHandle", entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Deploy config ``entries`` (:func:`app_config`) *beside* the applications already deployed
+    from a config: a config deploy replaces the whole set, so the others are sent back as Serve
+    holds them (unchanged, so untouched). Returns the config deployed."""
+    from helpers.serve_cli import deploy_config
+
+    applications = {a["name"]: a for a in deployed_configs(cluster)}
+    applications.update({e["name"]: e for e in entries})
+    config = {"applications": list(applications.values())}
+    deploy_config(cluster, config)
+    return config
+
+
+def set_generator_settings(cluster: "ClusterHandle", app: str, settings: BatchSettings, *,
+                           wait: bool = True, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Give application ``app``'s generator new batch settings, as ``serve deploy`` would.
+
+    The config Serve holds (every application deployed from a config, as deployed) is read
+    back, ``user_config`` of ``TokenGenerator`` is replaced, and the whole config is deployed
+    again: Serve sees that only ``user_config`` changed and calls ``reconfigure`` on the
+    running replicas. With ``wait``, returns once Serve reports the deployment HEALTHY with
+    the new ``user_config`` (every replica reconfigured). Returns the config deployed.
+    """
+    from helpers.errors import ServeTimeoutError
+    from helpers.serve_cli import deploy_config, with_deployment_options
+    from helpers.serve_status import serve_details
+
+    config = with_deployment_options({"applications": deployed_configs(cluster)}, app, GENERATOR,
+                                     user_config=settings.model_dump())
+    deploy_config(cluster, config)
+    started = time.monotonic()
+    while wait:
+        details = (serve_details(cluster).get("applications") or {}).get(app) or {}
+        generator = (details.get("deployments") or {}).get(GENERATOR) or {}
+        target = (generator.get("deployment_config") or {}).get("user_config")
+        if target == settings.model_dump() and generator.get("status") == "HEALTHY" \
+                and details.get("status") == "RUNNING":
+            break
+        if time.monotonic() - started > timeout_s:
+            raise ServeTimeoutError(app, timeout_s, f"{details.get('status')}, {GENERATOR} "
+                                                    f"{generator.get('status')}")
+        time.sleep(0.2)
+    return config

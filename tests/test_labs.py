@@ -1,0 +1,396 @@
+"""The classroom labs: generated student versions, their hygiene, the checks and the grader.
+
+Fast tests (no cluster) cover the source -> student transformation, the staleness check, the
+restoring of check cells, and the notebooks' structure. The cluster tests then do what a
+classroom does, against ONE shared cluster (``ray_address``), with Serve started once:
+
+* the solution of every lab (the source notebooks, hidden checks included) runs under nbval
+  with the CI profile, recording every check's result;
+* meanwhile the grader grades a small class: "starter" submitted every generated student
+  version untouched (with one lab's visible check cells edited to pass), "solved" submitted
+  lab 01 done;
+
+and the results prove that every check (visible and hidden) passes on the solution and fails
+on the student version, and that editing a check cell does not help.
+"""
+
+from __future__ import annotations
+
+import ast
+import concurrent.futures
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Iterator
+
+import nbformat
+import pytest
+
+from helpers.labs.checks import CHECKS, checks_for, read_results
+from helpers.labs.notebooks import (
+    BEGIN_HIDDEN,
+    BEGIN_SOLUTION,
+    CHECK_TAG,
+    HIDDEN_TAG,
+    SOURCE_DIR,
+    STUDENT_DIR,
+    LabSourceError,
+    lab_id,
+    list_lab_sources,
+    make_student_notebook,
+    restore_checks,
+    stale_student_versions,
+)
+from helpers.paths import BUILD_DIR, REPO_ROOT
+from helpers.profiles import load_profile, notebook_parameters
+
+SOURCES = list_lab_sources()
+LAB_PARAMETERS = {"ray_address", "dashboard_url", "token_path", "student"}
+
+
+def _source(cell: dict) -> str:
+    src = cell["source"]
+    return src if isinstance(src, str) else "".join(src)
+
+
+def _notebook(*cells: tuple[str, str, list[str]]) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    for i, (kind, text, tags) in enumerate(cells):
+        cell = (nbformat.v4.new_markdown_cell(text) if kind == "md"
+                else nbformat.v4.new_code_cell(text))
+        cell.id = f"c{i}"
+        if tags:
+            cell.metadata["tags"] = tags
+        nb.cells.append(cell)
+    return nb
+
+
+# --- the transformation ---------------------------------------------------------------------
+
+
+def test_there_are_seven_labs_with_checks() -> None:
+    assert [lab_id(p) for p in SOURCES] == [f"lab0{i}" for i in range(1, 8)]
+    for path in SOURCES:
+        lab = lab_id(path)
+        assert checks_for(lab, hidden=False), lab
+    assert sum(bool(checks_for(lab, hidden=True)) for lab in CHECKS) == 7
+
+
+def test_student_versions_are_up_to_date() -> None:
+    """The generated student notebooks in the repo match their sources (the CI check)."""
+    result = subprocess.run([sys.executable, "-m", "helpers.labs", "generate", "--check"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_mode_names_stale_missing_and_orphan_files(tmp_path: Path) -> None:
+    source, student = tmp_path / "source", tmp_path / "student"
+    shutil.copytree(SOURCE_DIR, source)
+    run = [sys.executable, "-m", "helpers.labs", "generate"]
+    assert subprocess.run(run + ["--source-dir", str(source), "--student-dir", str(student)],
+                          capture_output=True, cwd=REPO_ROOT, timeout=120).returncode == 0
+    assert stale_student_versions(source, student) == []
+    # An instructor edits a source and forgets to regenerate; a student file is deleted; a
+    # student file without a source appears.
+    lab03 = next(source.glob("lab03_*.ipynb"))
+    nb = nbformat.read(str(lab03), as_version=4)
+    nb.cells[0].source += "\n\nOne more sentence."
+    nbformat.write(nb, str(lab03))
+    next(student.glob("lab01_*.ipynb")).unlink()
+    (student / "lab99_extra.ipynb").write_text("{}")
+    result = subprocess.run(run + ["--check", "--source-dir", str(source), "--student-dir",
+                                   str(student)], capture_output=True, text=True, cwd=REPO_ROOT,
+                            timeout=120)
+    assert result.returncode == 1
+    assert f"{lab03.name}: differs from what {lab03.name} generates" in result.stderr
+    assert "lab01_first_deployment.ipynb: missing" in result.stderr
+    assert "lab99_extra.ipynb: has no source" in result.stderr
+    assert "python -m helpers.labs generate" in result.stderr  # says how to fix it
+
+
+def test_solution_regions_become_a_raise_with_the_hint(tmp_path: Path) -> None:
+    nb = _notebook(
+        ("md", "## Task 2 · Do it", []),
+        ("code", "x = None\n### BEGIN SOLUTION\n# HINT: use sum(...)\n# HINT: of the list\n"
+                 "x = sum([1, 2])\n### END SOLUTION\nprint(x)", []),
+        ("code", "def f():\n    y = 1\n    ### BEGIN SOLUTION\n    return y + 1\n"
+                 "    ### END SOLUTION", []),
+        ("code", "check(x)", [CHECK_TAG]),
+        ("code", f"{BEGIN_HIDDEN}\nhidden_check(x)\n### END HIDDEN CHECKS", [HIDDEN_TAG]),
+    )
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="3\n")]
+    nb.cells[1].execution_count = 4
+    path = tmp_path / "lab09_demo.ipynb"
+    nbformat.write(nb, str(path))
+    student = make_student_notebook(path)
+    texts = [_source(c) for c in student.cells]
+    assert texts[1] == ("x = None\n# YOUR CODE HERE (Task 2)\n"
+                        "raise NotImplementedError('Task 2: use sum(...) of the list')\nprint(x)")
+    assert texts[2] == ("def f():\n    y = 1\n    # YOUR CODE HERE (Task 2)\n"
+                        "    raise NotImplementedError('Task 2: write your solution here.')")
+    assert texts[3] == "check(x)"
+    assert len(student.cells) == 4, "the hidden-checks cell is dropped"
+    assert [c.id for c in student.cells] == ["c0", "c1", "c2", "c3"]
+    assert student.cells[1].outputs == [] and student.cells[1].execution_count is None
+    assert student.metadata["workbook_lab"]["id"] == "lab09"
+    for text in texts[1:]:
+        compile(text, "cell", "exec")  # still valid Python
+
+
+@pytest.mark.parametrize(("text", "tags", "expected"), [
+    ("### BEGIN SOLUTION\nx = 1", [], "never closed"),
+    ("x = 1\n### END SOLUTION", [], "without a BEGIN"),
+    ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION", [], "inside another"),
+    (f"{BEGIN_HIDDEN}\ncheck()\n### END HIDDEN CHECKS", [], "not tagged 'hidden-checks'"),
+    ("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", [CHECK_TAG], "must not contain a solution"),
+    (f"{BEGIN_HIDDEN}\ncheck()", [HIDDEN_TAG], "never closed"),
+])
+def test_malformed_regions_are_clear_errors(tmp_path: Path, text: str, tags: list[str],
+                                            expected: str) -> None:
+    path = tmp_path / "lab09_bad.ipynb"
+    nbformat.write(_notebook(("md", "# x", []), ("code", text, tags)), str(path))
+    with pytest.raises(LabSourceError) as info:
+        make_student_notebook(path)
+    assert expected in str(info.value)
+    assert "lab09_bad.ipynb, cell 1, line" in str(info.value)
+    assert "Fix:" in str(info.value)
+
+
+def test_restore_checks_undoes_edits_and_puts_hidden_checks_back() -> None:
+    source = nbformat.read(str(SOURCES[0]), as_version=4)
+    submission = make_student_notebook(SOURCES[0])
+    visible = [c for c in submission.cells if CHECK_TAG in c.metadata.get("tags", [])]
+    visible[0].source = "print('all good')"  # a student "fixes" a failing check
+    submission.cells.remove(visible[1])  # and deletes another
+    restored, report = restore_checks(submission, source)
+    expected = [(c.id, _source(c)) for c in source.cells
+                if {CHECK_TAG, HIDDEN_TAG} & set(c.metadata.get("tags", []))]
+    got = [(c.id, _source(c)) for c in restored.cells
+           if {CHECK_TAG, HIDDEN_TAG} & set(c.metadata.get("tags", []))]
+    assert got == expected  # same cells, same code, same order as in the source
+    assert report.restored == [visible[0].id] and report.tampered == [visible[0].id, visible[1].id]
+    hidden_ids = [c.id for c in source.cells if HIDDEN_TAG in c.metadata.get("tags", [])]
+    assert [r.removeprefix("hidden:") for r in report.reinserted if r.startswith("hidden:")] \
+        == hidden_ids
+    assert [c.id for c in restored.cells] == [c.id for c in source.cells]
+
+
+# --- hygiene of the lab notebooks -------------------------------------------------------------
+
+
+def _sections(nb: nbformat.NotebookNode) -> list[tuple[str, list]]:
+    """(heading, cells under it) for each '## ' markdown heading."""
+    out: list[tuple[str, list]] = [("", [])]
+    for cell in nb.cells:
+        headings = [line for line in _source(cell).splitlines() if line.startswith("## ")]
+        if cell.cell_type == "markdown" and headings:
+            out += [(heading, []) for heading in headings]
+        else:
+            out[-1][1].append(cell)
+    return out
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_lab_source_reads_as_a_lab(path: Path) -> None:
+    nb = nbformat.read(str(path), as_version=4)
+    lab = lab_id(path)
+    assert _source(nb.cells[0]).startswith(f"# Lab {lab[3:]} · ")
+    assert "Your tasks:" in _source(nb.cells[0]) and "minutes" in _source(nb.cells[0])
+    headings = [h for h, _ in _sections(nb)][1:]
+    tasks = [h for h in headings if h.startswith("## Task ")]
+    assert headings[0].startswith("## Setup") and headings[-1] == "## Cleanup"
+    assert [int(re.match(r"## Task (\d+)", h).group(1)) for h in tasks] == \
+        list(range(1, len(tasks) + 1))
+    visible_calls, hidden_calls = [], []
+    for heading, cells in _sections(nb):
+        checks = [c for c in cells if CHECK_TAG in c.metadata.get("tags", [])]
+        if heading.startswith("## Task "):
+            assert len(checks) == 1, f"{heading}: one visible check cell"
+            assert any(BEGIN_SOLUTION in _source(c) for c in cells), f"{heading}: no solution"
+        else:
+            assert not checks, f"{heading}: a check outside a task"
+        for cell in cells:
+            called = re.findall(r"checks\.(\w+)\(", _source(cell))
+            if CHECK_TAG in cell.metadata.get("tags", []):
+                visible_calls += called
+            elif HIDDEN_TAG in cell.metadata.get("tags", []):
+                hidden_calls += called
+    assert visible_calls == [c.name for c in checks_for(lab, hidden=False)]
+    assert sorted(hidden_calls) == sorted(c.name for c in checks_for(lab, hidden=True))
+    last = _source(nb.cells[-1])
+    assert "lab.close()" in last and "find_leftovers(owner=os.getpid())" in last
+
+
+@pytest.mark.parametrize("path", SOURCES + sorted(STUDENT_DIR.glob("lab*.ipynb")),
+                         ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_lab_notebooks_are_clean_and_parameterized(path: Path) -> None:
+    nb = json.loads(path.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "code":
+            assert not cell["outputs"] and cell["execution_count"] is None, f"cell {i}"
+    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
+    lines = _source(tagged[0]).splitlines()
+    for node in ast.parse(_source(tagged[0])).body:
+        assert isinstance(node, ast.AnnAssign), f"line {node.lineno}: not `name: type = value`"
+        ast.literal_eval(node.value)
+        assert "#" in lines[node.lineno - 1], f"parameter on line {node.lineno} has no comment"
+    params = notebook_parameters(path)
+    assert LAB_PARAMETERS <= set(params), "every lab can be pointed at a classroom cluster"
+    if path.parent == STUDENT_DIR:
+        text = path.read_text()
+        assert BEGIN_SOLUTION not in text and BEGIN_HIDDEN not in text
+        assert "raise NotImplementedError" in text
+
+
+def test_ci_profile_has_a_block_for_every_lab() -> None:
+    profile = load_profile("ci")
+    assert sorted(profile.labs) == [p.stem for p in SOURCES]
+
+
+# --- the checks against the real cluster -------------------------------------------------------
+
+
+def _run(argv: list[str], env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout_s, stdin=subprocess.DEVNULL)
+
+
+def _solutions_under_nbval(cluster, results: Path) -> subprocess.CompletedProcess:
+    """Prepare the lab sources with the CI profile, pointed at the shared cluster, and run
+    them under nbval in a child pytest, the check results going to ``results``."""
+    folder = BUILD_DIR / "nbval-labs"
+    shutil.rmtree(folder, ignore_errors=True)
+    params = [f"ray_address={cluster.address}", f"dashboard_url={cluster.dashboard_url}",
+              f"token_path={cluster.token_path}", "student=solution"]
+    prepare = [sys.executable, "-m", "helpers.runner", "--labs", "--profile", "ci",
+               "--prepare-only", str(folder)] + [a for p in params for a in ("-p", p)]
+    env = dict(os.environ, WORKBOOK_SCRATCH=tempfile.mkdtemp(prefix="rsw-nbl-"))
+    prepared = _run(prepare, env, 300)
+    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+    env["WORKBOOK_LAB_RESULTS"] = str(results)
+    return _run([sys.executable, "-m", "pytest", str(folder), "--nbval-lax",
+                 "--nbval-current-env", "--nbval-cell-timeout=900", "--nbval-sanitize-with",
+                 "tests/nbval_sanitize.cfg", "-p", "no:cacheprovider", "-q"], env, 1200)
+
+
+def _class_folder(root: Path) -> Path:
+    """starter: every student version as generated, lab 01's visible checks edited to pass;
+    solved: lab 01 done (the source notebook)."""
+    folder = root / "submissions"
+    (folder / "starter").mkdir(parents=True)
+    (folder / "solved").mkdir()
+    for path in sorted(STUDENT_DIR.glob("lab*.ipynb")):
+        nb = nbformat.read(str(path), as_version=4)
+        if lab_id(path) == "lab01":
+            for cell in nb.cells:
+                if CHECK_TAG in cell.metadata.get("tags", []):
+                    cell.source = "print('looks fine to me')"
+        nbformat.write(nb, str(folder / "starter" / path.name))
+    shutil.copy(SOURCES[0], folder / "solved" / SOURCES[0].name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def classroom(workbook_scratch: Path) -> Iterator[SimpleNamespace]:
+    """One shared cluster with Serve running, the solution and the class run against it."""
+    from helpers.cluster import start_local_cluster
+    from helpers.labs.grading import grade_folder
+    from helpers.ports import free_port
+    from helpers.serve_status import app_statuses
+
+    started = time.monotonic()
+    cluster = start_local_cluster(num_cpus=8)
+    try:
+        cluster.run_cli(["serve", "start", "--http-host", "127.0.0.1",
+                         "--http-port", str(free_port())])
+        work = Path(tempfile.mkdtemp(prefix="labs-", dir=BUILD_DIR))
+        solution_results = work / "solution.jsonl"
+        profile = load_profile("ci")
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            nbval = pool.submit(_solutions_under_nbval, cluster, solution_results)
+            grades = grade_folder(
+                _class_folder(work), work / "grades",
+                parameters={"ray_address": cluster.address,
+                            "dashboard_url": cluster.dashboard_url,
+                            "token_path": str(cluster.token_path)},
+                lab_parameters={stem: s.parameters for stem, s in profile.labs.items()},
+                cell_timeout_s=300, progress=False)
+            nbval_run = nbval.result()
+        yield SimpleNamespace(
+            cluster=cluster, nbval=nbval_run, solution=read_results(solution_results),
+            grades=grades, out=work / "grades", apps_left=app_statuses(cluster),
+            seconds=round(time.monotonic() - started, 1))
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.cluster
+def test_every_solution_passes_under_nbval(classroom: SimpleNamespace) -> None:
+    run = classroom.nbval
+    assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
+    assert re.search(r"\d+ passed", run.stdout), run.stdout[-2000:]
+    results = {(r.lab, r.check): r for r in classroom.solution}
+    for lab, infos in CHECKS.items():
+        for info in infos:
+            result = results.get((lab, info.name))
+            assert result is not None, f"{lab} {info.name} never ran on the solution"
+            assert result.passed, f"{lab} {info.name}: {result.feedback}"
+            assert result.student == "solution"
+
+
+@pytest.mark.cluster
+def test_every_check_fails_on_the_student_version(classroom: SimpleNamespace) -> None:
+    starter = {g.lab: g for g in classroom.grades if g.student == "starter"}
+    assert sorted(starter) == sorted(CHECKS)
+    for lab, grade in starter.items():
+        assert grade.status == "graded", (lab, grade.status)
+        assert grade.missing == [], f"{lab}: checks that never reported: {grade.missing}"
+        by_name = {r.check: r for r in grade.results}
+        for info in CHECKS[lab]:
+            result = by_name[info.name]
+            assert not result.passed, f"{lab} {info.name} passed on the student version"
+            assert "Look at:" in result.feedback, (lab, info.name, result.feedback)
+        assert grade.score == 0.0
+        assert any("NotImplementedError" in e for e in grade.errors), grade.errors
+
+
+@pytest.mark.cluster
+def test_the_grader_restores_edited_checks_and_scores_a_good_submission(
+        classroom: SimpleNamespace) -> None:
+    import pandas as pd
+
+    by_key = {(g.student, g.lab): g for g in classroom.grades}
+    solved = by_key[("solved", "lab01")]
+    assert (solved.score, solved.missing, solved.tampered, solved.errors) == (100.0, [], [], [])
+    tampered = by_key[("starter", "lab01")]
+    assert len(tampered.tampered) == len(checks_for("lab01", hidden=False))
+    assert tampered.score == 0.0  # editing the check cells did not help
+
+    summary = pd.read_csv(classroom.out / "summary.csv")
+    assert len(summary) == 8 and set(summary["student"]) == {"starter", "solved"}
+    row = summary[(summary.student == "solved") & (summary.lab == "lab01")].iloc[0]
+    assert (row.visible_passed, row.hidden_passed, row.score_percent) == (3, 3, 100.0)
+    table = (classroom.out / "summary.md").read_text()
+    assert "| solved | 100% |" in table and "| starter | 0% |" in table
+    assert "<table" in (classroom.out / "summary.html").read_text()
+    report = (classroom.out / "starter" / "report.md").read_text()
+    assert "## lab03: 0%" in report and "FAILED" in report and "Look at:" in report
+    assert "Check cells changed or deleted" in report
+    assert (classroom.out / "solved" / SOURCES[0].name).exists()  # the executed notebook
+
+
+@pytest.mark.cluster
+def test_labs_clean_up_the_shared_cluster(classroom: SimpleNamespace) -> None:
+    """Every lab deleted its applications on the classroom cluster, solved or not."""
+    assert classroom.apps_left == {}

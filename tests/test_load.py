@@ -1,0 +1,250 @@
+"""The load generator (helpers.load) and the Locust runner against a real Serve endpoint.
+
+On the session's shared 2-node cluster: ``TimedWork`` (helpers/apps/timed.py) with two fixed
+replicas answers after a known wait, so counts, latencies and rates have exact expectations;
+a small streaming deployment speaks the OpenAI server-sent-events format, for the chat
+client's time to first token and token counts. Serve is started for this module on a free
+port and shut down at its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+from helpers.cluster import LocalCluster
+from helpers.errors import ParameterError
+from helpers.load import LoadGenerator, chat_request, json_request, load_test, load_test_async
+from helpers.ports import free_port
+
+WORK_S = 0.05  # every TimedWork request waits this long
+
+
+# -- no cluster --------------------------------------------------------------------------------
+
+
+def test_bad_parameters_are_clear_errors() -> None:
+    with pytest.raises(ParameterError, match="either concurrency"):
+        LoadGenerator("http://127.0.0.1:1/", concurrency=2, rate=5)
+    with pytest.raises(ParameterError, match="either concurrency"):
+        LoadGenerator("http://127.0.0.1:1/")
+    with pytest.raises(ParameterError, match="not an HTTP URL"):
+        LoadGenerator("127.0.0.1:8000", concurrency=1)
+    with pytest.raises(ParameterError, match=">= 0"):
+        LoadGenerator("http://127.0.0.1:1/", rate=-1)
+    with pytest.raises(ParameterError, match="needs an end"):
+        load_test("http://127.0.0.1:1/", concurrency=1)
+    with pytest.raises(ParameterError, match="prompt or messages"):
+        chat_request("m")
+
+
+def test_unreachable_server_is_counted_not_raised() -> None:
+    result = load_test(f"http://127.0.0.1:{free_port()}/", concurrency=2, requests=6)
+    summary = result.summary()
+    assert (summary["requests"], summary["ok"], summary["failed"]) == (6, 0, 6)
+    assert list(summary["error_kinds"]) == ["ClientConnectorError"]
+    assert np.isnan(summary["latency_p50_s"])
+
+
+# -- against real Serve ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def endpoints(two_node_cluster: LocalCluster) -> Iterator[dict[str, str]]:
+    """TimedWork (2 fixed replicas) on /timed and an SSE chat stream on /chat."""
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+    from ray import serve
+
+    from helpers.apps.timed import TimedWork
+    from helpers.serve_status import wait_until_deleted, wait_until_running
+
+    api = FastAPI()
+
+    @serve.deployment(name="FakeChatStream", ray_actor_options={"num_cpus": 0.1})
+    @serve.ingress(api)
+    class FakeChatStream:
+        """Streams OpenAI chat chunks: first after 0.3 s, then one every 0.01 s."""
+
+        @api.post("/v1/chat/completions")
+        async def chat(self, body: dict) -> StreamingResponse:
+            async def events():
+                await asyncio.sleep(0.3)
+                for _ in range(body["max_tokens"]):
+                    yield "data: " + json.dumps({"choices": [{"delta": {"content": "tok"}}]}) + "\n\n"
+                    await asyncio.sleep(0.01)
+                usage = {"completion_tokens": body["max_tokens"]}
+                yield "data: " + json.dumps({"choices": [], "usage": usage}) + "\n\n"
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+
+    two_node_cluster.connect()
+    port = free_port()
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        timed = TimedWork.options(num_replicas=2, autoscaling_config=None, max_ongoing_requests=32,
+                                  user_config={"work_s": WORK_S})
+        serve._run(timed.bind(), name="load-timed", route_prefix="/timed", _blocking=False)
+        serve._run(FakeChatStream.bind(), name="load-chat", route_prefix="/chat", _blocking=False)
+        for app in ("load-timed", "load-chat"):
+            wait_until_running(app, cluster=two_node_cluster, timeout_s=180)
+        yield {"timed": f"http://127.0.0.1:{port}/timed", "chat": f"http://127.0.0.1:{port}/chat"}
+    finally:
+        try:
+            for app in ("load-timed", "load-chat"):
+                serve.delete(app, _blocking=False)
+            for app in ("load-timed", "load-chat"):
+                wait_until_deleted(app, cluster=two_node_cluster, timeout_s=60)
+            serve.shutdown()
+        finally:
+            two_node_cluster.disconnect()
+
+
+def test_closed_loop_counts_percentiles_and_who_served(endpoints: dict[str, str],
+                                                      two_node_cluster: LocalCluster) -> None:
+    from helpers.serve_status import serve_details
+
+    result = load_test(endpoints["timed"], json_request({}), concurrency=8, requests=160)
+    df, summary = result.df, result.summary()
+    assert len(df) == 160 and sorted(df["i"]) == list(range(160))
+    assert summary["requests"] == summary["ok"] == 160 and summary["failed"] == 0
+    latencies = df["latency_s"].to_numpy()
+    for q in (50, 90, 99):
+        assert summary[f"latency_p{q}_s"] == round(float(np.percentile(latencies, q)), 4)
+    assert latencies.min() >= WORK_S  # nobody answers before the wait is over
+    assert (df["t_end"] >= df["t_start"]).all()
+    # a closed loop of 8 cannot beat 8 requests per WORK_S
+    assert 0 < summary["throughput_rps"] <= 8 / WORK_S * 1.05
+    # every answer names the replica and node that served it, and they are the deployment's
+    deployment = serve_details(two_node_cluster)["applications"]["load-timed"]["deployments"]["TimedWork"]
+    replicas = {r["replica_id"] for r in deployment["replicas"]}
+    assert df["replica"].notna().all() and df["node"].notna().all()
+    assert set(summary["by_replica"]) <= replicas and sum(summary["by_node"].values()) == 160
+
+
+def test_open_loop_rate_is_accurate(endpoints: dict[str, str]) -> None:
+    rate, seconds = 40.0, 5.0
+    result = load_test(endpoints["timed"], json_request({}), rate=rate, duration_s=seconds)
+    summary = result.summary()
+    assert summary["failed"] == 0
+    assert abs(summary["requests"] - rate * seconds) <= 0.1 * rate * seconds
+    started = result.df["t_start"]
+    offered = (len(started) - 1) / (started.max() - started.min())
+    assert abs(offered - rate) <= 0.1 * rate, offered
+    assert abs(summary["throughput_rps"] - rate) <= 0.1 * rate, summary["throughput_rps"]
+    assert summary["max_start_lag_s"] < 0.5  # requests started on schedule
+
+
+def test_error_accounting(endpoints: dict[str, str]) -> None:
+    # every third body asks for a negative wait: TimedWork answers 400
+    bodies = json_request(lambda i: {"work_s": -1 if i % 3 == 0 else WORK_S})
+    result = load_test(endpoints["timed"], bodies, concurrency=4, requests=30)
+    summary = result.summary()
+    assert (summary["requests"], summary["ok"], summary["failed"]) == (30, 20, 10)
+    assert summary["error_kinds"] == {"HTTP 400": 10}
+    failed = result.df[~result.df["ok"]]
+    assert (failed["status"] == 400).all() and (failed["i"] % 3 == 0).all()
+    ok_latencies = result.df[result.df["ok"]]["latency_s"]
+    assert summary["latency_p50_s"] == round(float(np.percentile(ok_latencies, 50)), 4)
+    # answers slower than the client's timeout are errors of their own kind
+    slow = load_test(endpoints["timed"], json_request({"work_s": 2.0}), concurrency=2, requests=2,
+                     timeout_s=0.5).summary()
+    assert slow["failed"] == 2 and list(slow["error_kinds"]) == ["Timeout"]
+
+
+def test_background_level_change_and_event_loops(endpoints: dict[str, str]) -> None:
+    gen = LoadGenerator(endpoints["timed"], json_request({}), concurrency=1).start()
+    time.sleep(1.0)
+    gen.set_level(6)
+    time.sleep(1.0)
+    result = gen.stop()
+    per_level = result.df.groupby("level").size()
+    assert set(per_level.index) == {1.0, 6.0} and per_level[6.0] > 2 * per_level[1.0]
+    assert [level for _, level in result.levels] == [1.0, 6.0]
+    assert not gen.running
+
+    async def inside_a_running_loop() -> tuple[int, int]:  # what a Jupyter cell is
+        blocking = load_test(endpoints["timed"], concurrency=2, requests=4)  # helper thread
+        awaited = await load_test_async(endpoints["timed"], concurrency=2, requests=4)
+        return len(blocking.df), len(awaited.df)
+
+    assert asyncio.run(inside_a_running_loop()) == (4, 4)
+
+
+def test_streamed_chat_time_to_first_token(endpoints: dict[str, str]) -> None:
+    spec = chat_request("any", "hello", max_tokens=20, stream=True)
+    result = load_test(endpoints["chat"], spec, concurrency=2, requests=4)
+    summary = result.summary()
+    assert summary["failed"] == 0 and summary["output_tokens"] == 80
+    assert 0.3 <= summary["ttft_p50_s"] < summary["latency_p50_s"]
+    assert summary["request_tokens_per_s_p50"] > 10
+
+
+def test_command_line(endpoints: dict[str, str]) -> None:
+    run = subprocess.run([sys.executable, "-m", "helpers.load", "-c", "4", "-n", "20", "--json", "{}",
+                          "--url", endpoints["timed"], "--summary-json"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["requests"] == summary["ok"] == 20 and summary["mode"] == "closed"
+    bad = subprocess.run([sys.executable, "-m", "helpers.load", "--stream", "--url", endpoints["timed"]],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--chat" in bad.stderr
+
+
+def test_replica_sampler(endpoints: dict[str, str], two_node_cluster: LocalCluster) -> None:
+    from helpers.autoscaling import ReplicaSampler
+
+    with ReplicaSampler(two_node_cluster, "load-timed", "TimedWork", period_s=0.2) as sampler:
+        time.sleep(1.2)
+        sampler.mark("halfway")
+        time.sleep(0.5)
+    samples = sampler.results(t0=sampler.events()["t"].iloc[0])
+    assert len(samples) >= 4 and samples["t"].diff().dropna().max() < 1.0
+    assert (samples["target"] == 2).all() and (samples["running"] == 2).all()
+    assert set(samples["status"]) == {"HEALTHY"} and samples["t_s"].min() < 0 < samples["t_s"].max()
+    assert len(sampler.changes()) == 1  # nothing changed after the first sample
+    missing = ReplicaSampler(two_node_cluster, "no-such-app", "X").start()
+    time.sleep(0.3)
+    assert set(missing.stop()["status"]) == {"NOT_STARTED"}
+
+
+def test_locust_headless_and_the_comparison(endpoints: dict[str, str]) -> None:
+    from helpers.locust_run import LocustRun, compare_with_locust
+
+    run = LocustRun(endpoints["timed"], users=4, spawn_rate=4, run_time_s=2, options={"payload": "{}"})
+    assert run.command.startswith("locust -f ") and "--headless -u 4 -r 4 --run-time 2s" in run.command
+    runs = compare_with_locust(endpoints["timed"], path="/", payload={}, concurrency=4, seconds=2,
+                               rounds=2, user_classes=("JsonUser",))
+    assert list(runs["tool"]) == ["Locust JsonUser (HttpUser)", "helpers.load",
+                                  "helpers.load", "Locust JsonUser (HttpUser)"]  # A B, then B A
+    assert (runs["failures"] == 0).all() and (runs["requests"] > 20).all()
+    assert (runs["p50_s"] >= WORK_S).all()
+    # a closed loop of 4 cannot beat 4 requests per WORK_S, whoever sends them
+    assert ((runs["throughput_rps"] > 0) & (runs["throughput_rps"] <= 4 / WORK_S * 1.05)).all()
+    assert (runs["client_cpu_ms_per_request"] > 0).all()
+    assert run.pid is None and not run.running  # made, never started: nothing to stop
+
+
+def test_live_dashboard_refreshes_and_follows_the_slider(endpoints: dict[str, str],
+                                                          two_node_cluster: LocalCluster) -> None:
+    from helpers.autoscaling import AutoscalingDashboard
+
+    board = AutoscalingDashboard(two_node_cluster, app="load-timed", deployment="TimedWork",
+                                 url=endpoints["timed"], max_rate=40, initial_rate=5, refresh_s=0.5)
+    box = board.start_live(duration_s=3.0)  # what a JupyterLab cell displays
+    slider, image = box.children[0].children[0], box.children[2]
+    time.sleep(1.0)
+    slider.value = 20  # a person moving the slider
+    result = board.wait(timeout_s=30)
+    assert board.refreshes >= 3 and image.value[:4] == b"\x89PNG"
+    assert [level for _, level in result.levels] == [5.0, 20.0]
+    assert "finished" in box.children[1].value and result.summary()["failed"] == 0

@@ -1,0 +1,103 @@
+"""The streaming service's configuration: schema, clear errors, the committed default, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers.errors import WorkbookError
+from helpers.paths import REPO_ROOT
+from helpers.streaming.config import (
+    DEFAULT_CONFIG_PATH,
+    BatchSettings,
+    ConfigError,
+    StreamingConfig,
+    check_batch_settings,
+    parse_config,
+    read_config,
+)
+
+
+def test_the_committed_default_is_what_create_default_writes() -> None:
+    assert DEFAULT_CONFIG_PATH == REPO_ROOT / "configs" / "streaming" / "default.json"
+    assert json.loads(DEFAULT_CONFIG_PATH.read_text()) == StreamingConfig().model_dump(mode="json")
+    config = read_config(DEFAULT_CONFIG_PATH)
+    assert config.serving.load_balance_strategy == "least_loaded"
+    assert config.serving.batch_settings() == BatchSettings()
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"serving": {"max_batch_size": 0}}, "serving.max_batch_size: input should be greater than or equal to 1 (got 0)"),
+        ({"serving": {"batch_timeout_ms": -5}}, "serving.batch_timeout_ms: input should be greater than or equal to 0 (got -5)"),
+        ({"serving": {"load_balance_strategy": "fastest"}}, "serving.load_balance_strategy: must be one of 'least_loaded', 'round_robin', 'by_memory' (got \"fastest\")"),
+        ({"serving": {"max_batch_sise": 8}}, "serving.max_batch_sise: unknown key; did you mean 'max_batch_size'?"),
+        ({"modle": {}}, "modle: unknown key; did you mean 'model'?"),
+        ({"model": {"default_max_tokens": "many"}}, "model.default_max_tokens: input should be a valid integer"),
+        ({"serving": {"enable_dynamic_batching": "perhaps"}}, "serving.enable_dynamic_batching: input should be a valid boolean"),
+    ],
+)
+def test_bad_values_are_rejected_with_the_key_the_value_and_the_rule(data: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, source="my.json")
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith(expected), caught.value.problems
+    text = str(caught.value)
+    assert text.startswith("my.json has 1 problem(s)") and "create-default" in text
+
+
+def test_every_problem_is_listed_at_once_and_cross_field_rules_hold() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"serving": {"max_batch_size": 0, "model_actors": 0, "port": 70000}})
+    assert len(caught.value.problems) == 3
+    with pytest.raises(ConfigError, match="above model.max_tokens_limit"):
+        parse_config({"model": {"default_max_tokens": 300, "max_tokens_limit": 100}})
+    with pytest.raises(ConfigError, match="expected a JSON object"):
+        parse_config([1, 2])
+
+
+def test_live_batch_changes_are_partial_and_checked() -> None:
+    current = BatchSettings(max_batch_size=4, batch_timeout_ms=20)
+    changed = check_batch_settings({"batch_timeout_ms": 150}, current)
+    assert (changed.max_batch_size, changed.batch_timeout_ms) == (4, 150.0)
+    with pytest.raises(ConfigError, match="max_batch_size: input should be less than or equal to 256"):
+        check_batch_settings({"max_batch_size": 1000}, current)
+    with pytest.raises(ConfigError, match="load_balance_strategy: unknown key"):
+        check_batch_settings({"load_balance_strategy": "round_robin"})
+
+
+def test_reading_files_explains_missing_and_broken_ones(tmp_path: Path) -> None:
+    with pytest.raises(WorkbookError, match="create-default"):
+        read_config(tmp_path / "nope.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"serving": {"max_batch_size": 8,}}')
+    with pytest.raises(ConfigError, match="not valid JSON.*line 1"):
+        read_config(broken)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "helpers.streaming.config", *args],
+                          capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+
+
+def test_command_line_creates_shows_and_validates(tmp_path: Path) -> None:
+    path = tmp_path / "service.json"
+    created = _cli("create-default", str(path))
+    assert created.returncode == 0 and path.exists(), created.stderr
+    assert _cli("create-default", str(path)).returncode == 1, "refuses to overwrite without --force"
+    shown = _cli("show", str(path))
+    assert shown.returncode == 0 and "max_batch_size" in shown.stdout and "least_loaded" in shown.stdout
+    assert _cli("validate", str(path)).returncode == 0
+    data = json.loads(path.read_text())
+    data["serving"]["max_batch_size"] = -1
+    data["serving"]["load_balance_strategy"] = "gpu_memory"
+    path.write_text(json.dumps(data))
+    bad = _cli("validate", str(path))
+    assert bad.returncode == 1
+    assert "serving.max_batch_size" in bad.stderr and "gpu_memory" in bad.stderr
+    assert "Traceback" not in bad.stderr

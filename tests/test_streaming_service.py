@@ -1,0 +1,208 @@
+"""Both implementations of the streaming service, end to end, on the shared 2-node cluster.
+
+One module fixture starts everything once (about 20 s on 2 cores): implementation (a), the
+plain actors (two transformers-backed model actors, the scheduler, the API in an actor), and
+implementation (b), the Serve application (a FastAPI ingress with WebSockets over one
+``@serve.batch`` TokenGenerator replica serving the tiny model), deployed from a config.
+The tests talk to both through the real HTTP and WebSocket API with the workbook's client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+import pytest
+import ray
+import requests
+
+from helpers.cluster import LocalCluster
+from helpers.errors import WorkbookError
+from helpers.streaming.client import StreamingClient, stream_once
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def services(two_node_cluster: LocalCluster) -> Iterator[SimpleNamespace]:
+    from ray import serve
+
+    from helpers.llm import serve_http_url
+    from helpers.ports import free_port
+    from helpers.serve_cli import deploy_config
+    from helpers.serve_status import wait_until_running
+    from helpers.streaming.actors import ActorService
+    from helpers.streaming.config import StreamingConfig
+    from helpers.streaming.serve_app import app_config
+    from helpers.tiny_llm import resolve_model_source
+
+    cluster = two_node_cluster
+    cluster.connect()
+    model = resolve_model_source("tiny")
+    config = StreamingConfig()
+    config.model.model_source = model
+    config.serving.model_actor_num_cpus = 0.5  # the shared cluster has 3 CPUs in all
+    actors = None
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": free_port()})  # or the running one's
+        deploy_config(cluster, {"applications": [app_config(
+            "t_stream", "/t_stream", model_source=model, generator_num_cpus=0.5,
+            dashboard_url=cluster.dashboard_url)]})  # starts while the actors start
+        actors = ActorService(config).start()
+        wait_until_running("t_stream", cluster=cluster, timeout_s=300)
+        yield SimpleNamespace(cluster=cluster, actors=actors, actors_url=actors.url,
+                              serve_url=serve_http_url(cluster) + "/t_stream")
+    finally:
+        try:
+            if actors is not None:
+                actors.stop()
+            serve.shutdown()
+        finally:
+            cluster.disconnect()
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def _delete_while_streaming(url: str) -> dict[str, Any]:
+    """Ask for a long answer; delete the session once text flows; see how the stream ends."""
+    async with StreamingClient(url) as client:
+        session = await client.init_session("leaving")
+        async with client.connect(session["session_id"]) as stream:
+            seen = asyncio.Event()
+            asking = asyncio.ensure_future(stream.ask("Return the", 240, on_text=lambda _: seen.set()))
+            await asyncio.wait_for(seen.wait(), 60)
+            await client.delete_session(session["session_id"])
+            record = await asking
+            code, reason = await stream.wait_closed()
+        with pytest.raises(WorkbookError, match="HTTP 404"):
+            await client.queue_status(session["session_id"])
+        stats = await client.stats()
+    return {"record": record, "code": code, "reason": reason, "stats": stats,
+            "session_pid": session["session_pid"]}
+
+
+def test_the_scheduler_batches_by_size_and_by_timeout(services: SimpleNamespace) -> None:
+    scheduler = services.actors.scheduler
+    session = _run(_open(services.actors_url))
+    ray.get(scheduler.configure.remote({"max_batch_size": 8, "batch_timeout_ms": 250.0}))
+    ray.get(scheduler.reset_stats.remote())
+    ray.get(scheduler.submit_many.remote(session, [(f"Return the {i}", 3) for i in range(20)]))
+    assert ray.get(scheduler.wait_idle.remote(60))
+    ray.get(scheduler.submit.remote(session, "alone", 3))
+    assert ray.get(scheduler.wait_idle.remote(60))
+    log = ray.get(scheduler.batch_log.remote())
+    sizes = [b["size"] for b in log]
+    assert sum(sizes) == 21 and max(sizes) <= 8 and sizes.count(8) >= 2, sizes
+    timed_out = [b for b in log if b["reason"] == "timeout"]
+    assert len(timed_out) >= 2 and all(b["waited_ms"] >= 249 for b in timed_out), log
+    assert log[-1]["size"] == 1 and 249 <= log[-1]["waited_ms"] < 2000
+    done = ray.get(scheduler.request_log.remote())
+    assert all(r["status"] == "done" and r["tokens"] == 3 for r in done)
+    ray.get(scheduler.configure.remote({"max_batch_size": 8, "batch_timeout_ms": 50.0}))
+
+
+async def _open(url: str) -> str:
+    async with StreamingClient(url) as client:
+        return (await client.init_session("test"))["session_id"]
+
+
+def test_least_loaded_spreads_an_uneven_burst_that_round_robin_piles_up(services: SimpleNamespace) -> None:
+    from helpers.streaming.actors import uneven_burst
+
+    session = _run(_open(services.actors_url))
+    runs = {s: uneven_burst(services.actors, session, strategy=s, batches=6, batch_size=2,
+                            long_tokens=48, short_tokens=4)
+            for s in ("round_robin", "least_loaded")}
+    ray.get(services.actors.scheduler.set_strategy.remote("least_loaded"))
+    assert runs["round_robin"]["tokens_per_actor"] == [3 * 2 * 48, 3 * 2 * 4]
+    assert runs["round_robin"]["busiest_share"] >= 0.9
+    assert runs["least_loaded"]["busiest_share"] <= 0.7, runs["least_loaded"]
+    assert all(r["requests"] == 12 for r in runs.values())
+
+
+def test_actors_stream_over_a_websocket_and_a_deleted_session_leaves_nothing(services: SimpleNamespace) -> None:
+    from ray.util.state import list_actors
+
+    record = _run(stream_once(services.actors_url, "Return the", 16))
+    assert record.outcome == "done" and record.tokens == 16 and record.text.strip()
+    assert 0 < record.ttft_s < record.latency_s
+    ended = _run(_delete_while_streaming(services.actors_url))
+    assert ended["record"].outcome == "closed" and (ended["code"], ended["reason"]) == (1000, "session deleted")
+    assert ray.get(services.actors.scheduler.wait_idle.remote(30))
+    stats = ray.get(services.actors.scheduler.stats.remote())
+    assert stats["queued"] == stats["generating"] == 0 and stats["cancelled"] >= 1
+    loads = ray.get([m.load.remote() for m in services.actors.model_actors])
+    assert not any(load["busy"] or load["kv_bytes"] for load in loads), loads
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        states = {a.state for a in list_actors(address=services.cluster.dashboard_url, filters=[
+            ("class_name", "=", "SessionActor")], limit=1000) if a.pid == ended["session_pid"]}
+        if states == {"DEAD"}:
+            break
+        time.sleep(0.5)
+    assert states == {"DEAD"}, "the session's actor was ended"
+
+
+def test_serve_streams_the_same_text_from_its_served_engine(services: SimpleNamespace) -> None:
+    served = _run(stream_once(services.serve_url, "Create a new", 20))
+    direct = _run(stream_once(services.actors_url, "Create a new", 20))
+    assert served.outcome == "done" and served.tokens == 20
+    assert served.text == direct.text, "the same engine, greedy: the same answer"
+    assert 0 < served.ttft_s < served.latency_s
+    assert requests.get(services.serve_url + "/health", timeout=30).json()["backend"] == "ray-serve"
+
+
+def test_serve_deleted_mid_stream_cancels_the_generator_and_forgets_the_session(services: SimpleNamespace) -> None:
+    ended = _run(_delete_while_streaming(services.serve_url))
+    assert ended["record"].outcome == "closed" and ended["code"] == 1000
+    assert ended["stats"]["sessions"] == 0 and ended["stats"]["cancelled"] >= 1
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        generator = requests.get(services.serve_url + "/ray/stats", timeout=30).json()["generator"]
+        if generator["in_flight"] == generator["decoding"] == 0:
+            break
+        time.sleep(0.2)
+    assert generator["in_flight"] == generator["decoding"] == 0, generator
+
+
+def test_serve_reconfigures_batching_in_place_through_user_config(services: SimpleNamespace) -> None:
+    url = services.serve_url
+    before = requests.get(url + "/ray/stats", timeout=30).json()["generator"]
+    answer = requests.post(url + "/ray/configure", json={"max_batch_size": 3, "batch_timeout_ms": 7},
+                           timeout=120)
+    assert answer.status_code == 200, answer.text
+    after = requests.get(url + "/ray/stats", timeout=30).json()["generator"]
+    assert after["settings"] == {"max_batch_size": 3, "batch_timeout_ms": 7.0, "enable_dynamic_batching": True}
+    assert after["pid"] == before["pid"] and after["reconfigured"] == before["reconfigured"] + 1
+    refused = requests.post(url + "/ray/configure", json={"max_batch_size": 0}, timeout=30)
+    assert refused.status_code == 422 and "max_batch_size" in refused.json()["detail"]
+    record = _run(stream_once(url, "Return the", 5))
+    assert record.outcome == "done" and record.tokens == 5
+
+
+@pytest.mark.parametrize("which", ["actors_url", "serve_url"])
+def test_bad_requests_get_clear_answers(services: SimpleNamespace, which: str) -> None:
+    url = getattr(services, which)
+    assert requests.get(url + "/queue_status/nope", timeout=30).status_code == 404
+    assert requests.post(url + "/init", json={"client_id": ""}, timeout=30).status_code == 400
+    assert requests.post(url + "/delete_session", json={}, timeout=30).status_code == 400
+
+    async def scenario() -> tuple[Any, Any, tuple[int | None, str]]:
+        async with StreamingClient(url) as client:
+            async with client.connect("nope") as stream:
+                unknown = await stream.wait_closed()
+            session = (await client.init_session("bad"))["session_id"]
+            async with client.connect(session) as stream:
+                bad = await stream.ask("hi", max_tokens=0)
+                good = await stream.ask("hi", max_tokens=2)  # the socket stayed open
+            await client.delete_session(session)
+        return bad, good, unknown
+
+    bad, good, unknown = _run(scenario())
+    assert bad.outcome == "error" and "max_tokens must be an integer from 1" in bad.message
+    assert good.outcome == "done" and good.tokens == 2
+    assert unknown == (4404, "no session 'nope'")
