@@ -396,6 +396,10 @@ class LocalCluster(ClusterHandle):
         log_path = self.dir / f"{name}.log"
         env = auth_env(self.token_path)
         env.pop("RAY_ADDRESS", None)
+        # A new raylet waits for its agents (Python processes) to report their ports and aborts
+        # when they are late ("Timed out waiting for file ...agent_port..."): on a busy 2-core
+        # machine the default window is too short, so give them two minutes.
+        env.setdefault("RAY_agent_register_timeout_ms", "120000")
         env.update(spec.env or {})
         # Ray Jobs run their entrypoint (`python -m ...`) with the node's PATH: put this
         # interpreter's folder (the project's .venv/bin) first, so `python` there is the one
@@ -490,13 +494,14 @@ class LocalCluster(ClusterHandle):
         except BaseException:
             self.stop()
             raise
-        if self.include_dashboard and not wait_for_port(self.dashboard_port, timeout_s=60):
+        if self.include_dashboard and not wait_for_port(self.dashboard_port, timeout_s=timeout_s):
+            log = node.log_path.read_text(errors="replace")  # before stop() removes the folder
             self.stop()
             raise ClusterStartError(
-                "The Ray dashboard did not open its port.",
-                "look at the dashboard log in the cluster folder; try include_dashboard=False "
-                "if you do not need Serve's CLI or the Jobs API.",
-                details=_tail(node.log_path.read_text(errors="replace")),
+                f"The Ray dashboard did not open its port within {timeout_s:.0f} s.",
+                "the machine may be overloaded (close other notebooks or raise timeout_s); "
+                "try include_dashboard=False if you do not need Serve's CLI or the Jobs API.",
+                details=_tail(log),
             )
         self._wait_for_nodes(1, timeout_s)
         return node

@@ -214,8 +214,11 @@ def format_summary(results: Sequence[NotebookResult]) -> str:
         f"{'' if r.failing_cell is None else r.failing_cell} | {r.error.replace('|', '/')} |"
         for r in results
     ]
-    passed = sum(r.ok for r in results)
-    return "\n".join([head, *rows, "", f"{passed} passed, {len(results) - passed} failed"])
+    passed = sum(r.status == PASSED for r in results)
+    skipped = sum(r.status == SKIPPED for r in results)
+    failed = len(results) - passed - skipped
+    tail = f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else "")
+    return "\n".join([head, *rows, "", tail])
 
 
 def run_notebooks(
@@ -224,8 +227,13 @@ def run_notebooks(
     out_dir: Path,
     overrides: dict[str, dict[str, Any]] | None = None,
     progress: bool = True,
+    honor_skip: bool = True,
 ) -> list[NotebookResult]:
-    """Execute ``notebooks`` in order; write the summary files; return the results."""
+    """Execute ``notebooks`` in order; write the summary files; return the results.
+
+    A notebook whose profile entry says ``skip`` is reported as skipped, not run, unless
+    ``honor_skip`` is False (the command line passes False when notebooks are named).
+    """
     from tqdm.auto import tqdm
 
     overrides = overrides or {}
@@ -235,7 +243,7 @@ def run_notebooks(
     bar = tqdm(plan, desc=f"profile {profile.name}", unit="notebook", disable=not progress)
     for nb, settings, params in bar:
         bar.set_postfix_str(nb.stem)
-        if settings.skip:
+        if settings.skip and honor_skip:
             results.append(NotebookResult(nb.stem, SKIPPED, 0.0, error="skipped by profile"))
             continue
         # A short folder of its own per notebook: Ray's socket paths must stay under 108 bytes,
@@ -251,8 +259,9 @@ def run_notebooks(
         "profile": profile.name,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         "results": [asdict(r) for r in results],
-        "passed": sum(r.ok for r in results),
+        "passed": sum(r.status == PASSED for r in results),
         "failed": sum(not r.ok for r in results),
+        "skipped": sum(r.status == SKIPPED for r in results),
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     (out_dir / "summary.md").write_text(f"# Run of profile {profile.name}\n\n{format_summary(results)}\n")
@@ -284,11 +293,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{nb.stem}: {profile.parameters_for(nb.stem)}")
             return 0
         if args.prepare_only:
+            named = bool(args.notebooks)  # a notebook asked for by name is never skipped
+            skipped = [nb for nb in notebooks if profile.settings_for(nb.stem).skip and not named]
+            for nb in skipped:  # said, never silent: the profile names the notebook and why
+                print(f"skipped by profile {profile.name}: {nb.stem}", file=sys.stderr)
+            notebooks = [nb for nb in notebooks if nb not in skipped]
             for path in prepare_notebooks(notebooks, profile, args.prepare_only, overrides):
                 print(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)
             return 0
         out_dir = args.build_dir or BUILD_DIR / "runs" / profile.name / ("labs" if args.labs else "")
-        results = run_notebooks(notebooks, profile, out_dir, overrides)
+        results = run_notebooks(notebooks, profile, out_dir, overrides,
+                                honor_skip=not args.notebooks)
     except WorkbookError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ rm -rf build/nbval
 # each test file) on one worker, in order. Nodes of the clusters start one at a time
 # (helpers.cluster), so two workers do not crowd each other out of Ray's start-up windows.
 exec "$PY" -m pytest tests build/nbval -n "${WORKBOOK_TEST_WORKERS:-2}" --dist loadfile \
-  --durations=25 \
+  --durations=25 -m "not extended" \
   --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
   --nbval-sanitize-with tests/nbval_sanitize.cfg \
   -p no:cacheprovider "$@"

@@ -1,0 +1,310 @@
+"""helpers.doctor against real, injected faults (no mocks of Ray).
+
+Lesson 10's faults that the diagnosis can see from outside, each injected for real: no
+cluster, a client without (or with a wrong) token, a config typo and a wrong ``import_path``
+(checked before deploying, and deployed), Serve's port held by another process, a failing
+constructor, a replica asking for resources no node has, requests queueing at
+``max_ongoing_requests`` (read from the metrics), and a replica killed by Ray's memory
+monitor. Not here: the ``408`` timeout (nothing is broken; the lesson asserts the status
+code) and the LLM whose KV cache is too small (a vLLM engine takes a minute or more to
+fail; lesson 10's learner run does it, with ``run_llm_case``; ``_app_failure`` reads the
+engine's root cause with ``helpers.llm.engine_root_cause``).
+
+The shared two-node cluster hosts the faults that leave it usable afterwards (each test
+deletes what it deployed; Serve is deployed and shut down through the dashboard, so this
+process never connects to a cluster as a driver); the memory monitor's kill needs a cluster of
+its own, with a low ``RAY_memory_usage_threshold`` on one worker node. Findings are
+cluster-wide and other test files share the cluster, so each test looks for the findings
+about *its* application.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+from helpers.cluster import ExistingCluster, LocalCluster
+from helpers.doctor import Diagnosis, Finding, diagnose, main, node_memory, replica_deaths
+from helpers.ports import free_port
+from helpers.serve_cli import deploy_config
+from helpers.serve_status import app_statuses, wait_until_deleted, wait_until_running
+
+pytestmark = pytest.mark.cluster
+
+#: Ray gives a node's agent processes 30 s to come up; on a busy 2-core machine that is
+#: sometimes too short and the raylet exits ("Timed out waiting for file ...agent_port...").
+PATIENT_AGENTS = {"RAY_agent_register_timeout_ms": "120000"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def patient_agents() -> Iterator[None]:
+    """Nodes started from here on wait up to 2 minutes for their agents: session-scoped and
+    autouse, so it is set before the shared cluster starts if this module starts it."""
+    previous = os.environ.get("RAY_agent_register_timeout_ms")
+    os.environ.update(PATIENT_AGENTS)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("RAY_agent_register_timeout_ms", None)
+        else:
+            os.environ["RAY_agent_register_timeout_ms"] = previous
+
+
+def _about(report: Diagnosis, kind: str, text: str) -> list[Finding]:
+    """Findings of ``kind`` whose text mentions ``text`` (an application's name, a port)."""
+    return [f for f in report.of_kind(kind) if text in f"{f.what}\n{f.details}"]
+
+
+def _wait(check: Any, timeout_s: float, what: str, poll_s: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"{what} within {timeout_s:.0f} s")
+
+
+def _app(app_name: str, import_path: str, **deployment: Any) -> dict[str, Any]:
+    """One application entry of a Serve config, with at most one deployment's options."""
+    entry: dict[str, Any] = {"name": app_name, "route_prefix": f"/{app_name}",
+                             "import_path": import_path}
+    if deployment:
+        entry["deployments"] = [deployment]
+    return entry
+
+
+def _deploy(cluster: LocalCluster, port: int, *apps: dict[str, Any]) -> None:
+    """``serve deploy`` of exactly ``apps`` (through the dashboard, as the CLI does: this
+    process never connects to the cluster as a driver, so two clusters cannot mix)."""
+    deploy_config(cluster, {"http_options": {"host": "127.0.0.1", "port": port},
+                            "applications": list(apps)})
+
+
+def _delete_all(cluster: LocalCluster, port: int, *names: str) -> None:
+    _deploy(cluster, port)
+    for name in names:
+        wait_until_deleted(name, cluster=cluster, timeout_s=90)
+
+
+def _shutdown_serve(cluster: LocalCluster) -> None:
+    """``serve shutdown``, through the dashboard."""
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    from helpers.auth import activate_in_process
+
+    activate_in_process(cluster.env)
+    ServeSubmissionClient(cluster.dashboard_url).delete_applications()
+
+
+@pytest.fixture(scope="module")
+def serve_on_shared(two_node_cluster: LocalCluster) -> Iterator[tuple[LocalCluster, int]]:
+    """(cluster, HTTP port) for Serve on the shared cluster; Serve is shut down afterwards."""
+    try:
+        yield two_node_cluster, free_port()
+    finally:
+        _shutdown_serve(two_node_cluster)
+
+
+# -- from outside: no cluster, no token, a bad config, a busy port --------------------------
+
+
+def test_no_cluster_is_one_finding_and_fast() -> None:
+    nowhere = ExistingCluster(f"127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}", None)
+    report = diagnose(nowhere, show=False)
+    assert report.kinds == {"no-cluster"}
+    assert not report.ok and report.seconds < 10
+    assert "start a cluster" in report.findings[0].fix
+    assert main(["--address", nowhere.address, "--dashboard-url", nowhere.dashboard_url,
+                 "--json"]) == 1
+
+
+def test_client_without_token_or_with_a_wrong_one(two_node_cluster: LocalCluster,
+                                                  tmp_path: Path) -> None:
+    cluster = two_node_cluster
+    no_token = diagnose(ExistingCluster(cluster.address, cluster.dashboard_url, None), show=False)
+    assert no_token.kinds == {"auth-missing"}, no_token
+    assert "RAY_AUTH_TOKEN_PATH" in no_token.findings[0].fix
+
+    wrong = tmp_path / "wrong_token"
+    wrong.write_text("0" * 64)
+    rejected = diagnose(ExistingCluster(cluster.address, cluster.dashboard_url, wrong), show=False)
+    assert rejected.kinds == {"auth-rejected"}, rejected
+
+
+def test_diagnosis_leaves_this_process_auth_settings_alone(two_node_cluster: LocalCluster,
+                                                           tmp_path: Path) -> None:
+    """The checks switch the process's Ray auth variables to the target's token; a notebook's
+    driver must get its own back afterwards."""
+    keys = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")
+    before = {k: os.environ.get(k) for k in keys}
+    copy = tmp_path / "token_copy"
+    copy.write_text(two_node_cluster.token_path.read_text())
+    report = diagnose(ExistingCluster(two_node_cluster.address, two_node_cluster.dashboard_url,
+                                      copy), metrics=False, show=False)
+    assert "nodes" in report.checks  # past the auth check: the target's token was used
+    assert {k: os.environ.get(k) for k in keys} == before
+
+
+def test_healthy_shared_cluster_has_no_error(two_node_cluster: LocalCluster) -> None:
+    report = diagnose(two_node_cluster, show=False)
+    assert report.ok, report
+    assert not report.of_kind("check-failed"), report  # every check could run
+    assert {"cluster reachable", "authentication", "applications"} <= set(report.checks)
+    assert "auth-disabled" not in report.kinds and "dashboard-exposed" not in report.kinds
+
+
+def test_config_typo_and_wrong_import_path(two_node_cluster: LocalCluster) -> None:
+    typo = {"applications": [{"name": "t_doc_typo", "route_prefix": "/t", "import_pth":
+                              "helpers.apps.broken:slow_app"}]}
+    report = diagnose(two_node_cluster, config=typo, metrics=False, show=False)
+    assert _about(report, "config-invalid", "import_path"), report
+
+    wrong = {"applications": [_app("t_doc_import", "helpers.apps.brokn:slow_app")]}
+    report = diagnose(two_node_cluster, config=wrong, metrics=False, show=False)
+    assert _about(report, "import-path", "helpers.apps.brokn"), report
+    assert "config-invalid" not in report.kinds
+
+    good = {"applications": [_app("t_doc_good", "helpers.apps.broken:slow_app")]}
+    report = diagnose(two_node_cluster, config=good, metrics=False, show=False)
+    assert not {"config-invalid", "import-path"} & report.kinds, report
+
+
+def test_port_held_by_another_process(two_node_cluster: LocalCluster) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        report = diagnose(two_node_cluster, http_port=port, metrics=False, show=False)
+    found = _about(report, "port-conflict", str(port))
+    assert found and "pid" in found[0].what, report
+    after = diagnose(two_node_cluster, http_port=port, metrics=False, show=False)
+    assert not _about(after, "port-conflict", str(port))  # the port is free again
+
+
+# -- deployed faults on the shared cluster ---------------------------------------------------
+
+
+def test_failing_constructor_and_wrong_import_path_deployed(
+        serve_on_shared: tuple[LocalCluster, int]) -> None:
+    cluster, port = serve_on_shared
+    names = ("t_doc_ctor", "t_doc_badimport")
+    _deploy(cluster, port, _app(names[0], "helpers.apps.broken:failing_app"),
+            _app(names[1], "helpers.apps.broken_not_here:app"))
+    try:
+        _wait(lambda: all(app_statuses(cluster).get(n) == "DEPLOY_FAILED" for n in names),
+              120, "both applications DEPLOY_FAILED")
+        report = diagnose(cluster, metrics=False, show=False)
+        ctor = _about(report, "app-failed", names[0])
+        assert ctor, report
+        assert "FileNotFoundError" in ctor[0].details and "weights" in ctor[0].details
+        assert "ray logs" in ctor[0].details  # where the full traceback is
+        imp = _about(report, "app-failed", names[1])
+        assert imp and "import" in imp[0].cause.lower(), report
+        assert not report.ok
+    finally:
+        _delete_all(cluster, port, *names)
+
+
+def test_replica_asking_for_what_no_node_has(serve_on_shared: tuple[LocalCluster, int]) -> None:
+    cluster, port = serve_on_shared
+    name = "t_doc_greedy"
+    _deploy(cluster, port, _app(name, "helpers.apps.broken:slow_app", name="SlowEcho",
+                                ray_actor_options={"num_cpus": 0.1, "num_gpus": 4}))
+    try:
+        report = _wait(lambda: (lambda r: r if r.of_kind("infeasible-demand") else None)(
+            diagnose(cluster, metrics=False, show=False)), 60, "an infeasible demand")
+        found = report.of_kind("infeasible-demand")[0]
+        assert "'GPU': 4.0" in found.details and "largest per node" in found.cause, found
+        assert "pending-demand" not in report.kinds  # it does not merely wait its turn
+        # after 10 s of DEPLOYING, the application itself is reported as waiting
+        waiting = _wait(lambda: _about(diagnose(cluster, metrics=False, show=False),
+                                       "app-waiting", name), 40, "app-waiting")
+        assert "DEPLOYING" in waiting[0].what
+    finally:
+        _delete_all(cluster, port, name)
+    # the autoscaler's view of demands lags a few seconds behind the deletion
+    _wait(lambda: not diagnose(cluster, metrics=False, show=False).of_kind("infeasible-demand"),
+          30, "the demand gone")
+
+
+def test_requests_queueing_at_max_ongoing_requests(
+        serve_on_shared: tuple[LocalCluster, int]) -> None:
+    cluster, port = serve_on_shared
+    name = "t_doc_queue"
+    _deploy(cluster, port, _app(name, "helpers.apps.broken:slow_app", name="SlowEcho",
+                                max_ongoing_requests=1, num_replicas=1))
+    url = f"http://127.0.0.1:{port}/{name}"
+    try:
+        wait_until_running(name, cluster=cluster, timeout_s=90)
+        quiet = diagnose(cluster, show=False)
+        assert not _about(quiet, "backpressure", name)  # idle: nothing queues
+
+        def send() -> None:
+            try:
+                requests.post(url, json={"seconds": 20}, timeout=60)
+            except requests.RequestException:
+                pass  # the app is deleted under it at the end
+
+        for _ in range(5):
+            threading.Thread(target=send, daemon=True).start()
+        # Serve's routers report the queue length to the metrics agent every few seconds.
+        found = _wait(lambda: _about(diagnose(cluster, show=False), "backpressure", name),
+                      45, "a backpressure finding", poll_s=2)
+        assert "max_ongoing_requests=1 x 1 replica" in found[0].details, found
+    finally:
+        _delete_all(cluster, port, name)
+
+
+# -- the memory monitor, on a cluster of its own -----------------------------------------------
+
+
+@pytest.fixture
+def leaky_cluster(isolated_workbook_scratch: Path) -> Iterator[tuple[LocalCluster, float]]:
+    """A head node and a worker whose memory monitor fires ~1.5 GiB above today's usage."""
+    from helpers.cluster import start_local_cluster
+
+    cluster = start_local_cluster(num_cpus=2, env=PATIENT_AGENTS)
+    try:
+        memory = node_memory(cluster)[0]
+        threshold = min(0.97, (memory["used_bytes"] + 1.5 * 2**30) / memory["total_bytes"])
+        cluster.add_worker(num_cpus=1, resources={"leak_node": 1}, name="leaky", env={
+            "RAY_memory_usage_threshold": f"{threshold:.4f}",
+            "RAY_memory_monitor_refresh_ms": "100", **PATIENT_AGENTS})
+        yield cluster, threshold
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.extended  # its own cluster with a memory threshold near the machine's use
+def test_replica_killed_by_the_memory_monitor(leaky_cluster: tuple[LocalCluster, float]) -> None:
+    cluster, _ = leaky_cluster
+    name, port = "leak", free_port()
+    assert not diagnose(cluster, metrics=False, show=False).of_kind("oom-killed")
+    _deploy(cluster, port, _app(name, "helpers.apps.broken:leaky_app", name="LeakyCache",
+                                ray_actor_options={"num_cpus": 0.1, "resources": {"leak_node": 1}}))
+    # The threshold is relative to the whole machine's memory use, which other programs move
+    # too: the replica may be killed while it starts, or after a few requests. Either way
+    # Ray records an out-of-memory death, which is what the diagnosis must find.
+
+    def killed() -> bool:
+        try:
+            requests.post(f"http://127.0.0.1:{port}/{name}", json={"mb": 150}, timeout=30)
+        except requests.RequestException:
+            pass
+        return any(d["reason"] == "OUT_OF_MEMORY" for d in replica_deaths(cluster, app=name))
+
+    _wait(killed, 120, "the memory monitor's kill", poll_s=0.1)
+    report = diagnose(cluster, metrics=False, show=False)
+    found = report.of_kind("oom-killed")
+    assert found and f"{name}/LeakyCache" in found[0].what, report
+    assert "RAY_memory_usage_threshold" in found[0].cause
+    assert not report.ok
