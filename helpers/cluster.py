@@ -684,8 +684,9 @@ def connect_to_cluster(
     """Use a cluster that is already running at ``address`` (``host:port`` of its GCS).
 
     Gives a clear :class:`ClusterNotRunningError` when nothing answers. The token comes from
-    ``token_path``, else ``token`` (written to a private file), else ``~/.ray/auth_token`` if it
-    exists; a cluster without authentication needs none.
+    ``token_path``, else ``token`` (written to a private file), else, as Ray's own clients
+    look for it, the ``RAY_AUTH_TOKEN_PATH`` or ``RAY_AUTH_TOKEN`` environment variable, else
+    ``~/.ray/auth_token`` if it exists; a cluster without authentication needs none.
     """
     address = address.removeprefix("ray://")
     host, _, port_text = address.rpartition(":")
@@ -705,6 +706,8 @@ def connect_to_cluster(
         ) from err
     dashboard_url = dashboard_url or f"http://{host}:8265"
     path: Path | None
+    token = token or (None if token_path else os.environ.get("RAY_AUTH_TOKEN"))
+    token_path = token_path or (None if token else os.environ.get("RAY_AUTH_TOKEN_PATH"))
     if token_path:
         path = Path(token_path)
     elif token:

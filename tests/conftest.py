@@ -80,7 +80,9 @@ def two_node_cluster(workbook_scratch: Path) -> Iterator["LocalCluster"]:
     """A real 2-node local Ray cluster with logical GPUs, shared by the whole test run."""
     from helpers.cluster import start_local_cluster
 
-    spec = dict(num_cpus=2, num_gpus=1,
+    # The proxy (on the head) would send every request to a head replica when one has room;
+    # the placement tests call over HTTP until the worker's replicas have answered too.
+    spec = dict(num_cpus=2, num_gpus=1, env={"RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"},
                 workers=[{"num_cpus": 1, "num_gpus": 1, "resources": {"node_b": 1}}])
     cluster = start_local_cluster(**spec)  # a worker that misses Ray's 30 s window is retried
     try:

@@ -145,7 +145,7 @@ def test_failure_summary_without_attempts_is_unchanged(flaky_url: str) -> None:
 # -- against real Serve on the shared cluster --------------------------------------------------
 
 APP, DEPLOYMENT = "t_faults", "SlowClassifier"
-WORK_S = 0.5  # each request holds its replica this long, so requests are in flight at a kill
+WORK_S = 1.0  # each request holds its replica this long: still in flight when the kill lands
 
 
 @pytest.fixture(scope="module")

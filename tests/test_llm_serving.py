@@ -56,6 +56,17 @@ def test_engine_kwargs_become_vllm_flags() -> None:
                     "--dtype", "float32"]
 
 
+def test_a_model_folder_skips_the_download_task_and_a_hub_id_keeps_it() -> None:
+    from helpers.llm_callbacks import LOCAL_MODEL_CALLBACK
+
+    folder = make_llm_config("tiny")
+    assert folder.callback_config.callback_class == LOCAL_MODEL_CALLBACK
+    kept = make_llm_config("tiny", skip_local_download=False)
+    assert kept.callback_config.callback_class != LOCAL_MODEL_CALLBACK
+    hub = make_llm_config("Qwen/Qwen3-0.6B", accelerator="gpu")
+    assert hub.callback_config.callback_class != LOCAL_MODEL_CALLBACK
+
+
 def test_bench_prompts_are_stable_and_distinct() -> None:
     assert bench_prompts(20) == bench_prompts(20)
     assert len(set(bench_prompts(200))) == 200
@@ -97,6 +108,16 @@ def test_tiny_model_loads_and_generates_in_vllm(served: SimpleNamespace) -> None
     assert reply["usage"]["completion_tokens"] == 8 and reply["choices"][0]["text"].strip()
     again = requests.post(f"{served.llm.url}/v1/completions", json=body, timeout=120).json()
     assert again["choices"][0]["text"] == reply["choices"][0]["text"], "greedy is repeatable"
+
+
+@pytest.mark.cluster
+def test_the_replica_skipped_the_download_task(served: SimpleNamespace) -> None:
+    logs = sorted((served.cluster.dir / "ray" / "session_latest" / "logs" / "serve")
+                  .glob("replica_llm_LLMServer*.log"))
+    assert logs, "the LLMServer replica wrote no log"
+    text = "".join(path.read_text(errors="replace") for path in logs)
+    assert "skipping the per-node download task" in text
+    assert "Running tasks to download model files" not in text
 
 
 @pytest.mark.cluster

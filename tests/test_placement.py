@@ -2,9 +2,9 @@
 replica probes, and every config in configs/placement/.
 
 The cluster tests run on the session's shared 2-node cluster (head: 2 CPUs, 1 logical GPU;
-worker ``node_b``: 1 CPU, 1 logical GPU) and leave it as they found it. The config tests check
-that each stand-in config asks for exactly the placement bundles that ``ray.serve.llm`` gives
-the replica of the matching GPU config.
+a worker with the custom resource ``node_b``: 1 CPU, 1 logical GPU) and leave it as they
+found it. The config tests check that each stand-in config asks for exactly the placement
+bundles that ``ray.serve.llm`` gives the replica of the matching GPU config.
 """
 
 from __future__ import annotations
@@ -129,7 +129,6 @@ def _deployed(cluster: LocalCluster, deployment: Any, name: str) -> Iterator[Non
         delete_app(name, cluster=cluster)
 
 
-@pytest.mark.extended  # expects the shared cluster's worker to be named node_b; it is worker-1
 def test_inspect_cluster_sees_nodes_placement_groups_and_replicas(
         two_node_cluster: LocalCluster, serve_url: str) -> None:
     from ray.util.placement_group import placement_group, remove_placement_group
@@ -138,10 +137,11 @@ def test_inspect_cluster_sees_nodes_placement_groups_and_replicas(
     from helpers.placement import inspect_cluster, probe_replicas, wait_for_running_replicas
 
     cluster = two_node_cluster
+    worker = next(n.name for n in cluster.nodes_started if n.role == "worker")  # holds node_b
     empty = inspect_cluster(cluster)
-    assert sorted(empty.nodes["node"]) == ["head", "node_b"]
-    assert dict(zip(empty.nodes["node"], empty.nodes["GPU total"])) == {"head": 1, "node_b": 1}
-    assert empty.nodes.set_index("node").loc["node_b", "custom (used/total)"] == "node_b=0/1"
+    assert sorted(empty.nodes["node"]) == sorted(["head", worker])
+    assert dict(zip(empty.nodes["node"], empty.nodes["GPU total"])) == {"head": 1, worker: 1}
+    assert empty.nodes.set_index("node").loc[worker, "custom (used/total)"] == "node_b=0/1"
 
     pg = placement_group([{"GPU": 1, "CPU": 0.1}] * 2, strategy="STRICT_SPREAD")
     assert pg.wait(timeout_seconds=60)
@@ -155,13 +155,13 @@ def test_inspect_cluster_sees_nodes_placement_groups_and_replicas(
             report = inspect_cluster(cluster)
     finally:
         remove_placement_group(pg)
-    assert sorted(placed["node"]) == ["head", "node_b"]  # max_replicas_per_node: 1 per node
-    assert sorted(answers["node"]) == ["head", "node_b"] and answers["replica"].nunique() == 2
+    assert sorted(placed["node"]) == sorted(["head", worker])  # max_replicas_per_node: 1 per node
+    assert sorted(answers["node"]) == sorted(["head", worker]) and answers["replica"].nunique() == 2
     mine = report.placement_groups[report.placement_groups["placement_group"] == pg.id.hex()[:12]]
-    assert sorted(mine["node"]) == ["head", "node_b"]
+    assert sorted(mine["node"]) == sorted(["head", worker])
     assert list(mine["resources"]) == [{"GPU": 1.0, "CPU": 0.1}] * 2
     assert report.nodes["GPU used"].sum() == 2  # the bundles reserve both GPUs
-    assert report.replicas_per_node.loc[("spread-test", "Spread")].to_dict() == {"head": 1, "node_b": 1}
+    assert report.replicas_per_node.loc[("spread-test", "Spread")].to_dict() == {"head": 1, worker: 1}
     text = report.text()
     assert "Placement groups" in text and "spread-test" in text
 
