@@ -188,11 +188,12 @@ class TrafficSplitter:
             return missing_text_response()
         user = (await request.json()).get("user") if request.method == "POST" else \
             request.query_params.get("user")
+        config = self.config  # this request's weights, even if reconfigure runs while it waits
         u = user_bucket(str(user)) if user is not None else self.rng.random()
-        version = choose_version(self.config["weights"], u)
+        version = choose_version(config["weights"], u)
         answer = await self.handles[version].predict.remote(text)
-        return {**answer, "weights": self.config["weights"],
-                "config_version": self.config["config_version"],
+        return {**answer, "weights": config["weights"],
+                "config_version": config["config_version"],
                 "reconfigure_count": self.reconfigure_count,
                 "splitter": replica_identity()["replica"]}
 
