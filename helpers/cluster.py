@@ -706,8 +706,9 @@ def connect_to_cluster(
         ) from err
     dashboard_url = dashboard_url or f"http://{host}:8265"
     path: Path | None
-    token = token or (None if token_path else os.environ.get("RAY_AUTH_TOKEN"))
-    token_path = token_path or (None if token else os.environ.get("RAY_AUTH_TOKEN_PATH"))
+    if not token_path and not token:  # where Ray's own clients look, in their order
+        token = os.environ.get("RAY_AUTH_TOKEN")
+        token_path = None if token else os.environ.get("RAY_AUTH_TOKEN_PATH")
     if token_path:
         path = Path(token_path)
     elif token:

@@ -759,7 +759,7 @@ def main(argv: list[str] | None = None) -> int:
     if not address:
         parser.error("give --address HOST:PORT (or set RAY_ADDRESS)")
     dashboard = args.dashboard_url or os.environ.get("RAY_DASHBOARD_ADDRESS")
-    token = args.token_path or os.environ.get("RAY_AUTH_TOKEN_PATH")
+    token = args.token_path  # None: connect_to_cluster looks where Ray's clients look
     try:
         cluster = connect_to_cluster(address, dashboard_url=dashboard, token_path=token)
     except WorkbookError:

@@ -138,8 +138,9 @@ def test_inspect_cluster_sees_nodes_placement_groups_and_replicas(
 
     cluster = two_node_cluster
     worker = next(n.name for n in cluster.nodes_started if n.role == "worker")  # holds node_b
+    both = sorted(["head", worker])
     empty = inspect_cluster(cluster)
-    assert sorted(empty.nodes["node"]) == sorted(["head", worker])
+    assert sorted(empty.nodes["node"]) == both
     assert dict(zip(empty.nodes["node"], empty.nodes["GPU total"])) == {"head": 1, worker: 1}
     assert empty.nodes.set_index("node").loc[worker, "custom (used/total)"] == "node_b=0/1"
 
@@ -155,10 +156,10 @@ def test_inspect_cluster_sees_nodes_placement_groups_and_replicas(
             report = inspect_cluster(cluster)
     finally:
         remove_placement_group(pg)
-    assert sorted(placed["node"]) == sorted(["head", worker])  # max_replicas_per_node: 1 per node
-    assert sorted(answers["node"]) == sorted(["head", worker]) and answers["replica"].nunique() == 2
+    assert sorted(placed["node"]) == both  # max_replicas_per_node: 1 per node
+    assert sorted(answers["node"]) == both and answers["replica"].nunique() == 2
     mine = report.placement_groups[report.placement_groups["placement_group"] == pg.id.hex()[:12]]
-    assert sorted(mine["node"]) == sorted(["head", worker])
+    assert sorted(mine["node"]) == both
     assert list(mine["resources"]) == [{"GPU": 1.0, "CPU": 0.1}] * 2
     assert report.nodes["GPU used"].sum() == 2  # the bundles reserve both GPUs
     assert report.replicas_per_node.loc[("spread-test", "Spread")].to_dict() == {"head": 1, worker: 1}
