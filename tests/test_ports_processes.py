@@ -93,6 +93,40 @@ def test_stop_session_stops_grandchild_and_is_idempotent(session_proc: subproces
     assert time.monotonic() - started < 1.0
 
 
+_SHM_HOLDER = """
+import signal, sys, time
+from multiprocessing import resource_tracker, shared_memory
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only SIGKILL ends it, as with a wedged engine
+shm = shared_memory.SharedMemory(create=True, size=4096)
+resource_tracker.unregister(shm._name, "shared_memory")  # nobody else will unlink it
+print(shm.name, flush=True)
+time.sleep(300)
+"""
+
+
+def test_stop_sessions_kills_what_ignores_sigterm_and_removes_its_shared_memory(
+        tmp_path: Path) -> None:
+    import sys
+
+    procs = [processes.start_session([sys.executable, "-c", _SHM_HOLDER], tmp_path / f"{i}.log")
+             for i in range(2)]
+    names = []
+    for i in range(2):
+        deadline = time.monotonic() + 20
+        while not (tmp_path / f"{i}.log").read_text().strip() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        names.append((tmp_path / f"{i}.log").read_text().split()[0])
+    paths = [Path("/dev/shm") / name for name in names]
+    assert all(path.exists() for path in paths)
+
+    started = time.monotonic()
+    killed = processes.stop_sessions([p.pid for p in procs], grace_s=1)
+    assert killed >= 2  # SIGTERM was ignored: both had to be killed...
+    assert time.monotonic() - started < 5  # ...after one grace period, not one each
+    assert not any(processes.session_members(p.pid) for p in procs)
+    assert not any(path.exists() for path in paths), "their shared memory was removed"
+
+
 def test_leftovers_found_and_ended(
     isolated_workbook_scratch: Path,
     session_proc: subprocess.Popen,
