@@ -22,7 +22,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # Under pytest-xdist every worker gets a scratch folder of its own: a worker's leak check
     # must never see (and end) what a notebook of another worker is running right now.
     if "WORKBOOK_SCRATCH" not in os.environ or os.environ.get("PYTEST_XDIST_WORKER"):
-        path = tempfile.mkdtemp(prefix="rsw-test-")
+        path = tempfile.mkdtemp(prefix="rswt")  # short: see LocalCluster
         os.environ["WORKBOOK_SCRATCH"] = path
         _SCRATCH_CREATED.append(path)
 

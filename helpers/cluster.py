@@ -64,6 +64,18 @@ __all__ = [
 
 _LIVE: "weakref.WeakSet[LocalCluster]" = weakref.WeakSet()
 _STARTED_MARK = "Ray runtime started"
+
+
+def _pid_max() -> int:
+    try:
+        return int(Path("/proc/sys/kernel/pid_max").read_text())
+    except (OSError, ValueError):
+        return 4194304  # Linux's upper limit
+
+# The longest names Ray gives a session folder (its pid as long as this machine's largest) and
+# a socket in it (the dashboard's modules listen on sockets/dash_<Module>).
+_LONGEST_SESSION_NAME = "session_2026-01-01_00-00-00_000000_" + "9" * len(str(_pid_max()))
+_LONGEST_SOCKET_NAME = "dash_TaskEventsHead"
 #: Seconds a stopping cluster's processes get to exit on SIGTERM before they are killed.
 STOP_GRACE_S = 3.0
 
@@ -329,14 +341,19 @@ class LocalCluster(ClusterHandle):
         include_dashboard: bool = True,
         scratch: Path | None = None,
     ) -> None:
-        self.id = f"cluster-{uuid.uuid4().hex[:8]}"
-        self.dir = (scratch or scratch_root()) / self.id
-        # Ray puts Unix sockets at <temp-dir>/session_<date>_<pid>/sockets/plasma_store and
-        # such paths are limited to 107 bytes: refuse a scratch folder that is too deep.
-        longest = self.dir / "ray" / "session_2026-01-01_00-00-00_000000_4194304" / "sockets" / "plasma_store"
-        if len(str(longest)) > 107:
+        suffix = uuid.uuid4().hex[:8]
+        self.id = f"cluster-{suffix}"
+        # Ray puts Unix sockets under <temp-dir>/session_<date>_<pid>/sockets/, and their paths
+        # may be at most 107 bytes: the folders here are short, and a scratch folder too deep
+        # for the longest socket is refused now rather than failing obscurely later (the
+        # dashboard's "Module MetricsHead failed to start. Received EOF from pipe").
+        self.dir = (scratch or scratch_root()) / f"c{suffix}"
+        self.ray_temp_dir = self.dir / "r"
+        longest = self.ray_temp_dir / _LONGEST_SESSION_NAME / "sockets" / _LONGEST_SOCKET_NAME
+        if len(str(longest).encode()) > 107:
             raise ClusterStartError(
-                f"The scratch folder {self.dir.parent} is too long a path for Ray's sockets.",
+                f"The scratch folder {self.dir.parent} is too long a path for Ray's Unix sockets "
+                f"({len(str(longest).encode())} bytes where at most 107 fit, e.g. {longest}).",
                 "set WORKBOOK_SCRATCH to a short folder, for example /tmp/rsw.",
             )
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -360,7 +377,7 @@ class LocalCluster(ClusterHandle):
             argv += [
                 "--head",
                 f"--port={self.port}",
-                f"--temp-dir={self.dir / 'ray'}",
+                f"--temp-dir={self.ray_temp_dir}",
                 f"--ray-client-server-port={ports['ray_client_server']}",
             ]
             if self.include_dashboard:

@@ -248,7 +248,7 @@ def run_notebooks(
             continue
         # A short folder of its own per notebook: Ray's socket paths must stay under 108 bytes,
         # and the leak check afterwards looks only at what this notebook registered.
-        scratch = Path(tempfile.mkdtemp(prefix=f"rsw-{nb.stem[:2]}-"))
+        scratch = Path(tempfile.mkdtemp(prefix=f"rsw{nb.stem[:2]}"))
         try:
             result = run_one(nb, out_dir, params, settings.timeout_s, scratch)
         finally:

@@ -32,7 +32,7 @@ _isolated_count = itertools.count(1)
 
 
 def _short_tmpdir(prefix: str) -> Path:
-    # Ray puts Unix sockets under <scratch>/cluster-XXXXXXXX/ray/session_<date>_<pid>/sockets/,
+    # Ray puts Unix sockets under <scratch>/cXXXXXXXX/r/session_<date>_<pid>/sockets/,
     # and AF_UNIX paths are limited to 107 bytes: pytest's tmp_path (/tmp/pytest-of-.../...) is
     # too long for that, so the scratch folder is a short one directly under /tmp.
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))

@@ -275,7 +275,7 @@ def _solutions_under_nbval(cluster, results: Path) -> subprocess.CompletedProces
               f"token_path={cluster.token_path}", "student=solution"]
     prepare = [sys.executable, "-m", "helpers.runner", "--labs", "--profile", "ci",
                "--prepare-only", str(folder)] + [a for p in params for a in ("-p", p)]
-    env = dict(os.environ, WORKBOOK_SCRATCH=tempfile.mkdtemp(prefix="rsw-nbl-"))
+    env = dict(os.environ, WORKBOOK_SCRATCH=tempfile.mkdtemp(prefix="rswl"))
     prepared = _run(prepare, env, 300)
     assert prepared.returncode == 0, prepared.stdout + prepared.stderr
     env["WORKBOOK_LAB_RESULTS"] = str(results)

@@ -112,7 +112,7 @@ def test_tiny_model_loads_and_generates_in_vllm(served: SimpleNamespace) -> None
 
 @pytest.mark.cluster
 def test_the_replica_skipped_the_download_task(served: SimpleNamespace) -> None:
-    logs = sorted((served.cluster.dir / "ray" / "session_latest" / "logs" / "serve")
+    logs = sorted((served.cluster.ray_temp_dir / "session_latest" / "logs" / "serve")
                   .glob("replica_llm_LLMServer*.log"))
     assert logs, "the LLMServer replica wrote no log"
     text = "".join(path.read_text(errors="replace") for path in logs)
