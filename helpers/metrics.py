@@ -155,12 +155,27 @@ def scrape_cluster(
     prefixes: Sequence[str] | None = (SERVE_PREFIX,),
     targets: Sequence[str] | None = None,
 ) -> "pd.DataFrame":
-    """One scrape of every node of ``cluster`` (see :func:`scrape`), concatenated."""
+    """One scrape of every node of ``cluster`` (see :func:`scrape`), concatenated.
+
+    A target that does not answer is left out, and named in the result's
+    ``attrs["unreachable"]``: the dashboard's target list lags a node that has just stopped by
+    a few seconds. When no target answers, the error is raised.
+    """
     import pandas as pd
 
-    frames = [scrape(t, prefixes=prefixes) for t in (targets or prometheus_targets(cluster))]
+    frames, unreachable, error = [], [], None
+    for target in targets or prometheus_targets(cluster):
+        try:
+            frames.append(scrape(target, prefixes=prefixes))
+        except WorkbookError as err:
+            unreachable.append(target)
+            error = err
+    if error is not None and not frames:
+        raise error
     frames = [f for f in frames if not f.empty]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_COLUMNS)
+    result = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_COLUMNS)
+    result.attrs["unreachable"] = unreachable
+    return result
 
 
 def metric_names(samples: "pd.DataFrame", prefix: str = "") -> list[str]:

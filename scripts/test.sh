@@ -1,25 +1,30 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests of the helpers against real Ray, then every notebook under
-# nbval with the CI profile's parameters. Extra arguments go to pytest (e.g. -k cluster).
-# `make test-extended` runs what CI leaves out: every lesson, and the tests marked extended.
+# The whole test suite, what CI runs: the unit tests of the helpers against real Ray, every
+# lesson under nbval with the CI profile's parameters, and the labs' classroom run (solutions
+# under nbval, the generated student versions graded). Extra arguments go to pytest
+# (e.g. -k cluster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure_env.sh
 bash scripts/ensure_browser.sh || true  # Chromium for the JupyterLab test, which names what is missing
 PY=.venv/bin/python
 rm -rf build/nbval
-# WORKBOOK_NOTEBOOKS="05 07" names the lessons to run under nbval instead of the CI set (a
-# named lesson runs even when the CI profile skips it); "all" names every lesson.
+# WORKBOOK_NOTEBOOKS="05 07" runs only these lessons under nbval (a named lesson runs even
+# when the profile skips it); WORKBOOK_NOTEBOOKS=none runs none (the unit tests alone).
 NOTEBOOKS="${WORKBOOK_NOTEBOOKS:-}"
-[ "$NOTEBOOKS" = all ] && NOTEBOOKS="$(echo notebooks/[0-9][0-9]_*.ipynb)"
-# shellcheck disable=SC2086  # the names are words
-"$PY" -m helpers.runner --profile ci --prepare-only build/nbval $NOTEBOOKS >/dev/null
-# One test at a time by default. WORKBOOK_TEST_WORKERS=2 runs two pytest-xdist workers
-# (--dist loadfile keeps a notebook's cells and a test file on one worker, in order): faster
-# on a machine with spare cores, but on 2 cores two Ray clusters plus a vLLM engine overload
-# it and Ray's dashboard or a raylet then misses its start-up window.
-exec "$PY" -m pytest tests build/nbval -n "${WORKBOOK_TEST_WORKERS:-0}" --dist loadfile \
-  --durations=25 -m "not extended" \
+TARGETS=(tests build/nbval)
+if [ "$NOTEBOOKS" = none ]; then
+  TARGETS=(tests)
+else
+  # shellcheck disable=SC2086  # the names are words
+  "$PY" -m helpers.runner --profile ci --prepare-only build/nbval $NOTEBOOKS >/dev/null
+fi
+# Two pytest-xdist workers (WORKBOOK_TEST_WORKERS=0: one test at a time, in this process).
+# --dist loadfile keeps a notebook's cells, and a test file, on one worker and in order;
+# conftest.py hands the longest files out first (--no-loadscope-reorder keeps that order),
+# so the two workers finish close together.
+exec "$PY" -m pytest "${TARGETS[@]}" -n "${WORKBOOK_TEST_WORKERS:-2}" \
+  --dist loadfile --no-loadscope-reorder --durations=30 \
   --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
   --nbval-sanitize-with tests/nbval_sanitize.cfg \
   -p no:cacheprovider "$@"

@@ -336,7 +336,6 @@ def classroom(workbook_scratch: Path) -> Iterator[SimpleNamespace]:
 
 
 @pytest.mark.cluster
-@pytest.mark.extended  # ~10 min of lab runs and grading: outside the CI budget for now
 def test_every_solution_passes_under_nbval(classroom: SimpleNamespace) -> None:
     run = classroom.nbval
     assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
@@ -351,7 +350,6 @@ def test_every_solution_passes_under_nbval(classroom: SimpleNamespace) -> None:
 
 
 @pytest.mark.cluster
-@pytest.mark.extended  # ~10 min of lab runs and grading: outside the CI budget for now
 def test_every_check_fails_on_the_student_version(classroom: SimpleNamespace) -> None:
     starter = {g.lab: g for g in classroom.grades if g.student == "starter"}
     assert sorted(starter) == sorted(CHECKS)
@@ -368,7 +366,6 @@ def test_every_check_fails_on_the_student_version(classroom: SimpleNamespace) ->
 
 
 @pytest.mark.cluster
-@pytest.mark.extended  # ~10 min of lab runs and grading: outside the CI budget for now
 def test_the_grader_restores_edited_checks_and_scores_a_good_submission(
         classroom: SimpleNamespace) -> None:
     import pandas as pd
@@ -394,7 +391,6 @@ def test_the_grader_restores_edited_checks_and_scores_a_good_submission(
 
 
 @pytest.mark.cluster
-@pytest.mark.extended  # ~10 min of lab runs and grading: outside the CI budget for now
 def test_labs_clean_up_the_shared_cluster(classroom: SimpleNamespace) -> None:
     """Every lab deleted its applications on the classroom cluster, solved or not."""
     assert classroom.apps_left == {}

@@ -107,3 +107,18 @@ def test_the_strict_checks_catch_mistakes(tmp_path: Path) -> None:
         LLMServingArgs.model_validate(bad)
     with pytest.raises(WorkbookError, match="TINY_MODEL"):
         render_config(LLM_CONFIGS_DIR / "minimal-cpu.yaml", tmp_path)
+
+
+def test_lesson_07_deploys_the_two_model_config(tmp_path: Path) -> None:
+    """configs/serve/multi_app.yaml (lesson 07's `serve deploy`, run in CI) carries the two
+    applications of configs/llm/two-models-cpu.yaml unchanged, so deploying it deploys them."""
+    from helpers.paths import CONFIGS_DIR
+
+    two = _load(LLM_CONFIGS_DIR / "two-models-cpu.yaml", tmp_path)["applications"]
+    multi = _load(CONFIGS_DIR / "serve" / "multi_app.yaml", tmp_path)["applications"]
+    assert [app["name"] for app in two] == ["app1", "app2"]
+    assert [app for app in multi if app["name"] in ("app1", "app2")] == two
+    ids = [app["args"]["llm_configs"][0]["model_loading_config"]["model_id"] for app in two]
+    assert len(set(ids)) == 2  # two models, told apart by /v1/models
+    assert all(app["args"]["llm_configs"][0]["deployment_config"].get("autoscaling_config")
+               for app in two)  # each scales on its own

@@ -234,7 +234,6 @@ def test_locust_headless_and_the_comparison(endpoints: dict[str, str]) -> None:
     assert run.pid is None and not run.running  # made, never started: nothing to stop
 
 
-@pytest.mark.extended  # counts refreshes in wall-clock time: failed once on an overloaded machine
 def test_live_dashboard_refreshes_and_follows_the_slider(endpoints: dict[str, str],
                                                           two_node_cluster: LocalCluster) -> None:
     from helpers.autoscaling import AutoscalingDashboard
