@@ -214,10 +214,3 @@ def test_runner_cli_unknown_profile_exits_2() -> None:
     assert "configs/profiles" in result.stderr
     assert "Traceback" not in result.stderr
 
-
-def test_the_ci_profile_runs_every_lesson() -> None:
-    """`make test` (CI) runs every lesson under nbval: the CI profile skips none of them."""
-    profile = load_profile("ci")
-    lessons = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    assert len(lessons) >= 13
-    assert [nb.stem for nb in lessons if profile.settings_for(nb.stem).skip] == []

@@ -22,7 +22,8 @@ from helpers.cluster import LocalCluster
 from helpers.errors import WorkbookError
 from helpers.streaming.client import StreamingClient, stream_once
 
-pytestmark = pytest.mark.cluster
+# A vLLM engine and a scheduler service: outside CI's time budget (make test-extended).
+pytestmark = [pytest.mark.cluster, pytest.mark.extended]
 
 
 @pytest.fixture(scope="module")
