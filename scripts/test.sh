@@ -21,12 +21,11 @@ else
   "$PY" -m helpers.runner --profile ci --prepare-only build/nbval $NOTEBOOKS >/dev/null
 fi
 # One test at a time by default. WORKBOOK_TEST_WORKERS=2 runs two pytest-xdist workers
-# (--dist loadfile keeps a notebook's cells, and a test file, on one worker and in order;
-# conftest.py hands the longest files out first): faster on a machine with spare cores, but on
-# 2 cores two Ray clusters plus vLLM engines overload it, and the lessons' timing claims
-# (batching speed-ups, vLLM vs transformers) then fail.
+# (--dist loadfile keeps a notebook's cells, and a test file, on one worker and in order):
+# faster on a machine with spare cores, but on 2 cores two Ray clusters plus vLLM engines
+# overload it, and the lessons' timing claims (batching speed-ups, vLLM vs transformers) fail.
 exec "$PY" -m pytest "${TARGETS[@]}" -n "${WORKBOOK_TEST_WORKERS:-0}" \
-  --dist loadfile --no-loadscope-reorder --durations=30 -m "not extended" \
+  --dist loadfile --durations=30 -m "not extended" \
   --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
   --nbval-sanitize-with tests/nbval_sanitize.cfg \
   -p no:cacheprovider "$@"

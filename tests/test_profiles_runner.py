@@ -213,4 +213,3 @@ def test_runner_cli_unknown_profile_exits_2() -> None:
     assert "error: No run profile 'nonexistent'" in result.stderr
     assert "configs/profiles" in result.stderr
     assert "Traceback" not in result.stderr
-
