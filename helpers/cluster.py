@@ -49,7 +49,14 @@ from helpers.errors import (
 )
 from helpers.paths import scratch_root
 from helpers.ports import ensure_port_free, free_port, wait_for_port
-from helpers.processes import register, start_session, stop_session, stop_sessions, unregister
+from helpers.processes import (
+    register,
+    remove_orphan_shm,
+    start_session,
+    stop_session,
+    stop_sessions,
+    unregister,
+)
 
 __all__ = [
     "NodeInfo",
@@ -364,6 +371,7 @@ class LocalCluster(ClusterHandle):
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
         self.token_path = create_token_file(self.dir) if auth else None
         self.nodes_started: list[NodeInfo] = []
+        self.created_at = time.time()
         self._stopped = False
         self._previous_env: dict[str, str | None] | None = None
         _LIVE.add(self)
@@ -611,6 +619,9 @@ class LocalCluster(ClusterHandle):
         # seconds). A graceful Ray shutdown takes 15-20 s, process after process, to tidy up
         # state that dies with this cluster anyway; what lingers after STOP_GRACE_S is killed.
         stop_sessions([node.pid for node in self.nodes_started], grace_s=STOP_GRACE_S)
+        # vLLM engines that Serve ended earlier left their shared memory behind (nobody
+        # unlinks it when an engine is killed); whatever of it nobody uses now goes too.
+        remove_orphan_shm(self.created_at)
         unregister(self.id)
         if self._previous_env is not None:
             restore_in_process(self._previous_env)

@@ -115,26 +115,31 @@ def serve_actors(cluster: "ClusterHandle", *, class_prefix: str = "") -> list[di
 
 
 def _kill_actor(cluster: "ClusterHandle", actor: dict[str, Any], kind: str, *,
-                no_restart: bool, in_flight: int | None = None) -> Fault:
+                no_restart: bool, in_flight: int | None = None, handle: Any = None) -> Fault:
     import ray
 
     cluster.connect()
-    handle = ray.get_actor(actor["name"], namespace=SERVE_NAMESPACE)
+    if handle is None:
+        handle = ray.get_actor(actor["name"], namespace=SERVE_NAMESPACE)
     t = time.time()
     ray.kill(handle, no_restart=no_restart)
     return Fault(kind, actor["name"], actor["pid"], actor["actor_id"], actor["node_id"], t,
                  f"ray.kill(actor, no_restart={no_restart})", in_flight)
 
 
-def _ongoing_requests(actor: dict[str, Any]) -> int:
-    """Requests a replica is working on now (its actor's own count; -1 if it cannot say)."""
+def _ongoing_requests(handles: list[Any]) -> list[int]:
+    """Requests each replica works on now (its actor's own count; -1 if it cannot say),
+    asked of all of them at once."""
     import ray
 
-    try:
-        handle = ray.get_actor(actor["name"], namespace=SERVE_NAMESPACE)
-        return int(ray.get(handle.get_num_ongoing_requests.remote(), timeout=5))
-    except Exception:  # noqa: BLE001 - a replica that cannot answer is not "busy"
-        return -1
+    refs = [h.get_num_ongoing_requests.remote() for h in handles]
+    counts = []
+    for ref in refs:
+        try:
+            counts.append(int(ray.get(ref, timeout=5)))
+        except Exception:  # noqa: BLE001 - a replica that cannot answer is not "busy"
+            counts.append(-1)
+    return counts
 
 
 def _running_replicas(cluster: "ClusterHandle", app: str, deployment: str) -> list[dict[str, Any]]:
@@ -179,11 +184,18 @@ def kill_replica(
             "alive in Ray's state API.",
             "they may be stopping already; wait until the deployment is HEALTHY and try again.",
         )
+    import ray
+
     cluster.connect()
+    # The handles are looked up once: between a count that says "busy" and the kill, no
+    # other round trip to the GCS, so the requests counted are still running when it lands.
+    handles = [ray.get_actor(a["name"], namespace=SERVE_NAMESPACE) for a in actors]
     deadline = time.monotonic() + busy_timeout_s
     while True:
-        counts = [(_ongoing_requests(a), a) for a in actors]
-        in_flight, actor = max(counts, key=lambda pair: pair[0])
+        counts = _ongoing_requests(handles)
+        in_flight = max(counts)
+        i = counts.index(in_flight)
+        actor, handle = actors[i], handles[i]
         if not busy or in_flight > 0:
             break
         if time.monotonic() > deadline:
@@ -194,7 +206,7 @@ def kill_replica(
             )
         time.sleep(0.02)
     return _kill_actor(cluster, actor, "replica", no_restart=True,
-                       in_flight=in_flight if in_flight >= 0 else None)
+                       in_flight=in_flight if in_flight >= 0 else None, handle=handle)
 
 
 def _call_without_event_loop(fn: Callable[[], Any]) -> Any:

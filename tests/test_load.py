@@ -240,7 +240,9 @@ def test_live_dashboard_refreshes_and_follows_the_slider(endpoints: dict[str, st
 
     board = AutoscalingDashboard(two_node_cluster, app="load-timed", deployment="TimedWork",
                                  url=endpoints["timed"], max_rate=40, initial_rate=5, refresh_s=0.5)
-    box = board.start_live(duration_s=3.0)  # what a JupyterLab cell displays
+    # What a JupyterLab cell displays. A refresh draws a figure (~1 s on a busy 2-core CI
+    # machine, where 3 s of load gave only 2): 6 s leaves room for at least 3.
+    box = board.start_live(duration_s=6.0)
     slider, image = box.children[0].children[0], box.children[2]
     time.sleep(1.0)
     slider.value = 20  # a person moving the slider

@@ -127,6 +127,45 @@ def test_stop_sessions_kills_what_ignores_sigterm_and_removes_its_shared_memory(
     assert not any(path.exists() for path in paths), "their shared memory was removed"
 
 
+def test_orphan_shared_memory_is_removed_and_what_is_in_use_is_kept(tmp_path: Path) -> None:
+    """As when Serve kills a vLLM engine: its holder dies by SIGKILL, outside any session
+    stop, and its file stays in /dev/shm. The clean-up removes it, and keeps a file a live
+    process still maps and a file older than the cut-off."""
+    import signal
+    import sys
+    from multiprocessing import resource_tracker, shared_memory
+
+    older = shared_memory.SharedMemory(create=True, size=4096)
+    resource_tracker.unregister(older._name, "shared_memory")
+    older.close()  # unused from here on, but made before the cut-off
+    older_path = Path("/dev/shm") / older.name
+    time.sleep(0.05)
+    since = time.time()
+    try:
+        holders = [processes.start_session([sys.executable, "-c", _SHM_HOLDER],
+                                           tmp_path / f"{i}.log") for i in range(2)]
+        names = []
+        for i in range(2):
+            deadline = time.monotonic() + 20
+            while not (tmp_path / f"{i}.log").read_text().strip() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            names.append((tmp_path / f"{i}.log").read_text().split()[0])
+        dead, alive = (Path("/dev/shm") / name for name in names)
+        os.kill(holders[0].pid, signal.SIGKILL)  # dies without unlinking, like a killed engine
+        holders[0].wait(timeout=10)
+        assert dead.exists()
+
+        removed = processes.remove_orphan_shm(since)
+        assert removed == [dead]
+        assert not dead.exists()
+        assert alive.exists(), "a file a live process maps is kept"
+        assert older_path.exists(), "a file older than the cut-off is kept"
+    finally:
+        for proc in holders:
+            processes.stop_sessions([proc.pid], grace_s=1)
+        older_path.unlink(missing_ok=True)
+
+
 def test_leftovers_found_and_ended(
     isolated_workbook_scratch: Path,
     session_proc: subprocess.Popen,
