@@ -104,19 +104,24 @@ time.sleep(300)
 """
 
 
-def test_stop_sessions_kills_what_ignores_sigterm_and_removes_its_shared_memory(
-        tmp_path: Path) -> None:
+def _start_shm_holders(tmp_path: Path, count: int) -> tuple[list[subprocess.Popen], list[Path]]:
+    """``count`` holders of one shared-memory file each, in their own sessions, and the files."""
     import sys
 
     procs = [processes.start_session([sys.executable, "-c", _SHM_HOLDER], tmp_path / f"{i}.log")
-             for i in range(2)]
+             for i in range(count)]
     names = []
-    for i in range(2):
+    for i in range(count):
         deadline = time.monotonic() + 20
         while not (tmp_path / f"{i}.log").read_text().strip() and time.monotonic() < deadline:
             time.sleep(0.05)
         names.append((tmp_path / f"{i}.log").read_text().split()[0])
-    paths = [Path("/dev/shm") / name for name in names]
+    return procs, [Path("/dev/shm") / name for name in names]
+
+
+def test_stop_sessions_kills_what_ignores_sigterm_and_removes_its_shared_memory(
+        tmp_path: Path) -> None:
+    procs, paths = _start_shm_holders(tmp_path, 2)
     assert all(path.exists() for path in paths)
 
     started = time.monotonic()
@@ -132,7 +137,6 @@ def test_orphan_shared_memory_is_removed_and_what_is_in_use_is_kept(tmp_path: Pa
     stop, and its file stays in /dev/shm. The clean-up removes it, and keeps a file a live
     process still maps and a file older than the cut-off."""
     import signal
-    import sys
     from multiprocessing import resource_tracker, shared_memory
 
     older = shared_memory.SharedMemory(create=True, size=4096)
@@ -141,16 +145,8 @@ def test_orphan_shared_memory_is_removed_and_what_is_in_use_is_kept(tmp_path: Pa
     older_path = Path("/dev/shm") / older.name
     time.sleep(0.05)
     since = time.time()
+    holders, (dead, alive) = _start_shm_holders(tmp_path, 2)
     try:
-        holders = [processes.start_session([sys.executable, "-c", _SHM_HOLDER],
-                                           tmp_path / f"{i}.log") for i in range(2)]
-        names = []
-        for i in range(2):
-            deadline = time.monotonic() + 20
-            while not (tmp_path / f"{i}.log").read_text().strip() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            names.append((tmp_path / f"{i}.log").read_text().split()[0])
-        dead, alive = (Path("/dev/shm") / name for name in names)
         os.kill(holders[0].pid, signal.SIGKILL)  # dies without unlinking, like a killed engine
         holders[0].wait(timeout=10)
         assert dead.exists()
