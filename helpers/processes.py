@@ -18,6 +18,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -188,39 +189,29 @@ def _shm_in_use() -> set[Path]:
     return in_use
 
 
-def remove_orphan_shm(since: float, *, prefixes: Sequence[str] = ORPHAN_SHM_PREFIXES) -> list[Path]:
+def remove_orphan_shm(since: float) -> list[Path]:
     """Remove shared-memory files made since ``since`` (a ``time.time()``) that nobody uses.
 
     A vLLM engine that Serve ends (``serve.delete``, a failed replica, a redeploy) is killed
     before it unlinks its message queues and semaphores: 150-250 MB of RAM per engine stay in
     /dev/shm until the machine reboots. Only files with multiprocessing's names
-    (``prefixes``), changed after ``since``, and neither mapped nor open by any live process
-    are removed; a file another program still uses is never touched. Returns what was removed.
+    (:data:`ORPHAN_SHM_PREFIXES`), changed after ``since``, and neither mapped nor open by any
+    live process are removed; a file another program still uses is never touched. Returns
+    what was removed.
     """
-    root = Path("/dev/shm")
-    try:
-        candidates = [p for p in root.iterdir() if p.name.startswith(tuple(prefixes))]
-    except OSError:  # no /dev/shm (not Linux)
-        return []
     fresh = []
-    for path in candidates:
-        try:
-            if path.stat().st_mtime >= since:
-                fresh.append(path)
-        except OSError:
-            continue
-    if not fresh:
-        return []
-    in_use = _shm_in_use()
+    with contextlib.suppress(OSError):  # no /dev/shm (not Linux)
+        for path in Path("/dev/shm").iterdir():
+            with contextlib.suppress(OSError):  # gone meanwhile
+                if path.name.startswith(ORPHAN_SHM_PREFIXES) and path.stat().st_mtime >= since:
+                    fresh.append(path)
+    in_use = _shm_in_use() if fresh else set()
     removed = []
     for path in fresh:
-        if path in in_use:
-            continue
-        try:
-            path.unlink()
-        except OSError:
-            continue
-        removed.append(path)
+        if path not in in_use:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
     return removed
 
 
