@@ -32,6 +32,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Every notebook cell under nbval is an `alone` test: scripts/test.sh runs those after the
+    # unit tests, one at a time (the lessons' measured claims need the machine to themselves).
+    for item in items:
+        if _notebook_of(item):
+            item.add_marker(pytest.mark.alone)
+
+
 def _notebook_of(item: pytest.Item | None) -> str | None:
     if item is None:
         return None

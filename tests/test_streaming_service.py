@@ -22,8 +22,7 @@ from helpers.cluster import LocalCluster
 from helpers.errors import WorkbookError
 from helpers.streaming.client import StreamingClient, stream_once
 
-# A vLLM engine and a scheduler service: outside CI's time budget (make test-extended).
-pytestmark = [pytest.mark.cluster, pytest.mark.extended]
+pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
