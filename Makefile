@@ -3,15 +3,13 @@ PROFILE ?= full
 NOTEBOOKS ?=
 LAB_PORT ?= 8888
 
-.PHONY: setup run test test-extended lab model clean
+.PHONY: setup run test lab model clean
 setup:             ## build .venv (a no-op when it is up to date)
 	@bash scripts/ensure_env.sh
 run: setup         ## the main job: every notebook headless (PROFILE=ci for the short run)
 	.venv/bin/python -m helpers.runner --profile $(PROFILE) $(NOTEBOOKS)
 test:              ## what CI runs: unit tests against real Ray, then the labs and every lesson under nbval
 	@bash scripts/test.sh
-test-extended:     ## make test plus the tests marked extended
-	@WORKBOOK_EXTENDED=1 bash scripts/test.sh
 lab: setup         ## JupyterLab on the notebooks, with the project's kernel, on 127.0.0.1
 	.venv/bin/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT)
 model: setup       ## build (or find, cached) the tiny local LLM the LLM lessons serve

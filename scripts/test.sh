@@ -5,8 +5,7 @@
 #      under nbval with the CI profile's parameters (their measured claims - vLLM vs
 #      transformers, batching, autoscaling within 30 s, deploy to first token - need the
 #      machine to themselves).
-# Extra arguments go to pytest in both phases (e.g. -k cluster). WORKBOOK_EXTENDED=1 (what
-# `make test-extended` sets) adds the tests marked extended.
+# Extra arguments go to pytest in both phases (e.g. -k cluster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure_env.sh
@@ -22,11 +21,9 @@ NOTEBOOKS="${WORKBOOK_NOTEBOOKS:-}"
 # --dist loadfile keeps a test file on one worker, in order (its module fixtures are shared).
 WORKERS="${WORKBOOK_TEST_WORKERS:-2}"
 COMMON=(--durations=30 -p no:cacheprovider)
-SKIP="not extended and "
-[ "${WORKBOOK_EXTENDED:-0}" = 1 ] && SKIP=""
 
 set +e
-"$PY" -m pytest tests -n "$WORKERS" --dist loadfile -m "${SKIP}not alone" "${COMMON[@]}" "$@"
+"$PY" -m pytest tests -n "$WORKERS" --dist loadfile -m "not alone" "${COMMON[@]}" "$@"
 unit=$?
 TARGETS=(tests)
 if [ "$NOTEBOOKS" != none ]; then
@@ -34,7 +31,7 @@ if [ "$NOTEBOOKS" != none ]; then
   "$PY" -m helpers.runner --profile ci --prepare-only build/nbval $NOTEBOOKS >/dev/null || exit 1
   TARGETS+=(build/nbval)
 fi
-"$PY" -m pytest "${TARGETS[@]}" -m "${SKIP}alone" "${COMMON[@]}" \
+"$PY" -m pytest "${TARGETS[@]}" -m alone "${COMMON[@]}" \
   --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
   --nbval-sanitize-with tests/nbval_sanitize.cfg "$@"
 lessons=$?
