@@ -12,10 +12,9 @@ bash scripts/ensure_env.sh
 bash scripts/ensure_browser.sh || true  # Chromium for the JupyterLab test, which names what is missing
 PY=.venv/bin/python
 rm -rf build/nbval
-# WORKBOOK_NOTEBOOKS="05 07" runs only these lessons under nbval; "none" runs none (the unit
-# tests alone); empty (the default) runs every lesson the CI profile does not skip.
+# WORKBOOK_NOTEBOOKS="05 07" runs only these lessons under nbval; "none" runs none; empty (the
+# default) runs every lesson.
 NOTEBOOKS="${WORKBOOK_NOTEBOOKS:-}"
-[ "$NOTEBOOKS" = all ] && NOTEBOOKS=""
 # WORKBOOK_TEST_WORKERS: xdist workers of phase 1 (0: in this process, one test at a time).
 # Two suit 2 cores: most of a unit test's time is Ray starting processes and waiting for them.
 # --dist loadfile keeps a test file on one worker, in order (its module fixtures are shared).

@@ -302,7 +302,8 @@ def _class_folder(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def classroom(workbook_scratch: Path) -> Iterator[SimpleNamespace]:
-    """One shared cluster with Serve running, the solution and the class run against it."""
+    """One shared cluster with Serve running, the solution and the class run against it
+    (8-11 min on 2 cores)."""
     from helpers.cluster import start_local_cluster
     from helpers.labs.grading import grade_folder
     from helpers.ports import free_port
@@ -336,7 +337,7 @@ def classroom(workbook_scratch: Path) -> Iterator[SimpleNamespace]:
 
 
 @pytest.mark.cluster
-@pytest.mark.alone  # the classroom run (~5 min): lab 04 measures a throughput target
+@pytest.mark.alone  # lab 04 measures a throughput target
 def test_every_solution_passes_under_nbval(classroom: SimpleNamespace) -> None:
     run = classroom.nbval
     assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
@@ -351,7 +352,7 @@ def test_every_solution_passes_under_nbval(classroom: SimpleNamespace) -> None:
 
 
 @pytest.mark.cluster
-@pytest.mark.alone  # the classroom run (~5 min): lab 04 measures a throughput target
+@pytest.mark.alone  # lab 04 measures a throughput target
 def test_every_check_fails_on_the_student_version(classroom: SimpleNamespace) -> None:
     starter = {g.lab: g for g in classroom.grades if g.student == "starter"}
     assert sorted(starter) == sorted(CHECKS)
@@ -368,7 +369,7 @@ def test_every_check_fails_on_the_student_version(classroom: SimpleNamespace) ->
 
 
 @pytest.mark.cluster
-@pytest.mark.alone  # the classroom run (~5 min): lab 04 measures a throughput target
+@pytest.mark.alone  # lab 04 measures a throughput target
 def test_the_grader_restores_edited_checks_and_scores_a_good_submission(
         classroom: SimpleNamespace) -> None:
     import pandas as pd
@@ -394,7 +395,7 @@ def test_the_grader_restores_edited_checks_and_scores_a_good_submission(
 
 
 @pytest.mark.cluster
-@pytest.mark.alone  # the classroom run (~5 min): lab 04 measures a throughput target
+@pytest.mark.alone  # lab 04 measures a throughput target
 def test_labs_clean_up_the_shared_cluster(classroom: SimpleNamespace) -> None:
     """Every lab deleted its applications on the classroom cluster, solved or not."""
     assert classroom.apps_left == {}
