@@ -240,13 +240,19 @@ def test_live_dashboard_refreshes_and_follows_the_slider(endpoints: dict[str, st
 
     board = AutoscalingDashboard(two_node_cluster, app="load-timed", deployment="TimedWork",
                                  url=endpoints["timed"], max_rate=40, initial_rate=5, refresh_s=0.5)
-    # What a JupyterLab cell displays. A refresh draws a figure (~1 s on a busy 2-core CI
-    # machine, where 3 s of load gave only 2): 6 s leaves room for at least 3.
-    box = board.start_live(duration_s=6.0)
-    slider, image = box.children[0].children[0], box.children[2]
+    # What a JupyterLab cell displays. A refresh draws a figure: ~0.3 s on a quiet machine, over
+    # 2 s on a busy 2-core CI machine. So the load runs until the figure has been redrawn three
+    # times (or 60 s), then the person presses "stop now".
+    box = board.start_live(duration_s=120.0)
+    (slider, stop_button), image = box.children[0].children, box.children[2]
     time.sleep(1.0)
     slider.value = 20  # a person moving the slider
+    deadline = time.monotonic() + 60
+    while board.refreshes < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stop_button.click()
     result = board.wait(timeout_s=30)
     assert board.refreshes >= 3 and image.value[:4] == b"\x89PNG"
+    assert not board.generator.running, "the stop button ended the load"
     assert [level for _, level in result.levels] == [5.0, 20.0]
     assert "finished" in box.children[1].value and result.summary()["failed"] == 0
