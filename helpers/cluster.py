@@ -364,6 +364,8 @@ class LocalCluster(ClusterHandle):
                 "set WORKBOOK_SCRATCH to a short folder, for example /tmp/rsw.",
             )
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.vllm_rpc_dir = self.dir / "v"  # vLLM engines' sockets (see _start_node)
+        self.vllm_rpc_dir.mkdir(exist_ok=True)
         self.port = port or free_port()
         self.dashboard_port = dashboard_port or free_port()
         self.include_dashboard = include_dashboard
@@ -426,6 +428,9 @@ class LocalCluster(ClusterHandle):
         # when they are late ("Timed out waiting for file ...agent_port..."): on a busy 2-core
         # machine the default window is too short, so give them two minutes.
         env.setdefault("RAY_agent_register_timeout_ms", "120000")
+        # vLLM names its engines' ZMQ sockets <VLLM_RPC_BASE_PATH>/<uuid> (default: /tmp) and
+        # never removes them: in this cluster's folder they go when the cluster stops.
+        env.setdefault("VLLM_RPC_BASE_PATH", str(self.vllm_rpc_dir))
         env.update(spec.env or {})
         # Ray Jobs run their entrypoint (`python -m ...`) with the node's PATH: put this
         # interpreter's folder (the project's .venv/bin) first, so `python` there is the one

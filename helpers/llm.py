@@ -39,6 +39,7 @@ import atexit
 import concurrent.futures
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -731,6 +732,10 @@ class VllmServer:
                      *engine_kwargs_to_cli(engine_kwargs)]
         self.env = dict(os.environ)
         self.env.update(env_vars or {})
+        # vLLM leaves its ZMQ sockets in VLLM_RPC_BASE_PATH (default: /tmp): give it a folder
+        # of its own, removed by stop().
+        self.rpc_dir = scratch_root() / f"{self.name}-rpc"
+        self.env.setdefault("VLLM_RPC_BASE_PATH", str(self.rpc_dir))
         self.pid: int | None = None
         self.start_seconds: float | None = None  # from start() to the first answer
         self._proc: Any = None
@@ -749,6 +754,7 @@ class VllmServer:
         """Start the server; with ``wait`` (the default) wait until ``/v1/models`` answers."""
         from helpers.processes import register, start_session
 
+        self.rpc_dir.mkdir(parents=True, exist_ok=True)
         self._proc = start_session(self.argv, self.log_path, env=self.env)
         self.pid = self._proc.pid
         self._started_at = time.monotonic()
@@ -796,6 +802,7 @@ class VllmServer:
             stop_session(self.pid, grace_s=15)
             unregister(self.name)
             self.pid = None
+        shutil.rmtree(self.rpc_dir, ignore_errors=True)
 
     def __enter__(self) -> "VllmServer":
         return self.start() if self.pid is None else self

@@ -121,6 +121,17 @@ def test_the_replica_skipped_the_download_task(served: SimpleNamespace) -> None:
 
 
 @pytest.mark.cluster
+def test_the_engine_sockets_live_in_the_cluster_folder(served: SimpleNamespace) -> None:
+    """vLLM never removes its ZMQ sockets; the cluster points them at its own folder, which
+    goes when the cluster stops, instead of /tmp where hundreds piled up."""
+    import stat
+
+    sockets = [p for p in served.cluster.vllm_rpc_dir.iterdir() if stat.S_ISSOCK(p.lstat().st_mode)]
+    assert sockets, f"the running engine has no socket in {served.cluster.vllm_rpc_dir}"
+    assert served.cluster.vllm_rpc_dir.is_relative_to(served.cluster.dir)
+
+
+@pytest.mark.cluster
 def test_completion_api_answers_a_text_completion(served: SimpleNamespace) -> None:
     before = int(time.time())
     reply = requests.post(f"{served.api.url}/", json={"prompt": "Return the", "max_tokens": 12},
