@@ -252,9 +252,9 @@ def plot_autoscaling(
     Draws on ``figure`` if given (a live dashboard redraws the same one), else a new one. Works
     without pyplot, so a background thread can draw it.
     """
-    from matplotlib.figure import Figure
+    from helpers.plotting import new_figure
 
-    fig = figure if figure is not None else Figure(figsize=(10, 7.5))
+    fig = figure if figure is not None else new_figure(figsize=(10, 7.5))
     fig.clear()
     ax1, ax2, ax3 = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2.2, 2.5]})
     t0 = load.started_at or (float(load.df["t_start"].min()) if len(load.df) else time.time())
@@ -350,10 +350,10 @@ class AutoscalingDashboard:
         self.refreshes = 0
 
     def _snapshot_figure(self) -> "matplotlib.figure.Figure":
-        from matplotlib.figure import Figure
+        from helpers.plotting import new_figure
 
         if self._figure is None:
-            self._figure = Figure(figsize=(10, 7.5))
+            self._figure = new_figure(figsize=(10, 7.5))
         return plot_autoscaling(self.sampler.results(), self.generator.results(), figure=self._figure,
                                 title=f"{self.app}: offered load, replicas and latency (live)")
 

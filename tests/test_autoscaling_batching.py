@@ -4,6 +4,7 @@ batched model and its config, the sweep and the evaluation files."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 
@@ -20,6 +21,16 @@ from helpers.autoscaling import (
 )
 from helpers.evaluation import grid_sweep, markdown_table, plot_heatmaps, write_evaluation
 from helpers.load import LoadResult
+
+
+def _png_shown(fig) -> bytes:
+    """What a notebook shows for ``fig`` as ``image/png`` (empty: it would show only text)."""
+    from IPython.core.formatters import DisplayFormatter
+
+    data, _ = DisplayFormatter().format(fig)
+    png = data.get("image/png", b"")
+    return png if isinstance(png, bytes) else base64.b64decode(png)
+
 
 # -- autoscaling ---------------------------------------------------------------------------------
 
@@ -69,6 +80,8 @@ def test_plot_autoscaling_draws_three_panels() -> None:
     assert len(fig.axes) == 3 and fig.axes[0].get_title() == "t"
     assert fig.axes[2].get_xlabel().startswith("time since")
     assert max(fig.axes[1].get_lines()[1].get_ydata()) == 3  # running replicas drawn
+    # A notebook shows it as a picture, not as "<Figure size 1000x750 with 3 Axes>"
+    assert _png_shown(fig)[:4] == b"\x89PNG"
 
 
 def test_frontend_detection(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,6 +164,7 @@ def test_heatmaps_markdown_and_files(tmp_path) -> None:
                           for s in (1, 8) for w in (0.0, 0.05) for c in (1, 32)])
     fig = plot_heatmaps(sweep, x="wait", y="size", panel="c", metrics={"rps": "req/s", "p50": "s"})
     assert len([ax for ax in fig.axes if ax.get_label() != "<colorbar>"]) == 4
+    assert _png_shown(fig)[:4] == b"\x89PNG"
     table = markdown_table(pd.DataFrame({"a|b": [1.23456, 2], "c": ["x", "y"]}))
     assert table.splitlines()[0] == "| a|b | c |" and "1.235" in table
     paths = write_evaluation(tmp_path / "out", summary={"speedup": 4.2, "rows": [1, 2]},
