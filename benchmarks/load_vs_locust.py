@@ -1,14 +1,20 @@
 """Is ``helpers.load`` the bottleneck? The same load from it and from real Locust, compared.
 
-Starts a local Ray cluster of its own, deploys the classifier of lesson 02 with one replica,
-and offers it the same closed-loop load (``--concurrency`` virtual users without wait time,
+Offers the same closed-loop load (``--concurrency`` virtual users without wait time,
 ``--seconds`` each, ``--rounds`` times, alternating) from ``helpers.load`` and from headless
-Locust with the project's locustfile (``configs/locust/locustfile.py``). Prints one row per
-run (throughput, p50/p90/p99 latency, client CPU per 1,000 requests), writes them to
-``build/benchmarks/load_vs_locust.json``, and exits with 1 if ``helpers.load`` reached more
-than ``--tolerance`` less throughput than a Locust client (both meet the server's ceiling, so
-their throughputs differ by run-to-run noise only) or spent more client CPU per request.
-Lesson 05 (section 4) runs the same comparison in the notebook.
+Locust with the project's locustfile (``configs/locust/locustfile.py``) to one endpoint:
+
+* ``--against echo`` (the default): ``helpers.echo_server``, a bare server faster than any of
+  the clients, so the client is the limit and the comparison measures the tools;
+* ``--against serve``: the classifier of lesson 02 with one replica, on a local Ray cluster
+  of its own. On a 2-core laptop every client meets Serve's ceiling (about a hundred requests
+  per second) first, so the throughputs agree within noise; the CPU column still differs.
+
+Prints one row per run (throughput, p50/p90/p99 latency, client CPU per request), writes them
+to ``build/benchmarks/load_vs_locust.json``, and exits with 1 if ``helpers.load`` reached
+more than ``--tolerance`` less throughput than Locust's standard client (``JsonUser``, an
+``HttpUser``) or spent more client CPU per request. Lesson 05 (section 4) runs the same
+comparison in the notebook.
 
     python benchmarks/load_vs_locust.py --concurrency 32 --seconds 15 --rounds 3
 """
@@ -20,6 +26,7 @@ import json
 import sys
 
 from helpers.cluster import start_local_cluster
+from helpers.echo_server import EchoServer
 from helpers.locust_run import compare_with_locust
 from helpers.paths import BUILD_DIR
 from helpers.ports import free_port
@@ -32,10 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="virtual users of each tool")
     parser.add_argument("--seconds", type=float, default=15.0, help="seconds of load per run")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each tool, alternating")
+    parser.add_argument("--against", choices=("echo", "serve"), default="echo",
+                        help="echo: a bare server faster than the clients; serve: a Serve app")
     parser.add_argument("--tolerance", type=float, default=0.1,
-                        help="share by which a Locust client may beat helpers.load (noise: both "
-                             "are limited by the server)")
+                        help="share by which Locust's standard client may beat helpers.load (noise)")
     args = parser.parse_args(argv)
+    if args.against == "echo":
+        with EchoServer() as echo:
+            runs = compare_with_locust(echo.url, path="/", payload={"text": "great service"},
+                                       concurrency=args.concurrency, seconds=args.seconds,
+                                       rounds=args.rounds)
+        return report(runs, args)
 
     port = free_port()
     config = {"http_options": {"host": "127.0.0.1", "port": port},
@@ -50,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
                                    payload={"text": "great service"},
                                    concurrency=args.concurrency, seconds=args.seconds,
                                    rounds=args.rounds)
+    return report(runs, args)
+
+
+def report(runs, args: argparse.Namespace) -> int:
+    """Print and save the runs; 0 if helpers.load kept up with Locust's standard client."""
     means = runs.groupby("tool")["throughput_rps"].mean()
     cpu = runs.groupby("tool")["client_cpu_ms_per_request"].mean()
     print(runs.drop(columns=["command"]).to_string(index=False))
@@ -63,9 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     floor = 1.0 - args.tolerance
     for tool, theirs in means.drop(index="helpers.load").items():
-        ok &= ours >= floor * theirs and cpu["helpers.load"] < cpu[tool]
-        print(f"{tool}: helpers.load reached {ours / theirs:.2f}x its throughput (needed {floor:.2f}x) "
-              f"with {cpu['helpers.load'] / cpu[tool]:.2f}x its client CPU per request (needed < 1)")
+        checked = "(HttpUser)" in tool  # the seed material's client; FastHttpUser is shown only
+        if checked:
+            ok &= ours >= floor * theirs and cpu["helpers.load"] < cpu[tool]
+        print(f"{tool}: helpers.load reached {ours / theirs:.2f}x its throughput "
+              f"{f'(needed {floor:.2f}x) ' if checked else ''}with "
+              f"{cpu['helpers.load'] / cpu[tool]:.2f}x its client CPU per request"
+              f"{' (needed < 1)' if checked else ''}")
     return 0 if ok else 1
 
 

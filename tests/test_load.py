@@ -45,6 +45,25 @@ def test_bad_parameters_are_clear_errors() -> None:
         chat_request("m")
 
 
+def test_echo_server_answers_refuses_a_taken_port_and_stops() -> None:
+    import psutil
+    import requests
+
+    from helpers.echo_server import EchoServer
+    from helpers.errors import PortInUseError
+    from helpers.ports import is_port_free
+
+    with EchoServer() as echo:
+        pid = echo.pid
+        assert requests.post(echo.url + "/any/path", json={"text": "hi"}, timeout=5).json() == {"ok": True}
+        result = load_test(echo.url, json_request({}), concurrency=4, requests=200, progress=False)
+        assert result.summary()["ok"] == 200
+        with pytest.raises(PortInUseError):
+            EchoServer(port=echo.port).start()
+    assert echo.pid is None and is_port_free(echo.port)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
 def test_unreachable_server_is_counted_not_raised() -> None:
     result = load_test(f"http://127.0.0.1:{free_port()}/", concurrency=2, requests=6)
     summary = result.summary()
