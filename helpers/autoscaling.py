@@ -26,7 +26,6 @@ Introduced in notebooks/05_autoscaling.ipynb.
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 import time
@@ -252,9 +251,9 @@ def plot_autoscaling(
     Draws on ``figure`` if given (a live dashboard redraws the same one), else a new one. Works
     without pyplot, so a background thread can draw it.
     """
-    from helpers.plotting import new_figure
+    from helpers.plotting import NotebookFigure
 
-    fig = figure if figure is not None else new_figure(figsize=(10, 7.5))
+    fig = figure if figure is not None else NotebookFigure(figsize=(10, 7.5))
     fig.clear()
     ax1, ax2, ax3 = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2.2, 2.5]})
     t0 = load.started_at or (float(load.df["t_start"].min()) if len(load.df) else time.time())
@@ -310,12 +309,6 @@ def plot_autoscaling(
     return fig
 
 
-def _png(fig: "matplotlib.figure.Figure") -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    return buffer.getvalue()
-
-
 # --- the dashboard ----------------------------------------------------------------------------
 
 
@@ -350,10 +343,10 @@ class AutoscalingDashboard:
         self.refreshes = 0
 
     def _snapshot_figure(self) -> "matplotlib.figure.Figure":
-        from helpers.plotting import new_figure
+        from helpers.plotting import NotebookFigure
 
         if self._figure is None:
-            self._figure = new_figure(figsize=(10, 7.5))
+            self._figure = NotebookFigure(figsize=(10, 7.5))
         return plot_autoscaling(self.sampler.results(), self.generator.results(), figure=self._figure,
                                 title=f"{self.app}: offered load, replicas and latency (live)")
 
@@ -378,6 +371,8 @@ class AutoscalingDashboard:
         """Show the slider and the live figure; the load runs ``duration_s`` in the background."""
         import ipywidgets as widgets
 
+        from helpers.plotting import png_bytes
+
         slider = widgets.FloatSlider(value=self.generator.level, min=0.0, max=self.max_rate,
                                      step=1.0, description="offered req/s",
                                      continuous_update=False, layout={"width": "60%"})
@@ -397,12 +392,12 @@ class AutoscalingDashboard:
                                  f"<b>p50</b> {n['latency_p50_s']} s &nbsp; "
                                  f"<b>replicas</b> {n['running_replicas']} running "
                                  f"(target {n['target_replicas']})")
-                image.value = _png(self._snapshot_figure())
+                image.value = png_bytes(self._snapshot_figure(), dpi=80)
                 self.refreshes += 1
                 self._done.wait(self.refresh_s)
             self.generator.stop()
             self.sampler.stop()
-            image.value = _png(self._snapshot_figure())
+            image.value = png_bytes(self._snapshot_figure(), dpi=80)
             numbers.value += " &nbsp; <i>(finished)</i>"
             self._done.set()
 

@@ -75,11 +75,11 @@ def plot_heatmaps(
     one column per value of ``panel``. Cells show the number (``formats[metric]``, default
     ``"{:.3g}"``); each row shares one colour scale so panels compare."""
     import numpy as np
-    from helpers.plotting import new_figure
+    from helpers.plotting import NotebookFigure
 
     panels = sorted(df[panel].unique())
     xs, ys = sorted(df[x].unique()), sorted(df[y].unique())
-    fig = new_figure(figsize=(3.6 * len(panels) + 1.2, 3.0 * len(metrics) + 0.6))
+    fig = NotebookFigure(figsize=(3.6 * len(panels) + 1.2, 3.0 * len(metrics) + 0.6))
     axes = fig.subplots(len(metrics), len(panels), squeeze=False)
     for row, (metric, label) in enumerate(metrics.items()):
         fmt = (formats or {}).get(metric, "{:.3g}")

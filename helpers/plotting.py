@@ -5,18 +5,17 @@ The helpers build their figures with :class:`matplotlib.figure.Figure` directly,
 draw, and nothing opens a window or changes the backend. But IPython's inline backend
 registers its PNG printer for figures only once ``pyplot`` has made one in the kernel; before
 that, ``display(fig)`` of a directly built figure shows the text ``<Figure size 1000x750 with
-3 Axes>``, in JupyterLab and in papermill's output alike. :func:`new_figure` returns a figure
-that knows how to show itself as a PNG (``_repr_png_``), so it displays either way.
+3 Axes>``, in JupyterLab and in papermill's output alike. A :class:`NotebookFigure` knows how
+to show itself as a PNG (``_repr_png_``), so it displays either way.
 """
 
 from __future__ import annotations
 
 import io
-from typing import Any
 
 from matplotlib.figure import Figure
 
-__all__ = ["NotebookFigure", "new_figure", "png_bytes"]
+__all__ = ["NotebookFigure", "png_bytes"]
 
 
 def png_bytes(fig: Figure, dpi: float | None = None) -> bytes:
@@ -31,8 +30,3 @@ class NotebookFigure(Figure):
 
     def _repr_png_(self) -> bytes:
         return png_bytes(self)
-
-
-def new_figure(**kwargs: Any) -> NotebookFigure:
-    """A new figure (``figsize=...`` and the other :class:`Figure` arguments), shown as a PNG."""
-    return NotebookFigure(**kwargs)

@@ -92,9 +92,9 @@ async def batch_sweep(
 def user_charts(runs: Mapping[str, "pd.DataFrame"]) -> "matplotlib.figure.Figure":
     """Three panels over :func:`simulate_users` runs: latency over time, tokens per user, and
     the distribution of the time to first text; one colour per run."""
-    from helpers.plotting import new_figure  # not pyplot: no backend changes, shown as a PNG
+    from helpers.plotting import NotebookFigure  # not pyplot: no backend changes, shown as a PNG
 
-    fig = new_figure(figsize=(15, 4))
+    fig = NotebookFigure(figsize=(15, 4))
     timeline, per_user, ttft = fig.subplots(1, 3)
     width = 0.8 / max(1, len(runs))
     for k, (label, frame) in enumerate(runs.items()):
