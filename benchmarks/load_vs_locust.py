@@ -82,7 +82,7 @@ def report(runs, args: argparse.Namespace) -> int:
     ok = True
     floor = 1.0 - args.tolerance
     for tool, theirs in means.drop(index="helpers.load").items():
-        checked = "(HttpUser)" in tool  # the seed material's client; FastHttpUser is shown only
+        checked = "(HttpUser)" in tool  # the usual locustfile's client; FastHttpUser is shown only
         if checked:
             ok &= ours >= floor * theirs and cpu["helpers.load"] < cpu[tool]
         print(f"{tool}: helpers.load reached {ours / theirs:.2f}x its throughput "

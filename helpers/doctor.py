@@ -54,6 +54,7 @@ import json
 import re
 import socket
 import sys
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -91,8 +92,11 @@ class Finding:
     def __str__(self) -> str:
         text = (f"[{self.severity.upper()}] {self.kind}: {self.what}\n"
                 f"  cause: {self.cause}\n  fix:   {self.fix}")
-        if self.details:
-            text += "\n" + "\n".join(f"    {line}" for line in self.details.splitlines())
+        if self.details:  # long lines are wrapped, never cut: the fix is often at the end
+            text += "\n" + "\n".join(
+                textwrap.fill(line, width=100, initial_indent="    ", subsequent_indent="      ",
+                              break_long_words=False, break_on_hyphens=False)
+                for line in self.details.splitlines())
         return text
 
 
@@ -415,8 +419,12 @@ def _app_failure(ctx: _Context, app_name: str, app: dict[str, Any]) -> Finding:
         from helpers.llm import engine_root_cause
 
         root = engine_root_cause(ctx.cluster, WorkbookError(text, ""))
-        if root:
-            evidence = [f"engine: {line[:300]}" for line in root] + evidence[-2:]
+        if root:  # whole: vLLM's message ends with the setting to change
+            return Finding(
+                "error", "app-failed", f"Application {app_name!r} is {app.get('status')}.",
+                advice.meaning, advice.fix,
+                "\n".join([*(f"engine: {line}" for line in root),
+                           *(line[:300] for line in evidence[-2:]), *logs]))
     return Finding(
         "error", "app-failed",
         f"Application {app_name!r} is {app.get('status')}.",

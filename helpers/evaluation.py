@@ -1,6 +1,6 @@
 """Parameter sweeps and their evaluation outputs: heatmaps, ``summary.json``, a Markdown report.
 
-The seed material's evaluation framework writes, after a batch-size x timeout test, a
+A serving team's evaluation usually writes, after a batch-size x timeout test, a
 ``summary.json``, charts and heatmaps as PNG files, and a README-style report. This module is
 that, for any sweep:
 

@@ -16,7 +16,7 @@ OpenAI API); this module holds the parts that are not the lesson:
 * :func:`run_load` / :func:`naive_generate_baseline` - the same prompts at a given
   concurrency through an OpenAI-compatible server, or one at a time through transformers'
   ``generate``, as tokens per second and latencies;
-* :class:`CompletionAPI` / :func:`build_completion_app` - the seed material's completion API
+* :class:`CompletionAPI` / :func:`build_completion_app` - a typical deployment kit's completion API
   (``POST /`` with ``{"prompt", "max_tokens"}``) on top of a served ``LLMServer``;
 * :class:`VllmServer` - vLLM's own OpenAI server on loopback, the engine without Serve.
 
@@ -605,7 +605,7 @@ def naive_generate_baseline(
     return LoadResult("transformers generate", 1, len(prompts), tokens, seconds, latencies)
 
 
-# --- the seed material's completion API -------------------------------------------------------
+# --- a typical deployment kit's completion API --------------------------------------------------
 
 
 class CompletionAPI:

@@ -39,7 +39,7 @@ Usage::
     gen.set_level(40)
     result = gen.stop()
 
-From a shell (the seed material's ``load_test.py -c -n -p``)::
+From a shell (the flags a typical load-test script has: ``-c -n -p``)::
 
     python -m helpers.load -c 20 -n 100 -p "Explain relativity briefly" --url http://127.0.0.1:8000/
     python -m helpers.load --rate 50 --duration 10 --json '{"text": "great"}' --url http://127.0.0.1:8000/classify
@@ -123,7 +123,7 @@ def json_request(body: Any = None, *, path: str = "", method: str | None = None,
 
 
 def completion_request(prompt: str, *, max_tokens: int = 64, path: str = "") -> RequestSpec:
-    """The seed material's completion API: ``POST {"prompt": ..., "max_tokens": ...}``."""
+    """A typical deployment kit's completion API: ``POST {"prompt": ..., "max_tokens": ...}``."""
     return json_request({"prompt": prompt, "max_tokens": max_tokens}, path=path)
 
 
@@ -773,8 +773,8 @@ def _parser() -> argparse.ArgumentParser:
     end.add_argument("-n", "--requests", type=int, help="how many requests (default 100)")
     end.add_argument("-d", "--duration", type=float, help="how long to offer load, seconds")
     body = p.add_mutually_exclusive_group()
-    body.add_argument("-p", "--prompt", help="POST {\"prompt\": P, \"max_tokens\": M} (the seed "
-                      "material's completion API), or the user message with --chat")
+    body.add_argument("-p", "--prompt", help="POST {\"prompt\": P, \"max_tokens\": M} (a typical "
+                      "deployment kit's completion API), or the user message with --chat")
     body.add_argument("--json", dest="json_body", help="POST this JSON body instead")
     p.add_argument("--chat", metavar="MODEL", help="send OpenAI chat completions for MODEL to "
                    "URL/v1/chat/completions (needs -p)")

@@ -1,6 +1,6 @@
 """What runs where: nodes and their resources in use, Serve replicas per node, placement groups.
 
-Like the seed material's ``check_cluster.py``, for any cluster the workbook can reach (one it
+Like a deployment kit's cluster-check script, for any cluster the workbook can reach (one it
 started, or a running one given by address), and with nothing to ``ray.init``:
 
 * :func:`node_usage` - one row per node: CPUs, GPUs and memory used of total, custom

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from helpers.errors import ParameterError, WorkbookError
+from helpers.errors import EnvironmentProblem, ParameterError, ProfileError, WorkbookError
 from helpers.paths import BUILD_DIR, LABS_DIR, NOTEBOOKS_DIR, REPO_ROOT
 from helpers.profiles import Profile, check_parameters, list_labs, list_notebooks, load_profile
 
@@ -48,6 +48,7 @@ class NotebookResult:
     failing_cell: int | None = None
     error: str = ""
     output: str = ""
+    cleanup: str = ""  # what the runner found left running afterwards, and whether it ended it
 
     @property
     def ok(self) -> bool:
@@ -124,6 +125,62 @@ def _first_error(executed: Path) -> tuple[int | None, str]:
     return None, ""
 
 
+def _needs(nb: Path, parameters: dict[str, Any]) -> list[str]:
+    """Programs outside the Python environment that ``nb`` needs with these parameters.
+
+    A lesson declares them in its notebook metadata, ``workbook.needs``: a list of
+    ``{"program": NAME, "when": PARAMETER}`` (``when`` optional: needed only while that
+    parameter is true).
+    """
+    try:
+        meta = json.loads(nb.read_text()).get("metadata", {}).get("workbook", {})
+    except (OSError, ValueError):
+        return []
+    return [need["program"] for need in meta.get("needs", [])
+            if not need.get("when") or parameters.get(need["when"], True)]
+
+
+def _program_problem(program: str) -> str | None:
+    """Why ``program`` cannot be used here (and how to install it), or None when it can."""
+    if program == "chromium":
+        from helpers.browser import BrowserMissingError, chromium_path
+
+        try:
+            chromium_path()
+        except BrowserMissingError as err:
+            return f"{err.problem} Fix: {err.fix}"
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            return "the Python package 'playwright' is missing. Fix: make setup"
+        return None
+    raise ProfileError(f"A notebook needs {program!r}, which the runner cannot check.",
+                       "use a program name the runner knows: chromium.")
+
+
+def check_needs(plan: Sequence[tuple[Path, dict[str, Any]]]) -> None:
+    """Raise before anything runs when a planned notebook needs a program that is missing.
+
+    The error names every lesson that needs it and how to install it, so a long run does
+    not fail half-way through on something a set-up step could have said at the start.
+    """
+    missing: dict[str, list[str]] = {}
+    for nb, parameters in plan:
+        for program in _needs(nb, parameters):
+            missing.setdefault(program, []).append(nb.stem)
+    problems = {program: _program_problem(program) for program in missing}
+    problems = {program: why for program, why in problems.items() if why}
+    if problems:
+        lines = [f"{program} (needed by {', '.join(missing[program])}): {why}"
+                 for program, why in problems.items()]
+        raise EnvironmentProblem(
+            "A program these notebooks need is not installed; nothing was run.",
+            "install it as said below (`make run` and `make test` install Chromium themselves "
+            "when they run as root: `bash scripts/ensure_browser.sh`), or leave those "
+            "notebooks out of this run.",
+            details="\n".join(lines))
+
+
 def run_one(
     nb: Path, out_dir: Path, parameters: dict[str, Any], timeout_s: float, scratch: Path
 ) -> NotebookResult:
@@ -138,7 +195,7 @@ def run_one(
     env = dict(os.environ, WORKBOOK_SCRATCH=str(scratch), PYTHONUNBUFFERED="1")
     argv = [sys.executable, "-m", "papermill", str(nb), str(executed), "-f", str(params_path),
             "--cwd", str(nb.parent), "--no-progress-bar", "--log-output", "-k", "python3"]
-    started = time.monotonic()
+    started, started_wall = time.monotonic(), time.time()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
@@ -164,14 +221,14 @@ def run_one(
     elif status == FAILED and not error:
         error = _tail_text(log_path)
     os.environ["WORKBOOK_SCRATCH"], previous = str(scratch), os.environ.get("WORKBOOK_SCRATCH")
+    cleanup = "nothing left running"
     try:
         leftovers = find_leftovers()
         if leftovers:
-            end_leftovers(leftovers)
-            note = "left running: " + "; ".join(str(x) for x in leftovers)
-            error = f"{error}; {note}" if error else note
-            if status == PASSED:
+            cleanup = end_and_confirm(leftovers, since=started_wall)
+            if status == PASSED:  # a lesson that passed must have cleaned up after itself
                 status = LEAKED
+                error = cleanup
     finally:
         if previous is None:
             os.environ.pop("WORKBOOK_SCRATCH", None)
@@ -179,7 +236,35 @@ def run_one(
             os.environ["WORKBOOK_SCRATCH"] = previous
     if interrupted:
         raise KeyboardInterrupt(f"interrupted while running {nb.name}; what it started was ended")
-    return NotebookResult(nb.stem, status, duration, cell, error, str(executed))
+    return NotebookResult(nb.stem, status, duration, cell, error, str(executed), cleanup)
+
+
+def end_and_confirm(leftovers: Sequence[Any], *, since: float) -> str:
+    """End what a notebook left running (by the ids it registered) and say plainly what
+    happened: which resources were ended, or which processes are still alive afterwards.
+
+    Shared-memory files that the ended processes made since ``since`` and that nobody uses
+    any more (vLLM's queues) are removed too.
+    """
+    import psutil
+
+    from helpers.processes import end_leftovers, remove_orphan_shm
+
+    end_leftovers(leftovers)
+    remove_orphan_shm(since)
+    def running(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    alive = [pid for x in leftovers for pid in x.pids if running(pid)]
+    names = ", ".join(f"{x.resource} ({len(x.pids)} processes"
+                      + (f", ports {list(x.ports)}" if x.ports else "") + ")" for x in leftovers)
+    if alive:
+        return (f"the notebook left {names} running; the runner could NOT end pids {alive}: "
+                f"end them yourself (kill {' '.join(map(str, alive))})")
+    return f"the notebook left {names} running; the runner ended all of it"
 
 
 def _tail_text(path: Path, lines: int = 3) -> str:
@@ -208,16 +293,27 @@ def prepare_notebooks(
 
 def format_summary(results: Sequence[NotebookResult]) -> str:
     """A Markdown table of the results."""
-    head = "| notebook | status | duration (s) | failing cell | error |\n|---|---|---|---|---|"
+    head = ("| notebook | status | duration (s) | failing cell | error | left running afterwards |\n"
+            "|---|---|---|---|---|---|")
     rows = [
         f"| {r.notebook} | {r.status} | {r.duration_s:.1f} | "
-        f"{'' if r.failing_cell is None else r.failing_cell} | {r.error.replace('|', '/')} |"
+        f"{'' if r.failing_cell is None else r.failing_cell} | {r.error.replace('|', '/')} | "
+        f"{r.cleanup.replace('|', '/')} |"
         for r in results
     ]
     passed = sum(r.status == PASSED for r in results)
     skipped = sum(r.status == SKIPPED for r in results)
     failed = len(results) - passed - skipped
     tail = f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else "")
+    not_ended = [r.notebook for r in results if "could NOT end" in r.cleanup]
+    ended = [r.notebook for r in results if r.cleanup.endswith("ended all of it")]
+    if not_ended:
+        tail += f"\nSTILL RUNNING after the run: what {', '.join(not_ended)} left (see above)."
+    elif ended:
+        tail += (f"\nNothing is left running: the runner ended what {', '.join(ended)} "
+                 "left behind.")
+    else:
+        tail += "\nNothing is left running: every notebook cleaned up after itself."
     return "\n".join([head, *rows, "", tail])
 
 
@@ -239,6 +335,7 @@ def run_notebooks(
     overrides = overrides or {}
     # Validate everything before running anything: a typo should not cost a long run.
     plan = [(nb, profile.settings_for(nb.stem), _parameters(profile, nb, overrides)) for nb in notebooks]
+    check_needs([(nb, params) for nb, settings, params in plan if not (settings.skip and honor_skip)])
     results: list[NotebookResult] = []
     bar = tqdm(plan, desc=f"profile {profile.name}", unit="notebook", disable=not progress)
     for nb, settings, params in bar:
@@ -298,6 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for nb in skipped:  # said, never silent: the profile names the notebook and why
                 print(f"skipped by profile {profile.name}: {nb.stem}", file=sys.stderr)
             notebooks = [nb for nb in notebooks if nb not in skipped]
+            check_needs([(nb, _parameters(profile, nb, overrides)) for nb in notebooks])
             for path in prepare_notebooks(notebooks, profile, args.prepare_only, overrides):
                 print(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)
             return 0

@@ -389,7 +389,7 @@ def config_diff(before: Mapping[str, Any], after: Mapping[str, Any], *,
 
 # -- checking and explaining ------------------------------------------------------------
 
-#: Options that older Ray releases (and the seed material) use, and their Ray 2.60 names.
+#: Options that older Ray releases (and material written for them) use, and their Ray 2.60 names.
 RENAMED_OPTIONS: dict[str, str] = {
     "max_concurrent_queries": "max_ongoing_requests",
     "target_num_ongoing_requests_per_replica": "target_ongoing_requests (in autoscaling_config)",

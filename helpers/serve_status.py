@@ -31,6 +31,7 @@ __all__ = [
     "wait_until_running",
     "wait_until_deleted",
     "status_table",
+    "controller_log_lines",
 ]
 
 _FAILED = {"DEPLOY_FAILED", "UNHEALTHY"}
@@ -51,6 +52,31 @@ def serve_details(cluster: "ClusterHandle") -> dict[str, Any]:
             "check the cluster is running with its dashboard (cluster.nodes_table()).",
             details=str(err)[-1500:],
         ) from err
+
+
+def controller_log_lines(cluster: "ClusterHandle", containing: str) -> list[str]:
+    """Lines of the Serve controller's log that contain ``containing``, oldest first.
+
+    The controller logs what it decides (a replica that "failed health check, stopping it",
+    an application it deletes) and the log stays: a claim checked here holds however fast
+    the machine went through the states, where a status poll can miss a short one. Read
+    through Ray's state API, so it works on a remote cluster too.
+    """
+    from ray.util.state import get_log, list_logs
+
+    from helpers.auth import activate_in_process
+
+    activate_in_process(cluster.env)
+    controller = serve_details(cluster).get("controller_info") or {}
+    node_id = controller.get("node_id")
+    if not node_id:
+        raise ClusterNotRunningError("Serve's controller is not running on this cluster.",
+                                     "deploy an application first (serve.run / serve deploy).")
+    files = list_logs(address=cluster.address, node_id=node_id, glob_filter="serve/controller_*")
+    return [line.rstrip() for names in files.values() for name in sorted(names)
+            for line in "".join(get_log(address=cluster.address, node_id=node_id, filename=name,
+                                        tail=-1, timeout=30)).splitlines()
+            if containing in line]
 
 
 def app_statuses(cluster: "ClusterHandle") -> dict[str, str]:

@@ -8,8 +8,10 @@
 # Extra arguments go to pytest in both phases (e.g. -k cluster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+t0=$SECONDS
 bash scripts/ensure_env.sh
 bash scripts/ensure_browser.sh || true  # Chromium for the JupyterLab test, which names what is missing
+t_env=$((SECONDS - t0))
 PY=.venv/bin/python
 rm -rf build/nbval
 # WORKBOOK_NOTEBOOKS="05 07" runs only these lessons under nbval; "none" runs none; empty (the
@@ -19,11 +21,14 @@ NOTEBOOKS="${WORKBOOK_NOTEBOOKS:-}"
 # Two suit 2 cores: most of a unit test's time is Ray starting processes and waiting for them.
 # --dist loadfile keeps a test file on one worker, in order (its module fixtures are shared).
 WORKERS="${WORKBOOK_TEST_WORKERS:-2}"
-COMMON=(--durations=30 -p no:cacheprovider)
+COMMON=(--durations=20 -p no:cacheprovider)  # each phase ends with its 20 slowest items
 
 set +e
+t1=$SECONDS
 "$PY" -m pytest tests -n "$WORKERS" --dist loadfile -m "not alone" "${COMMON[@]}" "$@"
 unit=$?
+t_unit=$((SECONDS - t1))
+t2=$SECONDS
 TARGETS=(tests)
 if [ "$NOTEBOOKS" != none ]; then
   # shellcheck disable=SC2086  # the names are words
@@ -34,7 +39,14 @@ fi
   --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
   --nbval-sanitize-with tests/nbval_sanitize.cfg "$@"
 lessons=$?
+t_alone=$((SECONDS - t2))
 set -e
+minutes() { awk -v s="$1" 'BEGIN { printf "%.1f", s / 60 }'; }
+printf '\n%-48s %8s\n' "phase of make test" "minutes"
+printf '%-48s %8s\n' "environment and browser check" "$(minutes "$t_env")" \
+  "unit tests ($WORKERS workers)" "$(minutes "$t_unit")" \
+  "classroom run and lessons (one at a time)" "$(minutes "$t_alone")" \
+  "total" "$(minutes $((SECONDS - t0)))"
 # pytest's 5 is "no tests collected": fine in one phase (a -k that names only unit tests),
 # a failure when neither phase ran anything.
 ok() { [ "$1" -eq 0 ] || [ "$1" -eq 5 ]; }

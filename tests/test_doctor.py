@@ -7,8 +7,8 @@ constructor, a replica asking for resources no node has, requests queueing at
 ``max_ongoing_requests`` (read from the metrics), and a replica killed by Ray's memory
 monitor. Not here: the ``408`` timeout (nothing is broken; the lesson asserts the status
 code) and the LLM whose KV cache is too small (a vLLM engine takes a minute or more to
-fail; lesson 10's learner run does it, with ``run_llm_case``; ``_app_failure`` reads the
-engine's root cause with ``helpers.llm.engine_root_cause``).
+fail; lesson 10's section 9 does it, in CI too; ``_app_failure`` reads the engine's root
+cause with ``helpers.llm.engine_root_cause`` and keeps it whole).
 
 The shared two-node cluster hosts the faults that leave it usable afterwards (each test
 deletes what it deployed; Serve is deployed and shut down through the dashboard, so this
@@ -112,6 +112,20 @@ def serve_on_shared(two_node_cluster: LocalCluster) -> Iterator[tuple[LocalClust
         yield two_node_cluster, free_port()
     finally:
         _shutdown_serve(two_node_cluster)
+
+
+def test_a_finding_wraps_long_evidence_and_never_cuts_it() -> None:
+    """vLLM's KV-cache error names its fix at the end of a ~400-character line."""
+    engine = ("engine: ValueError: To serve at least one request with the model's max seq len "
+              "(1024), (0.01 GiB KV cache is needed, which is larger than the available KV cache "
+              "memory (0.0 GiB). Based on the available memory, the estimated maximum model "
+              "length is 128. Try increasing `gpu_memory_utilization` (which also controls CPU "
+              "memory on the CPU backend) or decreasing `max_model_len` when initializing the "
+              "engine.")
+    text = str(Finding("error", "app-failed", "Application 'llm' is DEPLOY_FAILED.", "cause",
+                       "fix", engine))
+    assert " ".join(text.split()).endswith(" ".join(engine.split()))  # every word, in order
+    assert max(len(line) for line in text.splitlines()) <= 100
 
 
 # -- from outside: no cluster, no token, a bad config, a busy port --------------------------

@@ -13,7 +13,7 @@ import nbformat
 import psutil
 import pytest
 
-from helpers.errors import ParameterError, ProfileError, WorkbookError
+from helpers.errors import EnvironmentProblem, ParameterError, ProfileError, WorkbookError
 from helpers.paths import REPO_ROOT
 from helpers.profiles import load_profile, notebook_parameters
 from helpers.runner import FAILED, PASSED, TIMEOUT, run_notebooks, select_notebooks
@@ -213,3 +213,52 @@ def test_runner_cli_unknown_profile_exits_2() -> None:
     assert "error: No run profile 'nonexistent'" in result.stderr
     assert "configs/profiles" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_missing_program_stops_the_run_before_anything_runs(
+    tmp_path: Path, nb_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lesson that needs Chromium (notebook metadata ``workbook.needs``) on a machine
+    without it: the runner says so at the start, naming the lesson and how to install it."""
+    needy = nb_dir / "04_needs_browser.ipynb"
+    _write_notebook(needy, "print('ran')")
+    nb = nbformat.read(str(needy), as_version=4)
+    nb.metadata["workbook"] = {"needs": [{"program": "chromium", "when": "x"}]}
+    nbformat.write(nb, str(needy))
+    monkeypatch.setenv("WORKBOOK_CHROMIUM", str(tmp_path / "no-such-chromium"))
+    profile = load_profile(_profile(tmp_path, GOOD_PROFILE), notebooks_dir=nb_dir)
+    out = tmp_path / "out"
+
+    with pytest.raises(EnvironmentProblem) as caught:
+        run_notebooks([nb_dir / "01_ok.ipynb", needy], profile, out, progress=False)
+    text = str(caught.value)
+    assert "nothing was run" in text
+    assert "chromium (needed by 04_needs_browser)" in text
+    assert "apt-get install -y chromium" in text and "ensure_browser.sh" in text
+    assert not (out / "01_ok.ipynb").exists()  # checked before the first notebook ran
+
+    # The same notebook with the parameter that asks for the browser turned off runs.
+    (result,) = run_notebooks([needy], profile, out, overrides={"*": {"x": 0}}, progress=False)
+    assert result.status == PASSED, result.error
+
+
+def test_the_summary_says_what_a_failed_notebook_left_running_and_that_it_was_ended(
+    tmp_path: Path, nb_dir: Path, isolated_workbook_scratch: Path
+) -> None:
+    pidfile = tmp_path / "echo.pid"
+    _write_notebook(
+        nb_dir / "05_leaves_a_server.ipynb",
+        "from helpers.echo_server import EchoServer\n"
+        f"echo = EchoServer().start()\nopen({str(pidfile)!r}, 'w').write(str(echo.pid))",
+        "raise RuntimeError('failing before the cleanup cell')",
+        "echo.stop()",
+    )
+    profile = load_profile(_profile(tmp_path, GOOD_PROFILE), notebooks_dir=nb_dir)
+    out = tmp_path / "out"
+    (result,) = run_notebooks([nb_dir / "05_leaves_a_server.ipynb"], profile, out, progress=False)
+
+    assert result.status == FAILED and "failing before the cleanup cell" in result.error
+    assert "echo-" in result.cleanup and result.cleanup.endswith("the runner ended all of it")
+    assert not _is_alive(int(pidfile.read_text()))
+    table = (out / "summary.md").read_text()
+    assert "Nothing is left running: the runner ended what 05_leaves_a_server left behind" in table

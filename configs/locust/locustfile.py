@@ -1,4 +1,4 @@
-"""Locust users for the workbook's Serve applications (the seed material's load test, reusable).
+"""Locust users for the workbook's Serve applications (a typical load test, reusable).
 
 User classes; name the one to run after the options (Locust runs all of them otherwise):
 

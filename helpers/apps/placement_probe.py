@@ -11,8 +11,8 @@
   it runs one "shard" task in each GPU bundle of its placement group, as vLLM runs one worker
   per tensor-parallel rank, and reports which node and GPU each shard was given. No model is
   loaded and no GPU math happens: the placement is real, the work is not.
-* ``RoundRobinRouter`` - an ingress that sends requests to several deployments in turn (the
-  seed material's third strategy), and :func:`build_round_robin` - its application builder.
+* ``RoundRobinRouter`` - an ingress that sends requests to several deployments in turn (a
+  deployment kit's third strategy), and :func:`build_round_robin` - its application builder.
 
 Run it::
 

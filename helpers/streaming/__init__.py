@@ -1,6 +1,6 @@
 """Lesson 12's case study: a real-time streaming service with sessions and dynamic batching.
 
-The seed material describes a Ray service for live speech translation: a model actor per
+A Ray service for live speech translation is typically built from a model actor per
 device, a session actor per user, a global scheduler actor that batches work dynamically and
 balances load, a JSON configuration with a command line, a FastAPI server with session
 endpoints, a WebSocket stream, live statistics and reconfiguration, and an evaluation that

@@ -1,4 +1,4 @@
-"""Implementation (a): the streaming service as plain Ray actors, as the seed material built it.
+"""Implementation (a): the streaming service as plain Ray actors, as such services are usually built.
 
 * :class:`ModelActor` - one per "device": the tiny model (transformers, CPU), decoding one
   batch at a time and streaming each batch's text back as a Ray generator, bundled every
@@ -10,7 +10,7 @@
   ``batch_timeout_ms``), picks a model actor with a
   :class:`~helpers.streaming.scheduling.LoadBalancer` (least loaded, round robin, by memory),
   relays the text to the sessions, and keeps the statistics. Its settings change live.
-* :class:`GatewayActor` - the seed's FastAPI server (:func:`helpers.streaming.api.build_api`
+* :class:`GatewayActor` - the service's FastAPI server (:func:`helpers.streaming.api.build_api`
   over an :class:`ActorBackend`), run by uvicorn inside an actor on the driver's node.
 
 :class:`ActorService` starts and stops all of them from a notebook::
@@ -430,7 +430,7 @@ class ActorBackend:
 
 @ray.remote(num_cpus=0)
 class GatewayActor:
-    """The FastAPI server of the seed's ``ray_api.py``, served by uvicorn inside this actor."""
+    """The service's FastAPI server, served by uvicorn inside this actor."""
 
     async def start(self, scheduler: Any, config_json: str, port: int) -> str:
         import uvicorn

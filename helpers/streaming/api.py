@@ -1,7 +1,7 @@
 """The service's HTTP and WebSocket API, the same for both implementations of lesson 12.
 
 :func:`build_api` turns a *backend* (the plain-actor one or the Serve one) into a FastAPI app
-with the seed material's endpoints:
+with the service's endpoints:
 
 =========================  =====================================================================
 ``GET /``                  a small web page: open it in a browser and watch tokens stream

@@ -1,6 +1,6 @@
 """The streaming service's configuration: a validated schema, a JSON file, and a command line.
 
-One JSON file describes the service (the seed material's ``ray_config.json``, for a text
+One JSON file describes the service (as such services keep theirs, for a text
 model instead of speech translation). Three sections:
 
 * ``ray_cluster`` - where to run: ``ray_address`` (empty: a local cluster), logical CPUs and
@@ -16,7 +16,7 @@ unknown strategy is a :class:`ConfigError` that names the key, the value and the
 range, with the closest valid spelling for a misspelt key. :class:`BatchSettings` is the part
 that can change while the service runs (the ``/ray/configure`` endpoint).
 
-Command line (what the seed's ``ray_config.py --create-default/--show/--validate`` did)::
+Command line (create-default, show and validate, the usual three)::
 
     python -m helpers.streaming.config create-default build/streaming/config.json
     python -m helpers.streaming.config show build/streaming/config.json

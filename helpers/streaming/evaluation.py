@@ -1,10 +1,10 @@
-"""The evaluation of the seed material's ``ray_evaluation.py``: users, a batch sweep, a report.
+"""The streaming service's evaluation: users, a batch sweep, a report.
 
 * :func:`batch_sweep` - for every ``max_batch_size`` x ``batch_timeout_ms`` pair: set it live
   through ``POST /ray/configure``, run simulated users (:func:`~helpers.streaming.client.
   simulate_users`) for a while, and record throughput, latencies and the batch sizes the
   service actually formed (from ``/ray/stats`` before and after);
-* :func:`write_report` - the outputs the seed lists, in one folder: ``summary.json``,
+* :func:`write_report` - the usual outputs, in one folder: ``summary.json``,
   ``user_test_charts.png`` (latency over time, tokens per user, time to first text),
   ``batch_test_heatmaps.png`` (throughput, p90 latency and mean batch size over the sweep)
   and a README-style ``README.md`` that ties them together, written with lesson 06's

@@ -7,7 +7,7 @@
 * :class:`LoadBalancer` - picks a worker (a model actor) for a batch:
   ``least_loaded`` (fewest tokens still to generate, queued work included), ``round_robin``
   (each worker in turn, whatever it holds) or ``by_memory`` (least KV-cache memory in use
-  now, as the seed material's ``gpu_memory`` strategy picks the GPU with the most free memory).
+  now, as a ``gpu_memory`` strategy picks the GPU with the most free memory).
 
 The plain-actor scheduler of lesson 12 (:mod:`helpers.streaming.actors`) is these two classes
 inside an async Ray actor; keeping them here makes both testable in microseconds.
