@@ -24,6 +24,7 @@ import atexit
 import csv
 import os
 import shlex
+import signal
 import time
 import uuid
 import weakref
@@ -167,6 +168,17 @@ class LocustRun:
         stats["wall_s"] = round(self.ended_at - (self.started_at or self.ended_at), 2)
         stats["client_cpu_s"] = round(self.cpu_s, 2)
         return stats
+
+    def finish(self, timeout_s: float = 60.0) -> dict[str, Any]:
+        """End the run now, the way Locust ends at its ``--run-time``, and return its statistics.
+
+        For a run that lasts "until something happens" (a second replica serves): Locust takes
+        SIGTERM as its signal to stop, lets its users finish the requests they have sent (for
+        at most ``--stop-timeout``, 10 s), writes its statistics and exits.
+        """
+        if self.running:
+            os.kill(self._proc.pid, signal.SIGTERM)  # the leader only: Locust shuts down itself
+        return self.wait(timeout_s=timeout_s)
 
     def _sample_cpu(self) -> None:
         """CPU seconds used so far by Locust's processes (sampled while it runs)."""

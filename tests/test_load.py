@@ -255,6 +255,22 @@ def test_locust_headless_and_the_comparison(endpoints: dict[str, str]) -> None:
     assert run.pid is None and not run.running  # made, never started: nothing to stop
 
 
+def test_a_locust_run_can_be_ended_early_with_its_statistics() -> None:
+    """A run that lasts "until the second engine serves" (lesson 05) ends it with finish()."""
+    from helpers.echo_server import EchoServer
+    from helpers.locust_run import LocustRun
+
+    with EchoServer() as echo:
+        run = LocustRun(echo.url, users=2, spawn_rate=2, run_time_s=120, options={"payload": "{}"})
+        run.start()
+        time.sleep(4)
+        assert run.running
+        stats = run.finish()
+    assert not run.running and run.pid is None
+    assert stats["requests"] > 0 and stats["failures"] == 0, stats
+    assert stats["wall_s"] < 30  # ended long before its 120 s --run-time
+
+
 def test_live_dashboard_refreshes_and_follows_the_slider(endpoints: dict[str, str],
                                                           two_node_cluster: LocalCluster) -> None:
     from helpers.autoscaling import AutoscalingDashboard
