@@ -54,29 +54,38 @@ def serve_details(cluster: "ClusterHandle") -> dict[str, Any]:
         ) from err
 
 
-def controller_log_lines(cluster: "ClusterHandle", containing: str) -> list[str]:
+def controller_log_lines(cluster: "ClusterHandle", containing: str, *,
+                         wait_s: float = 0.0) -> list[str]:
     """Lines of the Serve controller's log that contain ``containing``, oldest first.
 
     The controller logs what it decides (a replica that "failed health check, stopping it",
     an application it deletes) and the log stays: a claim checked here holds however fast
     the machine went through the states, where a status poll can miss a short one. Read
-    through Ray's state API, so it works on a remote cluster too.
+    through Ray's state API, so it works on a remote cluster too. ``wait_s``: read again
+    until a line matches, for at most this long (the log reaches the reader a little after
+    the decision).
     """
     from ray.util.state import get_log, list_logs
 
     from helpers.auth import activate_in_process
 
     activate_in_process(cluster.env)
-    controller = serve_details(cluster).get("controller_info") or {}
-    node_id = controller.get("node_id")
-    if not node_id:
-        raise ClusterNotRunningError("Serve's controller is not running on this cluster.",
-                                     "deploy an application first (serve.run / serve deploy).")
-    files = list_logs(address=cluster.address, node_id=node_id, glob_filter="serve/controller_*")
-    return [line.rstrip() for names in files.values() for name in sorted(names)
-            for line in "".join(get_log(address=cluster.address, node_id=node_id, filename=name,
-                                        tail=-1, timeout=30)).splitlines()
-            if containing in line]
+    deadline = time.monotonic() + wait_s
+    while True:
+        controller = serve_details(cluster).get("controller_info") or {}
+        node_id = controller.get("node_id")
+        if not node_id:
+            raise ClusterNotRunningError("Serve's controller is not running on this cluster.",
+                                         "deploy an application first (serve.run / serve deploy).")
+        files = list_logs(address=cluster.address, node_id=node_id,
+                          glob_filter="serve/controller_*")
+        lines = [line.rstrip() for names in files.values() for name in sorted(names)
+                 for line in "".join(get_log(address=cluster.address, node_id=node_id,
+                                             filename=name, tail=-1, timeout=30)).splitlines()
+                 if containing in line]
+        if lines or time.monotonic() >= deadline:
+            return lines
+        time.sleep(1.0)
 
 
 def app_statuses(cluster: "ClusterHandle") -> dict[str, str]:
