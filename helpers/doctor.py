@@ -415,22 +415,20 @@ def _app_failure(ctx: _Context, app_name: str, app: dict[str, Any]) -> Finding:
     evidence = [line for line in text.splitlines() if re.search(r"Error|Exception|error", line)]
     evidence = evidence[-6:] or text.splitlines()[-6:]
     logs = _where_to_read(_serve(ctx), app_name, app)
+    root: list[str] = []
     if "Engine core initialization failed" in text:
         from helpers.llm import engine_root_cause
 
         root = engine_root_cause(ctx.cluster, WorkbookError(text, ""))
-        if root:  # whole: vLLM's message ends with the setting to change
-            return Finding(
-                "error", "app-failed", f"Application {app_name!r} is {app.get('status')}.",
-                advice.meaning, advice.fix,
-                "\n".join([*(f"engine: {line}" for line in root),
-                           *(line[:300] for line in evidence[-2:]), *logs]))
+        if root:
+            evidence = evidence[-2:]
     return Finding(
         "error", "app-failed",
         f"Application {app_name!r} is {app.get('status')}.",
         advice.meaning,
-        advice.fix,
-        "\n".join([*(line[:300] for line in evidence), *logs]))
+        advice.fix,  # the engine's lines whole: vLLM's message ends with the setting to change
+        "\n".join([*(f"engine: {line}" for line in root), *(line[:300] for line in evidence),
+                   *logs]))
 
 
 def _where_to_read(details: dict[str, Any], app_name: str, app: dict[str, Any]) -> list[str]:

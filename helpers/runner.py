@@ -246,19 +246,11 @@ def end_and_confirm(leftovers: Sequence[Any], *, since: float) -> str:
     Shared-memory files that the ended processes made since ``since`` and that nobody uses
     any more (vLLM's queues) are removed too.
     """
-    import psutil
-
-    from helpers.processes import end_leftovers, remove_orphan_shm
+    from helpers.processes import end_leftovers, is_alive, remove_orphan_shm
 
     end_leftovers(leftovers)
     remove_orphan_shm(since)
-    def running(pid: int) -> bool:
-        try:
-            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
-
-    alive = [pid for x in leftovers for pid in x.pids if running(pid)]
+    alive = [pid for x in leftovers for pid in x.pids if is_alive(pid)]
     names = ", ".join(f"{x.resource} ({len(x.pids)} processes"
                       + (f", ports {list(x.ports)}" if x.ports else "") + ")" for x in leftovers)
     if alive:
