@@ -3,7 +3,8 @@
 Every check inspects the real state (Serve's status and recorded configs, the replicas, real
 HTTP and handle calls, the files the student wrote), never a variable's value alone. It prints
 a line when it passes; when it fails it raises :class:`LabCheckFailed` with feedback that
-says *what is wrong* and *where to look*. Each is registered with its lab, its task and
+says *what is wrong* and *where to look* (the format all the workbook's checks share:
+:mod:`helpers.check_feedback`). Each is registered with its lab, its task and
 whether it is visible (in the student's notebook) or hidden (put back by the grader).
 
 When the environment variable ``WORKBOOK_LAB_RESULTS`` names a file, every check appends its
@@ -33,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
+from helpers.check_feedback import CheckFailed, CheckProblem, feedback, report_pass
 from helpers.errors import WorkbookError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -80,16 +82,8 @@ class CheckResult:
     seconds: float
 
 
-class CheckProblem(Exception):
-    """Raised inside a check: what is wrong, and where the student should look."""
-
-    def __init__(self, problem: str, look: str) -> None:
-        self.problem, self.look = problem, look
-        super().__init__(f"{problem}\nLook at: {look}")
-
-
-class LabCheckFailed(AssertionError):
-    """A check failed; the message is the feedback."""
+class LabCheckFailed(CheckFailed):
+    """A lab's check failed; the message is the feedback."""
 
 
 #: lab id -> its checks, in the order they are defined.
@@ -156,22 +150,23 @@ def lab_check(lab: str, task: int, *, hidden: bool = False) -> Callable[[Callabl
             started = time.monotonic()
             try:
                 func(session, *args, **kwargs)
-                passed, feedback = True, summary
+                passed, text = True, summary
             except CheckProblem as problem:
-                passed, feedback = False, str(problem)
+                passed, text = False, str(problem)
             except WorkbookError as err:
-                passed, feedback = False, f"{err.problem}\nLook at: {err.fix}"
+                passed, text = False, feedback(err.problem, err.fix)
             except Exception as err:  # noqa: BLE001 - a check must report, never crash
-                passed, feedback = False, (
+                passed, text = False, feedback(
                     f"The check could not inspect your work ({type(err).__name__}: "
-                    f"{str(err)[:300]}).\nLook at: the cells of Task {task} above; run the "
-                    "notebook's cells in order and fix the first one that fails.")
-            result = CheckResult(lab, func.__name__, task, hidden, passed, feedback,
+                    f"{str(err)[:300]}).",
+                    f"the cells of Task {task} above; run the notebook's cells in order and "
+                    "fix the first one that fails.")
+            result = CheckResult(lab, func.__name__, task, hidden, passed, text,
                                  getattr(session, "student", "?"),
                                  round(time.monotonic() - started, 2))
             _record(result)
             if passed:
-                print(f"✓ Task {task}{' (hidden check)' if hidden else ''}: {summary}")
+                report_pass(f"Task {task}{' (hidden check)' if hidden else ''}: {summary}")
                 return None
             if _deferred:
                 _deferred[-1].append(result)

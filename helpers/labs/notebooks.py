@@ -6,7 +6,8 @@ Two kinds of regions in its code cells say what students do not get:
 * a **solution region**: the lines between ``### BEGIN SOLUTION`` and ``### END SOLUTION``.
   In the student version they become a ``raise NotImplementedError("Task N: <hint>")`` at the
   same indentation. Comment lines that start with ``# HINT:`` inside the region are the hint:
-  they become the exception's message, under a ``# YOUR CODE HERE`` line;
+  they become the exception's message, under a ``# YOUR CODE HERE`` line. (The region
+  parser is :mod:`helpers.solution_regions`, shared with the lessons' "Your turn" tasks.)
 * a **hidden-check region**: the lines between ``### BEGIN HIDDEN CHECKS`` and
   ``### END HIDDEN CHECKS``, only in cells tagged ``hidden-checks``. They are removed (a cell
   left empty is dropped); the grader puts them back before it runs a submission.
@@ -37,6 +38,16 @@ import nbformat
 
 from helpers.errors import WorkbookError
 from helpers.paths import LABS_DIR
+from helpers.solution_regions import (
+    BEGIN_SOLUTION,
+    CHECK_TAG,
+    END_SOLUTION,
+    NotebookSourceError,
+    SolutionRegion,
+    Where,
+    blank_regions,
+    has_solution,
+)
 
 __all__ = [
     "LabSourceError",
@@ -66,19 +77,15 @@ SOURCE_DIR = LABS_DIR / "source"
 STUDENT_DIR = LABS_DIR / "student"
 LAB_PATTERN = "lab[0-9][0-9]_*.ipynb"
 
-BEGIN_SOLUTION = "### BEGIN SOLUTION"
-END_SOLUTION = "### END SOLUTION"
 BEGIN_HIDDEN = "### BEGIN HIDDEN CHECKS"
 END_HIDDEN = "### END HIDDEN CHECKS"
-HINT_PREFIX = "# HINT:"
-CHECK_TAG = "check"
 HIDDEN_TAG = "hidden-checks"
 
 _TASK_HEADING = re.compile(r"^##\s+Task\s+(\d+)", re.MULTILINE)
 
 
-class LabSourceError(WorkbookError):
-    """A lab source notebook's regions are malformed."""
+# The labs' name for a malformed source (the region parser is shared with the lessons).
+LabSourceError = NotebookSourceError
 
 
 def list_lab_sources(folder: Path = SOURCE_DIR) -> list[Path]:
@@ -118,59 +125,19 @@ def _tags(cell: Any) -> list[str]:
     return list(cell.get("metadata", {}).get("tags", []))
 
 
-@dataclass
-class _Where:
-    notebook: str
-    cell: int
-
-    def at(self, line: int) -> str:
-        return f"{self.notebook}, cell {self.cell}, line {line}"
-
-
-def _hint_text(lines: list[str]) -> str:
-    parts = [ln.strip()[len(HINT_PREFIX):].strip() for ln in lines
-             if ln.strip().startswith(HINT_PREFIX)]
-    return " ".join(p for p in parts if p)
-
-
-def strip_solutions(text: str, *, task: int | None, where: _Where) -> str:
+def strip_solutions(text: str, *, task: int | None, where: Where) -> str:
     """The cell's code with every solution region replaced by a hint and a raise."""
-    out: list[str] = []
-    region: list[str] | None = None
-    indent = ""
-    begin_line = 0
-    for number, line in enumerate(text.splitlines(), start=1):
-        marker = line.strip()
-        if marker.startswith(BEGIN_SOLUTION):
-            if region is not None:
-                raise LabSourceError(
-                    f"{where.at(number)}: a solution region starts inside another one "
-                    f"(opened on line {begin_line}).",
-                    f"close the first region with '{END_SOLUTION}' before opening the next.")
-            region, indent, begin_line = [], line[: len(line) - len(line.lstrip())], number
-            continue
-        if marker.startswith(END_SOLUTION):
-            if region is None:
-                raise LabSourceError(f"{where.at(number)}: '{END_SOLUTION}' without a BEGIN.",
-                                     f"add '{BEGIN_SOLUTION}' where the solution starts.")
-            hint = _hint_text(region)
-            label = f"Task {task}" if task is not None else "This cell"
-            message = f"{label}: {hint}" if hint else f"{label}: write your solution here."
-            out.append(f"{indent}# YOUR CODE HERE ({label.lower() if task is None else label})")
-            out.append(f"{indent}raise NotImplementedError({message!r})")
-            region = None
-            continue
-        if region is not None:
-            region.append(line)
-        else:
-            out.append(line)
-    if region is not None:
-        raise LabSourceError(f"{where.at(begin_line)}: the solution region is never closed.",
-                             f"add '{END_SOLUTION}' after the solution.")
-    return "\n".join(out)
+    label = f"Task {task}" if task is not None else "This cell"
+
+    def student_lines(region: SolutionRegion) -> list[str]:
+        message = f"{label}: {region.hint}" if region.hint else f"{label}: write your solution here."
+        return [f"{region.indent}# YOUR CODE HERE ({label.lower() if task is None else label})",
+                f"{region.indent}raise NotImplementedError({message!r})"]
+
+    return blank_regions(text, where, student_lines)
 
 
-def _strip_hidden(text: str, *, where: _Where) -> str:
+def _strip_hidden(text: str, *, where: Where) -> str:
     out: list[str] = []
     inside = False
     begin_line = 0
@@ -194,19 +161,19 @@ def _strip_hidden(text: str, *, where: _Where) -> str:
     return "\n".join(out).strip("\n")
 
 
-def _check_cell_roles(cell: Any, text: str, where: _Where) -> None:
+def _check_cell_roles(cell: Any, text: str, where: Where) -> None:
     tags = _tags(cell)
-    has_solution = BEGIN_SOLUTION in text or END_SOLUTION in text
+    solution = has_solution(text)
     has_hidden = BEGIN_HIDDEN in text or END_HIDDEN in text
     if cell.get("cell_type") != "code":
-        if has_solution or has_hidden:
+        if solution or has_hidden:
             raise LabSourceError(f"{where.at(1)}: regions are only allowed in code cells.",
                                  "move the region into a code cell.")
         return
     if has_hidden and HIDDEN_TAG not in tags:
         raise LabSourceError(f"{where.at(1)}: hidden checks in a cell not tagged {HIDDEN_TAG!r}.",
                              f"tag the cell {HIDDEN_TAG!r} (only hidden checks belong in it).")
-    if has_solution and (CHECK_TAG in tags or HIDDEN_TAG in tags):
+    if solution and (CHECK_TAG in tags or HIDDEN_TAG in tags):
         raise LabSourceError(f"{where.at(1)}: a check cell must not contain a solution.",
                              "put the solution in its own cell before the check.")
 
@@ -220,7 +187,7 @@ def make_student_notebook(source: Path) -> nbformat.NotebookNode:
     task: int | None = None
     for index, cell in enumerate(nb.cells):
         text = _source(cell)
-        where = _Where(source.name, index)
+        where = Where(source.name, index)
         _check_cell_roles(cell, text, where)
         if cell.cell_type == "markdown":
             found = _TASK_HEADING.findall(text)
