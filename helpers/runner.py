@@ -12,6 +12,7 @@ Usage::
     python -m helpers.runner --profile ci 00 01    # a subset, CI parameters
     python -m helpers.runner --profile ci -p 01_ray_cluster_setup.worker_nodes=1
     python -m helpers.runner --profile ci --prepare-only build/nbval   # parameterized copies
+        # (a lesson with "Your turn" tasks is written as its proof; --no-proof: as it is)
     python -m helpers.runner --labs --profile ci lab01   # the labs' source notebooks (solutions)
 """
 
@@ -268,19 +269,35 @@ def _tail_text(path: Path, lines: int = 3) -> str:
 
 def prepare_notebooks(
     notebooks: Sequence[Path], profile: Profile, out_dir: Path,
-    overrides: dict[str, dict[str, Any]] | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None, *, proof: bool = False,
 ) -> list[Path]:
-    """Write parameterized, unexecuted copies (for nbval) and return their paths."""
+    """Write parameterized, unexecuted copies (for nbval) and return their paths.
+
+    With ``proof``, a lesson that has "Your turn" tasks is written as its proof notebook
+    (:mod:`helpers.lessons.proof`: each check must fail on its blank task, then pass on the
+    answer), under the lesson's own name; a lesson without tasks is copied as it is.
+    """
     import papermill as pm
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for nb in notebooks:
-        target = out_dir / nb.name
-        pm.execute_notebook(str(nb), str(target), parameters=_parameters(profile, nb, overrides or {}),
-                            prepare_only=True, progress_bar=False, kernel_name="python3")
-        written.append(target)
+    with tempfile.TemporaryDirectory(prefix="rsw-proof") as proofs:
+        for nb in notebooks:
+            target = out_dir / nb.name
+            source = _proof_of(nb, Path(proofs)) if proof else None
+            pm.execute_notebook(str(source or nb), str(target),
+                                parameters=_parameters(profile, nb, overrides or {}),
+                                prepare_only=True, progress_bar=False, kernel_name="python3")
+            written.append(target)
     return written
+
+
+def _proof_of(nb: Path, folder: Path) -> Path | None:
+    """The proof notebook of ``nb``, written into ``folder``; None when it has no task."""
+    from helpers.lessons.proof import write_proof
+    from helpers.lessons.tasks import read_tasks
+
+    return write_proof(nb, folder / nb.name) if read_tasks(nb) else None
 
 
 def format_summary(results: Sequence[NotebookResult]) -> str:
@@ -369,6 +386,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="where executed notebooks and the summary go (default: build/runs/PROFILE)")
     parser.add_argument("--prepare-only", type=Path, metavar="DIR",
                         help="only write parameterized copies to DIR (for nbval), do not execute")
+    parser.add_argument("--no-proof", action="store_true",
+                        help="with --prepare-only: copy lessons with 'Your turn' tasks as they "
+                             "are, not as their proof (helpers.lessons.proof)")
     parser.add_argument("--list", action="store_true", help="list notebooks and their parameters")
     parser.add_argument("--labs", action="store_true",
                         help="the labs' source notebooks (labs/source/, with solutions) instead")
@@ -388,7 +408,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"skipped by profile {profile.name}: {nb.stem}", file=sys.stderr)
             notebooks = [nb for nb in notebooks if nb not in skipped]
             check_needs([(nb, _parameters(profile, nb, overrides)) for nb in notebooks])
-            for path in prepare_notebooks(notebooks, profile, args.prepare_only, overrides):
+            proof = not args.labs and not args.no_proof  # the labs' checks have a grader
+            for path in prepare_notebooks(notebooks, profile, args.prepare_only, overrides,
+                                          proof=proof):
                 print(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)
             return 0
         out_dir = args.build_dir or BUILD_DIR / "runs" / profile.name / ("labs" if args.labs else "")

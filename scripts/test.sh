@@ -4,7 +4,9 @@
 #   2. the tests marked `alone`, one at a time: the labs' classroom run, then every lesson
 #      under nbval with the CI profile's parameters (their measured claims - vLLM vs
 #      transformers, batching, autoscaling within 30 s, deploy to first token - need the
-#      machine to themselves).
+#      machine to themselves). A lesson with "Your turn" tasks runs as its proof notebook
+#      (the runner's --prepare-only writes it): each task's check must fail on the blank
+#      task, then pass on the answer (helpers/lessons/proof.py).
 # Extra arguments go to pytest in both phases (e.g. -k cluster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
