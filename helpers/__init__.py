@@ -15,6 +15,9 @@ Modules, one job each:
 * :mod:`helpers.profiles` and :mod:`helpers.runner` - headless runs of the lessons.
 * :mod:`helpers.ports`, :mod:`helpers.processes` - free ports; stopping exactly what we started.
 * :mod:`helpers.errors` - the workbook's exceptions, each with the fix in its message.
+* :mod:`helpers.lessons` - "Your turn" tasks: their checks, practice versions, ``reveal``, the
+  proof CI runs; :mod:`helpers.solution_regions` and :mod:`helpers.check_feedback` are what
+  they share with :mod:`helpers.labs`.
 """
 
 from helpers.cluster import (

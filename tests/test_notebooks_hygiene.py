@@ -1,6 +1,9 @@
 """The committed notebooks are lessons a learner can open: clean, parameterized, structured.
 
 These read the .ipynb files only (fast); executing them is nbval's job (see scripts/test.sh).
+The lesson template (templates/NN_lesson_template.ipynb) is held to the lessons' rules too,
+explicitly: it is not in notebooks/, so the runner never runs it as a lesson. The practice
+versions (notebooks/practice/) are generated; tests/test_lessons.py checks them.
 """
 
 from __future__ import annotations
@@ -12,10 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from helpers.lessons.tasks import read_tasks
 from helpers.paths import LABS_DIR, REPO_ROOT
 from helpers.profiles import list_labs, list_notebooks, load_profile, notebook_parameters
+from helpers.solution_regions import CHECK_TAG
 
 NOTEBOOKS = list_notebooks()
+TEMPLATE = REPO_ROOT / "templates" / "NN_lesson_template.ipynb"
+LESSONS_AND_TEMPLATE = NOTEBOOKS + [TEMPLATE]
 
 
 def _cells(path: Path) -> list[dict]:
@@ -27,11 +34,15 @@ def _source(cell: dict) -> str:
     return src if isinstance(src, str) else "".join(src)
 
 
+def _tags(cell: dict) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
+
+
 def test_there_are_lessons() -> None:
     assert [p.stem[:2] for p in NOTEBOOKS][:2] == ["00", "01"]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", LESSONS_AND_TEMPLATE, ids=lambda p: p.stem)
 def test_committed_without_outputs(path: Path) -> None:
     """Only cells tagged keep_output (golden outputs, checked by nbval) may carry outputs."""
     for i, cell in enumerate(_cells(path)):
@@ -46,7 +57,7 @@ def test_committed_without_outputs(path: Path) -> None:
         assert cell["execution_count"] is None, f"{path.name} cell {i} has an execution count"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", LESSONS_AND_TEMPLATE, ids=lambda p: p.stem)
 def test_one_parameters_cell_of_typed_commented_literals(path: Path) -> None:
     tagged = [c for c in _cells(path) if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, f"{path.name}: exactly one cell must be tagged 'parameters'"
@@ -59,7 +70,7 @@ def test_one_parameters_cell_of_typed_commented_literals(path: Path) -> None:
     assert notebook_parameters(path), "papermill does not see the parameters"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", LESSONS_AND_TEMPLATE, ids=lambda p: p.stem)
 def test_reads_as_a_lesson(path: Path) -> None:
     """Title, 'You will learn', Summary, Exercises and Cleanup, in that order."""
     markdown = [_source(c) for c in _cells(path) if c["cell_type"] == "markdown"]
@@ -69,9 +80,10 @@ def test_reads_as_a_lesson(path: Path) -> None:
     assert -1 not in positions and positions == sorted(positions), positions
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", LESSONS_AND_TEMPLATE, ids=lambda p: p.stem)
 def test_every_section_checks_itself(path: Path) -> None:
-    """Each numbered section has at least one assert before the next section starts."""
+    """Each numbered section has at least one assert (or a "Your turn" check cell, tagged
+    'check') before the next section starts."""
     section, asserted = None, True
     for cell in _cells(path):
         src = _source(cell)
@@ -79,8 +91,21 @@ def test_every_section_checks_itself(path: Path) -> None:
             assert asserted, f"{path.name}: section {section!r} has no assert"
             section = src.splitlines()[0]
             asserted = not section[3:4].isdigit()  # only numbered sections must check
-        elif cell["cell_type"] == "code" and "assert " in src:
+        elif cell["cell_type"] == "code" and ("assert " in src or CHECK_TAG in _tags(cell)):
             asserted = True
+
+
+_MINUTES = re.compile(r"\*\*About \d+(-\d+)? minutes\*\*")
+
+
+@pytest.mark.parametrize("path", [p for p in LESSONS_AND_TEMPLATE if read_tasks(p)],
+                         ids=lambda p: p.stem)
+def test_a_lesson_built_for_doing_fits_one_sitting(path: Path) -> None:
+    """A lesson with "Your turn" tasks (and the template) says how long it takes in its first
+    cell and has at most 10 learner parameters (harness knobs go to the run profile)."""
+    first = _source(_cells(path)[0])
+    assert _MINUTES.search(first), f"{path.name}: the first cell says '**About N minutes**'"
+    assert len(notebook_parameters(path)) <= 10, f"{path.name}: at most 10 parameters"
 
 
 @pytest.mark.parametrize("name", ["ci", "full"])
@@ -193,7 +218,8 @@ _SOURCE_DOCUMENTS = re.compile(r"seed material|\bthe seed(?:'s)?\b(?!\s*(?:=|of 
 def test_nothing_a_learner_reads_points_to_documents_they_have_never_seen() -> None:
     """Lessons, labs, README, configs and the helpers (whose source lessons show) describe
     practices and cite public sources; they never refer to private source documents."""
-    roots = [REPO_ROOT / name for name in ("notebooks", "labs", "helpers", "configs", "benchmarks")]
+    roots = [REPO_ROOT / name for name in ("notebooks", "labs", "helpers", "configs", "benchmarks",
+                                           "templates")]
     files = [REPO_ROOT / "README.md"] + [p for root in roots for p in sorted(root.rglob("*"))
                                          if p.suffix in (".ipynb", ".py", ".md", ".yaml", ".json")]
     found = [f"{p.relative_to(REPO_ROOT)}: {m.group(0)!r}" for p in files
