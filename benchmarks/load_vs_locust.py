@@ -13,8 +13,8 @@ Locust with the project's locustfile (``configs/locust/locustfile.py``) to one e
 Prints one row per run (throughput, p50/p90/p99 latency, client CPU per request), writes them
 to ``build/benchmarks/load_vs_locust.json``, and exits with 1 if ``helpers.load`` reached
 more than ``--tolerance`` less throughput than Locust's standard client (``JsonUser``, an
-``HttpUser``) or spent more client CPU per request. Lesson 05 (section 4) runs the same
-comparison in the notebook.
+``HttpUser``) or spent more client CPU per request. tests/test_load.py checks the same, briefly,
+on every test run (lesson 05, section 3, points here).
 
     python benchmarks/load_vs_locust.py --concurrency 32 --seconds 15 --rounds 3
 """

@@ -5,7 +5,7 @@ client can ask. Against a Serve application on a 2-core laptop every client meet
 ceiling first (about a hundred requests per second here), so it cannot tell clients apart.
 Against this server, which answers any ``GET`` or ``POST`` on any path with ``{"ok": true}``
 in well under a millisecond of CPU (asyncio and ``aiohttp``, one process), the client's own
-cost per request decides the throughput. Lesson 05 (section 4) and
+cost per request decides the throughput. tests/test_load.py and
 ``benchmarks/load_vs_locust.py`` measure ``helpers.load`` against Locust on it.
 
     with EchoServer() as echo:           # its own process, stopped (by id) on exit

@@ -255,6 +255,25 @@ def test_locust_headless_and_the_comparison(endpoints: dict[str, str]) -> None:
     assert run.pid is None and not run.running  # made, never started: nothing to stop
 
 
+def test_helpers_load_is_not_the_bottleneck_locust_is() -> None:
+    """Lesson 05 (section 3) rests on this: against a server faster than any client (the echo
+    server), helpers.load offers at least the throughput of Locust's standard client
+    (JsonUser, an HttpUser) at less client CPU per request, and far more than the ~100
+    requests/s a lesson asks of Serve. A B, B A: a background load is shared fairly."""
+    from helpers.echo_server import EchoServer
+    from helpers.locust_run import compare_with_locust
+
+    with EchoServer() as echo:
+        runs = compare_with_locust(echo.url, path="/", payload={"text": "great service"},
+                                   concurrency=32, seconds=4, rounds=2, user_classes=("JsonUser",))
+    assert (runs["failures"] == 0).all(), runs
+    by_tool = runs.groupby("tool")[["throughput_rps", "client_cpu_ms_per_request"]].mean()
+    ours, theirs = by_tool.loc["helpers.load"], by_tool.loc["Locust JsonUser (HttpUser)"]
+    assert ours["client_cpu_ms_per_request"] < theirs["client_cpu_ms_per_request"], by_tool
+    assert ours["throughput_rps"] >= 0.9 * theirs["throughput_rps"], by_tool
+    assert ours["throughput_rps"] > 500, by_tool
+
+
 def test_a_locust_run_can_be_ended_early_with_its_statistics() -> None:
     """A run that lasts "until the second engine serves" (lesson 05) ends it with finish()."""
     from helpers.echo_server import EchoServer
