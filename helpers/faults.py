@@ -398,10 +398,13 @@ def watch_exits(pids: "list[int] | set[int]", *, poll_s: float = 0.05,
 
 
 def wait_for(check: Callable[[], Any], *, timeout_s: float, what: str, poll_s: float = 0.25,
-             since: float | None = None) -> float:
+             since: float | None = None, report: Callable[[], Any] | None = None) -> float:
     """Poll ``check()`` until it returns something true; the seconds since ``since``
     (a ``time.time()``, default: now). Raises :class:`WorkbookError` naming ``what`` and the
-    last value on timeout. A check that raises ClusterNotRunningError counts as not yet."""
+    last value on timeout. A check that raises ClusterNotRunningError counts as not yet.
+
+    ``report``: called once on timeout, its value goes into the error's details, for a check
+    whose own last value (often just ``False``) does not say what the cluster looked like."""
     start = time.time() if since is None else since
     deadline = time.monotonic() + timeout_s
     last: Any = None
@@ -414,10 +417,16 @@ def wait_for(check: Callable[[], Any], *, timeout_s: float, what: str, poll_s: f
             if last:
                 return round(time.time() - start, 2)
         time.sleep(poll_s)
+    details = f"last seen: {last!r}"
+    if report is not None:
+        try:
+            details += f"\nthen: {report()!r}"
+        except Exception as err:  # noqa: BLE001 - the timeout is the error to raise, not this
+            details += f"\nthen: the report itself failed ({type(err).__name__}: {err})"
     raise WorkbookError(
         f"{what} did not happen within {timeout_s:.0f} s.",
         "look at serve status and the controller log; on a busy machine raise the timeout.",
-        details=f"last seen: {last!r}"[-1500:],
+        details=details[-1500:],
     )
 
 

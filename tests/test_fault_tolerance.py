@@ -93,6 +93,25 @@ def test_what_is_retried() -> None:
     assert not is_retryable({**base, "status": 503}, statuses=(500,))
 
 
+def test_a_wait_that_times_out_says_what_it_saw() -> None:
+    """wait_for's error carries the check's last value and, when given, what ``report``
+    saw at the timeout (a check that returns only False says nothing by itself); a report
+    that fails does not hide the timeout."""
+    from helpers.faults import wait_for
+
+    with pytest.raises(WorkbookError) as caught:
+        wait_for(lambda: False, timeout_s=0.3, poll_s=0.05, what="the fix",
+                 report=lambda: {"leak": "DEPLOYING", "http": 503})
+    assert "the fix did not happen within 0 s" in caught.value.problem
+    assert "last seen: False" in caught.value.details
+    assert "'leak': 'DEPLOYING'" in caught.value.details and "503" in caught.value.details
+
+    with pytest.raises(WorkbookError) as caught:
+        wait_for(lambda: 0, timeout_s=0.2, poll_s=0.05, what="the fix", report=lambda: 1 / 0)
+    assert "the report itself failed (ZeroDivisionError" in caught.value.details
+    assert wait_for(lambda: "ready", timeout_s=5, what="x", report=lambda: 1 / 0) >= 0
+
+
 def test_request_with_retries(flaky_url: str) -> None:
     session = requests.Session()
     saved = request_with_retries(session, f"{flaky_url}/fail/2/503", retries=3, backoff_s=0.1)
