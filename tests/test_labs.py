@@ -30,6 +30,7 @@ from types import SimpleNamespace
 from typing import Iterator
 
 import nbformat
+from notebook_builder import notebook as _notebook
 import pytest
 
 from helpers.labs.checks import CHECKS, checks_for, read_results
@@ -57,20 +58,6 @@ LAB_PARAMETERS = {"ray_address", "dashboard_url", "token_path", "student"}
 def _source(cell: dict) -> str:
     src = cell["source"]
     return src if isinstance(src, str) else "".join(src)
-
-
-def _notebook(*cells: tuple[str, str, list[str]]) -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    for i, (kind, text, tags) in enumerate(cells):
-        cell = (nbformat.v4.new_markdown_cell(text) if kind == "md"
-                else nbformat.v4.new_code_cell(text))
-        cell.id = f"c{i}"
-        if tags:
-            cell.metadata["tags"] = tags
-        nb.cells.append(cell)
-    return nb
 
 
 # --- the transformation ---------------------------------------------------------------------

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+from notebook_builder import notebook as _notebook
 import pytest
 
 from helpers.check_feedback import CheckFailed
@@ -43,20 +44,6 @@ from helpers.solution_regions import CHECK_TAG, NotebookSourceError
 
 TEMPLATE = REPO_ROOT / "templates" / "NN_lesson_template.ipynb"
 SETUP = "from helpers.lessons import check_equal, check_that, checking, reveal\nruns = []"
-
-
-def _notebook(*cells: tuple[str, str, list[str]]) -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    for i, (kind, text, tags) in enumerate(cells):
-        cell = (nbformat.v4.new_markdown_cell(text) if kind == "md"
-                else nbformat.v4.new_code_cell(text))
-        cell.id = f"c{i}"
-        if tags:
-            cell.metadata["tags"] = tags
-        nb.cells.append(cell)
-    return nb
 
 
 def _write(nb: nbformat.NotebookNode, path: Path) -> Path:
