@@ -24,6 +24,7 @@ Usage::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Union
 
 from helpers.errors import WorkbookError
@@ -144,3 +145,20 @@ def blank_regions(text: str, where: Where,
 def answer_code(text: str, where: Where) -> str:
     """The cell's code as the answer reads: the markers and the hint lines removed."""
     return blank_regions(text, where, lambda region: region.answer_lines)
+
+
+def report_stale(problems: list[str], *, what: str, command: str, folder: Path) -> int:
+    """``generate --check`` of labs and lessons: print ``problems`` (stale, missing, orphan
+    generated files) and the command that fixes them; 1 when there are any, else 0."""
+    import sys
+
+    if problems:
+        print(f"The {what} are out of date:", file=sys.stderr)
+        for line in problems:
+            print(f"  {line}", file=sys.stderr)
+        print(f"Fix: run `{command}` and commit {folder.name}/ (never edit those files by hand).",
+              file=sys.stderr)
+        return 1
+    print(f"{what} up to date ({folder})")
+    return 0
+

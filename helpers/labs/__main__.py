@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from helpers.errors import WorkbookError
+from helpers.solution_regions import report_stale
 from helpers.paths import BUILD_DIR
 
 __all__ = ["main"]
@@ -27,16 +28,9 @@ def _generate(args: argparse.Namespace) -> int:
     from helpers.labs.notebooks import generate_all, stale_student_versions
 
     if args.check:
-        problems = stale_student_versions(args.source_dir, args.student_dir)
-        if problems:
-            print("The student versions are out of date:", file=sys.stderr)
-            for line in problems:
-                print(f"  {line}", file=sys.stderr)
-            print("Fix: run `python -m helpers.labs generate` and commit labs/student/ "
-                  "(never edit those files by hand).", file=sys.stderr)
-            return 1
-        print(f"student versions up to date ({args.student_dir})")
-        return 0
+        return report_stale(stale_student_versions(args.source_dir, args.student_dir),
+                            what="student versions", command="python -m helpers.labs generate",
+                            folder=args.student_dir)
     for path in generate_all(args.source_dir, args.student_dir):
         print(path)
     return 0

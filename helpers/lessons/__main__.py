@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from helpers.errors import WorkbookError
+from helpers.solution_regions import report_stale
 from helpers.paths import BUILD_DIR, NOTEBOOKS_DIR
 
 __all__ = ["main"]
@@ -26,16 +27,9 @@ def _generate(args: argparse.Namespace) -> int:
     from helpers.lessons.practice import generate_all, stale_practice_versions
 
     if args.check:
-        problems = stale_practice_versions(args.lessons_dir, args.practice_dir)
-        if problems:
-            print("The practice versions are out of date:", file=sys.stderr)
-            for line in problems:
-                print(f"  {line}", file=sys.stderr)
-            print("Fix: run `python -m helpers.lessons generate` and commit notebooks/practice/ "
-                  "(never edit those files by hand).", file=sys.stderr)
-            return 1
-        print(f"practice versions up to date ({args.practice_dir})")
-        return 0
+        return report_stale(stale_practice_versions(args.lessons_dir, args.practice_dir),
+                            what="practice versions", command="python -m helpers.lessons generate",
+                            folder=args.practice_dir)
     written, removed = generate_all(args.lessons_dir, args.practice_dir)
     for path in written:
         print(path)
