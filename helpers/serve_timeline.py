@@ -41,6 +41,7 @@ __all__ = [
     "StatusRecorder",
     "wait_until_settled",
     "running_pids",
+    "settled_pids",
     "wait_until_replaced",
     "status_changes",
     "plot_update_timeline",
@@ -182,6 +183,35 @@ def wait_until_settled(
     have stopped and the new ones serve. Returns the seconds it took; raises
     :class:`~helpers.errors.ServeTimeoutError` with the last status seen.
     """
+    return _settle(cluster, app, deployment, replicas, timeout_s, poll_s)[0]
+
+
+def settled_pids(
+    cluster: "ClusterHandle",
+    app: str,
+    deployment: str,
+    *,
+    timeout_s: float = 60.0,
+    poll_s: float = 0.3,
+) -> list[int]:
+    """Process ids of a deployment's replicas once it has settled (HEALTHY, every replica RUNNING).
+
+    For claims like "reconfigured in place, no replica restarted": a replica that already
+    answers with a new ``user_config`` is still UPDATING in Serve's status for a moment, and
+    after a controller restart replicas are RECOVERING, so :func:`running_pids` read at once
+    can miss a replica that is still there.
+    """
+    return _settle(cluster, app, deployment, None, timeout_s, poll_s)[1]
+
+
+def _settle(
+    cluster: "ClusterHandle",
+    app: str,
+    deployment: str,
+    replicas: int | None,
+    timeout_s: float,
+    poll_s: float,
+) -> tuple[float, list[int]]:
     from helpers.errors import ServeTimeoutError
 
     start = time.monotonic()
@@ -192,11 +222,13 @@ def wait_until_settled(
         except ClusterNotRunningError:
             details = {}
         dep = (details.get("deployments") or {}).get(deployment) or {}
-        states = [r.get("state") for r in dep.get("replicas") or []]
+        found = dep.get("replicas") or []
+        states = [r.get("state") for r in found]
         last = f"{details.get('status', 'NOT_STARTED')}/{dep.get('status')}/{states}"
-        if (details.get("status") == "RUNNING" and dep.get("status") == "HEALTHY"
-                and len(states) == replicas and all(s == "RUNNING" for s in states)):
-            return round(time.monotonic() - start, 2)
+        wanted = bool(states) if replicas is None else len(states) == replicas
+        if (details.get("status") == "RUNNING" and dep.get("status") == "HEALTHY" and wanted
+                and all(s == "RUNNING" for s in states)):
+            return round(time.monotonic() - start, 2), sorted(r["pid"] for r in found if r.get("pid"))
         time.sleep(poll_s)
     raise ServeTimeoutError(app, timeout_s, last)
 

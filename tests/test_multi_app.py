@@ -219,7 +219,7 @@ def test_splitter_on_serve_keeps_to_its_weights_and_changes_them_live(
     import requests
 
     from helpers.serve_cli import deploy_config
-    from helpers.serve_timeline import running_pids
+    from helpers.serve_timeline import running_pids, settled_pids
     from helpers.traffic import RequestLoop, failure_summary, send_requests
 
     n = 300
@@ -245,4 +245,4 @@ def test_splitter_on_serve_keeps_to_its_weights_and_changes_them_live(
     after = loop.results()
     assert failure_summary(after)["failed"] == 0
     assert set(after.loc[after["config_version"] == 2, "code_version"]) == {"v2"}
-    assert running_pids(two_node_cluster, "canary-test", "TrafficSplitter") == pids  # in place
+    assert settled_pids(two_node_cluster, "canary-test", "TrafficSplitter") == pids  # in place

@@ -502,9 +502,9 @@ def lab02_updated_without_downtime(session: "LabSession", update_traffic: Any, *
 @lab_check("lab02", 3, hidden=True)
 def lab02_reconfigured_in_place(session: "LabSession", *, pids_before: Sequence[int]) -> None:
     """A user_config change kept the replicas that were running (no restart)."""
-    from helpers.serve_timeline import running_pids
+    from helpers.serve_timeline import settled_pids
 
-    pids_now = running_pids(session.cluster, session.app_name("classifier"), _L02_DEP)
+    pids_now = settled_pids(session.cluster, session.app_name("classifier"), _L02_DEP)
     kept = set(pids_before) & set(pids_now)
     _expect(bool(pids_before) and kept == set(pids_before),
             f"Replicas before the update: {sorted(pids_before)}, now: {pids_now}; a "
