@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -472,3 +473,78 @@ def test_practice_versions_are_not_lessons(tmp_path: Path) -> None:
     assert list_notebooks(tmp_path) == [lesson]
     assert select_notebooks([], tmp_path) == [lesson]
     assert select_notebooks(["98"], tmp_path) == [lesson]
+
+
+# --- exported cells: the lesson is the source, the package holds a copy ----------------------
+
+EXPORTED = ("%%writefile {work_dir}/greeter.py\n# export: helpers/apps/greeter.py\n"
+            '"""Greets."""\n\n\ndef greet(name: str) -> str:\n    ### BEGIN SOLUTION\n'
+            "    # HINT: return an f-string\n    return f'hello {name}'\n    ### END SOLUTION\n")
+
+
+def _exporting_lesson(cell: str = EXPORTED) -> nbformat.NotebookNode:
+    return _notebook(("md", "# 95 · exports\n\n**About 1 minute.**", []), ("code", SETUP, []),
+                     ("md", "### Your turn 1: greet", []), ("code", cell, []),
+                     ("code", "check_equal(1, 1, what='one', look='Your turn 1')", [CHECK_TAG]))
+
+
+def test_an_exported_cell_is_written_to_the_package_as_its_answer(tmp_path: Path) -> None:
+    from helpers.lessons.export import GENERATED_HEADER, exports, stale_exports
+
+    lessons = _write(_exporting_lesson(), tmp_path / "notebooks" / "95_exports.ipynb").parent
+    (tmp_path / "helpers").mkdir()
+    run = [sys.executable, "-m", "helpers.lessons", "generate", "--lessons-dir", str(lessons),
+           "--practice-dir", str(tmp_path / "practice")]
+    done = subprocess.run(run, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    copy = tmp_path / "helpers" / "apps" / "greeter.py"
+    text = copy.read_text()
+    assert text.startswith(f"{GENERATED_HEADER}notebooks/95_exports.ipynb (cell 3)")
+    assert "return f'hello {name}'" in text and "SOLUTION" not in text and "HINT" not in text
+    namespace: dict = {}
+    exec(compile(text, str(copy), "exec"), namespace)  # the copy is the working answer
+    assert namespace["greet"]("ana") == "hello ana"
+    assert [e.target for e in exports(lessons)] == [Path("helpers/apps/greeter.py")]
+    assert stale_exports(lessons, tmp_path) == []
+    # the practice version keeps the blank, the package keeps the answer
+    practice = (tmp_path / "practice" / "95_exports.ipynb").read_text()
+    assert "hello {name}" not in practice and "export: helpers/apps/greeter.py" in practice
+
+    # edited by hand, deleted, or left behind by a cell that no longer exports: each named
+    copy.write_text(text.replace("hello", "hi"))
+    assert stale_exports(lessons, tmp_path) == [
+        "helpers/apps/greeter.py: differs from 95_exports.ipynb, cell 3"]
+    check = subprocess.run(run[:4] + ["--check"] + run[4:], capture_output=True, text=True,
+                           cwd=REPO_ROOT, timeout=120)
+    assert check.returncode == 1 and "greeter.py: differs" in check.stderr
+    copy.unlink()
+    assert stale_exports(lessons, tmp_path) == [
+        "helpers/apps/greeter.py: missing (exported by 95_exports.ipynb, cell 3)"]
+    copy.write_text(text)
+    _write(_exporting_lesson(EXPORTED.replace("# export: helpers/apps/greeter.py\n", "")),
+           lessons / "95_exports.ipynb")
+    assert stale_exports(lessons, tmp_path) == [
+        "helpers/apps/greeter.py: says it is generated, but no lesson cell exports it"]
+
+
+@pytest.mark.parametrize("cell, expected", [
+    ("x = 1\n# export: helpers/apps/x.py\n", "second line of a cell that starts with %%writefile"),
+    ("%%writefile a.py\nx = 1\n# export: helpers/apps/x.py\n", "second line"),
+    ("%%writefile a.py\n# export: notebooks/x.py\n", "cannot export to notebooks/x.py"),
+    ("%%writefile a.py\n# export: helpers/../x.py\n", "cannot export"),
+])
+def test_a_misplaced_export_line_is_a_clear_error(tmp_path: Path, cell: str, expected: str) -> None:
+    from helpers.lessons.export import exports
+
+    lessons = _write(_exporting_lesson(cell), tmp_path / "95_exports.ipynb").parent
+    with pytest.raises(NotebookSourceError, match=re.escape(expected)):
+        exports(lessons)
+
+
+def test_two_cells_cannot_export_the_same_module(tmp_path: Path) -> None:
+    from helpers.lessons.export import exports
+
+    _write(_exporting_lesson(), tmp_path / "95_exports.ipynb")
+    _write(_exporting_lesson(), tmp_path / "96_again.ipynb")
+    with pytest.raises(NotebookSourceError, match="both export to helpers/apps/greeter.py"):
+        exports(tmp_path)

@@ -12,11 +12,14 @@ A "Your turn" task in a lesson is a code cell with a solution region (``### BEGI
 * :mod:`helpers.lessons.practice` - the practice versions in ``notebooks/practice/`` and
   :func:`reveal`, which prints a task's answer;
 * :mod:`helpers.lessons.proof` - the proof notebook CI runs in place of a lesson with tasks:
-  each check fails on its blank task and passes on the answer.
+  each check fails on its blank task and passes on the answer;
+* :mod:`helpers.lessons.export` - a ``%%writefile`` cell whose second line is ``# export:
+  helpers/...py`` has a package copy for later lessons, labs and tests, written by
+  ``generate`` and checked by ``generate --check``.
 
 Commands::
 
-    python -m helpers.lessons generate            # notebooks/practice/ from notebooks/
+    python -m helpers.lessons generate            # notebooks/practice/, exported cells' copies
     python -m helpers.lessons generate --check    # exit 1, naming them, if any is stale
     python -m helpers.lessons list                # the lessons' tasks
     python -m helpers.lessons reveal 02 3         # the answer to Your turn 3 of lesson 02

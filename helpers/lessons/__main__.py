@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m helpers.lessons generate              # write notebooks/practice/ from notebooks/
+    python -m helpers.lessons generate              # notebooks/practice/ and exported cells' copies
     python -m helpers.lessons generate --check      # exit 1, naming them, if any is stale
     python -m helpers.lessons list                  # every lesson's "Your turn" tasks
     python -m helpers.lessons reveal 02 3           # print the answer to Your turn 3 of 02
@@ -24,19 +24,27 @@ __all__ = ["main"]
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from helpers.lessons.export import stale_exports, write_exports
     from helpers.lessons.practice import generate_all, stale_practice_versions
 
+    root = args.lessons_dir.resolve().parent  # the package copies of exported cells live here
     if args.check:
-        return report_stale(stale_practice_versions(args.lessons_dir, args.practice_dir),
-                            what="practice versions", command="python -m helpers.lessons generate",
-                            folder=args.practice_dir)
+        practice = report_stale(stale_practice_versions(args.lessons_dir, args.practice_dir),
+                                what="practice versions",
+                                command="python -m helpers.lessons generate",
+                                folder=args.practice_dir)
+        copies = report_stale(stale_exports(args.lessons_dir, root),
+                              what="package copies of exported lesson cells",
+                              command="python -m helpers.lessons generate", folder=root / "helpers")
+        return practice or copies
     written, removed = generate_all(args.lessons_dir, args.practice_dir)
-    for path in written:
+    exported = write_exports(args.lessons_dir, root)
+    for path in written + exported:
         print(path)
     for path in removed:
         print(f"removed {path} (its lesson has no 'Your turn' task any more)")
-    if not written and not removed:
-        print("no lesson has a 'Your turn' task: nothing to generate")
+    if not written and not removed and not exported:
+        print("no lesson has a 'Your turn' task or an exported cell: nothing to generate")
     return 0
 
 
@@ -82,10 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="Lessons' 'Your turn' tasks: practice "
                                                  "versions, answers, proofs.")
     sub = parser.add_subparsers(dest="command", required=True)
-    gen = sub.add_parser("generate", help="write the practice versions from the lessons")
+    gen = sub.add_parser("generate", help="write the practice versions, and the package copies "
+                                          "of exported cells, from the lessons")
     gen.add_argument("--check", action="store_true",
-                     help="write nothing; exit 1 if a practice version is missing, stale or "
-                          "orphaned")
+                     help="write nothing; exit 1 if a practice version or a package copy is "
+                          "missing, stale or orphaned")
     gen.add_argument("--practice-dir", type=Path, default=PRACTICE_DIR)
     lst = sub.add_parser("list", help="every lesson's tasks")
     rev = sub.add_parser("reveal", help="print the answer to a task")
