@@ -28,6 +28,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -565,6 +566,31 @@ class LocalCluster(ClusterHandle):
         self._wait_for_nodes(len(self.nodes_started), timeout_s)
         return node
 
+    def run_node_command(self, command: str, *, timeout_s: float = 120.0) -> NodeInfo:
+        """Run a ``ray start --address=...`` command line as typed in a terminal, in a process
+        session of its own, and wait until the node it starts has joined.
+
+        The command runs with ``bash -c`` and this cluster's environment (``cluster.env``:
+        ``$RAY_ADDRESS`` and the token), so it is exactly the line a learner types beside
+        JupyterLab. A ``ray start`` without ``--block`` exits once its node runs, leaving the
+        node's processes in that session: :meth:`stop` ends them by session id (never ``ray
+        stop``, which ends every Ray process on the machine). A notebook's ``!ray start`` would
+        not do: the pseudo-terminal IPython runs it in hangs the node up when the command ends.
+
+        ``cluster.run_node_command("ray start --address=$RAY_ADDRESS --num-cpus=1")``
+        """
+        if self._stopped or not self.nodes_started:
+            raise ClusterNotRunningError(
+                "This cluster is not running.", "start it first with start_local_cluster()."
+            )
+        node = _run_node_command(self, command, self.dir, timeout_s=timeout_s,
+                                 on_started=self._adopt)
+        return node
+
+    def _adopt(self, node: NodeInfo) -> None:
+        self.nodes_started.append(node)
+        self._save_registry()
+
     def _wait_for_nodes(self, expected: int, timeout_s: float) -> None:
         if not self.include_dashboard:
             return  # the node count is read through the dashboard; "started" must suffice
@@ -648,10 +674,22 @@ class ExistingCluster(ClusterHandle):
         self.address = address
         self.dashboard_url = dashboard_url
         self.token_path = token_path
+        self.nodes_started: list[NodeInfo] = []  # nodes this machine joined to it
+
+    def run_node_command(self, command: str, *, timeout_s: float = 120.0) -> NodeInfo:
+        """Join this machine to the cluster with a ``ray start --address=...`` command line
+        (see :meth:`LocalCluster.run_node_command`); :meth:`stop` ends that node again."""
+        folder = scratch_root() / f"joined-{uuid.uuid4().hex[:8]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return _run_node_command(self, command, folder, timeout_s=timeout_s,
+                                 on_started=self.nodes_started.append)
 
     def stop(self) -> None:
-        """Disconnect this process; the cluster keeps running (it is not ours)."""
+        """Disconnect this process and end the nodes this machine joined to the cluster; the
+        cluster keeps running (it is not ours)."""
         self.disconnect()
+        stop_sessions([node.pid for node in self.nodes_started], grace_s=STOP_GRACE_S)
+        self.nodes_started.clear()
 
     def __repr__(self) -> str:
         return f"<ExistingCluster {self.address}>"
@@ -768,6 +806,55 @@ def open_cluster(
             ray_address, dashboard_url=dashboard_url or None, token_path=token_path or None
         )
     return start_local_cluster(**local_kwargs)
+
+
+def _run_node_command(cluster: ClusterHandle, command: str, folder: Path, *, timeout_s: float,
+                      on_started: Any) -> NodeInfo:
+    """See :meth:`LocalCluster.run_node_command`; ``on_started`` records the node's session
+    before anything can fail, so that stopping the cluster ends it whatever happens next."""
+    words = shlex.split(command)
+    if words[:2] != ["ray", "start"] or "--head" in words:
+        raise WorkbookError(
+            f"{command!r} is not a command that starts a worker node.",
+            "write it as you would type it: ray start --address=$RAY_ADDRESS --num-cpus=...",
+        )
+    if any(w == "--block" for w in words):
+        raise WorkbookError(f"{command!r} has --block: it would never return here.",
+                            "leave --block out; the workbook stops the node by process id.")
+    before = {n["node_id"] for n in cluster.nodes()}
+    name = next((w.split("=", 1)[1] for w in words if w.startswith("--node-name=")),
+                f"node-{len(before) + 1}")
+    log_path = folder / f"{name}.command.log"
+    env = cluster.env
+    # As for the nodes the workbook starts itself (LocalCluster._start_node): agents of a new
+    # raylet on a busy 2-core machine get two minutes to report their ports; `ray` is the one
+    # beside this Python.
+    env.setdefault("RAY_agent_register_timeout_ms", "120000")
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([bin_dir, env["PATH"]]) if env.get("PATH") else bin_dir
+    with _node_start_turn(timeout_s):
+        proc = start_session(["bash", "-c", command], log_path, env=env)
+        node = NodeInfo(name=name, role="worker", num_cpus=0, num_gpus=0, resources={},
+                        pid=proc.pid, log_path=log_path, argv=words)
+        on_started(node)
+        try:
+            code = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            code = None
+        log = log_path.read_text(errors="replace")
+        if code != 0:
+            raise ClusterStartError(
+                f"`{command}` " + (f"did not finish within {timeout_s:.0f} s." if code is None
+                                   else f"exited with code {code}."),
+                _advice_from_log(log), details=_tail(log))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if {n["node_id"] for n in cluster.nodes()} - before:
+            return node
+        time.sleep(0.5)
+    raise ClusterStartError(f"`{command}` ran, but no new node joined within {timeout_s:.0f} s.",
+                            "read the command's output below, and the node's logs.",
+                            details=_tail(log_path.read_text(errors="replace")))
 
 
 def _tail(text: str, lines: int = 25) -> str:

@@ -14,7 +14,9 @@ Run it from Python (``run_health_check()`` after ``ray.init``), directly
 
     ray job submit --address http://127.0.0.1:8265 -- python -m helpers.health_check --json -
 
-Introduced in notebooks/01_ray_cluster_setup.ipynb.
+The harness's copy of the probes for the tests and for checking a cluster from the command
+line. Lesson 01 (notebooks/01_ray_cluster_setup.ipynb) has the learner write the same probes
+as a script of their own (cluster_health.py), which is the lesson's source of truth.
 """
 
 from __future__ import annotations

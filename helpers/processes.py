@@ -119,7 +119,11 @@ def stop_sessions(sids: Iterable[int], *, grace_s: float = 15.0, term_all: bool 
             pass
     for sid in sids:
         try:
-            os.kill(sid, signal.SIGTERM)
+            # A leader that has exited (a `ray start` without --block) leaves its session
+            # running; its pid may since belong to an unrelated process: signal it only while
+            # it still leads this session.
+            if os.getsid(sid) == sid:
+                os.kill(sid, signal.SIGTERM)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + grace_s

@@ -1,9 +1,10 @@
 """Draw the workbook's diagrams with matplotlib; run it to regenerate the PNGs next to it.
 
-    python images/make_diagrams.py            # writes images/serve_architecture.png
+    python images/make_diagrams.py            # writes images/cluster_processes.png and
+                                              # images/serve_architecture.png
 
 The drawing is code so that it can be reviewed, changed and regenerated like the rest of
-the project (tests/test_apps.py checks the committed PNG is up to date with this script).
+the project (tests/test_serve_configs.py checks the committed PNGs are up to date with this script).
 """
 
 from __future__ import annotations
@@ -122,9 +123,73 @@ def serve_architecture(path: Path) -> Path:
     return path
 
 
+def cluster_processes(path: Path) -> Path:
+    """The processes of a three-node Ray cluster, their ports, and who talks to which
+    (lesson 01)."""
+    fig, ax = plt.subplots(figsize=(13, 7.2))
+    ax.set_xlim(0, 13)
+    ax.set_ylim(0, 7.2)
+    ax.axis("off")
+    ax.set_title("A Ray cluster of three nodes: the processes `ray start` runs, their ports, "
+                 "and the clients", fontsize=12.5, weight="bold")
+
+    # Head node
+    _box(ax, 3.0, 0.3, 4.6, 6.3, "head node: ray start --head --port=6379", COLORS["node"],
+         fontsize=10, weight="bold", va="top", edge="#888888", lw=1.5)
+    _box(ax, 3.25, 4.55, 4.1, 1.35, "GCS (gcs_server)\ncluster metadata: nodes, actors,\n"
+         "jobs, resources   :6379 (--port)", COLORS["control"], weight="bold")
+    _box(ax, 3.25, 3.0, 4.1, 1.3, "dashboard  :8265 (--dashboard-port)\nweb UI, state API, "
+         "Jobs API\n(--dashboard-host, default 127.0.0.1)", COLORS["control"])
+    _box(ax, 3.25, 1.55, 4.1, 1.2, "raylet: schedules tasks on this node\n+ object store "
+         "(shared memory)\nnode manager and object manager ports", COLORS["proxy"],
+         weight="bold")
+    _box(ax, 3.25, 0.45, 4.1, 0.85, "workers: one Python process per running task or actor\n"
+         "(started by the raylet, ports 10002-19999)", COLORS["replica"], fontsize=8.5)
+
+    # Worker nodes
+    for i, y in enumerate((3.75, 0.3)):
+        n = i + 1
+        _box(ax, 8.4, y, 4.35, 2.85, f"worker node {n}: ray start --address=HEAD:6379",
+             COLORS["node"], fontsize=10, weight="bold", va="top", edge="#888888", lw=1.5)
+        _box(ax, 8.65, y + 1.15, 3.85, 1.05, "raylet + object store\n(its own ports; "
+             f"custom resource worker_{n})", COLORS["proxy"], weight="bold")
+        _box(ax, 8.65, y + 0.15, 3.85, 0.8, "workers (Python processes)", COLORS["replica"],
+             fontsize=8.5)
+        _arrow(ax, (8.65, y + 1.7), (7.35, 5.1 if n == 1 else 4.75),
+               "registers, heartbeats" if n == 1 else "", color="#b45f06", rad=0.1,
+               text_xy=(7.95, 5.55))
+        _arrow(ax, (8.65, y + 1.5), (7.35, 2.1), "objects move\nbetween object stores"
+               if n == 2 else "", color="#0b5394", ls="--", rad=-0.1 if n == 1 else 0.1,
+               text_xy=(7.95, 1.25), style="<|-|>")
+
+    # Clients
+    _box(ax, 0.1, 4.9, 2.45, 1.3, "CLI: ray status,\nray list nodes, ray memory,\n"
+         "ray timeline", COLORS["client"])
+    _box(ax, 0.1, 3.05, 2.45, 1.25, "CLI: ray job submit\n(the Jobs API over HTTP)",
+         COLORS["client"])
+    _box(ax, 0.1, 1.0, 2.45, 1.55, "a driver: ray.init()\nin the notebook, a script\n"
+         "or a submitted job", COLORS["handle"])
+    _arrow(ax, (2.55, 5.55), (3.25, 5.3), "", color="#b45f06")
+    _arrow(ax, (2.55, 5.2), (3.25, 3.9), "", color="#b45f06", ls=":")
+    _arrow(ax, (2.55, 3.65), (3.25, 3.6), "", color="#b45f06")
+    _arrow(ax, (2.55, 2.1), (3.25, 4.75), "", color="#674ea7", rad=0.15)
+    _arrow(ax, (2.55, 1.6), (3.25, 2.0), "", color="#674ea7")
+
+    ax.text(0.1, 0.1,
+            "orange: control (CLI to GCS or dashboard, raylets to GCS)   purple: a driver "
+            "(to the GCS, then its node's raylet)   blue dashed: data between object stores   "
+            "every request carries the cluster's token",
+            fontsize=8.2, color="#333333")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     out = Path(argv[0]) if argv else HERE
     out.mkdir(parents=True, exist_ok=True)
+    print(cluster_processes(out / "cluster_processes.png"))
     print(serve_architecture(out / "serve_architecture.png"))
     return 0
 
