@@ -230,6 +230,10 @@ def write_default_config(path: str | Path, *, force: bool = False) -> Path:
     if path.exists() and not force:
         raise WorkbookError(f"{path} exists already.",
                             "pass --force to overwrite it, or choose another path.")
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise WorkbookError(f"Could not write {path}: {blocker} is a file, not a folder.",
+                            "give a path in a folder, e.g. build/streaming/config.json.")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(StreamingConfig().to_json())
