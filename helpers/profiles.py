@@ -20,8 +20,8 @@ Everything is checked against the notebooks themselves: an unknown notebook, key
 parameter, or a value of the wrong type, is a :class:`ProfileError` / :class:`ParameterError`
 that names the closest valid spelling. Values out of range are refused too: a ``timeout_s``
 that is not a number > 0; a negative number for any parameter (also inside a list); 0 for a
-parameter that counts or times something that must be there (a name ending in
-``concurrency``, ``requests``, ``replicas``, ``users``, ``tokens``, ``batch_size(s)``,
+parameter that counts or times something that must be there (a name with ``replicas`` in
+it, or ending in ``concurrency``, ``requests``, ``users``, ``tokens``, ``batch_size(s)``,
 ``actors``, ``timeout_s``, ``max_num_seqs`` or ``max_model_len``); and a share (``..._share``,
 ``..._weight``, ``..._utilization``, ``..._alpha``, ``..._fraction(s)``) outside 0..1.
 
@@ -107,7 +107,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-_POSITIVE = re.compile(r"(concurrency|requests|replicas|users|tokens|batch_sizes?|actors|"
+_POSITIVE = re.compile(r"replicas|(concurrency|requests|users|tokens|batch_sizes?|actors|"
                        r"timeout_s|max_num_seqs|max_model_len)$")
 _SHARE = re.compile(r"(share|weight|utilization|alpha|fractions?)$")
 
