@@ -398,6 +398,8 @@ class LoadResult:
         return float(self.summary()["throughput_rps"])
 
     def timeline(self, bin_s: float = 1.0) -> "pd.DataFrame":
+        """Per-second rates and latencies (:func:`timeline`) of the rows in ``df``: of a
+        sample when :attr:`sampled` (rates then scale down by ``rows_kept / requests``)."""
         return timeline(self.df, bin_s=bin_s, t0=self.started_at or None)
 
     def text(self) -> str:
