@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from helpers.cluster import start_local_cluster
 from helpers.echo_server import EchoServer
+from helpers.errors import ParameterError
 from helpers.locust_run import compare_with_locust
 from helpers.paths import BUILD_DIR
 from helpers.ports import free_port
@@ -44,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=0.1,
                         help="share by which Locust's standard client may beat helpers.load (noise)")
     args = parser.parse_args(argv)
+    try:
+        check_arguments(args)
+    except ParameterError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.against == "echo":
         with EchoServer() as echo:
             runs = compare_with_locust(echo.url, path="/", payload={"text": "great service"},
@@ -65,6 +72,22 @@ def main(argv: list[str] | None = None) -> int:
                                    concurrency=args.concurrency, seconds=args.seconds,
                                    rounds=args.rounds)
     return report(runs, args)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every option checked before a server or a cluster starts."""
+    if args.rounds < 1:
+        raise ParameterError(f"--rounds must be >= 1, not {args.rounds} (no run, nothing to "
+                             "compare).", "give the runs of each tool, e.g. --rounds 3.")
+    if args.concurrency < 1:
+        raise ParameterError(f"--concurrency must be >= 1, not {args.concurrency}.",
+                             "give the virtual users of each tool, e.g. --concurrency 32.")
+    if not 0 < args.seconds < math.inf:
+        raise ParameterError(f"--seconds must be > 0, not {args.seconds:g}.",
+                             "give the seconds of load per run, e.g. --seconds 15.")
+    if not 0 <= args.tolerance < 1:
+        raise ParameterError(f"--tolerance must be a share from 0 up to (not including) 1, "
+                             f"not {args.tolerance:g}.", "e.g. --tolerance 0.1 (10%).")
 
 
 def report(runs, args: argparse.Namespace) -> int:

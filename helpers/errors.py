@@ -20,6 +20,7 @@ __all__ = [
     "WorkbookError",
     "ClusterStartError",
     "ClusterNotRunningError",
+    "DashboardTimeoutError",
     "PortInUseError",
     "AuthTokenError",
     "ServeDeployError",
@@ -52,6 +53,22 @@ class ClusterStartError(WorkbookError):
 
 class ClusterNotRunningError(WorkbookError):
     """Nothing answers at the cluster address that was given."""
+
+
+class DashboardTimeoutError(ClusterNotRunningError):
+    """The cluster's dashboard accepted a connection but did not answer in time."""
+
+    def __init__(self, url: str, timeout_s: float, what: str = "") -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        call = f" ({what})" if what else ""
+        super().__init__(
+            f"The Ray dashboard at {url} did not answer within {timeout_s:g} s{call}.",
+            f"it is hung or overloaded: check that it answers (curl {url}/api/version) and "
+            "read its log (dashboard.log in the cluster's logs folder); restart the cluster if "
+            "it stays silent. On a machine that is only busy, allow longer with "
+            "WORKBOOK_DASHBOARD_TIMEOUT_S (seconds, default 30).",
+        )
 
 
 class PortInUseError(WorkbookError):

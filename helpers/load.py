@@ -53,13 +53,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import copy
 import json
+import os
 import math
 import random
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from helpers.errors import ParameterError
@@ -78,6 +81,8 @@ __all__ = [
     "load_test",
     "load_test_async",
     "summarize",
+    "RunningSummary",
+    "MAX_ROWS",
     "timeline",
     "run_in_new_loop",
     "main",
@@ -86,6 +91,9 @@ __all__ = [
 #: Columns of every result, in this order (then the chat columns, then what the answers named).
 COLUMNS = ["i", "level", "t_sched", "t_start", "t_end", "latency_s", "ok", "status", "error"]
 CHAT_COLUMNS = ["ttft_s", "completion_tokens", "tokens_per_s"]
+#: Rows a run keeps by default; past this many requests it keeps a uniform random sample and
+#: summarizes every request as it goes (:class:`RunningSummary`), so memory stays bounded.
+MAX_ROWS = 50_000
 
 
 # --- what to send ---------------------------------------------------------------------------
@@ -247,6 +255,114 @@ def timeline(df: "pd.DataFrame", *, bin_s: float = 1.0, t0: float | None = None)
     return out[columns]
 
 
+class RunningSummary:
+    """The numbers of :func:`summarize`, kept request by request in constant memory.
+
+    A long run at a high rate keeps only a bounded sample of its rows (``max_rows``); this is
+    what its summary is computed from instead. Counts, error kinds, who served, the span,
+    throughput, token totals, the mean and the maximum are exact; percentiles come from
+    histograms with logarithmic bins 1% wide, so each is within 0.5% of the exact value.
+
+        running = RunningSummary()
+        for row in rows:
+            running.add(row)
+        running.summary()       # the keys summarize(df) returns
+    """
+
+    _BIN = math.log(1.01)
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.ok = 0
+        self.error_kinds: dict[str, int] = {}
+        self.first_start = math.inf
+        self.last_end = -math.inf
+        self.max_start_lag = -math.inf
+        self.latency_sum = 0.0
+        self.latency_max = -math.inf
+        self.chat = False
+        self.output_tokens = 0.0
+        self.who: dict[str, dict[str, int]] = {"replica": {}, "node": {}}
+        self._hist: dict[str, dict[int, int]] = {"latency": {}, "ttft": {}, "tokens_per_s": {}}
+
+    def _bin(self, name: str, value: Any) -> None:
+        if value is None or not isinstance(value, (int, float)) or math.isnan(value):
+            return
+        key = -(10 ** 9) if value <= 0 else math.floor(math.log(value) / self._BIN)
+        hist = self._hist[name]
+        hist[key] = hist.get(key, 0) + 1
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        """Count one request's row (as :class:`LoadGenerator` makes them)."""
+        self.requests += 1
+        self.first_start = min(self.first_start, row["t_start"])
+        self.last_end = max(self.last_end, row["t_end"])
+        if row.get("t_sched") is not None:
+            self.max_start_lag = max(self.max_start_lag, row["t_start"] - row["t_sched"])
+        for col, counts in self.who.items():
+            if row.get(col) is not None:
+                counts[str(row[col])] = counts.get(str(row[col]), 0) + 1
+        if "completion_tokens" in row:
+            self.chat = True
+        if not row.get("ok"):
+            kind = str(row.get("error") or "").split(":")[0]
+            self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+            return
+        self.ok += 1
+        latency = float(row["latency_s"])
+        self.latency_sum += latency
+        self.latency_max = max(self.latency_max, latency)
+        self._bin("latency", latency)
+        self.output_tokens += row.get("completion_tokens") or 0
+        self._bin("ttft", row.get("ttft_s"))
+        self._bin("tokens_per_s", row.get("tokens_per_s"))
+
+    def percentile(self, name: str, q: float) -> float:
+        """The ``q``-th percentile (0-100) of ``latency``, ``ttft`` or ``tokens_per_s``."""
+        hist = self._hist[name]
+        total = sum(hist.values())
+        if not total:
+            return float("nan")
+        rank = q / 100 * (total - 1)
+        seen = 0
+        for key in sorted(hist):
+            seen += hist[key]
+            if seen > rank:
+                return 0.0 if key == -(10 ** 9) else math.exp((key + 0.5) * self._BIN)
+        return float("nan")  # pragma: no cover - the loop always returns
+
+    def summary(self) -> dict[str, Any]:
+        """The keys and meaning of :func:`summarize`."""
+        span = self.last_end - self.first_start if self.requests else 0.0
+        out: dict[str, Any] = {
+            "requests": self.requests,
+            "ok": self.ok,
+            "failed": self.requests - self.ok,
+            "error_kinds": dict(sorted(self.error_kinds.items(), key=lambda kv: -kv[1])),
+            "duration_s": round(span, 3),
+            "throughput_rps": round(self.ok / span, 2) if span > 0 else 0.0,
+            "latency_p50_s": round(self.percentile("latency", 50), 4),
+            "latency_p90_s": round(self.percentile("latency", 90), 4),
+            "latency_p99_s": round(self.percentile("latency", 99), 4),
+            "latency_mean_s": round(self.latency_sum / self.ok, 4) if self.ok else float("nan"),
+            "latency_max_s": round(self.latency_max, 4) if self.ok else float("nan"),
+        }
+        if self.max_start_lag > -math.inf:
+            out["max_start_lag_s"] = round(self.max_start_lag, 4)
+        if self.chat and self.ok:
+            out["output_tokens"] = int(self.output_tokens)
+            out["output_tokens_per_s"] = round(self.output_tokens / span, 1) if span > 0 else 0.0
+            if self._hist["ttft"]:
+                out["ttft_p50_s"] = round(self.percentile("ttft", 50), 4)
+                out["ttft_p90_s"] = round(self.percentile("ttft", 90), 4)
+            if self._hist["tokens_per_s"]:
+                out["request_tokens_per_s_p50"] = round(self.percentile("tokens_per_s", 50), 1)
+        for col, counts in self.who.items():
+            if counts:
+                out[f"by_{col}"] = dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+        return out
+
+
 @dataclass
 class LoadResult:
     """What a run offered and what came back: one row per request in ``df``."""
@@ -258,9 +374,23 @@ class LoadResult:
     stream: bool = False
     started_at: float = 0.0  # wall clock
     levels: list[tuple[float, float]] = field(default_factory=list)  # (wall clock, level) changes
+    #: Set when the run had more requests than ``max_rows``: ``df`` is then a uniform random
+    #: sample of the rows, and the summary comes from these totals of every request.
+    totals: RunningSummary | None = field(default=None, repr=False)
+
+    @property
+    def sampled(self) -> bool:
+        """True when ``df`` holds a sample of the requests (see ``max_rows``), not all."""
+        return self.totals is not None
 
     def summary(self) -> dict[str, Any]:
-        """Counts, throughput, latency percentiles, errors by kind, who served (see :func:`summarize`)."""
+        """Counts, throughput, latency percentiles, errors by kind, who served (see :func:`summarize`).
+
+        Of every request, also when ``df`` is a sample (then percentiles are within 0.5%).
+        """
+        if self.totals is not None:
+            return {"mode": self.mode, "level": self.level, **self.totals.summary(),
+                    "rows_kept": len(self.df)}
         return {"mode": self.mode, "level": self.level, **summarize(self.df)}
 
     @property
@@ -268,6 +398,8 @@ class LoadResult:
         return float(self.summary()["throughput_rps"])
 
     def timeline(self, bin_s: float = 1.0) -> "pd.DataFrame":
+        """Per-second rates and latencies (:func:`timeline`) of the rows in ``df``: of a
+        sample when :attr:`sampled` (rates then scale down by ``rows_kept / requests``)."""
         return timeline(self.df, bin_s=bin_s, t0=self.started_at or None)
 
     def text(self) -> str:
@@ -290,6 +422,9 @@ class LoadResult:
                          f"p90 {s['ttft_p90_s']:.3f} s; {s.get('request_tokens_per_s_p50', 0):.1f} "
                          "tokens/s per request (p50)")
             lines.append(line)
+        if self.sampled:
+            lines.append(f"  rows       a random sample of {len(self.df)} of {s['requests']} requests "
+                         "kept (max_rows); the numbers above count every request")
         if "max_start_lag_s" in s and self.mode == "open":
             lines.append(f"  schedule   requests started at most {s['max_start_lag_s']:.3f} s late")
         for col in ("node", "replica"):
@@ -341,6 +476,7 @@ class LoadGenerator:
         max_in_flight: int = 1024,
         arrivals: str = "uniform",
         seed: int = 0,
+        max_rows: int = MAX_ROWS,
     ) -> None:
         if (concurrency is None) == (rate is None):
             raise ParameterError(
@@ -349,6 +485,15 @@ class LoadGenerator:
                 "concurrency=C keeps C requests in flight; rate=R starts R requests per second.")
         _check_level("concurrency", concurrency)
         _check_level("rate", rate)
+        if (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
+                or not 0 < timeout_s < math.inf):
+            raise ParameterError(
+                f"timeout_s must be a number of seconds > 0, not {timeout_s!r} (0 or less would "
+                "leave a request that is never answered waiting forever).",
+                "pass timeout_s=S with S > 0, e.g. 30.")
+        if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
+            raise ParameterError(f"max_rows must be a positive integer, not {max_rows!r}.",
+                                 f"pass max_rows=N with N >= 1 (default {MAX_ROWS}).")
         if arrivals not in ("uniform", "poisson"):
             raise ParameterError(f"arrivals must be 'uniform' or 'poisson', not {arrivals!r}.",
                                  "'uniform' spaces requests evenly; 'poisson' at random.")
@@ -364,7 +509,10 @@ class LoadGenerator:
         self.max_in_flight = max_in_flight
         self.arrivals = arrivals
         self._rng = random.Random(seed)
-        self._records: list[dict[str, Any]] = []
+        self.max_rows = max_rows
+        self._sample_rng = random.Random(seed + 1)
+        self._records: list[dict[str, Any]] = []  # every row, or a uniform sample of max_rows
+        self._totals = RunningSummary()
         self._lock = threading.Lock()
         self._stop_requested = False
         self._thread: threading.Thread | None = None
@@ -386,15 +534,32 @@ class LoadGenerator:
         self._stop_requested = True
 
     def records(self) -> list[dict[str, Any]]:
-        """A copy of the rows so far (safe while the load runs)."""
+        """A copy of the rows so far (safe while the load runs): every row, or, past
+        ``max_rows`` requests, a uniform random sample of ``max_rows`` of them."""
         with self._lock:
             return list(self._records)
 
+    def _keep(self, record: dict[str, Any]) -> None:
+        """Count a row in the totals; keep it, or past ``max_rows`` rows, maybe keep it in
+        place of one kept before (reservoir sampling: every row is kept with equal chance)."""
+        with self._lock:
+            self._totals.add(record)
+            if len(self._records) < self.max_rows:
+                self._records.append(record)
+            else:
+                j = self._sample_rng.randrange(self._totals.requests)
+                if j < self.max_rows:
+                    self._records[j] = record
+
     def results(self) -> LoadResult:
         """The rows so far as a :class:`LoadResult` (safe while the load runs)."""
-        return LoadResult(self.url, self.mode, self.initial_level, _frame(self.records()),
+        with self._lock:
+            records = list(self._records)
+            sampled = self._totals.requests > len(records)
+            totals = copy.deepcopy(self._totals) if sampled else None
+        return LoadResult(self.url, self.mode, self.initial_level, _frame(records),
                           stream=self.request.stream, started_at=self.started_at,
-                          levels=list(self._levels))
+                          levels=list(self._levels), totals=totals)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -425,10 +590,11 @@ class LoadGenerator:
             self.level = self.initial_level = phases[0][1]
         else:
             phases = []
-        if (self.mode == "closed" and self.level == 0 and not phases and duration_s is None
-                and self._thread is None):
-            raise ParameterError("A closed loop with concurrency 0 and no duration never ends.",
-                                 "give concurrency >= 1, or a duration_s.")
+        if self.level == 0 and not phases and duration_s is None and self._thread is None:
+            name = "concurrency" if self.mode == "closed" else "rate"
+            raise ParameterError(f"A load with {name} 0 and no duration never ends (it would "
+                                 "wait for requests it never sends).",
+                                 f"give {name} > 0, or a duration_s.")
         self._stop_requested = False
         loop_t0 = time.perf_counter()
         wall_t0 = time.time()
@@ -450,8 +616,7 @@ class LoadGenerator:
             data = self.request.encoded_body(i) if constant_body is None else constant_body
             record = await _send(session, self.request, url, data, headers, due, level, wall)
             record["i"] = i
-            with self._lock:
-                self._records.append(record)
+            self._keep(record)
             if bar is not None:
                 bar.update(1)
 
@@ -527,8 +692,7 @@ class LoadGenerator:
                 await asyncio.sleep(min(due - now, 0.05))
                 continue
             if len(in_flight) >= self.max_in_flight:
-                with self._lock:
-                    self._records.append(_dropped(i, rate, wall(due), wall(now)))
+                self._keep(_dropped(i, rate, wall(due), wall(now)))
             else:
                 task = asyncio.ensure_future(one(i, due, rate))
                 in_flight.add(task)
@@ -723,6 +887,7 @@ async def load_test_async(
     max_in_flight: int = 1024,
     arrivals: str = "uniform",
     progress: bool | None = None,
+    max_rows: int = MAX_ROWS,
 ) -> LoadResult:
     """Offer load to ``url`` (``await`` it in a Jupyter cell or any coroutine).
 
@@ -730,10 +895,12 @@ async def load_test_async(
     after ``requests``, ``duration_s`` or the ``schedule`` ``[(seconds, level), ...]``.
     ``timeout_s`` per request; ``max_in_flight`` caps an open loop (later requests count as
     ``Dropped``); ``arrivals`` ``"uniform"`` or ``"poisson"``; ``progress`` a tqdm bar
-    (default: on for long runs). :func:`load_test` is the same from synchronous code.
+    (default: on for long runs); ``max_rows`` rows kept at most (past it ``df`` is a random
+    sample and the summary still counts every request). :func:`load_test` is the same from
+    synchronous code.
     """
     gen = LoadGenerator(url, request, concurrency=concurrency, rate=rate, timeout_s=timeout_s,
-                        max_in_flight=max_in_flight, arrivals=arrivals)
+                        max_in_flight=max_in_flight, arrivals=arrivals, max_rows=max_rows)
     return await gen.run(requests=requests, duration_s=duration_s, schedule=schedule,
                          progress=progress)
 
@@ -744,7 +911,7 @@ def load_test(url: str, request: RequestSpec | None = None, **options: Any) -> L
     ``options`` are those of :func:`load_test_async`: ``concurrency`` (closed loop) or
     ``rate`` (open loop, requests per second); ``requests``, ``duration_s`` or ``schedule``
     ``[(seconds, level), ...]`` to end the run; ``timeout_s``, ``max_in_flight``,
-    ``arrivals``, ``progress``. Works in scripts and inside Jupyter's running event loop alike.
+    ``arrivals``, ``progress``, ``max_rows``. Works in scripts and inside Jupyter's running event loop alike.
     """
     return run_in_new_loop(lambda: load_test_async(url, request, **options))
 
@@ -782,17 +949,68 @@ def _parser() -> argparse.ArgumentParser:
                    "to first token and tokens/s")
     p.add_argument("--max-tokens", type=int, default=64, help="tokens per answer (default %(default)s)")
     p.add_argument("--timeout", type=float, default=60.0, help="per request, seconds (default %(default)s)")
-    p.add_argument("--csv", help="also write one row per request to this CSV file")
+    p.add_argument("--csv", help="also write one row per request to this CSV file (the folder "
+                   "must exist; a run of more than --max-rows requests writes a random sample)")
+    p.add_argument("--max-rows", type=int, default=MAX_ROWS,
+                   help="rows kept in memory at most (default %(default)s); the summary always "
+                        "counts every request")
     p.add_argument("--summary-json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
+def check_writable_file(path: str | Path, *, flag: str = "--csv") -> Path:
+    """Raise :class:`ParameterError` unless a file can be written at ``path`` (checked before a
+    run, so a typo in the folder does not cost the run's results)."""
+    path = Path(path)
+    folder = path.parent
+    if path.is_dir():
+        raise ParameterError(f"{flag} {path} is a folder, not a file.",
+                             f"give a file name in it, e.g. {flag} {path / 'results.csv'}.")
+    if not folder.is_dir():
+        raise ParameterError(f"{flag} {path}: the folder {folder} does not exist.",
+                             f"create it first (mkdir -p {folder}) or give a path in an "
+                             "existing folder.")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ParameterError(f"{flag} {path}: this user may not write there.",
+                             "give a path in a folder you can write to, e.g. build/.")
+    return path
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Every number and path of the command line, checked before any request is sent."""
+    def bad(value: float | None, positive_int: bool) -> bool:
+        if value is None:
+            return False
+        if positive_int:
+            return value < 1
+        return not 0 < value < math.inf
+
+    checks = [
+        ("--rate", args.rate, False, "requests started per second, e.g. --rate 10 (0 would start "
+                                     "none and never end)"),
+        ("--concurrency", args.concurrency, True, "requests in flight, e.g. -c 8"),
+        ("--requests", args.requests, True, "how many requests, e.g. -n 100"),
+        ("--duration", args.duration, False, "seconds of load, e.g. --duration 10"),
+        ("--timeout", args.timeout, False, "seconds each request may take, e.g. --timeout 60 "
+                                           "(0 would wait forever for a hung server)"),
+        ("--max-tokens", args.max_tokens, True, "tokens per answer, e.g. --max-tokens 64"),
+        ("--max-rows", args.max_rows, True, f"rows kept, e.g. --max-rows {MAX_ROWS}"),
+    ]
+    for flag, value, positive_int, what in checks:
+        if bad(value, positive_int):
+            need = "an integer >= 1" if positive_int else "a number > 0"
+            raise ParameterError(f"{flag} must be {need}, not {value:g}.", f"give {what}.")
+    if args.csv:
+        check_writable_file(args.csv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line. Exit code 0 when every request succeeded, 1 when some failed, 2 on
-    bad arguments."""
+    bad arguments (found before any request is sent)."""
     args = _parser().parse_args(argv)
     try:
+        _check_arguments(args)
         if args.chat:
             if not args.prompt:
                 raise ParameterError("--chat needs a prompt.", "add -p 'your question'.")
@@ -817,14 +1035,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             requests = 100
         result = load_test(args.url, spec, concurrency=concurrency, rate=args.rate,
                            requests=requests, duration_s=args.duration, timeout_s=args.timeout,
-                           progress=False if args.no_progress else None)
+                           progress=False if args.no_progress else None, max_rows=args.max_rows)
     except ParameterError as err:
         print(err, file=sys.stderr)
         return 2
-    if args.csv:
-        result.df.to_csv(args.csv, index=False)
     summary = result.summary()
     print(json.dumps(summary, indent=2, default=str) if args.summary_json else result.text())
+    if args.csv:
+        try:  # checked before the run; the summary is printed already if it fails anyway
+            result.df.to_csv(args.csv, index=False)
+        except OSError as err:
+            print(f"\nCould not write {args.csv} ({err}). Fix: give --csv a path in a folder "
+                  "you can write to; the summary above is complete.", file=sys.stderr)
+            return 2
     if summary["requests"] and summary["ok"] == 0:
         kinds = ", ".join(summary["error_kinds"])
         print(f"\nNo request succeeded ({kinds}). Check that something serves {args.url} "

@@ -18,7 +18,12 @@ the learner defaults)::
 
 Everything is checked against the notebooks themselves: an unknown notebook, key or
 parameter, or a value of the wrong type, is a :class:`ProfileError` / :class:`ParameterError`
-that names the closest valid spelling.
+that names the closest valid spelling. Values out of range are refused too: a ``timeout_s``
+that is not a number > 0; a negative number for any parameter (also inside a list); 0 for a
+parameter that counts or times something that must be there (a name with ``replicas`` in
+it, or ending in ``concurrency``, ``requests``, ``users``, ``tokens``, ``batch_size(s)``,
+``actors``, ``timeout_s``, ``max_num_seqs`` or ``max_model_len``); and a share (``..._share``,
+``..._weight``, ``..._utilization``, ``..._alpha``, ``..._fraction(s)``) outside 0..1.
 
 Usage::
 
@@ -30,6 +35,8 @@ Usage::
 from __future__ import annotations
 
 import difflib
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -100,8 +107,37 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+_POSITIVE = re.compile(r"replicas|(concurrency|requests|users|tokens|batch_sizes?|actors|"
+                       r"timeout_s|max_num_seqs|max_model_len)$")
+_SHARE = re.compile(r"(share|weight|utilization|alpha|fractions?)$")
+
+
+def _numbers(value: Any) -> list[float]:
+    """The numbers in a parameter's value (itself, or inside its lists)."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, (int, float)):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [n for item in value for n in _numbers(item)]
+    return []
+
+
+def _range_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` is out of range for a parameter called ``name`` (None when it is not)."""
+    for number in _numbers(value):
+        if not math.isfinite(number) or number < 0:
+            return "a number >= 0"
+        if _POSITIVE.search(name) and number == 0:
+            return "more than 0 (it counts or times something the notebook needs)"
+        if _SHARE.search(name) and number > 1:
+            return "a share between 0 and 1"
+    return None
+
+
 def check_parameters(notebook: Path, parameters: Mapping[str, Any]) -> None:
-    """Raise :class:`ParameterError` unless every parameter exists with the right type."""
+    """Raise :class:`ParameterError` unless every parameter exists with the right type and a
+    value in range (see the module's docstring)."""
     known = notebook_parameters(notebook)
     if not known:
         raise ParameterError(
@@ -128,6 +164,22 @@ def check_parameters(notebook: Path, parameters: Mapping[str, Any]) -> None:
                 f"got {type(value).__name__} {value!r}.",
                 f"give {name} a {type_name} value (default: {known[name]['default']}).",
             )
+        need = _range_problem(name, value)
+        if need:
+            raise ParameterError(
+                f"{notebook.name}: parameter {name!r} must be {need}, got {value!r}.",
+                f"give {name} a value in range (default: {known[name]['default']}; "
+                f"{known[name]['help'] or 'see the notebook'}).",
+            )
+
+
+def _timeout(path: Path, where: str, value: Any) -> float:
+    """A profile's ``timeout_s``, checked: a number of seconds > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ProfileError(f"{path.name}: {where}timeout_s must be a number of seconds > 0, "
+                           f"not {value!r}.",
+                           "write a number without quotes or units, e.g. timeout_s: 600.")
+    return float(value)
 
 
 @dataclass
@@ -182,7 +234,13 @@ def load_profile(name_or_path: str | Path, *, notebooks_dir: Path = NOTEBOOKS_DI
                 f"{path.name}: unknown key {key!r}.{_suggest(key, _TOP_KEYS)}",
                 f"top-level keys are {', '.join(sorted(_TOP_KEYS))}.",
             )
+    if not isinstance(data.get("defaults") or {}, dict):
+        raise ProfileError(f"{path.name}: defaults must be a mapping, not "
+                           f"{type(data['defaults']).__name__}.",
+                           "write defaults: then indented key: value lines (timeout_s, skip).")
     defaults = dict(data.get("defaults") or {})
+    if "timeout_s" in defaults:
+        _timeout(path, "defaults: ", defaults["timeout_s"])
     for key in defaults:
         if key not in _ENTRY_KEYS - {"parameters"}:
             raise ProfileError(f"{path.name}: unknown default {key!r}.{_suggest(key, _ENTRY_KEYS)}",
@@ -199,6 +257,10 @@ def _entries(path: Path, data: dict[str, Any], section: str, notebooks: list[Pat
     """The validated settings of one section (``notebooks`` or ``labs``) of a profile."""
     stems = {p.stem: p for p in notebooks}
     entries: dict[str, NotebookSettings] = {}
+    if not isinstance(data.get(section) or {}, dict):
+        raise ProfileError(f"{path.name}: {section} must be a mapping of notebook names, not "
+                           f"{type(data[section]).__name__}.",
+                           f"write {section}: then one indented 'name:' line per notebook.")
     for stem, entry in (data.get(section) or {}).items():
         if stem not in stems:
             raise ProfileError(
@@ -207,12 +269,26 @@ def _entries(path: Path, data: dict[str, Any], section: str, notebooks: list[Pat
                 + ("source/." if section == "labs" else "."),
             )
         entry = entry or {}
+        if not isinstance(entry, dict):
+            raise ProfileError(
+                f"{path.name}: {stem}: the entry must be a mapping, not a "
+                f"{type(entry).__name__} ({entry!r}).",
+                f"write its keys ({', '.join(sorted(_ENTRY_KEYS))}) on indented lines below "
+                f"'{stem}:', e.g. '    parameters:' then '      name: value'.",
+            )
         for key in entry:
             if key not in _ENTRY_KEYS:
                 raise ProfileError(
                     f"{path.name}: {stem}: unknown key {key!r}.{_suggest(key, _ENTRY_KEYS)}",
                     f"a notebook entry may have {', '.join(sorted(_ENTRY_KEYS))}.",
                 )
+        if not isinstance(entry.get("parameters") or {}, dict):
+            raise ProfileError(
+                f"{path.name}: {stem}: parameters must be a mapping, not a "
+                f"{type(entry['parameters']).__name__}.",
+                "write one indented 'name: value' line per parameter below 'parameters:'.")
+        if "timeout_s" in entry:
+            _timeout(path, f"{stem}: ", entry["timeout_s"])
         params = dict(entry.get("parameters") or {})
         try:
             check_parameters(stems[stem], params)

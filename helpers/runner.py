@@ -36,7 +36,8 @@ from helpers.errors import EnvironmentProblem, ParameterError, ProfileError, Wor
 from helpers.paths import BUILD_DIR, LABS_DIR, NOTEBOOKS_DIR, REPO_ROOT
 from helpers.profiles import Profile, check_parameters, list_labs, list_notebooks, load_profile
 
-__all__ = ["NotebookResult", "select_notebooks", "run_notebooks", "prepare_notebooks", "main"]
+__all__ = ["NotebookResult", "select_notebooks", "run_notebooks", "prepare_notebooks",
+           "check_output_dir", "main"]
 
 PASSED, FAILED, TIMEOUT, LEAKED, SKIPPED = "passed", "failed", "timeout", "leaked", "skipped"
 
@@ -101,6 +102,20 @@ def _parameters(profile: Profile, nb: Path, overrides: dict[str, dict[str, Any]]
             params.update(values)
     check_parameters(nb, params)
     return params
+
+
+def check_output_dir(out_dir: Path, notebooks: Sequence[Path], *, flag: str = "--build-dir") -> None:
+    """Refuse an output folder that holds notebook sources: the executed (or parameterized)
+    copies are written under the notebooks' own names and would overwrite the lessons."""
+    sources = {NOTEBOOKS_DIR, LABS_DIR / "source", LABS_DIR / "student",
+               *(nb.parent for nb in notebooks)}
+    target = out_dir.resolve()
+    if target in {folder.resolve() for folder in sources}:
+        raise WorkbookError(
+            f"{flag} {out_dir} is a folder of notebook sources: the run would overwrite "
+            "them with its copies; nothing was run.",
+            f"give a folder of its own, e.g. {flag} build/runs/mine (the default is "
+            "build/runs/PROFILE).")
 
 
 def _first_error(executed: Path) -> tuple[int | None, str]:
@@ -402,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{nb.stem}: {profile.parameters_for(nb.stem)}")
             return 0
         if args.prepare_only:
+            check_output_dir(args.prepare_only, notebooks, flag="--prepare-only")
             named = bool(args.notebooks)  # a notebook asked for by name is never skipped
             skipped = [nb for nb in notebooks if profile.settings_for(nb.stem).skip and not named]
             for nb in skipped:  # said, never silent: the profile names the notebook and why
@@ -414,6 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)
             return 0
         out_dir = args.build_dir or BUILD_DIR / "runs" / profile.name / ("labs" if args.labs else "")
+        check_output_dir(out_dir, notebooks)
         results = run_notebooks(notebooks, profile, out_dir, overrides,
                                 honor_skip=not args.notebooks)
     except WorkbookError as err:

@@ -314,14 +314,14 @@ def deploy_config(cluster: "ClusterHandle", config: Mapping[str, Any] | str | Pa
     (those missing from it are deleted; applications started with ``serve.run`` are left
     alone), and a change of ``user_config`` alone reconfigures replicas in place.
     """
-    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
-
-    from helpers.auth import activate_in_process
+    from helpers.serve_status import dashboard_timeout_s, serve_client
 
     schema = validate_serve_config(config)
-    activate_in_process(cluster.env)
-    ServeSubmissionClient(cluster.dashboard_url).deploy_applications(
-        schema.model_dump(exclude_unset=True))
+    body = schema.model_dump(exclude_unset=True)
+    # A PUT that times out may still be applied: the error says to look at serve status.
+    serve_client(cluster, "PUT /api/serve/applications/ (serve deploy); it may still be "
+                 "applied, see serve status", lambda client: client.deploy_applications(body),
+                 timeout_s=2 * dashboard_timeout_s())
 
 
 def apps_deleted_by(config: Mapping[str, Any] | str | Path, cluster: "ClusterHandle") -> list[str]:

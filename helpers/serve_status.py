@@ -13,10 +13,13 @@ Usage::
 
 from __future__ import annotations
 
+import functools
+import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from helpers.errors import ClusterNotRunningError, ServeDeployError, ServeTimeoutError
+from helpers.errors import (ClusterNotRunningError, DashboardTimeoutError, ServeDeployError,
+                            ServeTimeoutError)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -24,6 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from helpers.cluster import ClusterHandle
 
 __all__ = [
+    "dashboard_timeout_s",
+    "serve_client",
     "serve_details",
     "app_statuses",
     "pending_demands",
@@ -35,17 +40,75 @@ __all__ = [
 ]
 
 _FAILED = {"DEPLOY_FAILED", "UNHEALTHY"}
+_T = TypeVar("_T")
 
 
-def serve_details(cluster: "ClusterHandle") -> dict[str, Any]:
-    """The ServeInstanceDetails JSON (applications, deployments, replicas, proxies)."""
+def dashboard_timeout_s() -> float:
+    """Seconds one call to the dashboard's REST API may take: ``WORKBOOK_DASHBOARD_TIMEOUT_S``,
+    default 30. A dashboard that accepts the connection and never answers then raises a
+    :class:`DashboardTimeoutError` instead of blocking every ``wait_until_*`` forever."""
+    return float(os.environ.get("WORKBOOK_DASHBOARD_TIMEOUT_S", "30"))
+
+
+@functools.cache
+def _timed_client_class() -> type:
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
+    class TimedServeSubmissionClient(ServeSubmissionClient):
+        """Ray's Serve REST client, with a timeout on every request (Ray's has none)."""
+
+        def __init__(self, dashboard_url: str, timeout_s: float) -> None:
+            self.timeout_s = timeout_s
+            super().__init__(dashboard_url)
+
+        def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", self.timeout_s)
+            return super()._do_request(method, endpoint, **kwargs)
+
+    return TimedServeSubmissionClient
+
+
+def _timed_out(err: BaseException) -> bool:
+    import requests
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (requests.exceptions.Timeout, TimeoutError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def serve_client(cluster: "ClusterHandle", what: str, call: Callable[[Any], _T], *,
+                 timeout_s: float | None = None) -> _T:
+    """``call(client)`` with Ray's Serve REST client for ``cluster``, every request bounded
+    by ``timeout_s`` (default :func:`dashboard_timeout_s`); a timeout is a
+    :class:`DashboardTimeoutError` naming the dashboard and ``what`` was asked.
+
+        serve_client(cluster, "GET /api/serve/applications/", lambda c: c.get_serve_details())
+    """
     from helpers.auth import activate_in_process
 
+    timeout = dashboard_timeout_s() if timeout_s is None else timeout_s
     activate_in_process(cluster.env)
     try:
-        return ServeSubmissionClient(cluster.dashboard_url).get_serve_details()
+        return call(_timed_client_class()(cluster.dashboard_url, timeout))
+    except Exception as err:
+        if _timed_out(err):
+            raise DashboardTimeoutError(cluster.dashboard_url, timeout, what) from err
+        raise
+
+
+def serve_details(cluster: "ClusterHandle", *, timeout_s: float | None = None) -> dict[str, Any]:
+    """The ServeInstanceDetails JSON (applications, deployments, replicas, proxies).
+
+    Each request to the dashboard may take ``timeout_s`` (default :func:`dashboard_timeout_s`).
+    """
+    try:
+        return serve_client(cluster, "GET /api/serve/applications/",
+                            lambda client: client.get_serve_details(), timeout_s=timeout_s)
+    except DashboardTimeoutError:
+        raise
     except Exception as err:  # noqa: BLE001 - connection, auth and HTTP errors alike
         raise ClusterNotRunningError(
             f"Could not read Serve's status from {cluster.dashboard_url}.",

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from helpers.errors import WorkbookError
+from helpers.errors import ParameterError, WorkbookError
 
 __all__ = [
     "TinyModelSpec",
@@ -479,6 +479,12 @@ def build_tiny_model(
     temporary folder and renamed into place, under a lock, so an interrupted or concurrent
     build never leaves a half-written model behind.
     """
+    if spec.train_steps < 1 or spec.warmup_steps < 0:
+        raise ParameterError(
+            f"The tiny model needs at least one training step (train_steps={spec.train_steps}, "
+            f"warmup_steps={spec.warmup_steps}).",
+            f"give train_steps >= 1 (--steps N; the default, {DEFAULT_SPEC.train_steps}, "
+            "takes about a minute on 2 cores) and warmup_steps >= 0.")
     target = model_dir_for(spec, Path(cache_dir).expanduser() if cache_dir else None)
     if not force and (target / MANIFEST).exists():
         return target
@@ -573,10 +579,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     sample.add_argument("prompt", nargs="?", default="Return the")
     sample.add_argument("--max-new-tokens", type=int, default=40)
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except WorkbookError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "path":
         print(model_dir_for())
         return 0
+    if args.command == "sample" and args.max_new_tokens < 1:
+        raise ParameterError(f"--max-new-tokens must be >= 1, not {args.max_new_tokens}.",
+                             "give the number of tokens to generate, e.g. --max-new-tokens 40.")
     if args.command == "build":
         spec = dataclasses.replace(DEFAULT_SPEC, train_steps=args.steps, seed=args.seed)
         started = time.monotonic()

@@ -24,9 +24,23 @@ from helpers.paths import BUILD_DIR
 __all__ = ["main"]
 
 
+def _check_source_dir(folder: Path) -> None:
+    """A missing or empty source folder is an error, never "nothing to do"."""
+    from helpers.labs.notebooks import SOURCE_DIR, list_lab_sources
+
+    if not folder.is_dir():
+        raise WorkbookError(f"--source-dir {folder} is not a folder.",
+                            f"check the path (the labs' sources are in {SOURCE_DIR}; "
+                            "leave --source-dir out to use it).")
+    if not list_lab_sources(folder):
+        raise WorkbookError(f"--source-dir {folder} holds no lab source (labNN_*.ipynb).",
+                            "give the folder of the labs' source notebooks, labs/source/.")
+
+
 def _generate(args: argparse.Namespace) -> int:
     from helpers.labs.notebooks import generate_all, stale_student_versions
 
+    _check_source_dir(args.source_dir)
     if args.check:
         return report_stale(stale_student_versions(args.source_dir, args.student_dir),
                             what="student versions", command="python -m helpers.labs generate",
@@ -40,6 +54,7 @@ def _list(args: argparse.Namespace) -> int:
     from helpers.labs.checks import checks_for
     from helpers.labs.notebooks import lab_id, list_lab_sources
 
+    _check_source_dir(args.source_dir)
     for source in list_lab_sources(args.source_dir):
         print(source.stem)
         for info in checks_for(lab_id(source)):

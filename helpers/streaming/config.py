@@ -193,8 +193,19 @@ def read_config(path: str | Path = DEFAULT_CONFIG_PATH) -> StreamingConfig:
         raise WorkbookError(f"No configuration file at {path}.",
                             f"create one with `python -m helpers.streaming.config "
                             f"create-default {path}`.")
+    if path.is_dir():
+        raise WorkbookError(f"{path} is a folder, not a configuration file.",
+                            f"give the JSON file in it, e.g. {path / 'config.json'}.")
     try:
-        data = json.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError([f"not UTF-8 text (byte {err.start} is {err.object[err.start]:#04x}): "
+                           "save the file as UTF-8 JSON"], source=str(path)) from None
+    except OSError as err:
+        raise WorkbookError(f"Could not read {path}: {err.strerror}.",
+                            "check the file's permissions, or give another path.") from None
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as err:
         raise ConfigError([f"not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}"],
                           source=str(path)) from None
@@ -213,11 +224,23 @@ def check_batch_settings(changes: Any, current: BatchSettings | None = None) -> 
 def write_default_config(path: str | Path, *, force: bool = False) -> Path:
     """Write the default configuration to ``path`` (refusing to overwrite unless ``force``)."""
     path = Path(path)
+    if path.is_dir():
+        raise WorkbookError(f"{path} is a folder; the configuration is a file.",
+                            f"give a file name, e.g. {path / 'config.json'}.")
     if path.exists() and not force:
         raise WorkbookError(f"{path} exists already.",
                             "pass --force to overwrite it, or choose another path.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(StreamingConfig().to_json())
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise WorkbookError(f"Could not write {path}: {blocker} is a file, not a folder.",
+                            "give a path in a folder, e.g. build/streaming/config.json.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(StreamingConfig().to_json())
+    except OSError as err:
+        raise WorkbookError(f"Could not write {path}: {err.strerror}.",
+                            "give a path in a folder you can write to, e.g. "
+                            "build/streaming/config.json.") from None
     return path
 
 
