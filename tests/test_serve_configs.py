@@ -82,8 +82,8 @@ def test_manifest_generator_rejects_non_serve_text() -> None:
 def test_architecture_diagram_is_up_to_date(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(IMAGES_DIR / "make_diagrams.py"), str(tmp_path)],
                    check=True, capture_output=True, timeout=120)
-    assert (tmp_path / "serve_architecture.png").read_bytes() == \
-        (IMAGES_DIR / "serve_architecture.png").read_bytes()
+    for name in ("serve_architecture.png", "serve_request_path.png"):
+        assert (tmp_path / name).read_bytes() == (IMAGES_DIR / name).read_bytes(), name
 
 
 def test_config_edits_change_only_what_they_say() -> None:
