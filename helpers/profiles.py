@@ -70,7 +70,7 @@ def list_notebooks(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
 
 def list_labs(folder: Path = LABS_DIR / "source") -> list[Path]:
     """The labs' source notebooks (``labNN_slug.ipynb``), in order."""
-    return sorted(folder.glob("lab[0-9][0-9]_*.ipynb")) + sorted(folder.glob("[0-9][0-9][a-z]_*.ipynb"))
+    return sorted(folder.glob("lab[0-9][0-9]_*.ipynb"))
 
 
 def available_profiles() -> list[str]:
