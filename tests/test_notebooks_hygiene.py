@@ -95,7 +95,7 @@ def test_every_section_checks_itself(path: Path) -> None:
             asserted = True
 
 
-_MINUTES = re.compile(r"\*\*About \d+(-\d+)? minutes\*\*")
+_MINUTES = re.compile(r"\*\*About \d+(-\d+)? minutes?\*\*")
 
 
 @pytest.mark.parametrize("path", [p for p in LESSONS_AND_TEMPLATE if read_tasks(p)],

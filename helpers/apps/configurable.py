@@ -1,6 +1,7 @@
 # Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 14); edit the lesson, then run `python -m helpers.lessons generate`.
 # Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 14); edit the lesson, then run `python -m helpers.lessons generate`.
 # Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 14); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 14); edit the lesson, then run `python -m helpers.lessons generate`.
 # Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
 # Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
 # Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
