@@ -4,7 +4,7 @@
   and a valid config for the installed Serve (ServeDeploySchema, no ignored keys).
 * configs/kuberay/rayservice.yaml embeds exactly that config (spec.serveConfigV2) and is what
   helpers.kuberay generates from it.
-* images/serve_architecture.png is what images/make_diagrams.py draws.
+* images/serve_architecture.png and serve_request_path.png are what images/make_diagrams.py draws.
 * check_config_fields / validate_serve_config find typos that Serve itself ignores, and
   explain_serve_error turns real errors from Serve into the right advice.
 
