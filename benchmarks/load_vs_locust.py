@@ -6,7 +6,7 @@ Locust with the project's locustfile (``configs/locust/locustfile.py``) to one e
 
 * ``--against echo`` (the default): ``helpers.echo_server``, a bare server faster than any of
   the clients, so the client is the limit and the comparison measures the tools;
-* ``--against serve``: the classifier of lesson 02 with one replica, on a local Ray cluster
+* ``--against serve``: the classifier of lesson 02a with one replica, on a local Ray cluster
   of its own. On a 2-core laptop every client meets Serve's ceiling (about a hundred requests
   per second) first, so the throughputs agree within noise; the CPU column still differs.
 

@@ -69,8 +69,10 @@ def _suggest(word: str, options: Any) -> str:
 
 
 def list_notebooks(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
-    """The numbered lessons, in order."""
-    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    """The numbered lessons, in order: ``NN_slug.ipynb``, and the parts of a split lesson
+    (``02a_slug.ipynb``, ``02b_slug.ipynb``), each part after the one before it."""
+    found = set(folder.glob("[0-9][0-9]_*.ipynb")) | set(folder.glob("[0-9][0-9][a-z]_*.ipynb"))
+    return sorted(found, key=lambda p: p.stem.split("_", 1)[0])
 
 
 def list_labs(folder: Path = LABS_DIR / "source") -> list[Path]:

@@ -1,7 +1,8 @@
 """Draw the workbook's diagrams with matplotlib; run it to regenerate the PNGs next to it.
 
-    python images/make_diagrams.py            # writes images/cluster_processes.png and
-                                              # images/serve_architecture.png
+    python images/make_diagrams.py            # writes images/cluster_processes.png,
+                                              # images/serve_architecture.png and
+                                              # images/serve_request_path.png
 
 The drawing is code so that it can be reviewed, changed and regenerated like the rest of
 the project (tests/test_serve_configs.py checks the committed PNGs are up to date with this script).
@@ -186,11 +187,63 @@ def cluster_processes(path: Path) -> Path:
     return path
 
 
+def request_path(path: Path) -> Path:
+    """One request's path through a proxy, its router and a replica (lesson 02b, section 6)."""
+    fig, ax = plt.subplots(figsize=(13, 5.6))
+    ax.set_xlim(0, 13)
+    ax.set_ylim(0, 5.6)
+    ax.axis("off")
+    ax.set_title("One HTTP request: proxy, router, replica (and what a handle skips)",
+                 fontsize=13, weight="bold")
+
+    _box(ax, 2.3, 0.35, 6.2, 4.6, "head node", COLORS["node"], fontsize=10, weight="bold",
+         va="top", edge="#888888", lw=1.5)
+    _box(ax, 8.8, 0.35, 4.1, 4.6, "worker node", COLORS["node"], fontsize=10, weight="bold",
+         va="top", edge="#888888", lw=1.5)
+
+    _box(ax, 0.1, 3.0, 1.9, 1.0, "HTTP client\nPOST /classify", COLORS["client"])
+    _box(ax, 0.1, 0.6, 1.9, 1.2, "your Python code\nhandle.classify\n.remote(text)", COLORS["handle"])
+    _box(ax, 2.55, 2.75, 1.9, 1.5, "proxy\n(uvicorn)\n1 match\nroute_prefix", COLORS["proxy"],
+         weight="bold")
+    _box(ax, 4.75, 2.75, 1.85, 1.5, "router\n2 prefer this\nnode's replicas\n3 sample two,\n"
+         "take fewer\nin flight", COLORS["proxy"], fontsize=8.5)
+    _box(ax, 2.55, 0.6, 1.9, 1.2, "the handle's router\n(in your process):\nevery replica is\na candidate",
+         COLORS["handle"], fontsize=8.5)
+    _box(ax, 6.9, 3.25, 1.45, 1.0, "replica A\n2 in flight", COLORS["replica"], fontsize=8.5)
+    _box(ax, 6.9, 1.95, 1.45, 1.0, "replica B\n0 in flight", COLORS["replica"], fontsize=8.5,
+         weight="bold")
+    _box(ax, 9.2, 2.6, 1.6, 1.0, "replica C\n(worker)", COLORS["replica"], fontsize=8.5)
+    _box(ax, 11.0, 2.6, 1.7, 1.0, "worker's proxy\n(own router)", COLORS["proxy"], fontsize=8.5)
+
+    blue, purple = "#0b5394", "#674ea7"
+    _arrow(ax, (2.0, 3.5), (2.55, 3.5), "", color=blue)
+    _arrow(ax, (4.45, 3.5), (4.75, 3.5), "", color=blue)
+    _arrow(ax, (6.6, 3.2), (6.9, 2.55), "4 send", color=blue, text_xy=(6.75, 2.25))
+    _arrow(ax, (6.6, 3.7), (6.9, 3.75), "", color="#999999", ls=":")
+    _arrow(ax, (6.6, 4.05), (9.2, 3.3), "only when this node's\nreplicas are all busy",
+           color="#999999", ls=":", rad=-0.2, text_xy=(8.6, 4.45))
+    _arrow(ax, (6.9, 2.2), (1.05, 3.0), "5 answer (back through the proxy)", color=blue, ls="--",
+           rad=-0.1, text_xy=(4.6, 2.3))
+    _arrow(ax, (2.0, 1.2), (2.55, 1.2), "", color=purple)
+    _arrow(ax, (4.45, 1.2), (9.2, 2.65), "straight to any replica: no proxy, no HTTP",
+           color=purple, rad=0.15, text_xy=(7.0, 0.95))
+
+    ax.text(0.1, 0.12,
+            "blue: an HTTP request through the head node's proxy   purple: a DeploymentHandle "
+            "call   grey dotted: what the proxy's router avoids while it can",
+            fontsize=8.5, color="#333333")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     out = Path(argv[0]) if argv else HERE
     out.mkdir(parents=True, exist_ok=True)
     print(cluster_processes(out / "cluster_processes.png"))
     print(serve_architecture(out / "serve_architecture.png"))
+    print(request_path(out / "serve_request_path.png"))
     return 0
 
 

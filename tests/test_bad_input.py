@@ -179,7 +179,7 @@ def test_malformed_profiles_are_profile_errors(tmp_path: Path, text: str, phrase
     ("03_launch_and_manage", {"replicas_after": 0}, "must be more than 0"),
     ("04_llm_serving", {"bench_concurrency": [1, 0]}, "must be more than 0"),
     ("04_llm_serving", {"gpu_memory_utilization": 1.5}, "a share between 0 and 1"),
-    ("02_serve_fundamentals", {"request_timeout_s": 0.0}, "must be more than 0"),
+    ("02a_deployments_and_http", {"request_timeout_s": 0.0}, "must be more than 0"),
 ])
 def test_parameters_out_of_range_are_refused(stem: str, parameters: dict, phrase: str) -> None:
     from helpers.profiles import check_parameters

@@ -262,3 +262,18 @@ def test_the_summary_says_what_a_failed_notebook_left_running_and_that_it_was_en
     assert not _is_alive(int(pidfile.read_text()))
     table = (out / "summary.md").read_text()
     assert "Nothing is left running: the runner ended what 05_leaves_a_server left behind" in table
+
+
+def test_the_parts_of_a_split_lesson_are_lessons_in_order(tmp_path: Path) -> None:
+    """02a_ and 02b_ are lessons, between 01_ and 03_; a lab or an unnumbered file is not."""
+    from helpers.profiles import list_labs, list_notebooks
+
+    names = ["03_c.ipynb", "02b_b2.ipynb", "01_a.ipynb", "02a_b1.ipynb", "lab01_x.ipynb",
+             "notes.ipynb", "2a_bad.ipynb"]
+    for name in names:
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in list_notebooks(tmp_path)] == [
+        "01_a.ipynb", "02a_b1.ipynb", "02b_b2.ipynb", "03_c.ipynb"]
+    assert [p.name for p in list_labs(tmp_path)] == ["lab01_x.ipynb"]
+    assert select_notebooks(["02"], tmp_path) == [tmp_path / "02a_b1.ipynb", tmp_path / "02b_b2.ipynb"]
+    assert select_notebooks(["02b"], tmp_path) == [tmp_path / "02b_b2.ipynb"]

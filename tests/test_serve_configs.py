@@ -4,8 +4,8 @@
   and a valid config for the installed Serve (ServeDeploySchema, no ignored keys).
 * configs/kuberay/rayservice.yaml embeds exactly that config (spec.serveConfigV2) and is what
   helpers.kuberay generates from it.
-* images/serve_architecture.png and cluster_processes.png are what images/make_diagrams.py
-  draws.
+* images/serve_architecture.png, cluster_processes.png and serve_request_path.png are what
+  images/make_diagrams.py draws.
 * check_config_fields / validate_serve_config find typos that Serve itself ignores, and
   explain_serve_error turns real errors from Serve into the right advice.
 
@@ -83,7 +83,7 @@ def test_manifest_generator_rejects_non_serve_text() -> None:
 def test_architecture_diagram_is_up_to_date(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(IMAGES_DIR / "make_diagrams.py"), str(tmp_path)],
                    check=True, capture_output=True, timeout=120)
-    for name in ("serve_architecture.png", "cluster_processes.png"):
+    for name in ("serve_architecture.png", "cluster_processes.png", "serve_request_path.png"):
         assert (tmp_path / name).read_bytes() == (IMAGES_DIR / name).read_bytes(), name
 
 

@@ -1,3 +1,11 @@
+# Generated from notebooks/02a_deployments_and_http.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02a_deployments_and_http.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02a_deployments_and_http.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02a_deployments_and_http.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02a_deployments_and_http.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02a_deployments_and_http.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02a_deployments_and_http.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02a_deployments_and_http.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
 """A text classifier deployment: the tiny sentiment model behind Ray Serve.
 
 Every response names the replica, process id and node that computed it, so the lessons can
@@ -15,7 +23,7 @@ or from Python::
     handle = serve.run(app, name="classifier", route_prefix="/classify")
     handle.classify.remote("great service").result()["label"]   # 'positive'
 
-Introduced in notebooks/02_serve_fundamentals.ipynb; deployed by the Serve CLI in
+Introduced in notebooks/02a_deployments_and_http.ipynb; deployed by the Serve CLI in
 notebooks/03_launch_and_manage.ipynb.
 """
 

@@ -1,3 +1,12 @@
+# Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 14); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 14); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 14); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 14); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
 """A classifier whose behaviour is set by ``user_config``, with a custom health check.
 
 ``user_config`` is a JSON-able value that Serve hands to the replica's ``reconfigure`` method
@@ -20,7 +29,7 @@ Two code versions of the same deployment (same name ``ConfigurableClassifier``):
 * ``app_v2`` - ``code_version: "v2"``, also returns the words that decided the label.
 
 Deploying ``app_v2`` over ``app`` is a code change: Serve replaces the replicas by a rolling
-update. Introduced in notebooks/02_serve_fundamentals.ipynb (reconfigure, check_health) and
+update. Introduced in notebooks/02b_replicas_config_and_async.ipynb (reconfigure, check_health) and
 used for zero-downtime updates in notebooks/03_launch_and_manage.ipynb.
 """
 

@@ -1,3 +1,11 @@
+# Generated from notebooks/02a_deployments_and_http.ipynb (cell 35); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02a_deployments_and_http.ipynb (cell 35); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02a_deployments_and_http.ipynb (cell 35); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02a_deployments_and_http.ipynb (cell 35); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02a_deployments_and_http.ipynb (cell 35); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02a_deployments_and_http.ipynb (cell 35); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02a_deployments_and_http.ipynb (cell 35); edit the lesson, then run `python -m helpers.lessons generate`.
+# Generated from notebooks/02a_deployments_and_http.ipynb (cell 35); edit the lesson, then run `python -m helpers.lessons generate`.
 """A FastAPI ingress in front of the classifier, with ``/health`` and ``/debug`` routes.
 
 Two deployments make one application: ``Gateway`` (the HTTP ingress, a FastAPI app) calls
@@ -20,7 +28,7 @@ Run it::
     serve run helpers.apps.gateway:app
     curl localhost:PORT/health
 
-Introduced in notebooks/02_serve_fundamentals.ipynb.
+Introduced in notebooks/02a_deployments_and_http.ipynb.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ Commands::
     python -m helpers.lessons generate            # notebooks/practice/, exported cells' copies
     python -m helpers.lessons generate --check    # exit 1, naming them, if any is stale
     python -m helpers.lessons list                # the lessons' tasks
-    python -m helpers.lessons reveal 02 3         # the answer to Your turn 3 of lesson 02
+    python -m helpers.lessons reveal 02a 3        # the answer to Your turn 3 of lesson 02a
     python -m helpers.lessons proof 02 -o build/proof/02.ipynb   # the proof notebook
 
 Usage in a lesson's setup cell::

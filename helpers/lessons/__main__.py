@@ -5,8 +5,8 @@ Usage::
     python -m helpers.lessons generate              # notebooks/practice/ and exported cells' copies
     python -m helpers.lessons generate --check      # exit 1, naming them, if any is stale
     python -m helpers.lessons list                  # every lesson's "Your turn" tasks
-    python -m helpers.lessons reveal 02 3           # print the answer to Your turn 3 of 02
-    python -m helpers.lessons proof 02 [-o FILE]    # write the proof notebook of lesson 02
+    python -m helpers.lessons reveal 02a 3          # print the answer to Your turn 3 of 02a
+    python -m helpers.lessons proof 02a [-o FILE]   # write the proof notebook of lesson 02a
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ solution region becomes::
 
     # YOUR CODE HERE (Your turn 2)
     # HINT: <the region's hint lines>
-    # Stuck? reveal("02", 2) in a new cell prints the answer.
+    # Stuck? reveal("02a", 2) in a new cell prints the answer.
 
 (plus a ``pass`` where Python needs a statement there), outputs are cleared, and the first
 cell says it is the practice version. Everything else is the lesson as it is. The code around
@@ -20,7 +20,7 @@ writes them, ``--check`` fails (naming each file) when one is missing, stale or 
 Usage::
 
     from helpers.lessons import reveal
-    reveal("02", 3)                     # the answer to Your turn 3 of lesson 02
+    reveal("02a", 3)                    # the answer to Your turn 3 of lesson 02a
 
     from helpers.lessons.practice import generate_all, stale_practice_versions
     generate_all()                      # write notebooks/practice/
@@ -247,8 +247,8 @@ def answer_text(lesson: str | int | Path, task: int, *, folder: Path = NOTEBOOKS
 
 
 def reveal(lesson: str | int, task: int) -> None:
-    """Print the answer to Your turn ``task`` of ``lesson`` (``"02"``, ``2`` or a path).
+    """Print the answer to Your turn ``task`` of ``lesson`` (``"02a"``, ``3`` or a path).
 
-    ``reveal("02", 3)`` in a cell of the practice version of lesson 02.
+    ``reveal("02a", 3)`` in a cell of the practice version of lesson 02a.
     """
     print(answer_text(lesson, task))

@@ -24,10 +24,10 @@ scripts/test.sh runs DIR under nbval.
 
 Usage::
 
-    python -m helpers.lessons proof 02 -o build/proof/02_serve_fundamentals.ipynb
+    python -m helpers.lessons proof 02a -o build/proof/02a_deployments_and_http.ipynb
 
     from helpers.lessons.proof import build_proof
-    nb = build_proof(Path("notebooks/02_serve_fundamentals.ipynb"))
+    nb = build_proof(Path("notebooks/02a_deployments_and_http.ipynb"))
 """
 
 from __future__ import annotations

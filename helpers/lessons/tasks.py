@@ -85,12 +85,13 @@ def read_lesson(path: Path) -> nbformat.NotebookNode:
 
 
 def lesson_id(path: Path | str) -> str:
-    """``02`` for ``02_serve_fundamentals.ipynb`` (what comes before the first ``_``)."""
+    """``02a`` for ``02a_deployments_and_http.ipynb``, ``03`` for ``03_launch_and_manage.ipynb``
+    (what comes before the first ``_``)."""
     return Path(path).stem.split("_", 1)[0]
 
 
 def find_lesson(lesson: str | int | Path, folder: Path = NOTEBOOKS_DIR) -> Path:
-    """The lesson's source notebook from its id (``"02"``, ``2``), its stem, or a path."""
+    """The lesson's source notebook from its id (``"02a"``, ``"03"``, ``3``), its stem, or a path."""
     from helpers.profiles import list_notebooks
 
     if isinstance(lesson, Path) or str(lesson).endswith(".ipynb"):
