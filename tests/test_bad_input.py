@@ -252,6 +252,16 @@ def test_labs_generate_check_with_a_missing_source_dir_is_an_error(tmp_path: Pat
     refused(run_cli("-m", "helpers.labs", "list", "--source-dir", str(typo)), "is not a folder")
 
 
+def test_lessons_generate_check_with_a_missing_lessons_dir_is_an_error(tmp_path: Path) -> None:
+    typo = tmp_path / "typo"
+    run = run_cli("-m", "helpers.lessons", "generate", "--check", "--lessons-dir", str(typo))
+    refused(run, f"--lessons-dir {typo} is not a folder")
+    assert "up to date" not in run.stdout
+    refused(run_cli("-m", "helpers.lessons", "generate", "--check", "--lessons-dir",
+                    str(tmp_path)), "holds no lesson")
+    refused(run_cli("-m", "helpers.lessons", "list", "--lessons-dir", str(typo)), "is not a folder")
+
+
 def test_streaming_config_cli_folders_encodings_and_unwritable_paths(tmp_path: Path) -> None:
     cli = ("-m", "helpers.streaming.config")
     refused(run_cli(*cli, "validate", str(tmp_path)), "is a folder", code=1)

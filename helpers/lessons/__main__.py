@@ -23,6 +23,19 @@ from helpers.paths import BUILD_DIR, NOTEBOOKS_DIR
 __all__ = ["main"]
 
 
+def _check_lessons_dir(folder: Path) -> None:
+    """A missing folder, or one without lessons, is an error, never "up to date"."""
+    from helpers.profiles import list_notebooks
+
+    if not folder.is_dir():
+        raise WorkbookError(f"--lessons-dir {folder} is not a folder.",
+                            f"check the path (the lessons are in {NOTEBOOKS_DIR}; leave "
+                            "--lessons-dir out to use it).")
+    if not list_notebooks(folder):
+        raise WorkbookError(f"--lessons-dir {folder} holds no lesson (NN_slug.ipynb).",
+                            f"give the folder of the lessons, {NOTEBOOKS_DIR.name}/.")
+
+
 def _generate(args: argparse.Namespace) -> int:
     from helpers.lessons.export import stale_exports, write_exports
     from helpers.lessons.practice import generate_all, stale_practice_versions
@@ -108,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--lessons-dir", type=Path, default=NOTEBOOKS_DIR)
     args = parser.parse_args(argv)
     try:
+        _check_lessons_dir(args.lessons_dir)
         return {"generate": _generate, "list": _list, "reveal": _reveal,
                 "proof": _proof}[args.command](args)
     except WorkbookError as err:
