@@ -41,6 +41,8 @@ __all__ = [
     "split_regions",
     "blank_regions",
     "answer_code",
+    "check_source_folder",
+    "report_stale",
 ]
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
@@ -145,6 +147,19 @@ def blank_regions(text: str, where: Where,
 def answer_code(text: str, where: Where) -> str:
     """The cell's code as the answer reads: the markers and the hint lines removed."""
     return blank_regions(text, where, lambda region: region.answer_lines)
+
+
+def check_source_folder(folder: Path, sources: list[Path], *, option: str, what: str,
+                        default: Path) -> None:
+    """The labs' and lessons' CLIs: a missing folder (``option`` names the flag), or one with
+    no ``sources`` in it, is a :class:`WorkbookError`, never "up to date"."""
+    if not folder.is_dir():
+        raise WorkbookError(f"{option} {folder} is not a folder.",
+                            f"check the path (the {what} are in {default}; leave {option} out "
+                            "to use it).")
+    if not sources:
+        raise WorkbookError(f"{option} {folder} holds no {what}.",
+                            f"give the folder of the {what}, {default.name}/.")
 
 
 def report_stale(problems: list[str], *, what: str, command: str, folder: Path) -> int:

@@ -52,14 +52,27 @@ def _arrow(ax, start, end, text="", *, color="#222222", style="-|>", ls="-", lw=
                           alpha=0.9))
 
 
+def _canvas(height: float, title: str, *, fontsize: float = 13) -> tuple:
+    """A 13-unit-wide drawing area of ``height`` units, axes off, with a bold title."""
+    fig, ax = plt.subplots(figsize=(13, height))
+    ax.set_xlim(0, 13)
+    ax.set_ylim(0, height)
+    ax.axis("off")
+    ax.set_title(title, fontsize=fontsize, weight="bold")
+    return fig, ax
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def serve_architecture(path: Path) -> Path:
     """Ray Serve's parts on a two-node cluster and the path of one request."""
-    fig, ax = plt.subplots(figsize=(13, 7.6))
-    ax.set_xlim(0, 13)
-    ax.set_ylim(0, 7.6)
-    ax.axis("off")
-    ax.set_title("Ray Serve on a two-node Ray cluster: who does what, and how a request flows",
-                 fontsize=13, weight="bold")
+    fig, ax = _canvas(7.6, "Ray Serve on a two-node Ray cluster: who does what, and how a "
+                      "request flows")
 
     # Nodes
     _box(ax, 2.55, 0.25, 5.6, 6.75, "head node (ray start --head)", COLORS["node"],
@@ -118,21 +131,14 @@ def serve_architecture(path: Path) -> Path:
             "blue: one HTTP request   purple: a DeploymentHandle call (no proxy)   "
             "orange dotted: the controller's control plane (not on the request path)",
             fontsize=8.5, color="#333333")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def cluster_processes(path: Path) -> Path:
     """The processes of a three-node Ray cluster, their ports, and who talks to which
     (lesson 01)."""
-    fig, ax = plt.subplots(figsize=(13, 7.2))
-    ax.set_xlim(0, 13)
-    ax.set_ylim(0, 7.2)
-    ax.axis("off")
-    ax.set_title("A Ray cluster of three nodes: the processes `ray start` runs, their ports, "
-                 "and the clients", fontsize=12.5, weight="bold")
+    fig, ax = _canvas(7.2, "A Ray cluster of three nodes: the processes `ray start` runs, "
+                      "their ports, and the clients", fontsize=12.5)
 
     # Head node
     _box(ax, 3.0, 0.3, 4.6, 6.3, "head node: ray start --head --port=6379", COLORS["node"],
@@ -181,20 +187,12 @@ def cluster_processes(path: Path) -> Path:
             "(to the GCS, then its node's raylet)   blue dashed: data between object stores   "
             "every request carries the cluster's token",
             fontsize=8.2, color="#333333")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def request_path(path: Path) -> Path:
     """One request's path through a proxy, its router and a replica (lesson 02b, section 6)."""
-    fig, ax = plt.subplots(figsize=(13, 5.6))
-    ax.set_xlim(0, 13)
-    ax.set_ylim(0, 5.6)
-    ax.axis("off")
-    ax.set_title("One HTTP request: proxy, router, replica (and what a handle skips)",
-                 fontsize=13, weight="bold")
+    fig, ax = _canvas(5.6, "One HTTP request: proxy, router, replica (and what a handle skips)")
 
     _box(ax, 2.3, 0.35, 6.2, 4.6, "head node", COLORS["node"], fontsize=10, weight="bold",
          va="top", edge="#888888", lw=1.5)
@@ -232,10 +230,7 @@ def request_path(path: Path) -> Path:
             "blue: an HTTP request through the head node's proxy   purple: a DeploymentHandle "
             "call   grey dotted: what the proxy's router avoids while it can",
             fontsize=8.5, color="#333333")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

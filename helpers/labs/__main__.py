@@ -25,16 +25,12 @@ __all__ = ["main"]
 
 
 def _check_source_dir(folder: Path) -> None:
-    """A missing or empty source folder is an error, never "nothing to do"."""
     from helpers.labs.notebooks import SOURCE_DIR, list_lab_sources
+    from helpers.solution_regions import check_source_folder
 
-    if not folder.is_dir():
-        raise WorkbookError(f"--source-dir {folder} is not a folder.",
-                            f"check the path (the labs' sources are in {SOURCE_DIR}; "
-                            "leave --source-dir out to use it).")
-    if not list_lab_sources(folder):
-        raise WorkbookError(f"--source-dir {folder} holds no lab source (labNN_*.ipynb).",
-                            "give the folder of the labs' source notebooks, labs/source/.")
+    check_source_folder(folder, list_lab_sources(folder) if folder.is_dir() else [],
+                        option="--source-dir", what="lab sources (labNN_*.ipynb)",
+                        default=SOURCE_DIR)
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -17,23 +17,18 @@ from pathlib import Path
 from typing import Sequence
 
 from helpers.errors import WorkbookError
-from helpers.solution_regions import report_stale
+from helpers.solution_regions import check_source_folder, report_stale
 from helpers.paths import BUILD_DIR, NOTEBOOKS_DIR
 
 __all__ = ["main"]
 
 
 def _check_lessons_dir(folder: Path) -> None:
-    """A missing folder, or one without lessons, is an error, never "up to date"."""
     from helpers.profiles import list_notebooks
 
-    if not folder.is_dir():
-        raise WorkbookError(f"--lessons-dir {folder} is not a folder.",
-                            f"check the path (the lessons are in {NOTEBOOKS_DIR}; leave "
-                            "--lessons-dir out to use it).")
-    if not list_notebooks(folder):
-        raise WorkbookError(f"--lessons-dir {folder} holds no lesson (NN_slug.ipynb).",
-                            f"give the folder of the lessons, {NOTEBOOKS_DIR.name}/.")
+    check_source_folder(folder, list_notebooks(folder) if folder.is_dir() else [],
+                        option="--lessons-dir", what="lessons (NN_slug.ipynb)",
+                        default=NOTEBOOKS_DIR)
 
 
 def _generate(args: argparse.Namespace) -> int:
