@@ -200,7 +200,7 @@ def test_parameters_in_range_and_the_shipped_profiles_still_pass() -> None:
 
 
 def test_runner_refuses_an_out_of_range_parameter_before_running(tmp_path: Path) -> None:
-    run = run_cli("-m", "helpers.runner", "--profile", "ci", "03", "-p", "load_concurrency=0",
+    run = run_cli("-m", "helpers.runner", "--profile", "ci", "03b", "-p", "load_concurrency=0",
                   "--prepare-only", str(tmp_path), timeout_s=120)
     refused(run, "'load_concurrency' must be more than 0")
     assert list(tmp_path.iterdir()) == []
