@@ -18,7 +18,7 @@ Usage::
     write_manifest(manifest, "configs/kuberay/rayservice.yaml")
     embedded_serve_config(manifest) == yaml.safe_load(built_text)   # True
 
-Introduced in notebooks/03_launch_and_manage.ipynb.
+Introduced in notebooks/03b_updates_and_operations.ipynb.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ DEFAULT_IMAGE = "ray-serve-workbook:0.1.0"
 
 _HEADER = """\
 RayService for the Ray Serve Workbook's example applications (generated; do not edit).
-Made by helpers.kuberay.rayservice_manifest() in notebooks/03_launch_and_manage.ipynb from
+Made by helpers.kuberay.rayservice_manifest() (lesson 03b shows it) from
 the config that `serve build` wrote to configs/serve/workbook_apps.yaml: spec.serveConfigV2
 is that file, verbatim. Apply on a cluster with the KubeRay operator:
     kubectl apply -f configs/kuberay/rayservice.yaml

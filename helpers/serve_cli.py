@@ -115,6 +115,40 @@ class ServeRun:
         self.started_at: float | None = None
         self.returncode: int | None = None
 
+    @classmethod
+    def from_command(
+        cls,
+        command: str,
+        cluster: "ClusterHandle",
+        *,
+        log_path: Path | None = None,
+        cwd: Path | None = None,
+    ) -> "ServeRun":
+        """A ``serve run`` command line, as a learner types it in a terminal, to run in the background.
+
+        ``ServeRun.from_command("serve run greeter:app --working-dir . --name greeter", cluster,
+        cwd=work_dir).start()``. The words are split as a shell would (quotes keep a JSON
+        argument whole); ``--address`` is added for ``cluster``. Raises :class:`WorkbookError`
+        for a command that is not ``serve run TARGET ...``, or that gives its own ``--address``.
+        Introduced in notebooks/03a_five_ways_to_launch.ipynb.
+        """
+        import shlex
+
+        try:
+            words = shlex.split(command)
+        except ValueError as err:
+            raise WorkbookError(f"Cannot split the command {command!r}: {err}.",
+                                "close every quote in the command.") from err
+        if words[:2] != ["serve", "run"] or len(words) < 3 or words[2].startswith("-"):
+            raise WorkbookError(f"{command!r} is not a `serve run` command.",
+                                "write it as you would in a terminal: serve run module:app "
+                                "[options], or serve run config.yaml.")
+        if any(w in ("--address", "-a") or w.startswith("--address=") for w in words[3:]):
+            raise WorkbookError(f"{command!r} gives its own --address.",
+                                "leave it out: the cluster's address is added (and RAY_ADDRESS "
+                                "is set) for the cluster this notebook uses.")
+        return cls(words[2], cluster, args=words[3:], log_path=log_path, cwd=cwd)
+
     @property
     def command(self) -> str:
         """The command line, as you would type it."""

@@ -17,7 +17,7 @@ Usage::
         ...
     plot_update_timeline(recorder.results(), loop.results(), recorder.events())
 
-Introduced in notebooks/03_launch_and_manage.ipynb; faults in
+Introduced in notebooks/03b_updates_and_operations.ipynb; faults in
 notebooks/11_fault_tolerance.ipynb.
 """
 

@@ -173,10 +173,10 @@ def test_malformed_profiles_are_profile_errors(tmp_path: Path, text: str, phrase
 
 
 @pytest.mark.parametrize("stem, parameters, phrase", [
-    ("03_launch_and_manage", {"load_concurrency": 0}, "must be more than 0"),
-    ("03_launch_and_manage", {"ready_timeout_s": -5.0}, "must be a number >= 0"),
-    ("03_launch_and_manage", {"phase_s": -1.0}, "must be a number >= 0"),
-    ("03_launch_and_manage", {"replicas_after": 0}, "must be more than 0"),
+    ("03b_updates_and_operations", {"load_concurrency": 0}, "must be more than 0"),
+    ("03a_five_ways_to_launch", {"ready_timeout_s": -5.0}, "must be a number >= 0"),
+    ("03b_updates_and_operations", {"phase_s": -1.0}, "must be a number >= 0"),
+    ("03b_updates_and_operations", {"replicas_after": 0}, "must be more than 0"),
     ("04_llm_serving", {"bench_concurrency": [1, 0]}, "must be more than 0"),
     ("04_llm_serving", {"gpu_memory_utilization": 1.5}, "a share between 0 and 1"),
     ("02a_deployments_and_http", {"request_timeout_s": 0.0}, "must be more than 0"),
@@ -192,7 +192,7 @@ def test_parameters_out_of_range_are_refused(stem: str, parameters: dict, phrase
 def test_parameters_in_range_and_the_shipped_profiles_still_pass() -> None:
     from helpers.profiles import check_parameters, load_profile
 
-    check_parameters(NOTEBOOKS_DIR / "03_launch_and_manage.ipynb",
+    check_parameters(NOTEBOOKS_DIR / "03b_updates_and_operations.ipynb",
                      {"load_concurrency": 1, "phase_s": 0.0, "head_num_cpus": 4})
     check_parameters(NOTEBOOKS_DIR / "06_batching.ipynb", {"sweep_timeouts_s": [0.0, 0.01]})
     for name in ("ci", "full"):
@@ -200,7 +200,7 @@ def test_parameters_in_range_and_the_shipped_profiles_still_pass() -> None:
 
 
 def test_runner_refuses_an_out_of_range_parameter_before_running(tmp_path: Path) -> None:
-    run = run_cli("-m", "helpers.runner", "--profile", "ci", "03", "-p", "load_concurrency=0",
+    run = run_cli("-m", "helpers.runner", "--profile", "ci", "03b", "-p", "load_concurrency=0",
                   "--prepare-only", str(tmp_path), timeout_s=120)
     refused(run, "'load_concurrency' must be more than 0")
     assert list(tmp_path.iterdir()) == []

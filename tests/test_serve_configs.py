@@ -187,3 +187,29 @@ def test_a_port_number_is_not_mistaken_for_an_http_status() -> None:
             "Connection refused")
     assert explain_serve_error(text).kind == "no-cluster"
     assert explain_serve_error("HTTP status code: 401 Unauthenticated").kind == "auth"
+
+
+def test_serve_run_from_a_typed_command_line() -> None:
+    """A `serve run` line as typed in a terminal becomes the background ServeRun's argv (quotes
+    keep a JSON argument whole); anything else is refused with what to write instead."""
+    from types import SimpleNamespace
+
+    from helpers.errors import WorkbookError
+    from helpers.serve_cli import ServeRun
+
+    cluster = SimpleNamespace(address="127.0.0.1:6379")
+    run = ServeRun.from_command(
+        "serve run greeter:app --working-dir . --runtime-env-json "
+        "'{\"env_vars\": {\"GREETING\": \"Bonjour\"}}' --name greeter", cluster)
+    assert run.target == "greeter:app" and run.argv[1:5] == ["run", "greeter:app", "--address",
+                                                             "127.0.0.1:6379"]
+    assert run.argv[5:] == ["--working-dir", ".", "--runtime-env-json",
+                            '{"env_vars": {"GREETING": "Bonjour"}}', "--name", "greeter"]
+    assert run.proc is None  # nothing started yet
+    for bad, phrase in [("", "not a `serve run`"), ("serve deploy app.yaml", "not a `serve run`"),
+                        ("serve run --name x", "not a `serve run`"),
+                        ("serve run app:app --address 1.2.3.4:6379", "its own --address"),
+                        ("serve run app:app --name 'x", "close every quote")]:
+        with pytest.raises(WorkbookError) as err:
+            ServeRun.from_command(bad, cluster)
+        assert phrase in str(err.value) + err.value.fix, (bad, str(err.value))

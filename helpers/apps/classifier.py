@@ -24,7 +24,7 @@ or from Python::
     handle.classify.remote("great service").result()["label"]   # 'positive'
 
 Introduced in notebooks/02a_deployments_and_http.ipynb; deployed by the Serve CLI in
-notebooks/03_launch_and_manage.ipynb.
+notebooks/03a_five_ways_to_launch.ipynb.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ Two code versions of the same deployment (same name ``ConfigurableClassifier``):
 
 Deploying ``app_v2`` over ``app`` is a code change: Serve replaces the replicas by a rolling
 update. Introduced in notebooks/02b_replicas_config_and_async.ipynb (reconfigure, check_health) and
-used for zero-downtime updates in notebooks/03_launch_and_manage.ipynb.
+used for zero-downtime updates in notebooks/03b_updates_and_operations.ipynb.
 """
 
 from __future__ import annotations

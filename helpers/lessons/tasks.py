@@ -85,7 +85,7 @@ def read_lesson(path: Path) -> nbformat.NotebookNode:
 
 
 def lesson_id(path: Path | str) -> str:
-    """``02a`` for ``02a_deployments_and_http.ipynb``, ``03`` for ``03_launch_and_manage.ipynb``
+    """``02a`` for ``02a_deployments_and_http.ipynb``, ``03b`` for ``03b_updates_and_operations.ipynb``
     (what comes before the first ``_``)."""
     return Path(path).stem.split("_", 1)[0]
 
