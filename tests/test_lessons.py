@@ -532,6 +532,8 @@ def test_an_exported_cell_is_written_to_the_package_as_its_answer(tmp_path: Path
     ("%%writefile a.py\nx = 1\n# export: helpers/apps/x.py\n", "second line"),
     ("%%writefile a.py\n# export: notebooks/x.py\n", "cannot export to notebooks/x.py"),
     ("%%writefile a.py\n# export: helpers/../x.py\n", "cannot export"),
+    ("%%writefile a.py\n# export: helpers/apps/x.py\n# Generated from notebooks/95.ipynb (cell 3)\n",
+     "delete that line from the cell"),
 ])
 def test_a_misplaced_export_line_is_a_clear_error(tmp_path: Path, cell: str, expected: str) -> None:
     from helpers.lessons.export import exports

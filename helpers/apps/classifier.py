@@ -1,11 +1,4 @@
 # Generated from notebooks/02a_deployments_and_http.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
-# Generated from notebooks/02a_deployments_and_http.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
-# Generated from notebooks/02a_deployments_and_http.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
-# Generated from notebooks/02a_deployments_and_http.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
-# Generated from notebooks/02a_deployments_and_http.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
-# Generated from notebooks/02a_deployments_and_http.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
-# Generated from notebooks/02a_deployments_and_http.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
-# Generated from notebooks/02a_deployments_and_http.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
 """A text classifier deployment: the tiny sentiment model behind Ray Serve.
 
 Every response names the replica, process id and node that computed it, so the lessons can

@@ -1,12 +1,4 @@
 # Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 14); edit the lesson, then run `python -m helpers.lessons generate`.
-# Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 14); edit the lesson, then run `python -m helpers.lessons generate`.
-# Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 14); edit the lesson, then run `python -m helpers.lessons generate`.
-# Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 14); edit the lesson, then run `python -m helpers.lessons generate`.
-# Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
-# Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
-# Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
-# Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
-# Generated from notebooks/02b_replicas_config_and_async.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
 """A classifier whose behaviour is set by ``user_config``, with a custom health check.
 
 ``user_config`` is a JSON-able value that Serve hands to the replica's ``reconfigure`` method

@@ -1,11 +1,4 @@
 # Generated from notebooks/02a_deployments_and_http.ipynb (cell 35); edit the lesson, then run `python -m helpers.lessons generate`.
-# Generated from notebooks/02a_deployments_and_http.ipynb (cell 35); edit the lesson, then run `python -m helpers.lessons generate`.
-# Generated from notebooks/02a_deployments_and_http.ipynb (cell 35); edit the lesson, then run `python -m helpers.lessons generate`.
-# Generated from notebooks/02a_deployments_and_http.ipynb (cell 35); edit the lesson, then run `python -m helpers.lessons generate`.
-# Generated from notebooks/02a_deployments_and_http.ipynb (cell 35); edit the lesson, then run `python -m helpers.lessons generate`.
-# Generated from notebooks/02a_deployments_and_http.ipynb (cell 35); edit the lesson, then run `python -m helpers.lessons generate`.
-# Generated from notebooks/02a_deployments_and_http.ipynb (cell 35); edit the lesson, then run `python -m helpers.lessons generate`.
-# Generated from notebooks/02a_deployments_and_http.ipynb (cell 35); edit the lesson, then run `python -m helpers.lessons generate`.
 """A FastAPI ingress in front of the classifier, with ``/health`` and ``/debug`` routes.
 
 Two deployments make one application: ``Gateway`` (the HTTP ingress, a FastAPI app) calls

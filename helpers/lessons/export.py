@@ -71,6 +71,13 @@ def exported_text(source: str, where: Where, lesson_name: str) -> tuple[Path, st
             or target.suffix != ".py":
         raise NotebookSourceError(f"{where.at(2)}: cannot export to {target}.",
                                   "export to a .py file under helpers/ (a relative path).")
+    generated = [i + 1 for i, line in enumerate(lines) if line.startswith(GENERATED_HEADER)]
+    if generated:
+        raise NotebookSourceError(
+            f"{where.at(generated[0])}: the cell holds a '{GENERATED_HEADER.strip()} ...' line, "
+            "which generate writes into the package copy only.",
+            "delete that line from the cell (the cell is the source; never paste a package "
+            "copy back into it), then run python -m helpers.lessons generate.")
     body = answer_code("\n".join(lines[2:]), where).rstrip("\n")
     header = (f"{GENERATED_HEADER}{lesson_name} (cell {where.cell}); edit the lesson, then run "
               "`python -m helpers.lessons generate`.\n")
