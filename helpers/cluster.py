@@ -425,19 +425,11 @@ class LocalCluster(ClusterHandle):
         log_path = self.dir / f"{name}.log"
         env = auth_env(self.token_path)
         env.pop("RAY_ADDRESS", None)
-        # A new raylet waits for its agents (Python processes) to report their ports and aborts
-        # when they are late ("Timed out waiting for file ...agent_port..."): on a busy 2-core
-        # machine the default window is too short, so give them two minutes.
-        env.setdefault("RAY_agent_register_timeout_ms", "120000")
         # vLLM names its engines' ZMQ sockets <VLLM_RPC_BASE_PATH>/<uuid> (default: /tmp) and
         # never removes them: in this cluster's folder they go when the cluster stops.
         env.setdefault("VLLM_RPC_BASE_PATH", str(self.vllm_rpc_dir))
         env.update(spec.env or {})
-        # Ray Jobs run their entrypoint (`python -m ...`) with the node's PATH: put this
-        # interpreter's folder (the project's .venv/bin) first, so `python` there is the one
-        # that has Ray and the helpers even when the venv was never activated.
-        bin_dir = str(Path(sys.executable).parent)
-        env["PATH"] = os.pathsep.join([bin_dir, env["PATH"]]) if env.get("PATH") else bin_dir
+        env = _node_env(env)
         proc = start_session(argv, log_path, env=env)
         node = NodeInfo(
             name=name,
@@ -808,6 +800,21 @@ def open_cluster(
     return start_local_cluster(**local_kwargs)
 
 
+def _node_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` made fit for a node's processes, whether the workbook or a learner's typed
+    ``ray start`` starts them."""
+    # A new raylet waits for its agents (Python processes) to report their ports and aborts
+    # when they are late ("Timed out waiting for file ...agent_port..."): on a busy 2-core
+    # machine the default window is too short, so give them two minutes.
+    env.setdefault("RAY_agent_register_timeout_ms", "120000")
+    # Ray Jobs run their entrypoint (`python -m ...`) with the node's PATH: put this
+    # interpreter's folder (the project's .venv/bin) first, so `python` there is the one
+    # that has Ray and the helpers even when the venv was never activated.
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([bin_dir, env["PATH"]]) if env.get("PATH") else bin_dir
+    return env
+
+
 def _run_node_command(cluster: ClusterHandle, command: str, folder: Path, *, timeout_s: float,
                       on_started: Any) -> NodeInfo:
     """See :meth:`LocalCluster.run_node_command`; ``on_started`` records the node's session
@@ -825,13 +832,7 @@ def _run_node_command(cluster: ClusterHandle, command: str, folder: Path, *, tim
     name = next((w.split("=", 1)[1] for w in words if w.startswith("--node-name=")),
                 f"node-{len(before) + 1}")
     log_path = folder / f"{name}.command.log"
-    env = cluster.env
-    # As for the nodes the workbook starts itself (LocalCluster._start_node): agents of a new
-    # raylet on a busy 2-core machine get two minutes to report their ports; `ray` is the one
-    # beside this Python.
-    env.setdefault("RAY_agent_register_timeout_ms", "120000")
-    bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = os.pathsep.join([bin_dir, env["PATH"]]) if env.get("PATH") else bin_dir
+    env = _node_env(cluster.env)  # `ray` there is the one beside this Python
     with _node_start_turn(timeout_s):
         proc = start_session(["bash", "-c", command], log_path, env=env)
         node = NodeInfo(name=name, role="worker", num_cpus=0, num_gpus=0, resources={},
