@@ -1,8 +1,9 @@
 """Draw the workbook's diagrams with matplotlib; run it to regenerate the PNGs next to it.
 
     python images/make_diagrams.py            # writes images/cluster_processes.png,
-                                              # images/serve_architecture.png and
-                                              # images/serve_request_path.png
+                                              # images/serve_architecture.png,
+                                              # images/serve_request_path.png and
+                                              # images/serve_deploy_changes.png
 
 The drawing is code so that it can be reviewed, changed and regenerated like the rest of
 the project (tests/test_serve_configs.py checks the committed PNGs are up to date with this script).
@@ -233,12 +234,64 @@ def request_path(path: Path) -> Path:
     return _save(fig, path)
 
 
+# What a changed field of a deployment does when a new config is deployed, as Ray 2.60
+# classifies it (ray.serve._private.config.DeploymentConfig; tests/test_serve_configs.py
+# fails when the installed Ray classifies them differently).
+UPDATE_KINDS = {
+    "state only": ["num_replicas", "max_queued_requests", "rolling_update_percentage",
+                   "max_surge_percent"],
+    "replica reconfigured": ["user_config", "max_ongoing_requests", "autoscaling_config",
+                             "logging_config", "graceful_shutdown_wait_loop_s",
+                             "request_router_config", "backpressure_config"],
+    "controller's record": ["graceful_shutdown_timeout_s", "health_check_period_s",
+                            "health_check_timeout_s", "max_constructor_retry_count"],
+}
+
+
+def deploy_changes(path: Path) -> Path:
+    """What `serve deploy` of a new config changes, restarts, deletes and leaves alone
+    (lesson 03b, section 1)."""
+    fig, ax = _canvas(5.9, "serve deploy new.yaml: the controller compares the file with what "
+                      "runs, application by application", fontsize=12.5)
+    green, yellow, red, grey = "#dff3df", "#fff2c2", "#f9d4d0", "#eeeeee"
+
+    ax.text(1.75, 5.2, "in the new file", ha="center", fontsize=10, weight="bold")
+    ax.text(8.7, 5.2, "what happens to the running replicas", ha="center", fontsize=10,
+            weight="bold")
+    rows = [
+        ("num_replicas changed\n(or " + UPDATE_KINDS["state only"][1] + ", ...)",
+         "new replicas start or surplus ones stop (gracefully);\nthe others keep their "
+         "process and keep serving", green),
+        ("user_config or another\nreplica option changed", "each replica's reconfigure() runs "
+         "in place: same process, no restart\n(" + ", ".join(UPDATE_KINDS["replica reconfigured"][:4])
+         + ", ...)", green),
+        ("import_path, code, ray_actor_options\nor runtime_env changed", "rolling update: "
+         "new replicas start, old ones drain and stop, a few at a time\n"
+         "(rolling_update_percentage, 20 %); the rest serve meanwhile", yellow),
+        ("an application the file\nno longer lists", "deleted: all its replicas stop "
+         "(only apps that came from config files)", red),
+        ("nothing changed, or an app\nfrom serve.run / serve run module:app", "nothing: no "
+         "replica restarts; a config never touches apps deployed from Python", grey),
+    ]
+    y = 4.2
+    for left, right, color in rows:
+        _box(ax, 0.2, y, 3.1, 0.8, left, "white", fontsize=8.8)
+        _arrow(ax, (3.3, y + 0.4), (3.8, y + 0.4))
+        _box(ax, 3.8, y, 9.0, 0.8, right, color, fontsize=8.8)
+        y -= 0.98
+    ax.text(0.2, 0.12, "green: no restart   yellow: replaced a few at a time   red: deleted   "
+            "grey: untouched.  serve config shows what runs; serve status shows the update's "
+            "progress.", fontsize=8.5, color="#333333")
+    return _save(fig, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     out = Path(argv[0]) if argv else HERE
     out.mkdir(parents=True, exist_ok=True)
     print(cluster_processes(out / "cluster_processes.png"))
     print(serve_architecture(out / "serve_architecture.png"))
     print(request_path(out / "serve_request_path.png"))
+    print(deploy_changes(out / "serve_deploy_changes.png"))
     return 0
 
 

@@ -83,8 +83,34 @@ def test_manifest_generator_rejects_non_serve_text() -> None:
 def test_architecture_diagram_is_up_to_date(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(IMAGES_DIR / "make_diagrams.py"), str(tmp_path)],
                    check=True, capture_output=True, timeout=120)
-    for name in ("serve_architecture.png", "cluster_processes.png", "serve_request_path.png"):
+    drawn = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert "serve_deploy_changes.png" in drawn and "cluster_processes.png" in drawn, drawn
+    committed = sorted(p.name for p in IMAGES_DIR.glob("*.png"))
+    assert committed == drawn, "images/ holds a PNG the script no longer draws, or misses one"
+    for name in drawn:
         assert (tmp_path / name).read_bytes() == (IMAGES_DIR / name).read_bytes(), name
+
+
+def test_deploy_figure_classifies_options_as_the_installed_ray_does() -> None:
+    """The figure of what `serve deploy` restarts names options by how Ray updates them."""
+    from ray.serve._private.config import DeploymentConfig
+    from ray.serve._private.utils import DeploymentOptionUpdateType as Kind
+
+    sys.path.insert(0, str(IMAGES_DIR))
+    try:
+        import make_diagrams
+    finally:
+        sys.path.remove(str(IMAGES_DIR))
+    by_kind: dict = {}
+    for name, field in DeploymentConfig.model_fields.items():
+        kind = (field.json_schema_extra or {}).get("update_type")
+        by_kind.setdefault(kind, set()).add(name)
+    drawn = make_diagrams.UPDATE_KINDS
+    assert set(drawn["state only"]) == by_kind[Kind.LightWeight]
+    assert set(drawn["replica reconfigured"]) == by_kind[Kind.NeedsActorReconfigure]
+    assert set(drawn["controller's record"]) == by_kind[Kind.NeedsReconfigure]
+    # the figure's "a few at a time (rolling_update_percentage, 20 %)"
+    assert DeploymentConfig.model_fields["rolling_update_percentage"].default == 0.2
 
 
 def test_config_edits_change_only_what_they_say() -> None:
