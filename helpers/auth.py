@@ -23,8 +23,11 @@ import secrets
 from pathlib import Path
 from typing import Mapping
 
+from helpers.errors import AuthTokenError
+
 __all__ = [
     "create_token_file",
+    "write_secret",
     "auth_env",
     "activate_in_process",
     "restore_in_process",
@@ -38,10 +41,25 @@ DEFAULT_TOKEN_PATH = Path.home() / ".ray" / "auth_token"
 def create_token_file(folder: Path) -> Path:
     """Write a fresh random token to ``folder/auth_token`` (mode 0600) and return its path."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "auth_token"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    return write_secret(folder / "auth_token", secrets.token_hex(32))
+
+
+def write_secret(path: Path, text: str) -> Path:
+    """Write ``text`` to a new file ``path`` that only this user can read (mode 0600).
+
+    The file must not exist yet, not even as a link: a link planted there would otherwise
+    make us write the token wherever it points (``O_EXCL | O_NOFOLLOW``).
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError as err:
+        raise AuthTokenError(
+            f"{path} already exists: a token is written only to a new file.",
+            "remove the file (or link) if it is a stale one of yours; if you did not make it, "
+            "someone else can write to that folder: use a private one (WORKBOOK_SCRATCH).",
+        ) from err
     with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_hex(32))
+        handle.write(text)
     return path
 
 

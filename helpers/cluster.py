@@ -33,7 +33,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 import weakref
@@ -41,14 +40,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from helpers.auth import activate_in_process, auth_env, create_token_file, restore_in_process
+from helpers.auth import (activate_in_process, auth_env, create_token_file, restore_in_process,
+                          write_secret)
 from helpers.errors import (
     AuthTokenError,
     ClusterNotRunningError,
     ClusterStartError,
     WorkbookError,
 )
-from helpers.paths import scratch_root
+from helpers.paths import scratch_root, user_root
 from helpers.ports import ensure_port_free, free_port, wait_for_port
 from helpers.processes import (
     register,
@@ -56,6 +56,7 @@ from helpers.processes import (
     start_session,
     stop_session,
     stop_sessions,
+    sweep_orphans,
     unregister,
 )
 
@@ -148,8 +149,10 @@ def _node_start_turn(timeout_s: float) -> Iterator[None]:
     tests) can make both miss them. Waiting for our turn costs a few seconds; after
     ``timeout_s`` we start anyway rather than wait on a stuck neighbour.
     """
-    lock_path = Path(tempfile.gettempdir()) / "ray-serve-workbook-node-start.lock"
-    handle = open(lock_path, "a+")
+    # In this user's private folder (not /tmp itself, where another user could own or plant
+    # the file), never through a link.
+    fd = os.open(user_root() / "node-start.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    handle = os.fdopen(fd, "r+")
     deadline = time.monotonic() + timeout_s
     locked = False
     try:
@@ -362,7 +365,7 @@ class LocalCluster(ClusterHandle):
             raise ClusterStartError(
                 f"The scratch folder {self.dir.parent} is too long a path for Ray's Unix sockets "
                 f"({len(str(longest).encode())} bytes where at most 107 fit, e.g. {longest}).",
-                "set WORKBOOK_SCRATCH to a short folder, for example /tmp/rsw.",
+                "set WORKBOOK_SCRATCH to a short folder of yours, e.g. $(mktemp -d /tmp/rswXXXX).",
             )
         self.dir.mkdir(parents=True, exist_ok=True)
         self.vllm_rpc_dir = self.dir / "v"  # vLLM engines' sockets (see _start_node)
@@ -508,6 +511,7 @@ class LocalCluster(ClusterHandle):
 
         ``env``: extra environment variables for the node's processes (Ray settings).
         """
+        sweep_orphans()  # what a killed kernel's clusters left running, by recorded id
         ensure_port_free(self.port, purpose="Ray GCS")
         if self.include_dashboard:
             ensure_port_free(self.dashboard_port, purpose="Ray dashboard")
@@ -633,10 +637,10 @@ class LocalCluster(ClusterHandle):
         self._save_registry()
 
     def stop(self) -> None:
-        """Disconnect this process and stop every node this cluster started. Idempotent."""
+        """Disconnect this process and stop every node this cluster started. Idempotent, and
+        resumable: a stop that was interrupted (a second Ctrl-C) is finished by the next."""
         if self._stopped:
             return
-        self._stopped = True
         self.disconnect()
         # Every process of every node at once (a kernel shutting down gives us only a few
         # seconds). A graceful Ray shutdown takes 15-20 s, process after process, to tidy up
@@ -650,6 +654,7 @@ class LocalCluster(ClusterHandle):
             restore_in_process(self._previous_env)
             self._previous_env = None
         shutil.rmtree(self.dir, ignore_errors=True)
+        self._stopped = True  # only now: every step above may be run again
 
     def __enter__(self) -> "LocalCluster":
         return self
@@ -667,6 +672,7 @@ class ExistingCluster(ClusterHandle):
         self.dashboard_url = dashboard_url
         self.token_path = token_path
         self.nodes_started: list[NodeInfo] = []  # nodes this machine joined to it
+        self.owned_files: list[Path] = []  # what stop() removes (a token written for us)
 
     def run_node_command(self, command: str, *, timeout_s: float = 120.0) -> NodeInfo:
         """Join this machine to the cluster with a ``ray start --address=...`` command line
@@ -682,6 +688,9 @@ class ExistingCluster(ClusterHandle):
         self.disconnect()
         stop_sessions([node.pid for node in self.nodes_started], grace_s=STOP_GRACE_S)
         self.nodes_started.clear()
+        for path in self.owned_files:
+            path.unlink(missing_ok=True)
+        self.owned_files.clear()
 
     def __repr__(self) -> str:
         return f"<ExistingCluster {self.address}>"
@@ -771,10 +780,10 @@ def connect_to_cluster(
     if token_path:
         path = Path(token_path)
     elif token:
-        path = scratch_root() / f"token-{uuid.uuid4().hex[:8]}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(token)
+        path = write_secret(scratch_root() / f"token-{uuid.uuid4().hex[:8]}", token)
+        cluster = ExistingCluster(address, dashboard_url, path)
+        cluster.owned_files.append(path)  # ours: removed by stop()
+        return cluster
     else:
         default = Path.home() / ".ray" / "auth_token"
         path = default if default.exists() else None

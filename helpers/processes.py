@@ -23,6 +23,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,8 @@ __all__ = [
     "Leftover",
     "find_leftovers",
     "end_leftovers",
+    "sweep_orphans",
+    "interrupt_on_termination",
 ]
 
 
@@ -148,7 +151,9 @@ def stop_sessions(sids: Iterable[int], *, grace_s: float = 15.0, term_all: bool 
         psutil.wait_procs(batch, timeout=5)
     for sid in sids:
         _reap(sid)
-    for path in shm_files:
+    # Only multiprocessing's files, ours, and unused now: a data set a task memory-mapped
+    # from /dev/shm, or a file another user's process maps too, stays.
+    for path in _removable_shm(shm_files):
         path.unlink(missing_ok=True)
     return len(stragglers)
 
@@ -193,6 +198,18 @@ def _shm_in_use() -> set[Path]:
     return in_use
 
 
+def _removable_shm(paths: Iterable[Path]) -> list[Path]:
+    """Of ``paths``, the shared-memory files the workbook may remove: multiprocessing's names
+    (:data:`ORPHAN_SHM_PREFIXES`), owned by this user, and mapped or open by no live process."""
+    candidates = []
+    for path in paths:
+        with contextlib.suppress(OSError):  # gone meanwhile
+            if path.name.startswith(ORPHAN_SHM_PREFIXES) and path.lstat().st_uid == os.getuid():
+                candidates.append(path)
+    in_use = _shm_in_use() if candidates else set()
+    return [path for path in candidates if path not in in_use]
+
+
 def remove_orphan_shm(since: float) -> list[Path]:
     """Remove shared-memory files made since ``since`` (a ``time.time()``) that nobody uses.
 
@@ -200,22 +217,21 @@ def remove_orphan_shm(since: float) -> list[Path]:
     before it unlinks its message queues and semaphores: 150-250 MB of RAM per engine stay in
     /dev/shm until the machine reboots. Only files with multiprocessing's names
     (:data:`ORPHAN_SHM_PREFIXES`), changed after ``since``, and neither mapped nor open by any
-    live process are removed; a file another program still uses is never touched. Returns
-    what was removed.
+    live process are removed, and only this user's (a process in another PID namespace, whose
+    mappings this machine's /proc does not show, belongs to someone else); a file another
+    program still uses is never touched. Returns what was removed.
     """
     fresh = []
     with contextlib.suppress(OSError):  # no /dev/shm (not Linux)
         for path in Path("/dev/shm").iterdir():
             with contextlib.suppress(OSError):  # gone meanwhile
-                if path.name.startswith(ORPHAN_SHM_PREFIXES) and path.stat().st_mtime >= since:
+                if path.lstat().st_mtime >= since:
                     fresh.append(path)
-    in_use = _shm_in_use() if fresh else set()
     removed = []
-    for path in fresh:
-        if path not in in_use:
-            with contextlib.suppress(OSError):
-                path.unlink()
-                removed.append(path)
+    for path in _removable_shm(fresh):
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path)
     return removed
 
 
@@ -237,11 +253,54 @@ def registry_dir() -> Path:
     return path
 
 
+def _started(pid: int) -> float | None:
+    """When process ``pid`` started (psutil's create time), None when it is gone."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
 def register(name: str, record: dict) -> Path:
-    """Record a started resource (its session ids, ports, folders) under ``name``."""
+    """Record a started resource (its session ids, ports, folders) under ``name``.
+
+    The record keeps, beside each process id (``owner_pid``, the ``sessions``), when that
+    process started: a pid the system has since given to another process is then never
+    mistaken for ours (:func:`same_session`, :func:`sweep_orphans`).
+    """
+    record = dict(record)
+    if record.get("owner_pid") is not None:
+        record.setdefault("owner_started", _started(record["owner_pid"]))
+    record.setdefault("sessions_started",
+                      {str(sid): _started(sid) for sid in record.get("sessions", [])})
     path = registry_dir() / f"{name}.json"
     path.write_text(json.dumps(record, indent=2))
     return path
+
+
+def same_session(sid: int, started: float | None) -> bool:
+    """Whether session ``sid`` still is the one recorded as started at ``started``.
+
+    While its leader lives, the leader's start time must match (a reused pid has another).
+    A leader that has exited leaves its session id reserved as long as any member runs (Linux
+    gives no new process a pid still in use as a session id), so live members are the
+    recorded session's own. ``started=None`` (a record from before start times) trusts the id.
+    """
+    leader = _started(sid)
+    try:
+        leads = leader is not None and os.getsid(sid) == sid
+    except OSError:  # gone meanwhile
+        leads = False
+    if leads and started is not None:
+        return abs(leader - started) < 0.05
+    return bool(session_members(sid))
+
+
+def _our_sessions(record: dict) -> list[int]:
+    """The recorded sessions that are still the ones the record's owner started."""
+    started = record.get("sessions_started") or {}
+    return [sid for sid in record.get("sessions", [])
+            if same_session(sid, started.get(str(sid)))]
 
 
 def unregister(name: str) -> None:
@@ -293,7 +352,7 @@ def find_leftovers(
             continue
         if owner is not None and record.get("owner_pid") != owner:
             continue
-        pids = tuple(p.pid for sid in record.get("sessions", []) for p in session_members(sid))
+        pids = tuple(p.pid for sid in _our_sessions(record) for p in session_members(sid))
         ports = tuple(p for p in record.get("ports", []) if p in listening)
         if pids or ports:
             found.append(Leftover(path.stem, pids, ports))
@@ -310,6 +369,66 @@ def end_leftovers(leftovers: Iterable[Leftover]) -> None:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        for sid in record.get("sessions", []):
+        for sid in _our_sessions(record):
             stop_session(sid, grace_s=5)
         path.unlink(missing_ok=True)
+
+
+def _owner_gone(record: dict) -> bool:
+    """Whether the process that registered ``record`` has ended (or its pid is another's)."""
+    owner = record.get("owner_pid")
+    if owner is None:
+        return False  # nobody to ask: leave it to find_leftovers and its caller
+    started = _started(owner)
+    if started is None or not is_alive(owner):
+        return True
+    recorded = record.get("owner_started")
+    return recorded is not None and abs(started - recorded) >= 0.05
+
+
+def sweep_orphans() -> list[str]:
+    """End what a dead owner left running: a kernel killed by SIGKILL or the OOM killer never
+    stopped its clusters. For each record whose owner process has gone, stop the sessions it
+    names that still are the same processes (:func:`same_session`) and forget the record.
+    Called when a cluster starts and when the runner starts. Returns the records swept."""
+    swept = []
+    for path in sorted(registry_dir().glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not _owner_gone(record):
+            continue
+        sids = _our_sessions(record)
+        if sids:
+            stop_sessions(sids, grace_s=5)
+        path.unlink(missing_ok=True)
+        swept.append(path.stem)
+    return swept
+
+
+@contextlib.contextmanager
+def interrupt_on_termination(signals: Sequence[int] = (signal.SIGTERM, signal.SIGHUP)):
+    """Within the block, SIGTERM and SIGHUP (a CI cancel, ``timeout``, a closed terminal, a
+    service manager) raise ``KeyboardInterrupt`` as Ctrl-C does, so the clean-up that Ctrl-C
+    runs (stopping a notebook's session, its clusters) runs for them too. A second signal
+    during that clean-up is ignored. Outside the main thread nothing changes (Python delivers
+    signals only there). Yields the list of signals received: code that catches broad
+    exceptions (a kernel client turning the interrupt into its own error) can still see it."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if received:
+            return  # already cleaning up
+        received.append(signum)
+        raise KeyboardInterrupt(f"{signal.Signals(signum).name} received: stopping what was started")
+
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -34,6 +34,7 @@ import yaml
 
 from helpers.errors import EnvironmentProblem, ParameterError, ProfileError, WorkbookError
 from helpers.paths import BUILD_DIR, LABS_DIR, NOTEBOOKS_DIR, REPO_ROOT
+from helpers.processes import interrupt_on_termination
 from helpers.profiles import Profile, check_parameters, list_labs, list_notebooks, load_profile
 
 __all__ = ["NotebookResult", "select_notebooks", "run_notebooks", "prepare_notebooks",
@@ -215,7 +216,7 @@ def run_one(
     with open(log_path, "w") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-        interrupted = False
+        interrupted = ""
         try:
             code = proc.wait(timeout=timeout_s)
             status = PASSED if code == 0 else FAILED
@@ -224,11 +225,11 @@ def run_one(
 
             stop_session(proc.pid, grace_s=10)
             status = TIMEOUT
-        except BaseException:  # Ctrl-C (or a kill) of the runner: stop the notebook first
+        except BaseException as err:  # Ctrl-C, SIGTERM or SIGHUP: stop the notebook first
             from helpers.processes import stop_session
 
             stop_session(proc.pid, grace_s=10)
-            interrupted = True
+            interrupted = str(err) or "Ctrl-C"
             status = FAILED
     duration = round(time.monotonic() - started, 1)
     cell, error = _first_error(executed)
@@ -251,7 +252,7 @@ def run_one(
         else:
             os.environ["WORKBOOK_SCRATCH"] = previous
     if interrupted:
-        raise KeyboardInterrupt(f"interrupted while running {nb.name}; what it started was ended")
+        raise KeyboardInterrupt(f"{interrupted} while {nb.name} ran; what it started was ended")
     return NotebookResult(nb.stem, status, duration, cell, error, str(executed), cleanup)
 
 
@@ -356,10 +357,14 @@ def run_notebooks(
     """
     from tqdm.auto import tqdm
 
+    from helpers.processes import sweep_orphans
+
     overrides = overrides or {}
     # Validate everything before running anything: a typo should not cost a long run.
     plan = [(nb, profile.settings_for(nb.stem), _parameters(profile, nb, overrides)) for nb in notebooks]
     check_needs([(nb, params) for nb, settings, params in plan if not (settings.skip and honor_skip)])
+    for name in sweep_orphans():  # a killed kernel's clusters, found by their records
+        print(f"ended what a process that is gone had left running: {name}", file=sys.stderr)
     results: list[NotebookResult] = []
     bar = tqdm(plan, desc=f"profile {profile.name}", unit="notebook", disable=not progress)
     for nb, settings, params in bar:
@@ -431,11 +436,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         out_dir = args.build_dir or BUILD_DIR / "runs" / profile.name / ("labs" if args.labs else "")
         check_output_dir(out_dir, notebooks)
-        results = run_notebooks(notebooks, profile, out_dir, overrides,
-                                honor_skip=not args.notebooks)
+        # SIGTERM or SIGHUP (a CI cancel, `timeout`, a closed terminal) ends the run as Ctrl-C
+        # does: the running notebook's session (papermill, its kernel, its clusters) first.
+        with interrupt_on_termination():
+            results = run_notebooks(notebooks, profile, out_dir, overrides,
+                                    honor_skip=not args.notebooks)
     except WorkbookError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        print(f"interrupted: {err or 'Ctrl-C'}", file=sys.stderr)
+        return 130
     print()
     print(format_summary(results))
     print(f"\nExecuted notebooks and summary.md are in {out_dir}")

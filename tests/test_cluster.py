@@ -202,3 +202,26 @@ def test_context_manager_stops_on_error_and_stop_is_idempotent(
     assert not list(registry_dir().glob("*.json"))
     with pytest.raises(ClusterNotRunningError):
         cluster.add_worker(num_cpus=1)
+
+
+def test_an_interrupted_stop_is_finished_by_the_next(
+        isolated_workbook_scratch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second Ctrl-C while a cluster stops (or a kernel shutting down) cuts the stop short;
+    calling stop() again must finish it, not return at once as if all were done."""
+    import helpers.cluster as cluster_module
+
+    cluster = start_local_cluster(num_cpus=1, include_dashboard=False)
+    sessions = [n.pid for n in cluster.nodes_started]
+    real_stop_sessions = cluster_module.stop_sessions
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt("a second Ctrl-C")
+
+    monkeypatch.setattr(cluster_module, "stop_sessions", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cluster.stop()
+    assert any(session_members(sid) for sid in sessions), "nothing was stopped yet"
+    monkeypatch.setattr(cluster_module, "stop_sessions", real_stop_sessions)
+    cluster.stop()
+    assert all(session_members(sid) == [] for sid in sessions)
+    assert find_leftovers() == [] and not cluster.dir.exists() and not cluster.running

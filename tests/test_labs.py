@@ -17,6 +17,7 @@ on the student version, and that editing a check cell does not help.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import re
@@ -386,3 +387,41 @@ def test_the_grader_restores_edited_checks_and_scores_a_good_submission(
 def test_labs_clean_up_the_shared_cluster(classroom: SimpleNamespace) -> None:
     """Every lab deleted its applications on the classroom cluster, solved or not."""
     assert classroom.apps_left == {}
+
+
+def test_grader_ended_by_sigterm_stops_the_running_kernel(tmp_path: Path) -> None:
+    """The grader's kernels run in sessions of their own: a cancelled grading job (SIGTERM)
+    must end the running one before it exits, not leave it (and what it started) running."""
+    import signal
+
+    import psutil
+
+    nb = nbformat.read(str(STUDENT_DIR / "lab01_first_deployment.ipynb"), as_version=4)
+    first_code = next(c for c in nb.cells if c.cell_type == "code"
+                      and "parameters" not in c.metadata.get("tags", []))
+    first_code.source = "import time\ntime.sleep(300)  # a student's slow cell"
+    (tmp_path / "class" / "ada").mkdir(parents=True)
+    nbformat.write(nb, str(tmp_path / "class" / "ada" / "lab01_first_deployment.ipynb"))
+    grader = subprocess.Popen(
+        [sys.executable, "-m", "helpers.labs", "grade", str(tmp_path / "class"), "--out",
+         str(tmp_path / "grades")], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        kernels: list = []
+        deadline = time.monotonic() + 90
+        while not kernels:
+            assert time.monotonic() < deadline and grader.poll() is None, grader.poll()
+            time.sleep(0.5)
+            with contextlib.suppress(psutil.Error):
+                kernels = [p for p in psutil.Process(grader.pid).children(recursive=True)
+                           if "ipykernel" in " ".join(p.cmdline())]
+        time.sleep(2)  # the kernel is in the student's sleep
+        grader.send_signal(signal.SIGTERM)
+        output, _ = grader.communicate(timeout=60)
+    finally:
+        if grader.poll() is None:
+            os.killpg(grader.pid, signal.SIGKILL)
+    assert grader.returncode == 130, output
+    assert "interrupted: SIGTERM received while grading ada's lab01" in output, output
+    _, alive = psutil.wait_procs(kernels, timeout=10)
+    assert alive == [], f"the kernel outlived the grader: {alive}\n{output[-2000:]}"

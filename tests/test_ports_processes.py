@@ -212,3 +212,199 @@ def test_dead_registration_is_forgotten(isolated_workbook_scratch: Path) -> None
     processes.register("gone2", {"sessions": [], "ports": []})
     processes.unregister("gone2")
     assert not (processes.registry_dir() / "gone2.json").exists()
+
+
+# --- hardening: records with start times, orphans swept, shared memory, scratch, tokens -------
+
+
+def test_a_reused_pid_is_never_taken_for_a_recorded_session(
+        isolated_workbook_scratch: Path, tmp_path: Path) -> None:
+    """A record names a session whose leader's pid now belongs to another process (simulated
+    by a wrong start time): leftover checks ignore it and end_leftovers never signals it."""
+    proc = processes.start_session(["sleep", "300"], tmp_path / "s.log")
+    try:
+        path = processes.register("stale", {"sessions": [proc.pid], "ports": []})
+        record = json.loads(path.read_text())
+        assert record["sessions_started"][str(proc.pid)] == pytest.approx(
+            __import__("psutil").Process(proc.pid).create_time())
+        assert [x.resource for x in processes.find_leftovers()] == ["stale"]
+
+        record["sessions_started"][str(proc.pid)] -= 3600.0  # "started an hour earlier"
+        path.write_text(json.dumps(record))
+        assert processes.same_session(proc.pid, record["sessions_started"][str(proc.pid)]) is False
+        processes.end_leftovers([processes.Leftover("stale", (proc.pid,), ())])
+        assert is_alive(proc.pid), "a process that is not the recorded one was signalled"
+        assert processes.find_leftovers() == []  # not ours: forgotten, not reported
+    finally:
+        processes.stop_session(proc.pid, grace_s=1)
+
+
+def test_sweep_ends_what_a_dead_owner_left_and_nothing_else(
+        isolated_workbook_scratch: Path, tmp_path: Path) -> None:
+    """A kernel killed by SIGKILL never stops its cluster: its record's owner is gone. The sweep
+    ends that session; a live owner's record, and a session whose pid was reused, stay."""
+    owner = subprocess.Popen(["sleep", "300"])
+    orphan = processes.start_session(["sh", "-c", "sleep 300 & sleep 300"], tmp_path / "o.log")
+    kept = processes.start_session(["sleep", "300"], tmp_path / "k.log")
+    reused = processes.start_session(["sleep", "300"], tmp_path / "r.log")
+    try:
+        processes.register("killed-kernel", {"owner_pid": owner.pid, "sessions": [orphan.pid]})
+        processes.register("live-kernel", {"owner_pid": os.getpid(), "sessions": [kept.pid]})
+        stale = processes.register("old", {"owner_pid": owner.pid, "sessions": [reused.pid]})
+        record = json.loads(stale.read_text())
+        record["sessions_started"][str(reused.pid)] -= 3600.0
+        stale.write_text(json.dumps(record))
+        assert processes.sweep_orphans() == []  # every owner still alive
+
+        owner.kill()
+        owner.wait(timeout=10)
+        members = [p.pid for p in processes.session_members(orphan.pid)]
+        assert len(members) >= 2  # the shell and its two sleeps
+        assert processes.sweep_orphans() == ["killed-kernel", "old"]
+        assert not any(is_alive(pid) for pid in members)
+        assert is_alive(reused.pid), "the reused pid's process was signalled"
+        assert is_alive(kept.pid)
+        assert sorted(p.stem for p in processes.registry_dir().glob("*.json")) == ["live-kernel"]
+    finally:
+        for proc in (orphan, kept, reused):
+            processes.stop_session(proc.pid, grace_s=1)
+        owner.kill()
+
+
+_SHM_MAPPER = """
+import mmap, os, sys, time
+for name in sys.argv[1:]:
+    fd = os.open("/dev/shm/" + name, os.O_RDWR | os.O_CREAT, 0o600)
+    os.ftruncate(fd, 4096)
+    globals()[name] = mmap.mmap(fd, 4096)
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+def test_stopping_a_session_removes_only_multiprocessing_files_it_made(tmp_path: Path) -> None:
+    """A data set a task memory-mapped from /dev/shm survives its cluster's stop; the
+    multiprocessing files the session's processes left are removed."""
+    import sys
+    import uuid
+
+    keep, drop = f"dataset-{uuid.uuid4().hex[:8]}", f"psm_{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "m.log"
+    proc = processes.start_session([sys.executable, "-c", _SHM_MAPPER, keep, drop], log)
+    try:
+        deadline = time.monotonic() + 20
+        while "ready" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (Path("/dev/shm") / keep).exists() and (Path("/dev/shm") / drop).exists()
+        processes.stop_sessions([proc.pid], grace_s=2)
+        assert not (Path("/dev/shm") / drop).exists()
+        assert (Path("/dev/shm") / keep).exists(), "a file that is not multiprocessing's was removed"
+    finally:
+        processes.stop_sessions([proc.pid], grace_s=1)
+        (Path("/dev/shm") / keep).unlink(missing_ok=True)
+        (Path("/dev/shm") / drop).unlink(missing_ok=True)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="making a file of another user needs root")
+def test_orphan_shared_memory_of_another_user_is_kept() -> None:
+    import uuid
+
+    path = Path("/dev/shm") / f"psm_{uuid.uuid4().hex[:8]}"
+    since = time.time() - 1
+    path.write_bytes(b"\0" * 64)
+    try:
+        os.chown(path, 54321, 54321)  # another user's (or another PID namespace's) engine
+        assert path not in processes.remove_orphan_shm(since)
+        assert path.exists()
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def test_default_scratch_is_private_to_the_user(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    import stat
+    import tempfile
+
+    from helpers import paths
+
+    monkeypatch.delenv("WORKBOOK_SCRATCH", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    root = paths.scratch_root()
+    assert root == tmp_path / f"rsw-{os.getuid()}"
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    root.chmod(0o777)  # our own default folder, too open: tightened
+    assert stat.S_IMODE(paths.scratch_root().stat().st_mode) == 0o700
+
+
+def test_a_scratch_folder_others_can_write_or_own_is_refused(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from helpers import paths
+    from helpers.errors import WorkbookError
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("WORKBOOK_SCRATCH", str(shared))
+    with pytest.raises(WorkbookError, match="can be written by other users") as err:
+        paths.scratch_root()
+    assert "chmod go-w" in str(err.value)
+
+    link = tmp_path / "link"
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    link.symlink_to(private)
+    monkeypatch.setenv("WORKBOOK_SCRATCH", str(link))
+    with pytest.raises(WorkbookError, match="is a link"):
+        paths.scratch_root()
+    if os.getuid() == 0:
+        theirs = tmp_path / "theirs"
+        theirs.mkdir(mode=0o700)
+        os.chown(theirs, 54321, 54321)
+        monkeypatch.setenv("WORKBOOK_SCRATCH", str(theirs))
+        with pytest.raises(WorkbookError, match="not a folder of yours"):
+            paths.scratch_root()
+
+
+def test_a_token_is_never_written_through_a_planted_link(tmp_path: Path) -> None:
+    from helpers.auth import create_token_file
+    from helpers.errors import AuthTokenError
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    folder = tmp_path / "cluster"
+    folder.mkdir()
+    (folder / "auth_token").symlink_to(victim)
+    with pytest.raises(AuthTokenError, match="already exists"):
+        create_token_file(folder)
+    assert victim.read_text() == "precious"
+
+
+def test_a_token_given_to_connect_is_private_and_removed_on_stop(
+        isolated_workbook_scratch: Path, listening_socket: socket.socket) -> None:
+    import stat
+
+    from helpers.cluster import connect_to_cluster
+
+    port = listening_socket.getsockname()[1]
+    cluster = connect_to_cluster(f"127.0.0.1:{port}", token="s3cret")
+    path = cluster.token_path
+    assert path.read_text() == "s3cret" and path.parent == isolated_workbook_scratch
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    cluster.stop()
+    assert not path.exists()
+
+
+def test_sigterm_becomes_a_keyboard_interrupt_once() -> None:
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)  # Ray's own, once a test has connected a driver
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        with processes.interrupt_on_termination():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            except KeyboardInterrupt:
+                os.kill(os.getpid(), signal.SIGTERM)  # a second one, during the clean-up
+                time.sleep(0.2)  # ...is ignored
+                raise
+    assert signal.getsignal(signal.SIGTERM) == before

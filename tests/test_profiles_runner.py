@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -195,6 +196,42 @@ def test_timeout_leaves_no_process(tmp_path: Path, nb_dir: Path) -> None:
         time.sleep(0.2)
     assert alive == {}
     assert _notebook_processes(nb_dir) == {}
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_runner_ended_by_a_signal_stops_the_notebook(tmp_path: Path, nb_dir: Path,
+                                                     signame: str) -> None:
+    """A CI cancel or `timeout` sends SIGTERM (a closed terminal, SIGHUP): the runner ends the
+    running notebook's session (papermill and its kernel) before it exits, as for Ctrl-C."""
+    import signal
+    import subprocess
+    import sys
+
+    profile = _profile(tmp_path, "description: x\ndefaults:\n  timeout_s: 300\nnotebooks: {}\n")
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "helpers.runner", "--profile", str(profile), "--build-dir",
+         str(tmp_path / "out"), str(nb_dir / "03_slow.ipynb")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        seen: dict[int, str] = {}
+        deadline = time.monotonic() + 60
+        while not any("ipykernel" in cmd for cmd in seen.values()):
+            assert time.monotonic() < deadline and runner.poll() is None, runner.poll()
+            seen.update(_notebook_processes(nb_dir))
+            time.sleep(0.3)
+        runner.send_signal(getattr(signal, signame))
+        output, _ = runner.communicate(timeout=30)
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+    assert runner.returncode == 130, output
+    assert f"interrupted: {signame} received: stopping what was started while 03_slow.ipynb " \
+        "ran; what it started was ended" in output, output
+    deadline = time.monotonic() + 5
+    while _notebook_processes(nb_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _notebook_processes(nb_dir) == {}
+    assert not any(_is_alive(pid) for pid in seen), seen
 
 
 def _is_alive(pid: int) -> bool:

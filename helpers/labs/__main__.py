@@ -118,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WorkbookError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        print(f"interrupted: {err or 'Ctrl-C'}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,7 @@ from helpers.errors import WorkbookError
 from helpers.labs.checks import RESULTS_ENV, CheckResult, checks_for, read_results
 from helpers.labs.notebooks import LAB_PATTERN, RestoreReport, lab_id, restore_checks, source_for
 from helpers.labs.session import student_slug
+from helpers.processes import interrupt_on_termination, stop_session
 
 __all__ = ["Submission", "LabGrade", "find_submissions", "prepare_submission", "grade_submission",
            "grade_folder", "write_reports"]
@@ -174,6 +177,39 @@ def _cell_errors(nb: nbformat.NotebookNode) -> list[str]:
     return out
 
 
+def _execute_in_worker(client: Any, env: Mapping[str, str]) -> None:
+    """``client.execute(env=env)`` in a worker thread, waiting here.
+
+    In the main thread nbclient installs SIGTERM and SIGINT handlers of its own that stop the
+    kernel and then *swallow* the signal (and, removing them, drop the grader's): a cancelled
+    grading job would go on to the next student. Outside the main thread it installs none, so
+    the grader's handler (:func:`interrupt_on_termination`) raises ``KeyboardInterrupt`` here;
+    the kernel, in a session of its own (jupyter_client starts it so), is then stopped by its
+    id, and the interrupt goes on up.
+    """
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            client.execute(env=env)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the waiting thread
+            errors.append(err)
+
+    worker = threading.Thread(target=work, name="grading-kernel", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        kernel_pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
+        if kernel_pid:
+            stop_session(kernel_pid, grace_s=5)
+        worker.join(30)
+        raise
+    if errors:
+        raise errors[0]
+
+
 def grade_submission(submission: Submission, out_dir: Path, parameters: Mapping[str, Any], *,
                      cell_timeout_s: float = 600.0) -> LabGrade:
     """Run one submission (see the module docstring) and return its grade."""
@@ -197,7 +233,7 @@ def grade_submission(submission: Submission, out_dir: Path, parameters: Mapping[
                             interrupt_on_timeout=True,
                             resources={"metadata": {"path": str(submission.path.parent)}})
     try:
-        client.execute(env=env)
+        _execute_in_worker(client, env)
     except DeadKernelError:
         grade.status = "kernel died"
     except Exception as err:  # noqa: BLE001 - one bad submission must not stop the class
@@ -231,12 +267,21 @@ def grade_folder(folder: Path, out_dir: Path, *, parameters: Mapping[str, Any] |
     out_dir.mkdir(parents=True, exist_ok=True)
     grades = []
     bar = tqdm(submissions, desc="grading", unit="notebook", disable=not progress)
-    for submission in bar:
-        bar.set_postfix_str(f"{submission.student} {submission.lab}")
-        params = dict((lab_parameters or {}).get(source_for(submission.lab).stem, {}))
-        params.update(parameters or {})
-        grades.append(grade_submission(submission, out_dir, params,
-                                       cell_timeout_s=cell_timeout_s))
+    # The kernels run in sessions of their own: SIGTERM or SIGHUP to the grader (a cancelled
+    # job) must stop the running one and what it started, as Ctrl-C does.
+    with interrupt_on_termination() as received:
+        for submission in bar:
+            bar.set_postfix_str(f"{submission.student} {submission.lab}")
+            params = dict((lab_parameters or {}).get(source_for(submission.lab).stem, {}))
+            params.update(parameters or {})
+            try:
+                grades.append(grade_submission(submission, out_dir, params,
+                                               cell_timeout_s=cell_timeout_s))
+            except KeyboardInterrupt as err:
+                what = signal.Signals(received[0]).name if received else str(err) or "Ctrl-C"
+                raise KeyboardInterrupt(
+                    f"{what} received while grading {submission.student}'s {submission.lab}; "
+                    "its kernel and what it started were ended, no reports written") from err
     write_reports(grades, out_dir)
     return grades
 
