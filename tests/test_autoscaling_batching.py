@@ -130,7 +130,8 @@ def test_batching_config_is_checked() -> None:
 
 
 def test_deep_scorer_is_deterministic_and_batch_independent() -> None:
-    from helpers.apps.batched import DeepScorer, build_app
+    from helpers.apps.batched import build_app
+    from helpers.apps.deep_scorer import DeepScorer
 
     a, b = DeepScorer(width=64, depth=3), DeepScorer(width=64, depth=3)
     texts = ["great service", "awful food", "a pleasant day"]

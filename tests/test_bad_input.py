@@ -194,7 +194,7 @@ def test_parameters_in_range_and_the_shipped_profiles_still_pass() -> None:
 
     check_parameters(NOTEBOOKS_DIR / "03b_updates_and_operations.ipynb",
                      {"load_concurrency": 1, "phase_s": 0.0, "head_num_cpus": 4})
-    check_parameters(NOTEBOOKS_DIR / "06_batching.ipynb", {"sweep_timeouts_s": [0.0, 0.01]})
+    check_parameters(NOTEBOOKS_DIR / "06_batching.ipynb", {"sweep_grid": {"max_batch_size": [4, 32], "batch_wait_timeout_s": [0.0, 0.1], "concurrency": [1, 32]}})
     for name in ("ci", "full"):
         load_profile(name)
 

@@ -1,28 +1,18 @@
-"""A deep model on the CPU, served batched (``@serve.batch``) and unbatched: lesson 06's subject.
+# Generated from notebooks/06_batching.ipynb (cell 9); edit the lesson, then run `python -m helpers.lessons generate`.
+"""Lesson 06's model served two ways: batched with ``@serve.batch``, and one request at a time.
 
-:class:`DeepScorer` is a stack of ``depth`` dense layers of ``width`` x ``width`` float32 weights
-(torch, fixed seed: every replica has exactly the same weights) on top of the hashing
-embedding of :mod:`helpers.apps.model`. It stands in for any network whose weights are larger
-than the CPU's caches: scoring *one* input is a matrix-vector product per layer, which must
-stream every weight from memory for a few arithmetic operations each; scoring *32* inputs at
-once is a matrix-matrix product that reads the weights once for all of them. That, not Serve,
-is why batching pays (on a GPU even more so), and :meth:`DeepScorer.seconds_per_call` measures
-it directly.
+* ``BatchedScorer``: requests that arrive close together are scored in one forward pass, up
+  to ``max_batch_size`` of them, waiting at most ``batch_wait_timeout_s`` for a batch to fill.
+  Both come from ``user_config`` and change in place (``reconfigure`` calls the batch
+  handler's ``set_max_batch_size`` / ``set_batch_wait_timeout_s``: no restart).
+* ``UnbatchedScorer``: one request, one forward pass.
 
-Two deployments of the same model:
+Each answer says how many requests shared its forward pass (``batch_size``), the batch
+parameters at the time (batched only), and the replica. The model is
+:class:`helpers.apps.deep_scorer.DeepScorer`. Run it (``args`` choose the variant and the
+model's size)::
 
-* ``BatchedScorer`` - ``@serve.batch``: requests that arrive close together are scored in one
-  call, up to ``max_batch_size`` of them, waiting at most ``batch_wait_timeout_s`` for a batch
-  to fill. Both come from ``user_config`` and change in place (``reconfigure`` calls the
-  batch handler's ``set_max_batch_size`` / ``set_batch_wait_timeout_s``: no restart).
-* ``UnbatchedScorer`` - one request, one call.
-
-Each answer says which batch it was part of: ``batch_size`` (how many requests shared the
-call), ``max_batch_size`` and ``batch_wait_timeout_s`` at the time, and the replica.
-
-Run it (``args`` choose the variant and the model's size)::
-
-    serve run helpers.apps.batched:build_app batched=true
+    serve run helpers.apps.batched:build_app batched=true depth=16
     # YAML: import_path: helpers.apps.batched:build_app, args: {batched: true, depth: 16}
 
 Introduced in notebooks/06_batching.ipynb.
@@ -31,73 +21,22 @@ Introduced in notebooks/06_batching.ipynb.
 from __future__ import annotations
 
 import asyncio
-import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 from starlette.requests import Request
 
+from helpers.apps.deep_scorer import DeepScorer
 from helpers.apps.identity import replica_identity
-from helpers.apps.model import EMBEDDING_DIM, embed
 from helpers.apps.text_input import missing_text_response, read_text
 
-__all__ = ["DeepScorer", "BatchedScorer", "UnbatchedScorer", "DEFAULT_BATCHING", "BatchingConfig",
+__all__ = ["BatchedScorer", "UnbatchedScorer", "DEFAULT_BATCHING", "BatchingConfig",
            "check_batching_config", "build_app"]
 
 #: ``user_config`` of ``BatchedScorer`` unless a config says otherwise.
 DEFAULT_BATCHING: dict[str, Any] = {"max_batch_size": 16, "batch_wait_timeout_s": 0.01}
-
-
-class DeepScorer:
-    """``depth`` dense tanh layers of ``width`` units over a text's hashing embedding.
-
-    Deterministic: the weights come from a fixed seed, and each text's score depends on that
-    text only (not on the others in its batch), up to float rounding.
-    """
-
-    def __init__(self, *, width: int = 2048, depth: int = 16, seed: int = 0, threads: int = 1) -> None:
-        import torch
-
-        if width < 2 or depth < 1 or threads < 1:
-            raise ValueError(f"need width >= 2, depth >= 1, threads >= 1 (got {width}, {depth}, {threads})")
-        torch.set_num_threads(threads)
-        gen = torch.Generator().manual_seed(seed)
-        scale = width ** -0.5
-        self.width, self.depth = width, depth
-        self.projection = torch.randn(EMBEDDING_DIM, width, generator=gen) * (EMBEDDING_DIM ** -0.5)
-        self.layers = [torch.randn(width, width, generator=gen) * scale for _ in range(depth)]
-        self.head = torch.randn(width, 2, generator=gen) * scale
-
-    @property
-    def weight_bytes(self) -> int:
-        """Memory the weights take (float32)."""
-        return 4 * (EMBEDDING_DIM * self.width + self.depth * self.width ** 2 + 2 * self.width)
-
-    def scores(self, texts: Sequence[str]) -> list[float]:
-        """Probability of class 1 for each text, all in one forward pass."""
-        import torch
-
-        x = torch.from_numpy(np.stack([embed(t) for t in texts]).astype(np.float32))
-        with torch.inference_mode():
-            h = x @ self.projection
-            for weight in self.layers:
-                h = torch.tanh(h @ weight)
-            probs = torch.softmax(h @ self.head, dim=-1)[:, 1]
-        return [float(p) for p in probs]
-
-    def seconds_per_call(self, batch_size: int, *, repeats: int = 5) -> float:
-        """Median wall time of one forward pass over ``batch_size`` texts (after a warm-up)."""
-        texts = [f"text number {i}" for i in range(batch_size)]
-        self.scores(texts)
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            self.scores(texts)
-            times.append(time.perf_counter() - started)
-        return float(np.median(times))
 
 
 class BatchingConfig(BaseModel):
@@ -118,6 +57,7 @@ def check_batching_config(config: Any) -> dict[str, Any]:
 
 
 def _answer(text: str, score: float, batch_size: int, batching: dict[str, Any] | None) -> dict[str, Any]:
+    """One text's answer: its label and score, how many texts shared the forward pass."""
     out = {"text": text, "label": "positive" if score >= 0.5 else "negative",
            "score": round(score, 5), "batch_size": batch_size}
     if batching is not None:
@@ -126,14 +66,14 @@ def _answer(text: str, score: float, batch_size: int, batching: dict[str, Any] |
 
 
 class _ScorerReplica:
-    """The model in a replica. Forward passes run one at a time in a worker thread, so the
-    replica's event loop keeps accepting requests (and forming the next batch) meanwhile."""
+    """The model in a replica; forward passes run one at a time in a worker thread."""
 
     def __init__(self, width: int = 2048, depth: int = 16, threads: int = 1) -> None:
         self.model = DeepScorer(width=width, depth=depth, threads=threads)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
 
     async def _scores(self, texts: list[str]) -> list[float]:
+        """One forward pass over ``texts``; one score per text, in order."""
         return await asyncio.get_running_loop().run_in_executor(self._worker, self.model.scores, texts)
 
 
@@ -157,7 +97,7 @@ class BatchedScorer(_ScorerReplica):
     async def score_batch(self, texts: list[str]) -> list[dict[str, Any]]:
         """Called with a *list* of texts (Serve gathers them); returns one answer per text."""
         scores = await self._scores(texts)
-        return [_answer(t, s, len(texts), self.batching) for t, s in zip(texts, scores)]
+        return [_answer(text, score, len(texts), self.batching) for text, score in zip(texts, scores)]
 
     async def __call__(self, request: Request) -> Any:
         text = await read_text(request)
