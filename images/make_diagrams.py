@@ -2,8 +2,9 @@
 
     python images/make_diagrams.py            # writes images/cluster_processes.png,
                                               # images/serve_architecture.png,
-                                              # images/serve_request_path.png and
-                                              # images/serve_deploy_changes.png
+                                              # images/serve_request_path.png,
+                                              # images/serve_deploy_changes.png and
+                                              # images/multi_app_routing.png
 
 The drawing is code so that it can be reviewed, changed and regenerated like the rest of
 the project (tests/test_serve_configs.py checks the committed PNGs are up to date with this script).
@@ -285,6 +286,43 @@ def deploy_changes(path: Path) -> Path:
     return _save(fig, path)
 
 
+def multi_app_routing(path: Path) -> Path:
+    """Lesson 07a: one config file, three applications, the proxy routing by prefix, and what
+    a `serve deploy` of a file that leaves one out does."""
+    fig, ax = _canvas(6.2, "One Serve instance, one config file: the route prefix picks the application")
+
+    _box(ax, 0.1, 4.55, 2.3, 0.6, "POST /classify", COLORS["client"], fontsize=8.5)
+    _box(ax, 0.1, 3.75, 2.3, 0.6, "POST /app1/v1/completions", COLORS["client"], fontsize=8.5)
+    _box(ax, 0.1, 2.95, 2.3, 0.6, "GET /app2/v1/models", COLORS["client"], fontsize=8.5)
+    _box(ax, 3.0, 2.95, 2.1, 2.2, "HTTP proxy\n(proxy_location:\nHeadOnly)\nlongest matching\nroute_prefix",
+         COLORS["proxy"], weight="bold", fontsize=9)
+    _box(ax, 6.0, 4.55, 5.4, 0.7, "classifier  (/classify)   TextClassifier: 1 replica", COLORS["replica"],
+         fontsize=9)
+    _box(ax, 6.0, 3.7, 5.4, 0.7, "app1  (/app1)  OpenAiIngress → LLMServer:tiny-chat, 1-2 replicas",
+         COLORS["replica"], fontsize=9)
+    _box(ax, 6.0, 2.85, 5.4, 0.7, "app2  (/app2)  OpenAiIngress → LLMServer:tiny-docs, 1-3 replicas",
+         COLORS["replica"], fontsize=9)
+    blue = "#0b5394"
+    for y in (4.85, 4.05, 3.25):
+        _arrow(ax, (2.4, y), (3.0, y), "", color=blue)
+    _arrow(ax, (5.1, 4.7), (6.0, 4.9), "", color=blue)
+    _arrow(ax, (5.1, 4.05), (6.0, 4.05), "", color=blue)
+    _arrow(ax, (5.1, 3.35), (6.0, 3.2), "", color=blue)
+
+    _box(ax, 0.1, 1.35, 2.9, 0.95, "multi_app.yaml\nclassifier, app1, app2", COLORS["client"], fontsize=9)
+    _box(ax, 0.1, 0.2, 2.9, 0.95, "llm_only.yaml\napp1, app2 (classifier left out)", COLORS["client"],
+         fontsize=9)
+    _box(ax, 4.4, 0.55, 2.6, 1.4, "Serve controller\nthe file is the\ncomplete set", COLORS["control"],
+         weight="bold", fontsize=9)
+    _arrow(ax, (3.0, 1.8), (4.4, 1.5), "serve deploy", color="#222222", text_xy=(3.7, 1.95))
+    _arrow(ax, (3.0, 0.65), (4.4, 1.0), "serve deploy", color="#b45f06", text_xy=(3.7, 0.5))
+    _arrow(ax, (7.0, 1.5), (8.2, 2.85), "unchanged: left alone\n(same processes)", color="#222222",
+           text_xy=(8.9, 2.1))
+    _arrow(ax, (7.0, 0.9), (11.4, 4.9), "not listed:\ndeleted", color="#b45f06", ls="--", rad=0.55,
+           text_xy=(12.3, 2.0))
+    return _save(fig, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     out = Path(argv[0]) if argv else HERE
     out.mkdir(parents=True, exist_ok=True)
@@ -292,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     print(serve_architecture(out / "serve_architecture.png"))
     print(request_path(out / "serve_request_path.png"))
     print(deploy_changes(out / "serve_deploy_changes.png"))
+    print(multi_app_routing(out / "multi_app_routing.png"))
     return 0
 
 

@@ -109,9 +109,29 @@ def test_the_strict_checks_catch_mistakes(tmp_path: Path) -> None:
         render_config(LLM_CONFIGS_DIR / "minimal-cpu.yaml", tmp_path)
 
 
-def test_lesson_07_deploys_the_two_model_config(tmp_path: Path) -> None:
-    """configs/serve/multi_app.yaml (lesson 07's `serve deploy`, run in CI) carries the two
-    applications of configs/llm/two-models-cpu.yaml unchanged, so deploying it deploys them."""
+def test_lesson_07a_writes_the_two_model_config(tmp_path: Path) -> None:
+    """Lesson 07a's multi_app.yaml (written in its first task's cell, deployed in CI) carries
+    the two applications of configs/llm/two-models-cpu.yaml unchanged."""
+    import json
+
+    from helpers.paths import NOTEBOOKS_DIR
+    from helpers.solution_regions import Where, answer_code
+
+    cells = json.loads((NOTEBOOKS_DIR / "07a_multi_app_config.ipynb").read_text())["cells"]
+    source = next("".join(c["source"]) for c in cells
+                  if "config_path.write_text(f\"\"\"" in "".join(c["source"]))
+    code = answer_code(source, Where("07a_multi_app_config.ipynb", 0))
+    template = code.split('config_path.write_text(f"""\\\n', 1)[1].split('""")', 1)[0]
+    written = yaml.safe_load(template.format(http_host="127.0.0.1", http_port=8000,
+                                             model_folder=FAKE_MODEL))
+    two = _load(LLM_CONFIGS_DIR / "two-models-cpu.yaml", tmp_path)["applications"]
+    assert [app for app in written["applications"] if app["name"] in ("app1", "app2")] == two
+
+
+def test_multi_app_config_carries_the_two_model_config(tmp_path: Path) -> None:
+    """configs/serve/multi_app.yaml (the six applications of lessons 07a and 07b in one file)
+    carries the two applications of configs/llm/two-models-cpu.yaml unchanged, so deploying it
+    deploys them."""
     from helpers.paths import CONFIGS_DIR
 
     two = _load(LLM_CONFIGS_DIR / "two-models-cpu.yaml", tmp_path)["applications"]

@@ -1,3 +1,4 @@
+# Generated from notebooks/07b_composition_and_canary.ipynb (cell 16); edit the lesson, then run `python -m helpers.lessons generate`.
 """A canary release: a traffic splitter sends a share of the requests to a new model version.
 
 Three deployments make one application:
@@ -24,7 +25,7 @@ Run it::
     curl -X POST localhost:PORT/ -d '{"text": "great service"}'     # ... "code_version": "v1"
     curl -X POST localhost:PORT/ -d '{"text": "great", "user": "ana"}'  # always the same
 
-Introduced in notebooks/07_multi_app_routing.ipynb.
+Introduced in notebooks/07b_composition_and_canary.ipynb.
 """
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# Generated from notebooks/07b_composition_and_canary.ipynb (cell 12); edit the lesson, then run `python -m helpers.lessons generate`.
 """An ensemble: several models called in parallel, combined, and one failing member tolerated.
 
 ``Ensemble`` (the ingress) holds a handle to each member deployment (``MemberA``, ``MemberB``,
@@ -11,9 +12,10 @@ Members take ``user_config``::
     delay_s: 0.2      # simulated inference time per request, seconds
     fail: false       # true: every request raises (a member whose model is broken)
 
-and ``set_failing(True)`` through a handle does the same at once on that replica (fault
-injection for the lesson). ``{"text": ..., "sequential": true}`` calls the members one after
-another instead, to measure what the parallel calls save.
+and ``set_failing(True)`` / ``set_delay(3.0)`` through a handle do the same at once on that
+replica (fault injection for the lessons).
+``{"text": ..., "sequential": true}`` calls the members one after another instead, to
+measure what the parallel calls save.
 
 ``build_app`` is an application builder: a YAML config passes its ``args`` to it
 (``timeout_s``, ``min_members``, ``members``).
@@ -23,7 +25,7 @@ Run it::
     serve run helpers.apps.ensemble:app
     curl -X POST localhost:PORT/ -d '{"text": "great service"}'
 
-Introduced in notebooks/07_multi_app_routing.ipynb.
+Introduced in notebooks/07b_composition_and_canary.ipynb.
 """
 
 from __future__ import annotations
@@ -93,6 +95,11 @@ class EnsembleMember:
         """Fault injection: make this replica's predictions raise (or stop raising)."""
         self.failing = bool(failing)
         return {"member": self.variant, "failing": self.failing, **replica_identity()}
+
+    def set_delay(self, delay_s: float) -> dict[str, Any]:
+        """Fault injection: make this replica's predictions take ``delay_s`` seconds."""
+        self.config = check_member_config({**self.config, "delay_s": delay_s})
+        return {"member": self.variant, "delay_s": self.config["delay_s"], **replica_identity()}
 
     async def predict(self, text: str) -> dict[str, Any]:
         await asyncio.sleep(self.config["delay_s"])

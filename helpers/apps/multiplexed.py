@@ -1,3 +1,4 @@
+# Generated from notebooks/07b_composition_and_canary.ipynb (cell 14); edit the lesson, then run `python -m helpers.lessons generate`.
 """Model multiplexing: many small models behind one deployment, loaded on demand per replica.
 
 One customer, one model: ``customer-a`` ... ``customer-f`` (:data:`CATALOG`) are variants
@@ -17,7 +18,7 @@ Run it::
     serve run helpers.apps.multiplexed:app
     curl -X POST localhost:PORT/ -H 'serve_multiplexed_model_id: customer-a' -d '{"text": "great"}'
 
-Introduced in notebooks/07_multi_app_routing.ipynb.
+Introduced in notebooks/07b_composition_and_canary.ipynb.
 """
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# Generated from notebooks/07b_composition_and_canary.ipynb (cell 5); edit the lesson, then run `python -m helpers.lessons generate`.
 """Model composition as a pipeline: preprocessing, model, postprocessing, each a deployment.
 
 Four deployments make one application. ``Pipeline`` (the ingress) holds a
@@ -22,7 +23,7 @@ Run it::
     serve run helpers.apps.pipeline:app
     curl -X POST localhost:PORT/ -d '{"text": "  GREAT   service!!  "}'
 
-Introduced in notebooks/07_multi_app_routing.ipynb.
+Introduced in notebooks/07b_composition_and_canary.ipynb.
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ class Pipeline:
 
     async def run(self, text: str) -> dict[str, Any]:
         started = time.perf_counter()
+        answer: dict[str, Any] = {"trace": []}
         cleaned = self.preprocess.clean.remote(text)
         scored = self.model.score.remote(cleaned)  # no await: Serve passes the result on
         answer = await self.postprocess.finish.remote(scored)
