@@ -402,9 +402,10 @@ def test_grader_ended_by_sigterm_stops_the_running_kernel(tmp_path: Path) -> Non
     first_code.source = "import time\ntime.sleep(300)  # a student's slow cell"
     (tmp_path / "class" / "ada").mkdir(parents=True)
     nbformat.write(nb, str(tmp_path / "class" / "ada" / "lab01_first_deployment.ipynb"))
+    log = tmp_path / "grader.log"
     grader = subprocess.Popen(
         [sys.executable, "-m", "helpers.labs", "grade", str(tmp_path / "class"), "--out",
-         str(tmp_path / "grades")], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+         str(tmp_path / "grades")], cwd=REPO_ROOT, stdout=log.open("w"),
         stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         kernels: list = []
@@ -417,7 +418,11 @@ def test_grader_ended_by_sigterm_stops_the_running_kernel(tmp_path: Path) -> Non
                            if "ipykernel" in " ".join(p.cmdline())]
         time.sleep(2)  # the kernel is in the student's sleep
         grader.send_signal(signal.SIGTERM)
-        output, _ = grader.communicate(timeout=60)
+        try:
+            grader.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the grader did not exit within 60 s of SIGTERM:\n{log.read_text()[-3000:]}")
+        output = log.read_text()
     finally:
         if grader.poll() is None:
             os.killpg(grader.pid, signal.SIGKILL)

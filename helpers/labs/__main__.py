@@ -13,6 +13,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -119,7 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
-        print(f"interrupted: {err or 'Ctrl-C'}", file=sys.stderr)
+        print(f"interrupted: {err or 'Ctrl-C'}", file=sys.stderr, flush=True)
+        if args.command == "grade":
+            # The kernel and what it started are stopped by now; a kernel client thread still
+            # waiting on the dead kernel's sockets must not keep the process from exiting
+            # (interpreter shutdown would wait on it and on nbclient's atexit clean-up).
+            sys.stdout.flush()
+            os._exit(130)
         return 130
 
 

@@ -204,7 +204,7 @@ def _execute_in_worker(client: Any, env: Mapping[str, str]) -> None:
         kernel_pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
         if kernel_pid:
             stop_session(kernel_pid, grace_s=5)
-        worker.join(30)
+        worker.join(10)  # nbclient notices the dead kernel; it may not, and need not, finish
         raise
     if errors:
         raise errors[0]
