@@ -505,9 +505,9 @@ class GatewayActor:
         app = build_api(ActorBackend(scheduler, config), token=token,
                         allowed_origins=config.serving.allowed_origins)
         host = config.serving.host
-        # A WebSocket message may hold a prompt of max_prompt_chars (4 bytes each, at most)
+        # A WebSocket message may hold a prompt of max_prompt_chars (12 bytes each, at most, as JSON escapes)
         # and its JSON: larger frames are refused by the server before they are read.
-        frame = 4 * config.serving.max_prompt_chars + 4096
+        frame = 12 * config.serving.max_prompt_chars + 4096
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                                     lifespan="off", ws="websockets",
                                                     ws_max_size=frame))

@@ -14,7 +14,7 @@
 Usage::
 
     sweep = await batch_sweep(url, batch_sizes=[1, 8], timeouts_ms=[5, 50], users=8,
-                              duration_s=10, max_tokens=32)
+                              duration_s=10, max_tokens=32, token=service.token)
     paths = write_report(BUILD_DIR / "streaming" / "evaluation", runs={"actors": records},
                          sweep=sweep, summary={...})
 
