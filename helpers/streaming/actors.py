@@ -450,7 +450,6 @@ class ActorBackend:
 
     async def queue_status(self, session_id: str) -> dict[str, Any]:
         handle = self.sessions[session_id]
-        self.table.touch(session_id)
         status, queue = await asyncio.gather(handle.status.remote(),
                                              self.scheduler.queue_status.remote(session_id))
         return {**status, **queue}

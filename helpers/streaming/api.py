@@ -28,7 +28,8 @@ so another web site open in the same browser cannot use a session.
 
 **Limits.** At most ``max_sessions`` sessions (taken atomically: a burst of ``/init`` gets
 exactly that many, the rest HTTP 429); a session with no request for
-``session_idle_timeout_s`` is closed (:class:`SessionTable`); a prompt longer than
+``session_idle_timeout_s`` is closed (:class:`SessionTable`; reading its ``/queue_status``
+does not count as a request, a request in progress does); a prompt longer than
 ``max_prompt_chars`` gets an ``error`` message with ``"code": 413``.
 
 A session deleted while it streams gets ``{"type": "closed", "reason": "session deleted"}``

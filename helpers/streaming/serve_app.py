@@ -37,12 +37,12 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, AsyncIterator, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 
 from helpers.errors import WorkbookError
 from helpers.streaming.api import ConfigureRejected, SessionClosed, SessionTable, build_api, new_token
-from helpers.streaming.config import BatchSettings, check_batch_settings
+from helpers.streaming.config import BatchSettings, check_batch_settings, check_origin
 
 if TYPE_CHECKING:  # pragma: no cover
     from helpers.cluster import ClusterHandle
@@ -145,6 +145,11 @@ class AppArgs(BaseModel):
     dashboard_url: str = ""  # lets /ray/configure redeploy (the cluster's dashboard address)
     llm_config: dict[str, Any] | None = None  # engine "llm": an LLMConfig as a dict
 
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_are_origins(cls, origins: list[str]) -> list[str]:
+        return [check_origin(origin) for origin in origins]
+
 
 @serve.deployment(name=INGRESS, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
 @serve.ingress()
@@ -193,7 +198,6 @@ class StreamingIngress:
 
     async def queue_status(self, session_id: str) -> dict[str, Any]:
         session = self.sessions[session_id]
-        self.table.touch(session_id)
         return {"session_id": session_id, **{k: v for k, v in session.items() if k != "deleted"},
                 "closed": False, "pid": os.getpid()}
 
