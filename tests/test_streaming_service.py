@@ -365,8 +365,9 @@ def test_the_schedulers_records_stay_bounded_over_a_long_run(small_service: Any)
     assert stats["requests"] == stats["done"] == 180 and stats["tokens"] == 180
     assert stats["batches"] >= 90 and stats["batched_requests"] == 180
     assert sum(w["requests"] for w in stats["workers"]) == 180
-    assert len(ray.get(scheduler.request_log.remote())) <= 20
+    # At most max_records finished requests, plus those of a batch still closing (2 here).
+    assert len(ray.get(scheduler.request_log.remote())) <= 20 + 2
     assert len(ray.get(scheduler.batch_log.remote())) <= 20
-    assert stats["records_kept"]["requests"] <= 20 and stats["records_kept"]["batches"] <= 20
+    assert stats["records_kept"]["requests"] <= 20 + 2 and stats["records_kept"]["batches"] <= 20
     ray.get(scheduler.unregister_session.remote(session))
     ray.kill(handle)

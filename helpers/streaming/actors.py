@@ -204,7 +204,8 @@ class SchedulerActor:
                              "worker_batches": [0] * workers}
 
     def _retire_finished(self) -> None:
-        """Fold the oldest finished records beyond ``max_records`` into the totals."""
+        """Fold the oldest finished records beyond ``max_records`` into the totals (called as
+        requests finish: then at most ``max_records`` records outlive their request)."""
         excess = len(self.requests) - self.max_records
         if excess <= 0:
             return
@@ -246,6 +247,7 @@ class SchedulerActor:
                 running.setdefault(request["worker"], []).append(rid)
             request["status"] = "cancelled"
         await asyncio.gather(*(self.model_actors[w].cancel.remote(ids) for w, ids in running.items()))
+        self._retire_finished()
         if not any(r["status"] in ("queued", "generating") for r in self.requests.values()):
             self._idle.set()
         return {"dequeued": len(queued), "cancelled": sum(map(len, running.values()))}
@@ -271,7 +273,6 @@ class SchedulerActor:
                               "worker": None, "batch": None}
         self._idle.clear()
         self.batcher.put(rid)
-        self._retire_finished()
         return rid
 
     async def _dispatch_forever(self) -> None:
@@ -336,6 +337,7 @@ class SchedulerActor:
                 if request is not None:
                     self.outstanding[worker] -= request["max_tokens"] - request["tokens"]
             self._running.difference_update(rids)
+            self._retire_finished()
             if not any(r["status"] in ("queued", "generating") for r in self.requests.values()):
                 self._idle.set()
 
