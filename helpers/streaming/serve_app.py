@@ -182,8 +182,8 @@ class StreamingIngress:
         return build_api(self, token=self.args.api_token, allowed_origins=self.args.allowed_origins)
 
     async def _expire(self, session_id: str) -> None:
+        self.expired += 1  # counted first: /ray/stats agrees once the session is gone
         await self.delete_session(session_id)
-        self.expired += 1
 
     async def init_session(self, client_id: str) -> dict[str, Any]:
         if self._expiry is None or self._expiry.done():
