@@ -321,7 +321,8 @@ def test_an_idle_session_expires_and_frees_its_slot(small_service: Any) -> None:
     assert record.outcome == "done"
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        if requests.get(url + f"/queue_status/{session}", timeout=30).status_code == 404:
+        stats = requests.get(url + "/ray/stats", timeout=30, headers=auth).json()
+        if stats["expired_sessions"] > before:
             break
         time.sleep(0.25)
     assert requests.get(url + f"/queue_status/{session}", timeout=30).status_code == 404
