@@ -101,3 +101,28 @@ def test_command_line_creates_shows_and_validates(tmp_path: Path) -> None:
     assert bad.returncode == 1
     assert "serving.max_batch_size" in bad.stderr and "gpu_memory" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_the_service_limits_are_fields_with_checked_ranges() -> None:
+    serving = StreamingConfig().serving
+    assert (serving.session_idle_timeout_s, serving.max_prompt_chars) == (600.0, 4096)
+    assert serving.max_request_records == 1000 and serving.allowed_origins == []
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"serving": {"session_idle_timeout_s": 0, "max_prompt_chars": 0,
+                                  "max_request_records": 5,
+                                  "allowed_origins": ["http://localhost:8888/lab"]}})
+    problems = "\n".join(caught.value.problems)
+    for key in ("session_idle_timeout_s", "max_prompt_chars", "max_request_records", "allowed_origins"):
+        assert f"serving.{key}" in problems, problems
+    assert "is not an origin: write scheme://host[:port]" in problems
+    ok = parse_config({"serving": {"allowed_origins": ["http://localhost:8888", "https://a.example"]}})
+    assert ok.serving.allowed_origins == ["http://localhost:8888", "https://a.example"]
+
+
+def test_show_documents_the_new_fields(tmp_path: Path) -> None:
+    path = tmp_path / "service.json"
+    assert _cli("create-default", str(path)).returncode == 0
+    shown = _cli("show", str(path)).stdout
+    for key in ("session_idle_timeout_s", "max_prompt_chars", "max_request_records", "allowed_origins"):
+        line = next(line for line in shown.splitlines() if line.strip().startswith(key))
+        assert "#" in line and len(line.split("#", 1)[1].strip()) > 10, line

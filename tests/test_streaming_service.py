@@ -10,6 +10,7 @@ The tests talk to both through the real HTTP and WebSocket API with the workbook
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from types import SimpleNamespace
 from typing import Any, Iterator
@@ -35,7 +36,7 @@ def services(two_node_cluster: LocalCluster) -> Iterator[SimpleNamespace]:
     from helpers.serve_status import wait_until_running
     from helpers.streaming.actors import ActorService
     from helpers.streaming.config import StreamingConfig
-    from helpers.streaming.serve_app import app_config
+    from helpers.streaming.serve_app import app_config, app_token
     from helpers.tiny_llm import resolve_model_source
 
     cluster = two_node_cluster
@@ -47,13 +48,14 @@ def services(two_node_cluster: LocalCluster) -> Iterator[SimpleNamespace]:
     actors = None
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": free_port()})  # or the running one's
-        deploy_config(cluster, {"applications": [app_config(
-            "t_stream", "/t_stream", model_source=model, generator_num_cpus=0.5,
-            dashboard_url=cluster.dashboard_url)]})  # starts while the actors start
+        entry = app_config("t_stream", "/t_stream", model_source=model, generator_num_cpus=0.5,
+                           dashboard_url=cluster.dashboard_url)
+        deploy_config(cluster, {"applications": [entry]})  # starts while the actors start
         actors = ActorService(config).start()
         wait_until_running("t_stream", cluster=cluster, timeout_s=300)
         yield SimpleNamespace(cluster=cluster, actors=actors, actors_url=actors.url,
-                              serve_url=serve_http_url(cluster) + "/t_stream")
+                              serve_url=serve_http_url(cluster) + "/t_stream",
+                              tokens={"actors_url": actors.token, "serve_url": app_token(entry)})
     finally:
         try:
             if actors is not None:
@@ -67,9 +69,13 @@ def _run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-async def _delete_while_streaming(url: str) -> dict[str, Any]:
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _delete_while_streaming(url: str, token: str) -> dict[str, Any]:
     """Ask for a long answer; delete the session once text flows; see how the stream ends."""
-    async with StreamingClient(url) as client:
+    async with StreamingClient(url, token) as client:
         session = await client.init_session("leaving")
         async with client.connect(session["session_id"]) as stream:
             seen = asyncio.Event()
@@ -87,7 +93,7 @@ async def _delete_while_streaming(url: str) -> dict[str, Any]:
 
 def test_the_scheduler_batches_by_size_and_by_timeout(services: SimpleNamespace) -> None:
     scheduler = services.actors.scheduler
-    session = _run(_open(services.actors_url))
+    session = _run(_open(services.actors_url, services.actors.token))
     ray.get(scheduler.configure.remote({"max_batch_size": 8, "batch_timeout_ms": 250.0}))
     ray.get(scheduler.reset_stats.remote())
     ray.get(scheduler.submit_many.remote(session, [(f"Return the {i}", 3) for i in range(20)]))
@@ -105,15 +111,15 @@ def test_the_scheduler_batches_by_size_and_by_timeout(services: SimpleNamespace)
     ray.get(scheduler.configure.remote({"max_batch_size": 8, "batch_timeout_ms": 50.0}))
 
 
-async def _open(url: str) -> str:
-    async with StreamingClient(url) as client:
+async def _open(url: str, token: str) -> str:
+    async with StreamingClient(url, token) as client:
         return (await client.init_session("test"))["session_id"]
 
 
 def test_least_loaded_spreads_an_uneven_burst_that_round_robin_piles_up(services: SimpleNamespace) -> None:
     from helpers.streaming.actors import uneven_burst
 
-    session = _run(_open(services.actors_url))
+    session = _run(_open(services.actors_url, services.actors.token))
     runs = {s: uneven_burst(services.actors, session, strategy=s, batches=6, batch_size=2,
                             long_tokens=48, short_tokens=4)
             for s in ("round_robin", "least_loaded")}
@@ -127,10 +133,10 @@ def test_least_loaded_spreads_an_uneven_burst_that_round_robin_piles_up(services
 def test_actors_stream_over_a_websocket_and_a_deleted_session_leaves_nothing(services: SimpleNamespace) -> None:
     from ray.util.state import list_actors
 
-    record = _run(stream_once(services.actors_url, "Return the", 16))
+    record = _run(stream_once(services.actors_url, "Return the", 16, token=services.actors.token))
     assert record.outcome == "done" and record.tokens == 16 and record.text.strip()
     assert 0 < record.ttft_s < record.latency_s
-    ended = _run(_delete_while_streaming(services.actors_url))
+    ended = _run(_delete_while_streaming(services.actors_url, services.actors.token))
     assert ended["record"].outcome == "closed" and (ended["code"], ended["reason"]) == (1000, "session deleted")
     assert ray.get(services.actors.scheduler.wait_idle.remote(30))
     stats = ray.get(services.actors.scheduler.stats.remote())
@@ -148,8 +154,8 @@ def test_actors_stream_over_a_websocket_and_a_deleted_session_leaves_nothing(ser
 
 
 def test_serve_streams_the_same_text_from_its_served_engine(services: SimpleNamespace) -> None:
-    served = _run(stream_once(services.serve_url, "Create a new", 20))
-    direct = _run(stream_once(services.actors_url, "Create a new", 20))
+    served = _run(stream_once(services.serve_url, "Create a new", 20, token=services.tokens["serve_url"]))
+    direct = _run(stream_once(services.actors_url, "Create a new", 20, token=services.actors.token))
     assert served.outcome == "done" and served.tokens == 20
     assert served.text == direct.text, "the same engine, greedy: the same answer"
     assert 0 < served.ttft_s < served.latency_s
@@ -157,12 +163,13 @@ def test_serve_streams_the_same_text_from_its_served_engine(services: SimpleName
 
 
 def test_serve_deleted_mid_stream_cancels_the_generator_and_forgets_the_session(services: SimpleNamespace) -> None:
-    ended = _run(_delete_while_streaming(services.serve_url))
+    ended = _run(_delete_while_streaming(services.serve_url, services.tokens["serve_url"]))
     assert ended["record"].outcome == "closed" and ended["code"] == 1000
     assert ended["stats"]["sessions"] == 0 and ended["stats"]["cancelled"] >= 1
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        generator = requests.get(services.serve_url + "/ray/stats", timeout=30).json()["generator"]
+        generator = requests.get(services.serve_url + "/ray/stats", timeout=30,
+                                 headers=_bearer(services.tokens["serve_url"])).json()["generator"]
         if generator["in_flight"] == generator["decoding"] == 0:
             break
         time.sleep(0.2)
@@ -170,17 +177,17 @@ def test_serve_deleted_mid_stream_cancels_the_generator_and_forgets_the_session(
 
 
 def test_serve_reconfigures_batching_in_place_through_user_config(services: SimpleNamespace) -> None:
-    url = services.serve_url
-    before = requests.get(url + "/ray/stats", timeout=30).json()["generator"]
+    url, auth = services.serve_url, _bearer(services.tokens["serve_url"])
+    before = requests.get(url + "/ray/stats", timeout=30, headers=auth).json()["generator"]
     answer = requests.post(url + "/ray/configure", json={"max_batch_size": 3, "batch_timeout_ms": 7},
-                           timeout=120)
+                           timeout=120, headers=auth)
     assert answer.status_code == 200, answer.text
-    after = requests.get(url + "/ray/stats", timeout=30).json()["generator"]
+    after = requests.get(url + "/ray/stats", timeout=30, headers=auth).json()["generator"]
     assert after["settings"] == {"max_batch_size": 3, "batch_timeout_ms": 7.0, "enable_dynamic_batching": True}
     assert after["pid"] == before["pid"] and after["reconfigured"] == before["reconfigured"] + 1
-    refused = requests.post(url + "/ray/configure", json={"max_batch_size": 0}, timeout=30)
+    refused = requests.post(url + "/ray/configure", json={"max_batch_size": 0}, timeout=30, headers=auth)
     assert refused.status_code == 422 and "max_batch_size" in refused.json()["detail"]
-    record = _run(stream_once(url, "Return the", 5))
+    record = _run(stream_once(url, "Return the", 5, token=services.tokens["serve_url"]))
     assert record.outcome == "done" and record.tokens == 5
 
 
@@ -192,7 +199,7 @@ def test_bad_requests_get_clear_answers(services: SimpleNamespace, which: str) -
     assert requests.post(url + "/delete_session", json={}, timeout=30).status_code == 400
 
     async def scenario() -> tuple[Any, Any, tuple[int | None, str]]:
-        async with StreamingClient(url) as client:
+        async with StreamingClient(url, services.tokens[which]) as client:
             async with client.connect("nope") as stream:
                 unknown = await stream.wait_closed()
             session = (await client.init_session("bad"))["session_id"]
@@ -206,3 +213,162 @@ def test_bad_requests_get_clear_answers(services: SimpleNamespace, which: str) -
     assert bad.outcome == "error" and "max_tokens must be an integer from 1" in bad.message
     assert good.outcome == "done" and good.tokens == 2
     assert unknown == (4404, "no session 'nope'")
+
+
+# --- hardening (issue 24): a token, the Origin, limits that hold under a burst -------------
+
+
+async def _ws_close(url: str, session_id: str, headers: dict[str, str]) -> tuple[int | None, str]:
+    """Open the session's WebSocket with ``headers``; how the server closes it."""
+    import websockets
+
+    async with websockets.connect(StreamingClient(url).ws_url(session_id), open_timeout=60,
+                                  additional_headers=headers) as socket:
+        try:
+            await asyncio.wait_for(socket.recv(), 30)
+        except websockets.ConnectionClosed as err:
+            return (err.rcvd.code, err.rcvd.reason) if err.rcvd else (None, "")
+    return None, "still open"
+
+
+@pytest.mark.parametrize("which", ["actors_url", "serve_url"])
+def test_stats_configure_and_the_websocket_need_the_token_and_a_known_origin(
+        services: SimpleNamespace, which: str) -> None:
+    url, token = getattr(services, which), services.tokens[which]
+    for method, path, body in (("GET", "/ray/stats", None), ("POST", "/ray/configure", {"max_batch_size": 4})):
+        missing = requests.request(method, url + path, json=body, timeout=30)
+        assert missing.status_code == 401, (path, missing.text)
+        assert "Authorization: Bearer TOKEN" in missing.json()["detail"]
+        wrong = requests.request(method, url + path, json=body, timeout=30, headers=_bearer("x" * 32))
+        assert wrong.status_code == 401 and "wrong token" in wrong.json()["detail"]
+    assert requests.get(url + "/ray/stats", timeout=30, headers=_bearer(token)).status_code == 200
+    session = requests.post(url + "/init", json={"client_id": "guarded"}, timeout=30).json()["session_id"]
+    host = url.split("/")[2]
+    try:
+        no_token = _run(_ws_close(url, session, {}))
+        assert no_token[0] == 4401 and "Authorization: Bearer TOKEN" in no_token[1]
+        assert _run(_ws_close(url, session, _bearer("x" * 32))) == (4401, "wrong token")
+        evil = _run(_ws_close(url, session, {**_bearer(token), "Origin": "http://evil.example"}))
+        assert evil[0] == 4403 and "allowed_origins" in evil[1]
+
+        async def from_own_page() -> Any:  # the web page: same origin, the token in the query
+            import websockets
+
+            ws_url = StreamingClient(url).ws_url(session) + f"?token={token}"
+            async with websockets.connect(ws_url, additional_headers={"Origin": f"http://{host}"}) as socket:
+                await socket.send('{"prompt": "Return the", "max_tokens": 2}')
+                return [json.loads(await asyncio.wait_for(socket.recv(), 60)) for _ in range(3)]
+
+        messages = _run(from_own_page())
+        assert messages[-1]["type"] == "done" and messages[-1]["tokens"] == 2, messages
+    finally:
+        requests.post(url + "/delete_session", json={"session_id": session}, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def small_service(services: SimpleNamespace) -> Iterator[Any]:
+    """Implementation (a) with tight limits: 5 sessions, idle after 2 s, prompts of 64
+    characters, 20 records kept (one model actor, beside the module's services)."""
+    from helpers.streaming.actors import ActorService
+    from helpers.streaming.config import StreamingConfig
+
+    config = StreamingConfig()
+    config.model.model_source = services.actors.config.model.model_source
+    serving = config.serving
+    serving.model_actors, serving.model_actor_num_cpus = 1, 0.5
+    serving.max_sessions, serving.session_idle_timeout_s = 5, 2.0
+    serving.max_prompt_chars, serving.max_request_records = 64, 20
+    service = ActorService(config).start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def test_a_burst_of_50_inits_opens_exactly_max_sessions(small_service: Any) -> None:
+    import aiohttp
+
+    async def burst() -> list[tuple[int, Any]]:
+        async with aiohttp.ClientSession() as http:
+            async def one(k: int) -> tuple[int, Any]:
+                async with http.post(small_service.url + "/init", json={"client_id": f"b{k}"}) as resp:
+                    return resp.status, await resp.json()
+            return await asyncio.gather(*(one(k) for k in range(50)))
+
+    answers = _run(burst())
+    opened = [body["session_id"] for status, body in answers if status == 200]
+    refused = [body for status, body in answers if status == 429]
+    try:
+        assert len(opened) == 5 and len(refused) == 45, sorted({s for s, _ in answers})
+        assert "5 sessions are open, the most allowed" in refused[0]["detail"]
+        stats = requests.get(small_service.url + "/ray/stats", timeout=30,
+                             headers=_bearer(small_service.token)).json()
+        assert stats["sessions"] == 5
+    finally:
+        for session in opened:
+            requests.post(small_service.url + "/delete_session", json={"session_id": session}, timeout=30)
+    again = requests.post(small_service.url + "/init", json={}, timeout=30)
+    assert again.status_code == 200, "deleted sessions free their slots"
+    requests.post(small_service.url + "/delete_session", json={"session_id": again.json()["session_id"]},
+                  timeout=30)
+
+
+def test_an_idle_session_expires_and_frees_its_slot(small_service: Any) -> None:
+    url, auth = small_service.url, _bearer(small_service.token)
+    before = requests.get(url + "/ray/stats", timeout=30, headers=auth).json()["expired_sessions"]
+    session = requests.post(url + "/init", json={"client_id": "idle"}, timeout=30).json()["session_id"]
+    record = _run(stream_once(url, "Return the", 3, token=small_service.token))  # others still work
+    assert record.outcome == "done"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        stats = requests.get(url + "/ray/stats", timeout=30, headers=auth).json()
+        if stats["expired_sessions"] > before:
+            break
+        time.sleep(0.25)
+    assert requests.get(url + f"/queue_status/{session}", timeout=30).status_code == 404
+    stats = requests.get(url + "/ray/stats", timeout=30, headers=auth).json()
+    assert stats["expired_sessions"] == before + 1 and stats["sessions"] == 0
+    assert stats["limits"]["session_idle_timeout_s"] == 2.0
+
+
+def test_a_streaming_session_does_not_expire_and_a_long_prompt_gets_413(small_service: Any) -> None:
+    async def scenario() -> tuple[Any, Any, Any]:
+        async with StreamingClient(small_service.url, small_service.token) as client:
+            session = (await client.init_session("long"))["session_id"]
+            async with client.connect(session) as stream:
+                too_long = await stream.ask("x" * 65, max_tokens=2)
+                # a request in progress keeps its session, however long it takes
+                streamed = await stream.ask("Return the", max_tokens=200)
+                status = await client.queue_status(session)
+            await client.delete_session(session)
+        return too_long, streamed, status
+
+    too_long, streamed, status = _run(scenario())
+    assert too_long.outcome == "error"
+    assert "the prompt has 65 characters; at most 64 are accepted" in too_long.message
+    assert streamed.outcome == "done" and streamed.tokens == 200
+    assert status["requests_done"] == 1
+
+
+def test_the_schedulers_records_stay_bounded_over_a_long_run(small_service: Any) -> None:
+    from helpers.streaming.actors import SessionActor
+
+    scheduler = small_service.scheduler
+    # A session of the scheduler's alone (the API's 2 s idle expiry does not see it).
+    session, handle = "records", SessionActor.remote("records", "test")
+    ray.get(scheduler.register_session.remote(session, handle))
+    ray.get(scheduler.reset_stats.remote())
+    ray.get(scheduler.configure.remote({"max_batch_size": 2, "batch_timeout_ms": 1.0}))
+    for round_ in range(3):
+        ray.get(scheduler.submit_many.remote(session, [(f"Return {round_}.{i}", 1) for i in range(60)]))
+        assert ray.get(scheduler.wait_idle.remote(120))
+    stats = ray.get(scheduler.stats.remote())
+    assert stats["requests"] == stats["done"] == 180 and stats["tokens"] == 180
+    assert stats["batches"] >= 90 and stats["batched_requests"] == 180
+    assert sum(w["requests"] for w in stats["workers"]) == 180
+    # At most max_records finished requests, plus those of a batch still closing (2 here).
+    assert len(ray.get(scheduler.request_log.remote())) <= 20 + 2
+    assert len(ray.get(scheduler.batch_log.remote())) <= 20
+    assert stats["records_kept"]["requests"] <= 20 + 2 and stats["records_kept"]["batches"] <= 20
+    ray.get(scheduler.unregister_session.remote(session))
+    ray.kill(handle)

@@ -17,6 +17,7 @@
 
     with ActorService(config) as service:      # a StreamingConfig; Ray must be connected
         service.url                             # http://127.0.0.1:PORT  (the API)
+        service.token                           # its token (StreamingClient(url, token=...))
         ray.get(service.scheduler.stats.remote())
 
 Everything is owned by the process that started it: stopping the service (or that process
@@ -32,12 +33,13 @@ import os
 import threading
 import time
 import uuid
+from collections import OrderedDict, deque
 from typing import Any, AsyncIterator
 
 import ray
 
 from helpers.errors import WorkbookError
-from helpers.streaming.api import SessionClosed, build_api
+from helpers.streaming.api import SessionClosed, SessionTable, build_api, new_token
 from helpers.streaming.config import BatchSettings, StreamingConfig, check_batch_settings
 from helpers.streaming.scheduling import DynamicBatcher, LoadBalancer, WorkerLoad
 
@@ -177,17 +179,47 @@ class SessionActor:
 class SchedulerActor:
     """The global scheduler: dynamic batches, a model actor per batch, text to the sessions."""
 
-    def __init__(self, model_actors: list[Any], settings: dict[str, Any], strategy: str) -> None:
+    def __init__(self, model_actors: list[Any], settings: dict[str, Any], strategy: str,
+                 max_records: int = 1000) -> None:
         self.model_actors = list(model_actors)
         self.batcher: DynamicBatcher[str] = DynamicBatcher(BatchSettings(**settings))
         self.balancer = LoadBalancer(strategy)
         self.sessions: dict[str, Any] = {}
-        self.requests: dict[str, dict[str, Any]] = {}  # request id -> its record
+        self.max_records = max_records
+        # Request id -> its record, oldest first. Finished records beyond max_records are
+        # folded into self.retired (totals) and dropped, so a long run keeps bounded memory.
+        self.requests: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.outstanding = [0] * len(self.model_actors)  # tokens still to generate, per actor
-        self.batches: list[dict[str, Any]] = []
+        self.batches: deque[dict[str, Any]] = deque(maxlen=max_records)  # the latest batches
+        self._reset_totals()
         self._running: set[str] = set()  # requests whose batch is still with a model actor
         self._loop: asyncio.Task | None = None
         self._idle = asyncio.Event()
+
+    def _reset_totals(self) -> None:
+        workers = len(self.model_actors)
+        self.retired = {"requests": 0, "done": 0, "cancelled": 0, "failed": 0, "tokens": 0,
+                        "worker_requests": [0] * workers, "worker_tokens": [0] * workers}
+        self.batch_totals = {"batches": 0, "batched_requests": 0, "largest_batch": 0,
+                             "worker_batches": [0] * workers}
+
+    def _retire_finished(self) -> None:
+        """Fold the oldest finished records beyond ``max_records`` into the totals (called as
+        requests finish: then at most ``max_records`` records outlive their request)."""
+        excess = len(self.requests) - self.max_records
+        if excess <= 0:
+            return
+        for rid in [rid for rid, r in self.requests.items()
+                    if r["status"] not in ("queued", "generating") and rid not in self._running][:excess]:
+            record = self.requests.pop(rid)
+            retired = self.retired
+            retired["requests"] += 1
+            retired["tokens"] += record["tokens"]
+            if record["status"] in ("done", "cancelled", "failed"):
+                retired[record["status"]] += 1
+            if record["worker"] is not None:
+                retired["worker_requests"][record["worker"]] += 1
+                retired["worker_tokens"][record["worker"]] += record["tokens"]
 
     def _ensure_loop(self) -> None:
         if self._loop is None or self._loop.done():
@@ -215,6 +247,7 @@ class SchedulerActor:
                 running.setdefault(request["worker"], []).append(rid)
             request["status"] = "cancelled"
         await asyncio.gather(*(self.model_actors[w].cancel.remote(ids) for w, ids in running.items()))
+        self._retire_finished()
         if not any(r["status"] in ("queued", "generating") for r in self.requests.values()):
             self._idle.set()
         return {"dequeued": len(queued), "cancelled": sum(map(len, running.values()))}
@@ -250,9 +283,14 @@ class SchedulerActor:
                 reports = await asyncio.gather(*(a.load.remote() for a in self.model_actors))
                 loads = [WorkerLoad(i, self.outstanding[i], r["kv_bytes"]) for i, r in enumerate(reports)]
             worker = self.balancer.pick(loads)
-            batch_no = len(self.batches)
+            totals = self.batch_totals
+            batch_no = totals["batches"]
             tokens = sum(self.requests[r]["max_tokens"] for r in rids)
             self.outstanding[worker] += tokens
+            totals["batches"] += 1
+            totals["batched_requests"] += record.size
+            totals["largest_batch"] = max(totals["largest_batch"], record.size)
+            totals["worker_batches"][worker] += 1
             self.batches.append({"batch": batch_no, "size": record.size, "waited_ms": record.waited_ms,
                                  "reason": record.reason, "worker": worker, "tokens": tokens,
                                  "max_batch_size": record.max_batch_size,
@@ -299,6 +337,7 @@ class SchedulerActor:
                 if request is not None:
                     self.outstanding[worker] -= request["max_tokens"] - request["tokens"]
             self._running.difference_update(rids)
+            self._retire_finished()
             if not any(r["status"] in ("queued", "generating") for r in self.requests.values()):
                 self._idle.set()
 
@@ -331,27 +370,33 @@ class SchedulerActor:
                 "generating": generating, "queue_length": len(queue)}
 
     async def request_log(self) -> list[dict[str, Any]]:
-        """Every request so far: timings, tokens, worker and batch."""
+        """The requests so far (the latest ``max_records`` finished ones, and every unfinished
+        one): timings, tokens, worker and batch."""
         return [{k: v for k, v in r.items() if k != "prompt"} for r in self.requests.values()]
 
     async def stats(self) -> dict[str, Any]:
-        sizes = [b["size"] for b in self.batches]
-        per_worker = [{"worker": i, "requests": 0, "tokens": 0, "batches": 0,
+        """Totals since the last :meth:`reset_stats` (retired records included)."""
+        retired, totals = self.retired, self.batch_totals
+        per_worker = [{"worker": i, "requests": retired["worker_requests"][i],
+                       "tokens": retired["worker_tokens"][i],
+                       "batches": totals["worker_batches"][i],
                        "outstanding_tokens": self.outstanding[i]} for i in range(len(self.model_actors))]
-        for b in self.batches:
-            per_worker[b["worker"]]["batches"] += 1
         for r in self.requests.values():
             if r["worker"] is not None:
                 per_worker[r["worker"]]["requests"] += 1
                 per_worker[r["worker"]]["tokens"] += r["tokens"]
         states = [r["status"] for r in self.requests.values()]
-        return {"sessions": len(self.sessions), "requests": len(self.requests),
-                "done": states.count("done"), "cancelled": states.count("cancelled"),
+        count = totals["batches"]
+        return {"sessions": len(self.sessions), "requests": retired["requests"] + len(self.requests),
+                "done": retired["done"] + states.count("done"),
+                "cancelled": retired["cancelled"] + states.count("cancelled"),
                 "queued": len(self.batcher), "generating": states.count("generating"),
-                "tokens": sum(r["tokens"] for r in self.requests.values()),
-                "batches": len(sizes), "batched_requests": sum(sizes),
-                "mean_batch_size": round(sum(sizes) / len(sizes), 2) if sizes else 0,
-                "largest_batch": max(sizes, default=0), "workers": per_worker,
+                "tokens": retired["tokens"] + sum(r["tokens"] for r in self.requests.values()),
+                "batches": count, "batched_requests": totals["batched_requests"],
+                "mean_batch_size": round(totals["batched_requests"] / count, 2) if count else 0,
+                "largest_batch": totals["largest_batch"], "workers": per_worker,
+                "records_kept": {"requests": len(self.requests), "batches": len(self.batches),
+                                 "at_most": self.max_records},
                 "strategy": self.balancer.strategy, "settings": self.batcher.settings.model_dump()}
 
     async def batch_log(self) -> list[dict[str, Any]]:
@@ -359,9 +404,10 @@ class SchedulerActor:
 
     async def reset_stats(self) -> None:
         """Forget finished requests and past batches (between two measurements)."""
-        self.requests = {k: r for k, r in self.requests.items()
-                         if r["status"] in ("queued", "generating") or k in self._running}
-        self.batches = []
+        self.requests = OrderedDict((k, r) for k, r in self.requests.items()
+                                    if r["status"] in ("queued", "generating") or k in self._running)
+        self.batches.clear()
+        self._reset_totals()
 
 
 class ActorBackend:
@@ -373,19 +419,34 @@ class ActorBackend:
         self.scheduler = scheduler
         self.default_max_tokens = config.model.default_max_tokens
         self.max_tokens_limit = config.model.max_tokens_limit
+        self.max_prompt_chars = config.serving.max_prompt_chars
         self.max_sessions = config.serving.max_sessions
+        self.table = SessionTable(config.serving.max_sessions, config.serving.session_idle_timeout_s)
         self.sessions: dict[str, Any] = {}
+        self.expired = 0
+        self._expiry: asyncio.Task | None = None
+
+    async def _expire(self, session_id: str) -> None:
+        self.expired += 1  # counted first: /ray/stats agrees once the session is gone
+        await self.delete_session(session_id)
 
     async def init_session(self, client_id: str) -> dict[str, Any]:
-        if len(self.sessions) >= self.max_sessions:
-            raise OverflowError(f"{self.max_sessions} sessions are open, the most allowed: "
-                                "delete one first (POST /delete_session)")
+        if self._expiry is None or self._expiry.done():
+            self._expiry = asyncio.get_running_loop().create_task(self.table.expire_forever(self._expire))
+        session_id = self.table.reserve()  # the limit, checked and taken at once (no await)
         started = time.perf_counter()
-        session_id = uuid.uuid4().hex[:16]
-        handle = SessionActor.remote(session_id, client_id)
-        pid = await handle.ready.remote()  # a new actor: a new worker process
-        await self.scheduler.register_session.remote(session_id, handle)
+        handle = None
+        try:
+            handle = SessionActor.remote(session_id, client_id)
+            pid = await handle.ready.remote()  # a new actor: a new worker process
+            await self.scheduler.register_session.remote(session_id, handle)
+        except BaseException:
+            self.table.release(session_id)
+            if handle is not None:
+                ray.kill(handle)
+            raise
         self.sessions[session_id] = handle
+        self.table.touch(session_id)
         return {"session_id": session_id, "client_id": client_id, "backend": self.name,
                 "session_pid": pid, "created_in_s": round(time.perf_counter() - started, 4)}
 
@@ -397,6 +458,7 @@ class ActorBackend:
 
     async def delete_session(self, session_id: str) -> dict[str, Any]:
         handle = self.sessions.pop(session_id)
+        self.table.release(session_id)
         stopped = await self.scheduler.unregister_session.remote(session_id)
         await handle.close.remote()  # wakes a stream in progress: it ends with "closed"
         await asyncio.sleep(0.05)  # let that stream read it before the actor goes
@@ -405,24 +467,29 @@ class ActorBackend:
 
     async def stream(self, session_id: str, prompt: str, max_tokens: int) -> AsyncIterator[tuple[str, int]]:
         handle = self.sessions[session_id]
-        rid = await self.scheduler.submit.remote(session_id, prompt, max_tokens)
-        cursor, done = 0, False
-        try:
-            while not done:
-                try:
-                    pieces, cursor, done, closed = await handle.next_text.remote(rid, cursor)
-                except ray.exceptions.RayActorError:
-                    raise SessionClosed(session_id) from None
-                for text, tokens in pieces:
-                    yield text, tokens
-                if closed:
-                    raise SessionClosed(session_id)
-        finally:
-            if not done:  # deleted, or the client went away: stop generating it
-                self.scheduler.cancel_requests.remote([rid])
+        with self.table.busy(session_id):  # a session streaming is never idle
+            rid = await self.scheduler.submit.remote(session_id, prompt, max_tokens)
+            cursor, done = 0, False
+            try:
+                while not done:
+                    try:
+                        pieces, cursor, done, closed = await handle.next_text.remote(rid, cursor)
+                    except ray.exceptions.RayActorError:
+                        raise SessionClosed(session_id) from None
+                    for text, tokens in pieces:
+                        yield text, tokens
+                    if closed:
+                        raise SessionClosed(session_id)
+            finally:
+                if not done:  # deleted, or the client went away: stop generating it
+                    self.scheduler.cancel_requests.remote([rid])
 
     async def stats(self) -> dict[str, Any]:
-        return {"backend": self.name, **(await self.scheduler.stats.remote())}
+        return {"backend": self.name, **(await self.scheduler.stats.remote()),
+                "expired_sessions": self.expired,
+                "limits": {"max_sessions": self.table.max_sessions,
+                           "session_idle_timeout_s": self.table.idle_timeout_s,
+                           "max_prompt_chars": self.max_prompt_chars}}
 
     async def configure(self, changes: dict[str, Any]) -> dict[str, Any]:
         return {"backend": self.name, "settings": await self.scheduler.configure.remote(changes)}
@@ -432,14 +499,19 @@ class ActorBackend:
 class GatewayActor:
     """The service's FastAPI server, served by uvicorn inside this actor."""
 
-    async def start(self, scheduler: Any, config_json: str, port: int) -> str:
+    async def start(self, scheduler: Any, config_json: str, port: int, token: str) -> str:
         import uvicorn
 
         config = StreamingConfig.model_validate_json(config_json)
-        app = build_api(ActorBackend(scheduler, config))
+        app = build_api(ActorBackend(scheduler, config), token=token,
+                        allowed_origins=config.serving.allowed_origins)
         host = config.serving.host
+        # A WebSocket message may hold a prompt of max_prompt_chars (12 bytes each, at most, as JSON escapes)
+        # and its JSON: larger frames are refused by the server before they are read.
+        frame = 12 * config.serving.max_prompt_chars + 4096
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                    lifespan="off", ws="websockets"))
+                                                    lifespan="off", ws="websockets",
+                                                    ws_max_size=frame))
         self.task = asyncio.get_running_loop().create_task(self.server.serve())
         for _ in range(300):
             if self.server.started:
@@ -458,10 +530,15 @@ class GatewayActor:
 
 
 class ActorService:
-    """Start (and stop) implementation (a) from the driver: model actors, scheduler, gateway."""
+    """Start (and stop) implementation (a) from the driver: model actors, scheduler, gateway.
 
-    def __init__(self, config: StreamingConfig) -> None:
+    ``token`` guards the API's statistics, configuration and WebSocket; each service makes a
+    new one unless one is given (``service.token``: give it to ``StreamingClient``).
+    """
+
+    def __init__(self, config: StreamingConfig, *, token: str | None = None) -> None:
         self.config = config
+        self.token = token or new_token()
         self.model_actors: list[Any] = []
         self.scheduler: Any = None
         self.gateway: Any = None
@@ -486,13 +563,14 @@ class ActorService:
                 for i in range(serving.model_actors)]
             self.models = ray.get([a.ready.remote() for a in self.model_actors], timeout=timeout_s)
             self.scheduler = SchedulerActor.remote(self.model_actors, serving.batch_settings().model_dump(),
-                                                   serving.load_balance_strategy)
+                                                   serving.load_balance_strategy,
+                                                   serving.max_request_records)
             here = ray.get_runtime_context().get_node_id()  # the API listens on this machine
             self.gateway = GatewayActor.options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
             port = serving.port or free_port()
-            self.url = ray.get(self.gateway.start.remote(self.scheduler, self.config.model_dump_json(), port),
-                               timeout=timeout_s)
+            self.url = ray.get(self.gateway.start.remote(self.scheduler, self.config.model_dump_json(),
+                                                         port, self.token), timeout=timeout_s)
         except BaseException:
             self.stop()
             raise

@@ -17,6 +17,21 @@ with the service's endpoints:
                            ``enable_dynamic_batching`` while sessions stream
 =========================  =====================================================================
 
+**A token.** ``/ray/stats``, ``/ray/configure`` and the WebSocket need the service's token
+(:func:`new_token`: each start of the service generates one unless one is given): send
+``Authorization: Bearer TOKEN``; a browser's WebSocket cannot set headers, so there the token
+may come as ``?token=TOKEN`` (the web page reads it from its address, ``/#token=TOKEN``). A
+missing or wrong token gets HTTP 401 (on the WebSocket: close code 4401) with a message that
+says what to send. The WebSocket also checks the ``Origin`` a browser sends: only the
+service's own page and the configured ``allowed_origins`` may open it (else close code 4403),
+so another web site open in the same browser cannot use a session.
+
+**Limits.** At most ``max_sessions`` sessions (taken atomically: a burst of ``/init`` gets
+exactly that many, the rest HTTP 429); a session with no request for
+``session_idle_timeout_s`` is closed (:class:`SessionTable`; reading its ``/queue_status``
+does not count as a request, a request in progress does); a prompt longer than
+``max_prompt_chars`` gets an ``error`` message with ``"code": 413``.
+
 A session deleted while it streams gets ``{"type": "closed", "reason": "session deleted"}``
 and a normal close (code 1000). Bad input is answered with HTTP 400/404/422 and a message
 that says what to send instead; on a WebSocket with an ``error`` message (the socket stays
@@ -26,25 +41,33 @@ A backend is any object with these coroutine methods: ``init_session(client_id)`
 ``queue_status(session_id)``, ``delete_session(session_id)``, ``stream(session_id, prompt,
 max_tokens)`` (an async iterator of text pieces, raising :class:`SessionClosed` when the
 session is deleted), ``stats()``, ``configure(changes)``; and the attributes ``name`` and
-``max_tokens_limit`` / ``default_max_tokens``. Unknown sessions raise ``KeyError``.
+``max_tokens_limit`` / ``default_max_tokens`` / ``max_prompt_chars``. Unknown sessions raise
+``KeyError``; ``init_session`` raises ``OverflowError`` at the session limit.
 
 Introduced in notebooks/12_streaming_sessions.ipynb.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import json
+import secrets
 import time
-from typing import Any
+import uuid
+from typing import Any, Iterator, Sequence
+from contextlib import contextmanager
 
 # At module level (not inside build_api): FastAPI reads the routes' annotations, which
 # `from __future__ import annotations` turns into names it must find in this module.
-from fastapi import Body, FastAPI, HTTPException, WebSocket, WebSocketDisconnect
+from fastapi import Body, Depends, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse
 
-__all__ = ["SessionClosed", "ConfigureRejected", "build_api", "PAGE", "DELETED_REASON"]
+__all__ = ["SessionClosed", "ConfigureRejected", "SessionTable", "build_api", "new_token",
+           "PAGE", "DELETED_REASON", "EXPIRED_REASON"]
 
 DELETED_REASON = "session deleted"
+EXPIRED_REASON = "session expired"
 
 
 class SessionClosed(Exception):
@@ -53,6 +76,101 @@ class SessionClosed(Exception):
 
 class ConfigureRejected(Exception):
     """The backend cannot apply this configuration change (with the reason)."""
+
+
+def new_token() -> str:
+    """A fresh random API token (URL-safe, 32 characters)."""
+    return secrets.token_urlsafe(24)
+
+
+class SessionTable:
+    """The open sessions of one backend: an atomic limit and idle expiry, without Ray.
+
+    :meth:`reserve` checks the limit and takes a slot in one step, with no ``await`` in
+    between, so concurrent ``/init`` calls on one event loop can never exceed
+    ``max_sessions``. A session is idle when no request of it is in progress
+    (:meth:`busy`) and none started for ``idle_timeout_s``; :meth:`idle` lists those.
+
+    Usage::
+
+        table = SessionTable(max_sessions=5, idle_timeout_s=600)
+        session_id = table.reserve()            # OverflowError when 5 are open
+        with table.busy(session_id): ...        # a request in progress: never idle
+        table.idle()                            # ids idle for 600 s or more
+        table.release(session_id)
+    """
+
+    def __init__(self, max_sessions: int, idle_timeout_s: float) -> None:
+        self.max_sessions = max_sessions
+        self.idle_timeout_s = idle_timeout_s
+        self._last: dict[str, float] = {}  # session id -> monotonic time of its last use
+        self._busy: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._last
+
+    def reserve(self) -> str:
+        """A new session id, its slot taken; OverflowError if ``max_sessions`` are open."""
+        if len(self._last) >= self.max_sessions:
+            raise OverflowError(f"{self.max_sessions} sessions are open, the most allowed: "
+                                "delete one first (POST /delete_session), or try again later")
+        session_id = uuid.uuid4().hex[:16]
+        self._last[session_id] = time.monotonic()
+        self._busy[session_id] = 0
+        return session_id
+
+    def release(self, session_id: str) -> None:
+        """Free the session's slot (deleted, expired, or its start failed)."""
+        self._last.pop(session_id, None)
+        self._busy.pop(session_id, None)
+
+    def touch(self, session_id: str) -> None:
+        if session_id in self._last:
+            self._last[session_id] = time.monotonic()
+
+    def begin(self, session_id: str) -> None:
+        """A request of the session starts (the session is not idle until it ends)."""
+        self.touch(session_id)
+        if session_id in self._busy:
+            self._busy[session_id] += 1
+
+    def end(self, session_id: str) -> None:
+        """A request of the session ended (the idle clock starts again)."""
+        if session_id in self._busy:
+            self._busy[session_id] = max(0, self._busy[session_id] - 1)
+        self.touch(session_id)
+
+    @contextmanager
+    def busy(self, session_id: str) -> Iterator[None]:
+        """:meth:`begin` and :meth:`end` around a request."""
+        self.begin(session_id)
+        try:
+            yield
+        finally:
+            self.end(session_id)
+
+    def idle(self, now: float | None = None) -> list[str]:
+        """Sessions with nothing in progress and no use for ``idle_timeout_s`` or longer."""
+        now = time.monotonic() if now is None else now
+        return [sid for sid, last in self._last.items()
+                if not self._busy.get(sid) and now - last >= self.idle_timeout_s]
+
+    def check_interval_s(self) -> float:
+        """How often to look for idle sessions: a quarter of the timeout, 0.25 s to 30 s."""
+        return min(30.0, max(0.25, self.idle_timeout_s / 4))
+
+    async def expire_forever(self, delete: Any) -> None:
+        """Call ``await delete(session_id)`` for every idle session, every check interval."""
+        while True:
+            await asyncio.sleep(self.check_interval_s())
+            for session_id in self.idle():
+                try:
+                    await delete(session_id)
+                except Exception:  # noqa: BLE001 - deleted meanwhile, or its process gone
+                    self.release(session_id)
 
 
 PAGE = """<!doctype html>
@@ -73,6 +191,8 @@ PAGE = """<!doctype html>
 <script>
 const $ = (id) => document.getElementById(id);
 const base = location.pathname.replace(/\\/$/, "");
+// The API token: open this page as .../#token=TOKEN (the part after # never leaves the browser).
+const token = new URLSearchParams(location.hash.slice(1)).get("token") || "";
 let ws = null, sent = 0, first = 0;
 fetch(base + "/health").then(r => r.json()).then(h => $("backend").textContent = h.backend);
 async function connect() {
@@ -81,7 +201,8 @@ async function connect() {
   const s = await r.json();
   $("sid").textContent = s.session_id;
   const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-  ws = new WebSocket(scheme + location.host + base + "/wss/" + s.session_id);
+  ws = new WebSocket(scheme + location.host + base + "/wss/" + s.session_id +
+                     "?token=" + encodeURIComponent(token));
   ws.onmessage = (event) => {
     const m = JSON.parse(event.data);
     if (m.type === "text") { if (!first) first = performance.now(); $("out").textContent += m.text; }
@@ -89,6 +210,7 @@ async function connect() {
         `${Math.round(first - sent)} ms, all after ${Math.round(performance.now() - sent)} ms`;
     if (m.type === "error" || m.type === "closed") $("timing").textContent = m.message || m.reason;
   };
+  ws.onclose = (event) => { if (event.code >= 4000) $("timing").textContent = event.reason; };
   return new Promise(resolve => ws.onopen = resolve);
 }
 $("send").onclick = async () => {
@@ -102,8 +224,16 @@ $("end").onclick = () => { if (ws) ws.send("EOF"); };
 """
 
 
-def _read_request(text: str, default_max_tokens: int, limit: int) -> tuple[str, int]:
+class PromptTooLarge(ValueError):
+    """A prompt over ``max_prompt_chars`` (answered with ``"code": 413``)."""
+
+
+def _read_request(text: str, default_max_tokens: int, limit: int,
+                  max_prompt_chars: int | None = None) -> tuple[str, int]:
     """``(prompt, max_tokens)`` from a WebSocket message, or ValueError saying what to send."""
+    if max_prompt_chars is not None and len(text) > max_prompt_chars + 200:  # before parsing it
+        raise PromptTooLarge(f"the message has {len(text)} characters; a prompt may have at most "
+                             f"{max_prompt_chars}: send a shorter one")
     stripped = text.strip()
     if stripped.startswith("{"):
         try:
@@ -115,16 +245,56 @@ def _read_request(text: str, default_max_tokens: int, limit: int) -> tuple[str, 
         prompt, max_tokens = text, default_max_tokens
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError('send {"prompt": "some text", "max_tokens": 32} or a plain-text prompt')
+    if max_prompt_chars is not None and len(prompt) > max_prompt_chars:
+        raise PromptTooLarge(f"the prompt has {len(prompt)} characters; at most {max_prompt_chars} "
+                             "are accepted: send a shorter one")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= limit:
         raise ValueError(f"max_tokens must be an integer from 1 to {limit}, got {max_tokens!r}")
     return prompt, max_tokens
 
 
-def build_api(backend: Any) -> Any:
-    """The FastAPI app of the service, on top of ``backend`` (see the module doc)."""
-    from helpers.streaming.config import ConfigError
+def _presented_token(authorization: str | None, query_token: str | None) -> str | None:
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        return value.strip() if scheme.lower() == "bearer" else None
+    return query_token
 
+
+def _token_problem(presented: str | None, token: str) -> str | None:
+    """Why the request is refused (None: the token is right)."""
+    if presented is None:
+        return ("this endpoint needs the service's token: send the header 'Authorization: "
+                "Bearer TOKEN' (StreamingClient(url, token=...) does; the token is "
+                "ActorService.token, or app_token(entry) of the Serve application)")
+    if not hmac.compare_digest(presented.encode(), token.encode()):
+        return "wrong token: use the token of this start of the service (each start makes a new one)"
+    return None
+
+
+def own_origin(scheme: str, host: str | None) -> str:
+    """The origin of the service as the client reached it (``http://HOST``)."""
+    web = "https" if scheme in ("https", "wss") else "http"
+    return f"{web}://{host or ''}"
+
+
+def build_api(backend: Any, *, token: str, allowed_origins: Sequence[str] = ()) -> Any:
+    """The FastAPI app of the service, on top of ``backend`` (see the module doc).
+
+    ``token`` guards ``/ray/stats``, ``/ray/configure`` and the WebSocket; ``allowed_origins``
+    are the web pages, besides the service's own, whose scripts may open the WebSocket.
+    """
+    from helpers.streaming.config import ConfigError, check_origin
+
+    if not isinstance(token, str) or len(token) < 16:
+        raise ValueError("build_api needs a token of at least 16 characters (new_token() makes one)")
+    origins = {check_origin(o) for o in allowed_origins}
+    max_prompt_chars = getattr(backend, "max_prompt_chars", None)
     app = FastAPI(title=f"Streaming sessions ({backend.name})")
+
+    def authorized(request: Request) -> None:
+        problem = _token_problem(_presented_token(request.headers.get("authorization"), None), token)
+        if problem:
+            raise HTTPException(401, problem, headers={"WWW-Authenticate": "Bearer"})
 
     async def known(call: Any, session_id: str) -> Any:
         try:
@@ -161,11 +331,11 @@ def build_api(backend: Any) -> Any:
             raise HTTPException(400, 'send {"session_id": "..."}')
         return await known(backend.delete_session, session_id)
 
-    @app.get("/ray/stats")
+    @app.get("/ray/stats", dependencies=[Depends(authorized)])
     async def stats() -> dict[str, Any]:
         return await backend.stats()
 
-    @app.post("/ray/configure")
+    @app.post("/ray/configure", dependencies=[Depends(authorized)])
     async def configure(body: dict = Body(default={})) -> dict[str, Any]:
         try:
             return await backend.configure(body)
@@ -176,7 +346,20 @@ def build_api(backend: Any) -> Any:
 
     @app.websocket("/wss/{session_id}")
     async def stream(websocket: WebSocket, session_id: str) -> None:
-        await websocket.accept()
+        origin = websocket.headers.get("origin")
+        own = own_origin(websocket.url.scheme, websocket.headers.get("host"))
+        await websocket.accept()  # then closed with a code and a reason the client can read
+        if origin is not None and origin != own and origin not in origins:
+            await websocket.close(code=4403, reason=f"origin {origin[:40]} is not allowed: add it "
+                                                    "to serving.allowed_origins")
+            return
+        problem = _token_problem(_presented_token(websocket.headers.get("authorization"),
+                                                  websocket.query_params.get("token")), token)
+        if problem:
+            await websocket.close(code=4401, reason=("no token: send 'Authorization: Bearer "
+                                                     "TOKEN' or ?token=TOKEN")
+                                  if "needs" in problem else "wrong token")
+            return
         try:
             await backend.queue_status(session_id)
         except KeyError:
@@ -190,9 +373,12 @@ def build_api(backend: Any) -> Any:
                     return
                 try:
                     prompt, max_tokens = _read_request(message, backend.default_max_tokens,
-                                                       backend.max_tokens_limit)
+                                                       backend.max_tokens_limit, max_prompt_chars)
+                except PromptTooLarge as err:
+                    await websocket.send_json({"type": "error", "code": 413, "message": str(err)})
+                    continue
                 except ValueError as err:
-                    await websocket.send_json({"type": "error", "message": str(err)})
+                    await websocket.send_json({"type": "error", "code": 400, "message": str(err)})
                     continue
                 started, tokens = time.perf_counter(), 0
                 try:

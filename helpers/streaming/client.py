@@ -7,13 +7,17 @@ it in a cell; in a script, ``asyncio.run`` it.
 
 Usage::
 
-    async with StreamingClient("http://127.0.0.1:8000") as client:
+    async with StreamingClient("http://127.0.0.1:8000", token=service.token) as client:
         session = await client.init_session("me")
         async with client.connect(session["session_id"]) as stream:
             record = await stream.ask("Return the", max_tokens=24, on_text=print)
         record.ttft_s, record.tokens                # time to first text, tokens received
 
-    records = await simulate_users(url, users=8, duration_s=20, max_tokens=32)   # a DataFrame
+    records = await simulate_users(url, users=8, duration_s=20, max_tokens=32, token=token)
+
+The token (the service's, see :mod:`helpers.streaming.api`) goes with every call as
+``Authorization: Bearer TOKEN``; statistics, configuration and the WebSocket refuse calls
+without it (HTTP 401, close code 4401).
 
 Introduced in notebooks/12_streaming_sessions.ipynb.
 """
@@ -123,12 +127,18 @@ class SessionStream:
 
 
 class StreamingClient:
-    """HTTP and WebSocket client of one service (``base_url`` without a trailing slash)."""
+    """HTTP and WebSocket client of one service (``base_url`` without a trailing slash) with
+    its ``token`` (without one, only the session endpoints answer)."""
 
-    def __init__(self, base_url: str, *, timeout_s: float = 120.0) -> None:
+    def __init__(self, base_url: str, token: str | None = None, *, timeout_s: float = 120.0) -> None:
         self.base_url = base_url.rstrip("/")
+        self.token = token
         self.timeout_s = timeout_s
         self._http: Any = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     async def __aenter__(self) -> "StreamingClient":
         import aiohttp
@@ -140,7 +150,8 @@ class StreamingClient:
         await self._http.close()
 
     async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        async with self._http.request(method, self.base_url + path, json=body) as resp:
+        async with self._http.request(method, self.base_url + path, json=body,
+                                      headers=self.headers) as resp:
             data = await resp.json(content_type=None)
             if resp.status != 200:
                 detail = data.get("detail", data) if isinstance(data, dict) else data
@@ -175,14 +186,15 @@ class StreamingClient:
         import websockets
 
         async with websockets.connect(self.ws_url(session_id), open_timeout=self.timeout_s,
-                                      max_size=None) as socket:
+                                      max_size=None, additional_headers=self.headers) as socket:
             yield SessionStream(socket, session_id)
 
 
 async def stream_once(base_url: str, prompt: str, max_tokens: int | None = None, *,
+                      token: str | None = None,
                       on_text: Callable[[str], None] | None = None) -> StreamRecord:
     """A whole session for one prompt: init, connect, ask, EOF, delete."""
-    async with StreamingClient(base_url) as client:
+    async with StreamingClient(base_url, token) as client:
         session = await client.init_session("stream_once")
         try:
             async with client.connect(session["session_id"]) as stream:
@@ -203,6 +215,7 @@ async def simulate_users(
     think_s: float = 0.0,
     seed: int = 0,
     session_ids: Sequence[str] | None = None,
+    token: str | None = None,
 ) -> "pd.DataFrame":
     """``users`` concurrent users, each with its own session and WebSocket, for ``duration_s``.
 
@@ -226,7 +239,7 @@ async def simulate_users(
                             "give one session per user, or none.")
     pool = list(prompts or bench_prompts(64, seed=seed))
     records: list[StreamRecord] = []
-    async with StreamingClient(base_url) as client:
+    async with StreamingClient(base_url, token) as client:
         if session_ids is None:
             sessions = await asyncio.gather(*(client.init_session(f"user-{u}") for u in range(users)))
         else:

@@ -9,7 +9,15 @@ model instead of speech translation). Three sections:
   many tokens an answer gets by default and at most, torch threads per engine;
 * ``serving`` - the HTTP host and port, how many model actors ("devices") and CPUs each, the
   dynamic batching (``max_batch_size``, ``batch_timeout_ms``, ``enable_dynamic_batching``),
-  the load-balancing strategy, how often streamed text is flushed, a session limit.
+  the load-balancing strategy, how often streamed text is flushed, and the limits that keep a
+  long-running service bounded: ``max_sessions``, ``session_idle_timeout_s`` (a session with
+  no request for that long is closed), ``max_prompt_chars``, ``max_request_records`` (how many
+  finished requests and batches the scheduler keeps for its logs), and ``allowed_origins``
+  (web pages besides the service's own that may open its WebSocket).
+
+The API token is not part of the file: a secret does not belong in a configuration that is
+shown and committed. Each start of the service generates one unless one is given (see
+:mod:`helpers.streaming.api`).
 
 Every value is checked when the file is read: a typo in a key, a batch size of 0 or an
 unknown strategy is a :class:`ConfigError` that names the key, the value and the allowed
@@ -40,7 +48,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from helpers.errors import WorkbookError
 
@@ -57,6 +65,7 @@ __all__ = [
     "read_config",
     "write_default_config",
     "check_batch_settings",
+    "check_origin",
     "main",
 ]
 
@@ -64,6 +73,18 @@ STRATEGIES = ("least_loaded", "round_robin", "by_memory")
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "configs" / "streaming" / "default.json"
 _FIX = ("correct the values listed above; `python -m helpers.streaming.config create-default "
         "PATH` writes a valid file to start from.")
+
+
+def check_origin(origin: str) -> str:
+    """``origin`` if it is a web origin (``scheme://host[:port]``, nothing after), else ValueError."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc or \
+            origin != f"{parts.scheme}://{parts.netloc}":
+        raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port], e.g. "
+                         "'http://localhost:8888', with no path or trailing slash")
+    return origin
 
 
 class ConfigError(WorkbookError):
@@ -120,6 +141,20 @@ class ServingSection(BatchSettings):
     stream_interval_ms: float = Field(10.0, ge=0.0, le=1000.0,
                                       description="text is sent at most this often, ms")
     max_sessions: int = Field(64, ge=1, le=10_000, description="open sessions, at most")
+    session_idle_timeout_s: float = Field(600.0, ge=1.0, le=86_400.0,
+                                          description="a session with no request this long is closed, s")
+    max_prompt_chars: int = Field(4096, ge=1, le=1_000_000,
+                                  description="longest prompt accepted, characters")
+    max_request_records: int = Field(1000, ge=10, le=1_000_000,
+                                     description="finished requests/batches kept for the logs")
+    allowed_origins: list[str] = Field(default_factory=list,
+                                       description="other pages (scheme://host:port) that may "
+                                                   "open the WebSocket")
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_are_origins(cls, origins: list[str]) -> list[str]:
+        return [check_origin(origin) for origin in origins]
 
     def batch_settings(self) -> BatchSettings:
         """The live-changeable part of this section."""

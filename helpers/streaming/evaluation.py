@@ -14,7 +14,7 @@
 Usage::
 
     sweep = await batch_sweep(url, batch_sizes=[1, 8], timeouts_ms=[5, 50], users=8,
-                              duration_s=10, max_tokens=32)
+                              duration_s=10, max_tokens=32, token=service.token)
     paths = write_report(BUILD_DIR / "streaming" / "evaluation", runs={"actors": records},
                          sweep=sweep, summary={...})
 
@@ -58,6 +58,7 @@ async def batch_sweep(
     duration_s: float,
     max_tokens: int,
     label: str = "",
+    token: str | None = None,
 ) -> "pd.DataFrame":
     """One row per (``max_batch_size``, ``batch_timeout_ms``): set live, then measured.
 
@@ -67,7 +68,7 @@ async def batch_sweep(
     import pandas as pd
 
     rows = []
-    async with StreamingClient(base_url) as client:
+    async with StreamingClient(base_url, token) as client:
         opened = await asyncio.gather(*(client.init_session(f"sweep-{u}") for u in range(users)))
         sessions = [session["session_id"] for session in opened]
         try:
@@ -77,7 +78,8 @@ async def batch_sweep(
                                            enable_dynamic_batching=True)
                     before = await client.stats()
                     records = await simulate_users(base_url, users=users, duration_s=duration_s,
-                                                   max_tokens=max_tokens, session_ids=sessions)
+                                                   max_tokens=max_tokens, session_ids=sessions,
+                                                   token=token)
                     after = await client.stats()
                     row = summarize(records, label)
                     row.update(max_batch_size=int(size), batch_timeout_ms=float(timeout), users=users,

@@ -33,26 +33,28 @@ import json
 import os
 import time
 import uuid
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, AsyncIterator, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 
 from helpers.errors import WorkbookError
-from helpers.streaming.api import ConfigureRejected, SessionClosed, build_api
-from helpers.streaming.config import BatchSettings, check_batch_settings
+from helpers.streaming.api import ConfigureRejected, SessionClosed, SessionTable, build_api, new_token
+from helpers.streaming.config import BatchSettings, check_batch_settings, check_origin
 
 if TYPE_CHECKING:  # pragma: no cover
     from helpers.cluster import ClusterHandle
 
 __all__ = ["GENERATOR", "INGRESS", "IMPORT_PATH", "AppArgs", "TokenGenerator",
-           "StreamingIngress", "build_app", "app_config", "deployed_configs", "deploy_apps",
+           "StreamingIngress", "build_app", "app_config", "app_token", "deployed_configs", "deploy_apps",
            "set_generator_settings"]
 
 GENERATOR = "TokenGenerator"
 INGRESS = "StreamingIngress"
 IMPORT_PATH = "helpers.streaming.serve_app:build_app"
+RECENT_BATCHES = 1000  # batch ids the ingress remembers (to count each batch once)
 
 
 @serve.deployment(name=GENERATOR, ray_actor_options={"num_cpus": 1}, max_ongoing_requests=256,
@@ -136,8 +138,17 @@ class AppArgs(BaseModel):
     default_max_tokens: int = Field(32, ge=1)
     max_tokens_limit: int = Field(256, ge=1)
     max_sessions: int = Field(64, ge=1)
+    session_idle_timeout_s: float = Field(600.0, ge=1.0)
+    max_prompt_chars: int = Field(4096, ge=1)
+    allowed_origins: list[str] = Field(default_factory=list)
+    api_token: str = Field(min_length=16)  # app_config makes one unless given
     dashboard_url: str = ""  # lets /ray/configure redeploy (the cluster's dashboard address)
     llm_config: dict[str, Any] | None = None  # engine "llm": an LLMConfig as a dict
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_are_origins(cls, origins: list[str]) -> list[str]:
+        return [check_origin(origin) for origin in origins]
 
 
 @serve.deployment(name=INGRESS, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
@@ -152,8 +163,15 @@ class StreamingIngress:
         self.generator = generator
         self.default_max_tokens = self.args.default_max_tokens
         self.max_tokens_limit = self.args.max_tokens_limit
+        self.max_prompt_chars = self.args.max_prompt_chars
+        self.table = SessionTable(self.args.max_sessions, self.args.session_idle_timeout_s)
+        self.expired = 0
+        self._expiry: asyncio.Task | None = None
         self.sessions: dict[str, dict[str, Any]] = {}
-        self.batches: dict[str, dict[str, Any]] = {}  # batch id -> {"replica", "size"}
+        # Batch totals, and the ids of the latest batches (each batch's header reaches every
+        # request in it, close together: a bounded memory of recent ids counts each once).
+        self.batch_totals = {"batches": 0, "batched_requests": 0, "largest_batch": 0}
+        self.recent_batches: OrderedDict[str, None] = OrderedDict()
         self.workers: dict[str, dict[str, int]] = {}
         self.counts = {"requests": 0, "done": 0, "cancelled": 0, "tokens": 0}
         if self.args.engine == "llm":
@@ -161,14 +179,17 @@ class StreamingIngress:
             self.name = "ray-serve + vLLM"
 
     def __serve_build_asgi_app__(self) -> Any:
-        return build_api(self)
+        return build_api(self, token=self.args.api_token, allowed_origins=self.args.allowed_origins)
+
+    async def _expire(self, session_id: str) -> None:
+        self.expired += 1  # counted first: /ray/stats agrees once the session is gone
+        await self.delete_session(session_id)
 
     async def init_session(self, client_id: str) -> dict[str, Any]:
-        if len(self.sessions) >= self.args.max_sessions:
-            raise OverflowError(f"{self.args.max_sessions} sessions are open, the most allowed: "
-                                "delete one first (POST /delete_session)")
+        if self._expiry is None or self._expiry.done():
+            self._expiry = asyncio.get_running_loop().create_task(self.table.expire_forever(self._expire))
+        session_id = self.table.reserve()  # the limit, checked and taken at once
         started = time.perf_counter()
-        session_id = uuid.uuid4().hex[:16]
         self.sessions[session_id] = {"client_id": client_id, "created_at": time.time(),
                                      "requests_done": 0, "tokens": 0, "generating": 0,
                                      "deleted": asyncio.Event()}
@@ -182,6 +203,7 @@ class StreamingIngress:
 
     async def delete_session(self, session_id: str) -> dict[str, Any]:
         session = self.sessions.pop(session_id)
+        self.table.release(session_id)
         session["deleted"].set()  # a stream in progress cancels its call and ends "closed"
         return {"session_id": session_id, "deleted": True, "cancelled": session["generating"]}
 
@@ -201,8 +223,14 @@ class StreamingIngress:
         if self.args.engine == "batch":
             if isinstance(item, dict):  # the header: which replica, which batch
                 state["worker"] = item["replica"]
-                self.batches[item["batch"]] = {"replica": item["replica"], "size": item["size"],
-                                               "waited_ms": item["waited_ms"]}
+                if item["batch"] not in self.recent_batches:
+                    self.recent_batches[item["batch"]] = None
+                    if len(self.recent_batches) > RECENT_BATCHES:
+                        self.recent_batches.popitem(last=False)
+                    totals = self.batch_totals
+                    totals["batches"] += 1
+                    totals["batched_requests"] += item["size"]
+                    totals["largest_batch"] = max(totals["largest_batch"], item["size"])
                 return []
             return [(item[0], 1)]
         state["worker"] = "vLLM engine"
@@ -227,6 +255,7 @@ class StreamingIngress:
         response = self._call(prompt, max_tokens)
         state = {"worker": None, "counted": 0, "tokens": 0}
         session["generating"] += 1
+        self.table.begin(session_id)  # a session streaming is never idle
         self.counts["requests"] += 1
         iterator = response.__aiter__()
         finished = False
@@ -251,6 +280,7 @@ class StreamingIngress:
             if not finished:  # deleted, or the client went away: the generator stops too
                 response.cancel()
             session["generating"] -= 1
+            self.table.end(session_id)
             self.counts["tokens"] += state["tokens"]
             worker = self.workers.setdefault(state["worker"] or "?", {"requests": 0, "tokens": 0})
             worker["requests"] += 1
@@ -260,13 +290,16 @@ class StreamingIngress:
         self.counts["done"] += 1
 
     async def stats(self) -> dict[str, Any]:
-        sizes = [b["size"] for b in self.batches.values()]
+        totals = self.batch_totals
+        count = totals["batches"]
         out = {"backend": self.name, "sessions": len(self.sessions), **self.counts,
                "generating": sum(s["generating"] for s in self.sessions.values()),
-               "batches": len(sizes), "batched_requests": sum(sizes),
-               "mean_batch_size": round(sum(sizes) / len(sizes), 2) if sizes else 0,
-               "largest_batch": max(sizes, default=0),
-               "workers": [{"worker": k, **v} for k, v in sorted(self.workers.items())]}
+               **totals, "mean_batch_size": round(totals["batched_requests"] / count, 2) if count else 0,
+               "workers": [{"worker": k, **v} for k, v in sorted(self.workers.items())],
+               "expired_sessions": self.expired,
+               "limits": {"max_sessions": self.table.max_sessions,
+                          "session_idle_timeout_s": self.table.idle_timeout_s,
+                          "max_prompt_chars": self.max_prompt_chars}}
         if self.args.engine == "batch":
             out["generator"] = await self.generator.describe.remote()  # one replica's view
             out["settings"] = out["generator"]["settings"]
@@ -328,14 +361,23 @@ def build_app(args: dict[str, Any]) -> Any:
 
 def app_config(name: str, route_prefix: str, *, settings: BatchSettings | None = None,
                **args: Any) -> dict[str, Any]:
-    """One application entry of a Serve config for :func:`build_app` (``args``: :class:`AppArgs`)."""
-    checked = AppArgs(**args)
+    """One application entry of a Serve config for :func:`build_app` (``args``: :class:`AppArgs`).
+
+    Unless ``api_token`` is given, a new one is made: read it back from
+    ``entry["args"]["api_token"]`` (:func:`app_token`) to call the application.
+    """
+    checked = AppArgs(**{"api_token": new_token(), **args})
     entry: dict[str, Any] = {"name": name, "route_prefix": route_prefix, "import_path": IMPORT_PATH,
                              "args": checked.model_dump(exclude_defaults=True)}
     if checked.engine == "batch":
         entry["deployments"] = [{"name": GENERATOR,
                                  "user_config": (settings or BatchSettings()).model_dump()}]
     return entry
+
+
+def app_token(entry: Mapping[str, Any]) -> str:
+    """The API token of an application entry made by :func:`app_config`."""
+    return entry["args"]["api_token"]
 
 
 def deployed_configs(cluster: "ClusterHandle") -> list[dict[str, Any]]:
