@@ -672,7 +672,7 @@ class ExistingCluster(ClusterHandle):
         self.dashboard_url = dashboard_url
         self.token_path = token_path
         self.nodes_started: list[NodeInfo] = []  # nodes this machine joined to it
-        self.owned_files: list[Path] = []  # what stop() removes (a token written for us)
+        self.written_token: Path | None = None  # a token file written for us: stop() removes it
 
     def run_node_command(self, command: str, *, timeout_s: float = 120.0) -> NodeInfo:
         """Join this machine to the cluster with a ``ray start --address=...`` command line
@@ -688,9 +688,9 @@ class ExistingCluster(ClusterHandle):
         self.disconnect()
         stop_sessions([node.pid for node in self.nodes_started], grace_s=STOP_GRACE_S)
         self.nodes_started.clear()
-        for path in self.owned_files:
-            path.unlink(missing_ok=True)
-        self.owned_files.clear()
+        if self.written_token is not None:
+            self.written_token.unlink(missing_ok=True)
+            self.written_token = None
 
     def __repr__(self) -> str:
         return f"<ExistingCluster {self.address}>"
@@ -782,7 +782,7 @@ def connect_to_cluster(
     elif token:
         path = write_secret(scratch_root() / f"token-{uuid.uuid4().hex[:8]}", token)
         cluster = ExistingCluster(address, dashboard_url, path)
-        cluster.owned_files.append(path)  # ours: removed by stop()
+        cluster.written_token = path
         return cluster
     else:
         default = Path.home() / ".ray" / "auth_token"

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import psutil
 import pytest
 
 from helpers.processes import is_alive
@@ -226,7 +227,7 @@ def test_a_reused_pid_is_never_taken_for_a_recorded_session(
         path = processes.register("stale", {"sessions": [proc.pid], "ports": []})
         record = json.loads(path.read_text())
         assert record["sessions_started"][str(proc.pid)] == pytest.approx(
-            __import__("psutil").Process(proc.pid).create_time())
+            psutil.Process(proc.pid).create_time())
         assert [x.resource for x in processes.find_leftovers()] == ["stale"]
 
         record["sessions_started"][str(proc.pid)] -= 3600.0  # "started an hour earlier"
