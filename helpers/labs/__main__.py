@@ -6,6 +6,7 @@ Usage::
     python -m helpers.labs generate --check      # exit 1, naming them, if any is stale
     python -m helpers.labs list                  # the labs and their checks
     python -m helpers.labs grade SUBMISSIONS [--out build/grades] [--labs lab01 lab02]
+        [--students alice bob] [--deadline-s 1800]
         [--ray-address HOST:PORT --dashboard-url URL --token-path FILE]
         [--profile ci] [-p NAME=VALUE] [--cell-timeout-s 600]
 """
@@ -81,15 +82,17 @@ def _grade(args: argparse.Namespace) -> int:
         profile = load_profile(args.profile)
         lab_parameters = {stem: dict(s.parameters) for stem, s in profile.labs.items()}
     grades = grade_folder(args.submissions, args.out, parameters=parameters,
-                          lab_parameters=lab_parameters, labs=args.labs,
-                          cell_timeout_s=args.cell_timeout_s)
+                          lab_parameters=lab_parameters, labs=args.labs, students=args.students,
+                          cell_timeout_s=args.cell_timeout_s, deadline_s=args.deadline_s)
     print((args.out / "summary.md").read_text())
     print(f"Reports: {args.out}/<student>/report.md; class: {args.out}/summary.csv, "
-          f"summary.md, summary.html ({len(grades)} notebooks graded)")
+          f"summary.md, summary.html ({len(grades)} notebooks graded in this run, merged "
+          "with the reports already there)")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from helpers.labs.grading import DEFAULT_DEADLINE_S
     from helpers.labs.notebooks import SOURCE_DIR, STUDENT_DIR
 
     parser = argparse.ArgumentParser(prog="python -m helpers.labs",
@@ -109,7 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     grade.add_argument("--token-path", default="")
     grade.add_argument("--profile", default="", help="a run profile whose labs: parameters apply")
     grade.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE")
-    grade.add_argument("--cell-timeout-s", type=float, default=600.0)
+    grade.add_argument("--students", nargs="*", default=[],
+                       help="only these students (folder names); reports merge with earlier runs")
+    grade.add_argument("--cell-timeout-s", type=float, default=600.0,
+                       help="a cell running longer is interrupted")
+    grade.add_argument("--deadline-s", type=float, default=DEFAULT_DEADLINE_S,
+                       help="a notebook running longer (all cells) is ended, with what it started")
     for p in (gen, lst):
         p.add_argument("--source-dir", type=Path, default=SOURCE_DIR)
     gen.add_argument("--student-dir", type=Path, default=STUDENT_DIR)

@@ -19,8 +19,18 @@ For each notebook the grader
    a time limit per cell, and ``WORKBOOK_LAB_RESULTS`` pointing at a results file;
 4. ends anything the notebook left running (by process id) and reads the results.
 
-It writes, under the output folder, ``<student>/report.md`` and the executed notebooks, and
-for the class ``summary.csv``, ``summary.md`` and ``summary.html``.
+It writes, under the output folder, ``<student>/report.md``, the executed notebooks and one
+``<lab>.grade.json`` per submission, and for the class ``summary.csv``, ``summary.md`` and
+``summary.html``.
+
+Nothing is lost: a submission that cannot be run (a corrupt notebook, a file named after no
+lab, a results file with garbage in it, an error in the grader itself) gets a report that says
+why, and the class goes on. Each submission has a wall-clock deadline (``deadline_s``) after
+which its kernel and everything it started are ended: a cell that ignores the interrupt of the
+per-cell timeout cannot hold up the class. A rerun of some labs or some students
+(``--labs lab02``) merges into the reports already in the output folder. Two folder names
+never share an output folder ("Alice" and "alice"), and an output folder inside the
+submissions folder is refused.
 
 Usage::
 
@@ -33,7 +43,10 @@ or from Python: ``grade_folder(Path("submissions"), Path("build/grades"), ray_ad
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
+import re
 import signal
 import tempfile
 import threading
@@ -45,13 +58,15 @@ from typing import Any, Iterator, Mapping, Sequence
 import nbformat
 
 from helpers.errors import WorkbookError
-from helpers.labs.checks import RESULTS_ENV, CheckResult, checks_for, read_results
+from helpers.labs.checks import RESULTS_ENV, CheckResult, checks_for
 from helpers.labs.notebooks import LAB_PATTERN, RestoreReport, lab_id, restore_checks, source_for
-from helpers.labs.session import student_slug
 from helpers.processes import interrupt_on_termination, stop_session
 
-__all__ = ["Submission", "LabGrade", "find_submissions", "prepare_submission", "grade_submission",
-           "grade_folder", "write_reports"]
+__all__ = ["Submission", "LabGrade", "grading_id", "find_submissions", "prepare_submission",
+           "grade_submission", "grade_folder", "write_reports", "read_results_file"]
+
+#: The wall-clock time one submission may take, all cells together (a lab takes a few minutes).
+DEFAULT_DEADLINE_S = 1800.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,27 @@ class Submission:
     student: str
     lab: str
     path: Path
+    problem: str = ""  # why it cannot be run (a corrupt notebook, no such lab); empty if it can
+    notes: tuple[str, ...] = ()  # what the grader noticed and worked around
+
+    @property
+    def id(self) -> str:
+        return grading_id(self.student)
+
+
+def grading_id(student: str) -> str:
+    """The student's output folder and the id their applications are named with.
+
+    The folder name itself when it already is one (``alice``); otherwise its letters and
+    digits and a hash of the exact name (``Alice`` -> ``alice-3bc51062``, ``___`` ->
+    ``student-…``), so that no two folder names ever share an output folder or an application
+    name on the cluster.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", student.strip().lower()).strip("-")
+    if slug == student and len(slug) <= 24:
+        return slug
+    digest = hashlib.sha256(student.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{slug[:15].strip('-') or 'student'}-{digest}"
 
 
 @dataclass
@@ -69,18 +105,27 @@ class LabGrade:
 
     student: str
     lab: str
-    status: str  # "graded", "kernel died", "not run"
+    status: str  # "graded", "kernel died", "timed out after N s", "not graded: why"
     results: list[CheckResult] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # checks that never reported
     tampered: list[str] = field(default_factory=list)  # check cells the student changed
     errors: list[str] = field(default_factory=list)  # cells that raised (not the checks)
+    notes: list[str] = field(default_factory=list)  # what the grader noticed and worked around
     seconds: float = 0.0
     executed: Path | None = None
 
+    def passed_checks(self) -> set[str]:
+        """The lab's checks that passed: every result recorded for them passed (a check that
+        also reported a failure did not), whatever else the results file says."""
+        names = {c.name for c in checks_for(self.lab)}
+        passed = {r.check for r in self.results if r.passed and r.check in names}
+        return passed - {r.check for r in self.results if not r.passed}
+
     def count(self, *, hidden: bool) -> tuple[int, int]:
-        """(passed, total) over the visible or the hidden checks of the lab."""
+        """(passed, total) over the visible or the hidden checks of the lab (as the lab
+        defines them, not as a results line says)."""
         expected = checks_for(self.lab, hidden=hidden)
-        passed = {r.check for r in self.results if r.passed and r.hidden == hidden}
+        passed = self.passed_checks()
         return sum(c.name in passed for c in expected), len(expected)
 
     @property
@@ -99,6 +144,21 @@ class LabGrade:
                 "tampered_checks": len(self.tampered), "errors": len(self.errors),
                 "seconds": round(self.seconds, 1)}
 
+    def to_json(self) -> dict[str, Any]:
+        data = {k: getattr(self, k) for k in ("student", "lab", "status", "missing", "tampered",
+                                               "errors", "notes", "seconds")}
+        data["results"] = [r.__dict__ for r in self.results]
+        data["executed"] = str(self.executed) if self.executed else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "LabGrade":
+        grade = cls(**{k: data[k] for k in ("student", "lab", "status", "missing", "tampered",
+                                            "errors", "notes", "seconds")})
+        grade.results = [CheckResult(**r) for r in data["results"]]
+        grade.executed = Path(data["executed"]) if data.get("executed") else None
+        return grade
+
 
 def find_submissions(folder: Path, labs: Sequence[str] = ()) -> list[Submission]:
     """Every ``<student>/labNN_*.ipynb`` under ``folder`` (optionally only some labs)."""
@@ -112,23 +172,78 @@ def find_submissions(folder: Path, labs: Sequence[str] = ()) -> list[Submission]
         if student_dir.name.startswith("."):
             continue
         for path in sorted(student_dir.glob(LAB_PATTERN)):
-            lab = _lab_of(path)
-            if not labs or lab in labs:
-                found.append(Submission(student_dir.name, lab, path))
+            submission = _submission(student_dir.name, path)
+            if not labs or submission.lab in labs:
+                found.append(submission)
     if not found:
         raise WorkbookError(f"No lab notebooks found under {folder}.",
                             "expected files like STUDENT/lab01_first_deployment.ipynb.")
+    ids: dict[str, str] = {}
+    for sub in found:
+        other = ids.setdefault(sub.id, sub.student)
+        if other != sub.student:  # a hash collision: never merge two students' work
+            raise WorkbookError(f"The student folders {other!r} and {sub.student!r} map to one "
+                                f"output folder {sub.id!r}.", "rename one of them.")
     return found
 
 
-def _lab_of(path: Path) -> str:
+def _submission(student: str, path: Path) -> Submission:
+    """The lab a notebook is graded as: its file name's (``lab01_*.ipynb``), which the student
+    cannot change without the grader noticing; a notebook whose metadata names another lab is
+    graded as the file name says, with a note."""
+    lab = lab_id(path)
     try:
-        meta = nbformat.read(str(path), as_version=4).metadata.get("workbook_lab") or {}
+        source_for(lab)
+    except WorkbookError as err:
+        return Submission(student, lab, path,
+                          problem=f"no lab {lab} in this course ({err.fix.rstrip('.')})")
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+        nbformat.validate(nb)
     except Exception as err:  # noqa: BLE001 - a corrupt file is reported, not fatal
-        raise WorkbookError(f"{path} is not a readable notebook.",
-                            "ask the student to submit the .ipynb file again.",
-                            details=str(err)[:300]) from err
-    return meta.get("id") or lab_id(path)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        return Submission(student, lab, path,
+                          problem=f"not a readable notebook ({type(err).__name__}: {first}); "
+                                  "ask the student to submit the .ipynb file again")
+    meta = nb.metadata.get("workbook_lab")
+    claimed = meta.get("id") if isinstance(meta, dict) else None
+    notes = ()
+    if claimed and claimed != lab:
+        notes = (f"the notebook's metadata names lab {str(claimed)[:40]!r}; graded as {lab}, "
+                 "as its file name says",)
+    return Submission(student, lab, path, notes=notes)
+
+
+def read_results_file(path: Path, lab: str) -> tuple[list[CheckResult], list[str]]:
+    """The results a run appended to ``path``, and what was wrong with the lines left out.
+
+    The file is written from the student's kernel: a line that is not a result, a result of
+    another lab's or an unknown check is left out (and noted), never fatal.
+    """
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return [], []
+    known = {c.name for c in checks_for(lab)}
+    results, problems = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            result = CheckResult(**json.loads(line))
+            if not (isinstance(result.passed, bool) and isinstance(result.check, str)
+                    and isinstance(result.lab, str)):
+                raise TypeError("wrong field types")
+        except (ValueError, TypeError) as err:
+            problems.append(f"results line {number} is not a check result "
+                            f"({type(err).__name__}); left out")
+            continue
+        if result.lab != lab or result.check not in known:
+            problems.append(f"results line {number} names {str(result.check)[:60]!r} of "
+                            f"{str(result.lab)[:20]!r}, not a check of {lab}; left out")
+            continue
+        results.append(result)
+    return results, problems
 
 
 def prepare_submission(submission: Submission,
@@ -177,8 +292,9 @@ def _cell_errors(nb: nbformat.NotebookNode) -> list[str]:
     return out
 
 
-def _execute_in_worker(client: Any, env: Mapping[str, str]) -> None:
-    """``client.execute(env=env)`` in a worker thread, waiting here.
+def _execute_in_worker(client: Any, env: Mapping[str, str], deadline_s: float) -> bool:
+    """``client.execute(env=env)`` in a worker thread, waiting here; False if ``deadline_s``
+    passed first (the kernel, and what it started, are then ended).
 
     In the main thread nbclient installs SIGTERM and SIGINT handlers of its own that stop the
     kernel and then *swallow* the signal (and, removing them, drop the grader's): a cancelled
@@ -186,6 +302,10 @@ def _execute_in_worker(client: Any, env: Mapping[str, str]) -> None:
     the grader's handler (:func:`interrupt_on_termination`) raises ``KeyboardInterrupt`` here;
     the kernel, in a session of its own (jupyter_client starts it so), is then stopped by its
     id, and the interrupt goes on up.
+
+    The deadline is the whole notebook's: nbclient's per-cell timeout only *interrupts* the
+    kernel and goes on to the next cell, so a cell that ignores SIGINT would cost every later
+    cell its full timeout.
     """
     errors: list[BaseException] = []
 
@@ -195,45 +315,60 @@ def _execute_in_worker(client: Any, env: Mapping[str, str]) -> None:
         except BaseException as err:  # noqa: BLE001 - re-raised in the waiting thread
             errors.append(err)
 
-    worker = threading.Thread(target=work, name="grading-kernel", daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.2)
-    except KeyboardInterrupt:
+    def stop_kernel() -> None:
         kernel_pid = getattr(getattr(client.km, "provisioner", None), "pid", None)
         if kernel_pid:
             stop_session(kernel_pid, grace_s=5)
         worker.join(10)  # nbclient notices the dead kernel; it may not, and need not, finish
+
+    worker = threading.Thread(target=work, name="grading-kernel", daemon=True)
+    deadline = time.monotonic() + deadline_s
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+            if time.monotonic() > deadline:
+                stop_kernel()
+                return False
+    except KeyboardInterrupt:
+        stop_kernel()
         raise
     if errors:
         raise errors[0]
+    return True
 
 
 def grade_submission(submission: Submission, out_dir: Path, parameters: Mapping[str, Any], *,
-                     cell_timeout_s: float = 600.0) -> LabGrade:
+                     cell_timeout_s: float = 600.0,
+                     deadline_s: float = DEFAULT_DEADLINE_S) -> LabGrade:
     """Run one submission (see the module docstring) and return its grade."""
     from nbclient import NotebookClient
     from nbclient.exceptions import DeadKernelError
 
     from helpers.processes import end_leftovers, find_leftovers
 
-    params = {**parameters, "student": student_slug(submission.student)}
+    grade = LabGrade(submission.student, submission.lab, "graded", notes=list(submission.notes))
+    if submission.problem:
+        grade.status = f"not graded: {submission.problem}"
+        grade.missing = [c.name for c in checks_for(submission.lab)]
+        return grade
+    params = {**parameters, "student": submission.id}
     nb, report = prepare_submission(submission, params)
-    student_dir = out_dir / student_slug(submission.student)
+    grade.tampered = report.tampered
+    student_dir = out_dir / submission.id
     student_dir.mkdir(parents=True, exist_ok=True)
     results_path = student_dir / f"{submission.lab}.results.jsonl"
     results_path.unlink(missing_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f"g{submission.lab[-2:]}-"))
     env = dict(os.environ, **{RESULTS_ENV: str(results_path), "WORKBOOK_SCRATCH": str(scratch),
                               "PYTHONUNBUFFERED": "1"})
-    grade = LabGrade(submission.student, submission.lab, "graded", tampered=report.tampered)
     started = time.monotonic()
     client = NotebookClient(nb, timeout=cell_timeout_s, kernel_name="python3", allow_errors=True,
                             interrupt_on_timeout=True,
                             resources={"metadata": {"path": str(submission.path.parent)}})
     try:
-        _execute_in_worker(client, env)
+        if not _execute_in_worker(client, env, deadline_s):
+            grade.status = f"timed out after {deadline_s:g} s"
     except DeadKernelError:
         grade.status = "kernel died"
     except Exception as err:  # noqa: BLE001 - one bad submission must not stop the class
@@ -245,25 +380,43 @@ def grade_submission(submission: Submission, out_dir: Path, parameters: Mapping[
     executed = student_dir / submission.path.name
     nbformat.write(nb, str(executed))
     grade.executed = executed
-    grade.results = read_results(results_path)
+    grade.results, problems = read_results_file(results_path, submission.lab)
+    grade.notes += problems
     reported = {r.check for r in grade.results}
     grade.missing = [c.name for c in checks_for(submission.lab) if c.name not in reported]
     grade.errors = _cell_errors(nb)
     return grade
 
 
+def _refuse_out_inside(folder: Path, out_dir: Path) -> None:
+    folder, out = Path(folder).resolve(), Path(out_dir).resolve()
+    if out == folder or folder in out.parents:
+        raise WorkbookError(f"The output folder {out_dir} is inside the submissions folder "
+                            f"{folder}.", "give --out a folder outside the submissions (the "
+                            "default is build/grades): reports there would overwrite or mix "
+                            "with the students' work.")
+
+
 def grade_folder(folder: Path, out_dir: Path, *, parameters: Mapping[str, Any] | None = None,
                  lab_parameters: Mapping[str, Mapping[str, Any]] | None = None,
-                 labs: Sequence[str] = (), cell_timeout_s: float = 600.0,
+                 labs: Sequence[str] = (), students: Sequence[str] = (),
+                 cell_timeout_s: float = 600.0, deadline_s: float = DEFAULT_DEADLINE_S,
                  progress: bool = True) -> list[LabGrade]:
-    """Grade every submission under ``folder``; write the reports; return the grades.
+    """Grade every submission under ``folder`` (or only some ``labs`` of some ``students``);
+    write the reports, merged with those already in ``out_dir``; return this run's grades.
 
     ``parameters`` go to every notebook (``ray_address`` and the like); ``lab_parameters``
     maps a lab's file stem to parameters for that lab only (a run profile's ``labs:``).
     """
     from tqdm.auto import tqdm
 
+    _refuse_out_inside(folder, out_dir)
     submissions = find_submissions(folder, labs)
+    if students:
+        submissions = [s for s in submissions if s.student in students]
+        if not submissions:
+            raise WorkbookError(f"None of the students {list(students)} has a notebook to grade "
+                                f"in {folder}.", "give folder names as they are spelled there.")
     out_dir.mkdir(parents=True, exist_ok=True)
     grades = []
     bar = tqdm(submissions, desc="grading", unit="notebook", disable=not progress)
@@ -272,17 +425,44 @@ def grade_folder(folder: Path, out_dir: Path, *, parameters: Mapping[str, Any] |
     with interrupt_on_termination() as received:
         for submission in bar:
             bar.set_postfix_str(f"{submission.student} {submission.lab}")
-            params = dict((lab_parameters or {}).get(source_for(submission.lab).stem, {}))
-            params.update(parameters or {})
             try:
-                grades.append(grade_submission(submission, out_dir, params,
-                                               cell_timeout_s=cell_timeout_s))
+                params = {} if submission.problem else dict(
+                    (lab_parameters or {}).get(source_for(submission.lab).stem, {}))
+                params.update(parameters or {})
+                grade = grade_submission(submission, out_dir, params,
+                                         cell_timeout_s=cell_timeout_s, deadline_s=deadline_s)
             except KeyboardInterrupt as err:
                 what = signal.Signals(received[0]).name if received else str(err) or "Ctrl-C"
                 raise KeyboardInterrupt(
                     f"{what} received while grading {submission.student}'s {submission.lab}; "
-                    "its kernel and what it started were ended, no reports written") from err
-    write_reports(grades, out_dir)
+                    "its kernel and what it started were ended; the notebooks graded before "
+                    "it have their reports") from err
+            except Exception as err:  # noqa: BLE001 - one bad submission never stops the class
+                grade = LabGrade(submission.student, submission.lab,
+                                 f"not graded: {type(err).__name__}: {str(err)[:200]}",
+                                 missing=[c.name for c in checks_for(submission.lab)],
+                                 notes=list(submission.notes))
+            grades.append(grade)
+            _save(grade, out_dir)
+            write_reports(grades, out_dir)  # after every notebook: an interrupted class keeps its reports
+    return grades
+
+
+def _save(grade: LabGrade, out_dir: Path) -> None:
+    folder = out_dir / grading_id(grade.student)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{grade.lab}.grade.json.tmp"
+    tmp.write_text(json.dumps(grade.to_json(), indent=1))
+    tmp.replace(folder / f"{grade.lab}.grade.json")
+
+
+def saved_grades(out_dir: Path) -> list[LabGrade]:
+    """Every grade saved under ``out_dir`` by this or earlier runs (a file that cannot be read
+    is skipped: it is rewritten when that notebook is graded again)."""
+    grades = []
+    for path in sorted(Path(out_dir).glob("*/lab[0-9][0-9].grade.json")):
+        with contextlib.suppress(ValueError, TypeError, KeyError, OSError):
+            grades.append(LabGrade.from_json(json.loads(path.read_text())))
     return grades
 
 
@@ -305,12 +485,14 @@ def student_report(student: str, grades: Sequence[LabGrade]) -> str:
         lines += ["", f"## {g.lab}: {g.score:g}%", "",
                   "| task | check | kind | result | feedback |", "|---|---|---|---|---|"]
         by_name = {r.check: r for r in g.results}
+        by_name.update({r.check: r for r in g.results if not r.passed})  # a failure wins
         for info in checks_for(g.lab):
             result = by_name.get(info.name)
             kind = "hidden" if info.hidden else "visible"
             if result is None:
-                lines.append(f"| {info.task} | {info.name} | {kind} | not run | the notebook "
-                             "stopped before this check |")
+                why = ("the notebook was not graded" if g.status.startswith("not graded")
+                       else "the notebook stopped before this check")
+                lines.append(f"| {info.task} | {info.name} | {kind} | not run | {why} |")
             else:
                 mark = "passed" if result.passed else "FAILED"
                 lines.append(f"| {info.task} | {info.name} | {kind} | {mark} | "
@@ -320,18 +502,25 @@ def student_report(student: str, grades: Sequence[LabGrade]) -> str:
                       f"grading): {', '.join(g.tampered)}."]
         if g.errors:
             lines += ["", "Cells that raised an error:", ""] + [f"- {_md(e)}" for e in g.errors]
+        if g.notes:
+            lines += ["", "Noted by the grader:", ""] + [f"- {_md(n)}" for n in g.notes]
     return "\n".join(lines) + "\n"
 
 
 def write_reports(grades: Sequence[LabGrade], out_dir: Path) -> dict[str, Path]:
-    """``<student>/report.md`` per student, and ``summary.csv|md|html`` for the class."""
+    """``<student>/report.md`` per student, and ``summary.csv|md|html`` for the class: the
+    ``grades`` given, and the grades of other labs and students saved in ``out_dir`` by
+    earlier runs (a partial rerun updates the reports, never drops what it did not grade)."""
     import pandas as pd
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    merged = {(g.student, g.lab): g for g in saved_grades(out_dir)}
+    merged.update({(g.student, g.lab): g for g in grades})
+    grades = [merged[key] for key in sorted(merged)]
     students = sorted({g.student for g in grades})
     for student in students:
         mine = [g for g in grades if g.student == student]
-        folder = out_dir / student_slug(student)
+        folder = out_dir / grading_id(student)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "report.md").write_text(student_report(student, mine))
     rows = pd.DataFrame([g.row() for g in grades])

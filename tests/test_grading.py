@@ -1,0 +1,189 @@
+"""The grader with a difficult class: nothing a submission does or is stops the class or loses a
+report (no cluster needed: the notebooks that run here never get as far as starting one).
+
+What a class throws at a grader: a corrupt notebook, a file named after no lab, metadata that
+names another lab, folder names that differ only in case or have no letters at all, a results
+file with garbage and forged lines in it, a cell that ignores the per-cell interrupt and loops,
+an output folder inside the submissions, and a rerun of one lab that must not drop the
+reports of the others.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers.errors import WorkbookError
+from helpers.labs.checks import CheckResult, checks_for
+from helpers.labs.grading import (
+    LabGrade,
+    _save,
+    find_submissions,
+    grade_folder,
+    grading_id,
+    read_results_file,
+    write_reports,
+)
+from helpers.labs.notebooks import STUDENT_DIR
+from helpers.labs.session import student_slug
+from helpers.paths import REPO_ROOT
+
+LAB01 = "lab01_first_deployment.ipynb"
+LAB02 = next(p.name for p in STUDENT_DIR.glob("lab02_*.ipynb"))
+
+
+def _copy(folder: Path, student: str, name: str = LAB01) -> Path:
+    (folder / student).mkdir(parents=True, exist_ok=True)
+    target = folder / student / name
+    target.write_bytes((STUDENT_DIR / name).read_bytes())
+    return target
+
+
+def _result(lab: str, check: str, passed: bool, **extra: object) -> dict:
+    info = next(c for c in checks_for(lab) if c.name == check)
+    return {"lab": lab, "check": check, "task": info.task, "hidden": info.hidden,
+            "passed": passed, "feedback": "", "student": "x", "seconds": 0.1, **extra}
+
+
+def test_folder_names_never_share_an_output_folder_or_an_application_name() -> None:
+    names = ["alice", "Alice", "ALICE", "___", "...", "Ana María", "ana-mar-a",
+             "a" * 40, "a" * 40 + "b", "bob"]
+    ids = [grading_id(n) for n in names]
+    assert len(set(ids)) == len(names), dict(zip(names, ids))
+    assert grading_id("alice") == "alice" and grading_id("bob") == "bob"  # clean ids are kept
+    for student_id in ids:
+        # usable as it is where the labs name applications and routes after the student
+        assert student_slug(student_id) == student_id and len(student_id) <= 24, student_id
+
+
+def test_one_bad_notebook_is_reported_and_the_others_are_graded(tmp_path: Path) -> None:
+    folder = tmp_path / "class"
+    _copy(folder, "good")
+    corrupt = _copy(folder, "corrupt")
+    corrupt.write_text('{"cells": [ this is not json')
+    truncated = _copy(folder, "truncated")
+    truncated.write_text(truncated.read_text()[:500])
+    nolab = _copy(folder, "nolab")
+    nolab.rename(nolab.with_name("lab99_made_up.ipynb"))
+    edited = _copy(folder, "edited")
+    nb = nbformat.read(str(edited), as_version=4)
+    nb.metadata["workbook_lab"] = {"id": "lab07"}  # claims another lab
+    nbformat.write(nb, str(edited))
+
+    by_student = {s.student: s for s in find_submissions(folder)}
+    assert set(by_student) == {"good", "corrupt", "truncated", "nolab", "edited"}
+    assert by_student["good"].problem == "" and by_student["good"].notes == ()
+    assert "not a readable notebook" in by_student["corrupt"].problem
+    assert "not a readable notebook" in by_student["truncated"].problem
+    assert by_student["nolab"].lab == "lab99" and "no lab lab99 in this course" in by_student["nolab"].problem
+    assert by_student["edited"].lab == "lab01" and by_student["edited"].problem == ""
+    assert "names lab 'lab07'; graded as lab01" in by_student["edited"].notes[0]
+
+    # Grading never starts a kernel for them, and each gets its report.
+    out = tmp_path / "grades"
+    grades = grade_folder(folder, out, students=["corrupt", "nolab"], progress=False)
+    assert [g.status.split(":")[0] for g in grades] == ["not graded", "not graded"]
+    report = (out / "corrupt" / "report.md").read_text()
+    assert "not a readable notebook" in report and "the notebook was not graded" in report
+    assert (out / "nolab" / "report.md").exists()
+
+
+def test_results_lines_that_are_not_a_checks_result_are_left_out(tmp_path: Path) -> None:
+    """The results file is written from the student's kernel: garbage, other labs' checks and
+    invented ones are left out and noted; a check that also reported a failure did not pass;
+    a line cannot make a visible check count as hidden."""
+    lab = "lab01"
+    visible = checks_for(lab, hidden=False)
+    path = tmp_path / "lab01.results.jsonl"
+    lines = [
+        "not json at all",
+        json.dumps({"check": visible[0].name, "passed": True}),  # missing fields
+        json.dumps(_result(lab, visible[0].name, "yes")),  # a truthy string is not a pass
+        json.dumps({**_result(lab, visible[0].name, True), "check": "lab01_everything"}),
+        json.dumps({**_result(lab, visible[0].name, True), "lab": "lab02"}),
+        json.dumps(_result(lab, visible[0].name, False)),  # the real check: failed
+        json.dumps(_result(lab, visible[0].name, True)),  # forged afterwards
+        json.dumps(_result(lab, visible[1].name, True, hidden=True)),  # passed, mislabelled
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    results, problems = read_results_file(path, lab)
+    assert len(results) == 3 and len(problems) == 5, problems
+    grade = LabGrade("x", lab, "graded", results=results)
+    assert grade.passed_checks() == {visible[1].name}
+    assert grade.count(hidden=False) == (1, len(visible))
+    assert grade.count(hidden=True)[0] == 0
+    assert read_results_file(tmp_path / "missing.jsonl", lab) == ([], [])
+
+
+def test_a_rerun_of_one_lab_merges_into_the_reports(tmp_path: Path) -> None:
+    out = tmp_path / "grades"
+    lab01 = [c.name for c in checks_for("lab01")]
+    first = [LabGrade(s, "lab01", "graded", results=[CheckResult(**_result("lab01", n, True))
+                                                     for n in lab01]) for s in ("alice", "Alice")]
+    first.append(LabGrade("alice", "lab02", "graded"))
+    for g in first:
+        _save(g, out)
+    write_reports(first, out)
+    rerun = [LabGrade("alice", "lab02", "graded", notes=["rerun"])]
+    _save(rerun[0], out)
+    write_reports(rerun, out)
+
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert len(summary) == 1 + 3, summary  # alice lab01, alice lab02 (the rerun), Alice lab01
+    assert (out / "alice" / "report.md").read_text().count("## lab0") == 2
+    assert "rerun" in (out / "alice" / "report.md").read_text()
+    assert (out / grading_id("Alice") / "report.md").exists()
+    assert "| Alice | 100% |" in (out / "summary.md").read_text()
+
+
+def test_out_inside_the_submissions_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "class"
+    _copy(folder, "alice")
+    for out in (folder, folder / "grades", folder / "alice"):
+        with pytest.raises(WorkbookError, match="inside the submissions folder"):
+            grade_folder(folder, out, progress=False)
+    assert sorted(p.name for p in (folder / "alice").iterdir()) == [LAB01]
+    cli = subprocess.run([sys.executable, "-m", "helpers.labs", "grade", str(folder), "--out",
+                          str(folder / "grades")], cwd=REPO_ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert cli.returncode == 2 and "Fix: give --out a folder outside" in cli.stderr, cli.stderr
+
+
+def test_a_cell_that_ignores_the_interrupt_is_ended_at_the_deadline(tmp_path: Path) -> None:
+    """nbclient's per-cell timeout only interrupts the kernel and goes on: a loop that ignores
+    SIGINT would cost every later cell its timeout. The notebook's deadline ends the kernel;
+    the next student is graded."""
+    import psutil
+
+    folder = tmp_path / "class"
+    stubborn = _copy(folder, "stubborn")
+    nb = nbformat.read(str(stubborn), as_version=4)
+    first_code = next(c for c in nb.cells if c.cell_type == "code"
+                      and "parameters" not in c.metadata.get("tags", []))
+    first_code.source = ("import os, signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                         "print('kernel', os.getpid(), flush=True)\nwhile True:\n"
+                         "    time.sleep(0.1)")
+    nbformat.write(nb, str(stubborn))
+    _copy(folder, "zz-broken").write_text("{")  # graded after it: the class goes on
+
+    started = time.monotonic()
+    grades = grade_folder(folder, tmp_path / "grades", cell_timeout_s=3, deadline_s=25,
+                          progress=False)
+    elapsed = time.monotonic() - started
+    assert [g.student for g in grades] == ["stubborn", "zz-broken"]
+    assert grades[0].status == "timed out after 25 s", grades[0].status
+    assert grades[0].score == 0.0 and grades[1].status.startswith("not graded")
+    assert elapsed < 25 + 60, elapsed  # ended at the deadline, not after every cell's timeout
+    executed = nbformat.read(str(grades[0].executed), as_version=4)
+    printed = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code"
+                      for o in c.get("outputs", []))
+    kernel_pid = int(printed.split("kernel ", 1)[1].split()[0])
+    assert not psutil.pid_exists(kernel_pid) or psutil.Process(kernel_pid).status() == "zombie"
+    report = (tmp_path / "grades" / "stubborn" / "report.md").read_text()
+    assert "timed out after 25 s" in report
