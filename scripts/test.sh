@@ -7,7 +7,8 @@
 #      machine to themselves). A lesson with "Your turn" tasks runs as its proof notebook
 #      (the runner's --prepare-only writes it): each task's check must fail on the blank
 #      task, then pass on the answer (helpers/lessons/proof.py).
-# Extra arguments go to pytest in both phases (e.g. -k cluster).
+# Extra arguments go to pytest in both phases (e.g. -k cluster). At the end: the time of each
+# test file and notebook (scripts/time_table.py), then of each phase.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$SECONDS
@@ -27,7 +28,9 @@ COMMON=(--durations=20 -p no:cacheprovider)  # each phase ends with its 20 slowe
 
 set +e
 t1=$SECONDS
-"$PY" -m pytest tests -n "$WORKERS" --dist loadfile -m "not alone" "${COMMON[@]}" "$@"
+rm -f build/test-unit.xml build/test-alone.xml
+"$PY" -m pytest tests -n "$WORKERS" --dist loadfile -m "not alone" "${COMMON[@]}" \
+  --junitxml=build/test-unit.xml "$@"
 unit=$?
 t_unit=$((SECONDS - t1))
 t2=$SECONDS
@@ -37,12 +40,13 @@ if [ "$NOTEBOOKS" != none ]; then
   "$PY" -m helpers.runner --profile ci --prepare-only build/nbval $NOTEBOOKS >/dev/null || exit 1
   TARGETS+=(build/nbval)
 fi
-"$PY" -m pytest "${TARGETS[@]}" -m alone "${COMMON[@]}" \
+"$PY" -m pytest "${TARGETS[@]}" -m alone "${COMMON[@]}" --junitxml=build/test-alone.xml \
   --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
   --nbval-sanitize-with tests/nbval_sanitize.cfg "$@"
 lessons=$?
 t_alone=$((SECONDS - t2))
 set -e
+"$PY" scripts/time_table.py build/test-unit.xml build/test-alone.xml || true
 minutes() { awk -v s="$1" 'BEGIN { printf "%.1f", s / 60 }'; }
 printf '\n%-48s %8s\n' "phase of make test" "minutes"
 printf '%-48s %8s\n' "environment and browser check" "$(minutes "$t_env")" \
