@@ -504,6 +504,11 @@ def lab02_reconfigured_in_place(session: "LabSession", *, pids_before: Sequence[
     """A user_config change kept the replicas that were running (no restart)."""
     from helpers.serve_timeline import settled_pids
 
+    # No replicas before, or no application now: nothing to wait for (fail at once).
+    _expect(bool(pids_before), "No replicas of the classifier were running before the update.",
+            "Task 2: the first `serve deploy` of the config")
+    _app(session, "classifier", task=3, running=False,
+         look="Task 3: the updated config, deployed with `serve deploy`")
     pids_now = settled_pids(session.cluster, session.app_name("classifier"), _L02_DEP)
     kept = set(pids_before) & set(pids_now)
     _expect(bool(pids_before) and kept == set(pids_before),
