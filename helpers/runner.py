@@ -291,7 +291,8 @@ def prepare_notebooks(
 
     With ``proof``, a lesson that has "Your turn" tasks is written as its proof notebook
     (:mod:`helpers.lessons.proof`: each check must fail on its blank task, then pass on the
-    answer), under the lesson's own name; a lesson without tasks is copied as it is.
+    answer), under the lesson's own name; a lesson without tasks is copied as it is; a lab is
+    written as its proof (:mod:`helpers.labs.proof`).
     """
     import papermill as pm
 
@@ -309,10 +310,17 @@ def prepare_notebooks(
 
 
 def _proof_of(nb: Path, folder: Path) -> Path | None:
-    """The proof notebook of ``nb``, written into ``folder``; None when it has no task."""
+    """The proof notebook of ``nb``, written into ``folder``; None when it has no task.
+
+    A lab's proof is :mod:`helpers.labs.proof`'s (each check must fail while only its task is
+    undone); a lesson's is :mod:`helpers.lessons.proof`'s."""
     from helpers.lessons.proof import write_proof
     from helpers.lessons.tasks import read_tasks
 
+    if nb.name.startswith("lab"):
+        from helpers.labs.proof import write_lab_proof
+
+        return write_lab_proof(nb, folder / nb.name)
     return write_proof(nb, folder / nb.name) if read_tasks(nb) else None
 
 
@@ -429,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"skipped by profile {profile.name}: {nb.stem}", file=sys.stderr)
             notebooks = [nb for nb in notebooks if nb not in skipped]
             check_needs([(nb, _parameters(profile, nb, overrides)) for nb in notebooks])
-            proof = not args.labs and not args.no_proof  # the labs' checks have a grader
+            proof = not args.no_proof
             for path in prepare_notebooks(notebooks, profile, args.prepare_only, overrides,
                                           proof=proof):
                 print(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)

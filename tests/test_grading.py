@@ -187,3 +187,60 @@ def test_a_cell_that_ignores_the_interrupt_is_ended_at_the_deadline(tmp_path: Pa
     assert not psutil.pid_exists(kernel_pid) or psutil.Process(kernel_pid).status() == "zombie"
     report = (tmp_path / "grades" / "stubborn" / "report.md").read_text()
     assert "timed out after 25 s" in report
+
+
+# --- the labs' proof: each check fails while only its own task is undone -----------------------
+
+
+def test_the_lab_proof_blanks_each_task_before_its_checks_run() -> None:
+    from helpers.labs.notebooks import BEGIN_SOLUTION, SOURCE_DIR
+    from helpers.labs.proof import build_lab_proof
+
+    source = SOURCE_DIR / LAB01
+    proof = build_lab_proof(source)
+    steps = [c for c in proof.cells if c.id.startswith("proof-task-") and c.cell_type == "code"]
+    assert [c.id for c in steps] == [f"proof-task-{n}-fails" for n in (1, 2, 3)]
+    text = [c.source for c in proof.cells]
+    for step in steps:
+        task = int(step.id.split("-")[2])
+        names = {c.name for c in checks_for("lab01") if c.task == task}
+        assert all(name in step.source for name in names), (task, names)  # hidden ones too
+        blanks = text[text.index(step.source) - 1]
+        assert BEGIN_SOLUTION not in blanks and "left undone (the proof)" in blanks
+        # the answer (the section as the source has it) follows the step
+        assert any(BEGIN_SOLUTION in t for t in text[text.index(step.source):])
+    assert not any("raise NotImplementedError" in t for t in text)
+
+
+def test_a_check_that_passes_on_its_undone_task_fails_the_lab_proof() -> None:
+    from helpers.labs.checks import CHECKS, CheckProblem, lab_check
+    from helpers.labs.proof import LabProofFailed, expect_lab_checks_to_fail
+
+    @lab_check("lab98", 1)
+    def lab98_reads_the_deliverable(session: object, value: object) -> None:
+        """The task's value is set."""
+        if value is None:
+            raise CheckProblem("value is None", "Task 1")
+
+    try:
+        ns = {"checks": sys.modules[__name__], "lab": None, "value": None,
+              "c1": lab98_reads_the_deliverable}
+        feedback = expect_lab_checks_to_fail(1, lab="lab98", checks=["c1(lab, value)"],
+                                             namespace=ns)
+        assert "value is None" in feedback[0]
+
+        @lab_check("lab98", 1, hidden=True)
+        def lab98_reads_nothing(session: object) -> None:
+            """Looks at nothing of task 1."""
+
+        ns["c2"] = lab98_reads_nothing
+        with pytest.raises(LabProofFailed, match="never ran"):  # the hidden one was not called
+            expect_lab_checks_to_fail(1, lab="lab98", checks=["c1(lab, value)"], namespace=ns)
+        with pytest.raises(LabProofFailed, match=r"lab98_reads_nothing.*PASS"):
+            expect_lab_checks_to_fail(1, lab="lab98", checks=["c1(lab, value)", "c2(lab)"],
+                                      namespace=ns)
+        with pytest.raises(LabProofFailed, match="NameError"):
+            expect_lab_checks_to_fail(1, lab="lab98", checks=["c1(lab, undefined_name)"],
+                                      namespace=ns)
+    finally:
+        CHECKS.pop("lab98", None)

@@ -18,7 +18,7 @@ Usage (a check cell of a lab)::
 
     with checks.deferred_failures():       # several hidden checks: each one runs and records
         checks.lab01_rejects_missing_text(lab)
-        checks.lab01_handle_calls_spread(lab, calls=20)
+        checks.lab01_handle_calls_spread(lab, handle, calls=20)
 """
 
 from __future__ import annotations
@@ -332,10 +332,10 @@ def lab01_answers_over_http(session: "LabSession", http_reply: Any, *, text: str
             "Task 1: return {**replica_identity(), 'words': ...}")
 
 
-@lab_check("lab01", 2, hidden=True)
+@lab_check("lab01", 1, hidden=True)
 def lab01_rejects_missing_text(session: "LabSession") -> None:
-    """A request without text is refused with HTTP 400."""
-    response = _post(session.url("counter"), {"txt": "typo"}, look="Task 2")
+    """A request without text is refused with HTTP 400 (WordCounter's __call__, Task 1)."""
+    response = _post(session.url("counter"), {"txt": "typo"}, look="Task 1")
     _expect(response.status_code == 400,
             f"A body without 'text' got HTTP {response.status_code}, not 400.",
             "Task 1: __call__ must answer missing_text_response() when read_text() is None")
@@ -354,11 +354,19 @@ def lab01_answers_by_handle(session: "LabSession", handle_reply: Any, *, text: s
 
 
 @lab_check("lab01", 3, hidden=True)
-def lab01_handle_calls_spread(session: "LabSession", *, calls: int = 20) -> None:
-    """Handle calls are spread over every replica."""
+def lab01_handle_calls_spread(session: "LabSession", handle: Any = None, *,
+                              calls: int = 20) -> None:
+    """The student's handle is WordCounter's, and handle calls spread over every replica."""
     from ray import serve
+    from ray.serve.handle import DeploymentHandle
 
     name = session.app_name("counter")
+    look = "Task 3: handle = serve.get_app_handle(...) of this lab's counter application"
+    _expect(isinstance(handle, DeploymentHandle),
+            f"handle is {type(handle).__name__}, not a DeploymentHandle.", look)
+    _expect((handle.app_name, handle.deployment_name) == (name, "WordCounter"),
+            f"handle calls {handle.app_name!r}/{handle.deployment_name!r}, not "
+            f"{name!r}/'WordCounter'.", look)
 
     def many() -> list[Any]:
         handle = serve.get_app_handle(name)
@@ -507,8 +515,13 @@ def lab02_reconfigured_in_place(session: "LabSession", *, pids_before: Sequence[
     # No replicas before, or no application now: nothing to wait for (fail at once).
     _expect(bool(pids_before), "No replicas of the classifier were running before the update.",
             "Task 2: the first `serve deploy` of the config")
-    _app(session, "classifier", task=3, running=False,
-         look="Task 3: the updated config, deployed with `serve deploy`")
+    app = _app(session, "classifier", task=3, running=False,
+               look="Task 3: the updated config, deployed with `serve deploy`")
+    config = _deployment(app, _L02_DEP, look="Task 3").get("deployment_config") or {}
+    version = (config.get("user_config") or {}).get("config_version")
+    _expect(version == 2, f"The running deployment's user_config has config_version "
+            f"{version!r}: the update (config_version 2) was not deployed.",
+            "Task 3: the updated config, deployed with `serve deploy`")
     pids_now = settled_pids(session.cluster, session.app_name("classifier"), _L02_DEP)
     kept = set(pids_before) & set(pids_now)
     _expect(bool(pids_before) and kept == set(pids_before),
@@ -768,7 +781,7 @@ def lab05_streamed_reply(session: "LabSession", pieces: Any, *, model_id: str, q
             look + " (same question, max_tokens and temperature=0)")
 
 
-@lab_check("lab05", 3, hidden=True)
+@lab_check("lab05", 2, hidden=True)
 def lab05_server_streams(session: "LabSession", *, model_id: str) -> None:
     """The app sends the first token before the last one (a real stream)."""
     import requests
