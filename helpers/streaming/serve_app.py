@@ -4,10 +4,11 @@
   :class:`~helpers.streaming.model.TokenEngine` as the model actors). ``@serve.batch`` does
   the scheduler's batching: requests that arrive within ``batch_timeout_ms`` are decoded
   together, at most ``max_batch_size`` of them, and the batch function is an *async
-  generator*, so every caller receives its own text step by step. The batch settings are the
-  deployment's ``user_config``: Serve hands them to ``reconfigure`` at start and on every
-  change, in place, without restarting the replica (for a config deploy). Serve's router
-  balances requests over the replicas (fewest requests in flight of two sampled replicas).
+  generator*, so every caller receives its own text step by step. The declared batch
+  settings are the deployment's ``user_config``: Serve hands them to ``reconfigure`` at start
+  and on every change, in place, without restarting the replica (for a config deploy).
+  Serve's router balances requests over the replicas (fewest requests in flight of two
+  sampled replicas).
 * Or, with ``engine="llm"``, ``ray.serve.llm``'s ``LLMServer``: vLLM's continuous batching
   (sequences join and leave the running batch at every step) instead of ``@serve.batch``.
 * :class:`StreamingIngress` - a FastAPI ingress (the shared
@@ -17,8 +18,16 @@
 The application is deployed from a config (import path :func:`build_app`), so that a
 ``user_config`` change reconfigures replicas in place; :func:`app_config` writes its entry,
 :func:`deploy_apps` deploys it beside the other config-deployed applications, and
-:func:`set_generator_settings` changes the batch settings the way ``serve deploy`` does (the
-``/ray/configure`` endpoint calls it too)::
+:func:`set_generator_settings` changes the declared batch settings the way ``serve deploy``
+does (it deploys the cluster's whole config: an operator's action, not the service's).
+
+**``/ray/configure`` touches nothing but its own application.** It never deploys: the ingress
+keeps the new settings as an *override* of the declared ``user_config`` and sends them with
+every call to the generator (each request, each ``describe``); a generator replica applies
+them (``set_max_batch_size`` / ``set_batch_wait_timeout_s``) before it queues the request,
+so every replica that gets work uses them, and no other application, not even this one's
+config in Serve, changes. The override names the ``user_config`` it was made over: once an
+operator deploys a new ``user_config``, the declared settings win again::
 
     deploy_apps(cluster, [app_config("stream", "/stream", model_source=path)])
     set_generator_settings(cluster, "stream", BatchSettings(max_batch_size=16))
@@ -40,7 +49,6 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 
-from helpers.errors import WorkbookError
 from helpers.streaming.api import ConfigureRejected, SessionClosed, SessionTable, build_api, new_token
 from helpers.streaming.config import BatchSettings, check_batch_settings, check_origin
 
@@ -68,8 +76,10 @@ class TokenGenerator:
         self.engine = TokenEngine(model_source, threads=threads)
         self.executor = ThreadPoolExecutor(max_workers=1)  # torch work off the event loop
         self.replica = serve.get_replica_context().replica_id.unique_id
-        self.settings = BatchSettings()
+        self.settings = BatchSettings()  # in force now
+        self.declared = BatchSettings()  # user_config, as Serve last gave it
         self.reconfigured = 0
+        self.overrides = 0  # times settings sent by the ingress were put in force
         self.batches = 0
         self.in_flight: set[str] = set()  # requests whose caller still reads
         self.batched: set[str] = set()  # requests in a batch being decoded
@@ -77,20 +87,40 @@ class TokenGenerator:
 
     def reconfigure(self, user_config: Mapping[str, Any]) -> None:
         """Serve calls this with ``user_config`` at start and whenever it changes."""
-        settings = check_batch_settings(user_config)  # a bad value fails the deploy, clearly
+        self.declared = check_batch_settings(user_config)  # a bad value fails the deploy, clearly
+        self._put_in_force(self.declared)
+        self.reconfigured += 1
+
+    def _put_in_force(self, settings: BatchSettings) -> None:
         dynamic = settings.enable_dynamic_batching
         self.generate_batch.set_max_batch_size(settings.max_batch_size if dynamic else 1)
         self.generate_batch.set_batch_wait_timeout_s(settings.batch_timeout_ms / 1000 if dynamic else 0.0)
         self.settings = settings
-        self.reconfigured += 1
 
-    def describe(self) -> dict[str, Any]:
+    def _follow(self, override: Mapping[str, Any] | None) -> None:
+        """Put the ingress's override in force if it was made over the current ``user_config``;
+        otherwise (none, or ``user_config`` changed since) the declared settings."""
+        target = self.declared
+        if override and override.get("over") == self.declared.model_dump():
+            target = check_batch_settings(override["settings"])
+        if target != self.settings:
+            self._put_in_force(target)
+            self.overrides += target is not self.declared
+
+    def describe(self, override: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        self._follow(override)
         return {"replica": self.replica, "pid": os.getpid(), "settings": self.settings.model_dump(),
-                "reconfigured": self.reconfigured, "batches": self.batches,
+                "declared": self.declared.model_dump(), "reconfigured": self.reconfigured,
+                "overrides": self.overrides, "batches": self.batches,
                 "in_flight": len(self.in_flight), "decoding": len(self.batched)}
 
-    async def stream(self, prompt: str, max_tokens: int) -> AsyncIterator[Any]:
-        """First a header ``{"replica", "batch", "size", "waited_ms"}``, then ``(text, last)``."""
+    async def stream(self, prompt: str, max_tokens: int,
+                     override: Mapping[str, Any] | None = None) -> AsyncIterator[Any]:
+        """First a header ``{"replica", "batch", "size", "waited_ms"}``, then ``(text, last)``.
+
+        ``override``: the ingress's batch settings (see the module doc), put in force before
+        the request is queued."""
+        self._follow(override)
         request = {"id": uuid.uuid4().hex, "prompt": prompt, "max_tokens": max_tokens,
                    "queued_at": time.monotonic()}
         self.in_flight.add(request["id"])
@@ -142,7 +172,6 @@ class AppArgs(BaseModel):
     max_prompt_chars: int = Field(4096, ge=1)
     allowed_origins: list[str] = Field(default_factory=list)
     api_token: str = Field(min_length=16)  # app_config makes one unless given
-    dashboard_url: str = ""  # lets /ray/configure redeploy (the cluster's dashboard address)
     llm_config: dict[str, Any] | None = None  # engine "llm": an LLMConfig as a dict
 
     @field_validator("allowed_origins")
@@ -174,6 +203,8 @@ class StreamingIngress:
         self.recent_batches: OrderedDict[str, None] = OrderedDict()
         self.workers: dict[str, dict[str, int]] = {}
         self.counts = {"requests": 0, "done": 0, "cancelled": 0, "tokens": 0}
+        # /ray/configure's settings: {"settings": ..., "over": the user_config they override}
+        self.override: dict[str, Any] | None = None
         if self.args.engine == "llm":
             self.model_id = (self.args.llm_config or {})["model_loading_config"]["model_id"]
             self.name = "ray-serve + vLLM"
@@ -210,7 +241,7 @@ class StreamingIngress:
     def _call(self, prompt: str, max_tokens: int) -> Any:
         handle = self.generator.options(stream=True)
         if self.args.engine == "batch":
-            return handle.stream.remote(prompt, max_tokens)
+            return handle.stream.remote(prompt, max_tokens, self.override)
         from ray.serve.llm.openai_api_models import CompletionRequest
 
         request = CompletionRequest(model=self.model_id, prompt=prompt, max_tokens=max_tokens,
@@ -301,45 +332,26 @@ class StreamingIngress:
                           "session_idle_timeout_s": self.table.idle_timeout_s,
                           "max_prompt_chars": self.max_prompt_chars}}
         if self.args.engine == "batch":
-            out["generator"] = await self.generator.describe.remote()  # one replica's view
+            out["generator"] = await self.generator.describe.remote(self.override)  # one replica's view
             out["settings"] = out["generator"]["settings"]
         return out
 
     async def configure(self, changes: dict[str, Any]) -> dict[str, Any]:
-        """Change the batch settings through ``user_config`` (as ``serve deploy`` would)."""
+        """Change the batch settings of this application's generator (nothing else).
+
+        No deploy: the settings become the ingress's override of the declared ``user_config``,
+        sent with every call to the generator (see the module doc)."""
         if self.args.engine == "llm":
             raise ConfigureRejected(
                 "vLLM batches continuously (sequences join and leave the running batch at every "
                 "step): there is no batch size or timeout to set. Its limit, max_num_seqs, is an "
                 "engine argument; changing it restarts the engine.")
-        if not self.args.dashboard_url:
-            raise ConfigureRejected("this application was deployed without dashboard_url, so it "
-                                    "cannot redeploy itself; change user_config with serve deploy")
-        current = BatchSettings(**(await self.generator.describe.remote())["settings"])
-        settings = check_batch_settings(changes, current)
-        cluster = _this_cluster(self.args.dashboard_url)
-        app = serve.get_replica_context().app_name
-        try:
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: set_generator_settings(cluster, app, settings, timeout_s=30.0))
-        except WorkbookError as err:
-            raise ConfigureRejected(f"{err.problem} {err.fix}") from None
-        described = await self.generator.describe.remote()
+        described = await self.generator.describe.remote(self.override)
+        settings = check_batch_settings(changes, BatchSettings(**described["settings"]))
+        self.override = {"settings": settings.model_dump(), "over": described["declared"]}
+        described = await self.generator.describe.remote(self.override)
         return {"backend": self.name, "settings": described["settings"],
-                "generator_pid": described["pid"]}
-
-
-def _this_cluster(dashboard_url: str) -> "ClusterHandle":
-    """The cluster this replica runs in, as a handle for :func:`helpers.serve_cli.deploy_config`."""
-    from pathlib import Path
-
-    import ray
-
-    from helpers.cluster import ExistingCluster
-
-    token = os.environ.get("RAY_AUTH_TOKEN_PATH") if os.environ.get("RAY_AUTH_MODE") == "token" else None
-    return ExistingCluster(ray.get_runtime_context().gcs_address, dashboard_url,
-                           Path(token) if token else None)
+                "declared": described["declared"], "generator_pid": described["pid"]}
 
 
 def build_app(args: dict[str, Any]) -> Any:
