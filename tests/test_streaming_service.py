@@ -36,7 +36,7 @@ def services(two_node_cluster: LocalCluster) -> Iterator[SimpleNamespace]:
     from helpers.serve_status import wait_until_running
     from helpers.streaming.actors import ActorService
     from helpers.streaming.config import StreamingConfig
-    from helpers.streaming.serve_app import app_config, app_token
+    from helpers.streaming.serve_deploy import app_config, app_token
     from helpers.tiny_llm import resolve_model_source
 
     cluster = two_node_cluster

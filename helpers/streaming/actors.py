@@ -368,6 +368,15 @@ class SchedulerActor:
         self.batcher.configure(settings)
         return settings.model_dump()
 
+    async def add_model_actor(self, handle: Any) -> int:
+        """Balance over one more (ready) model actor from the next batch on; its index."""
+        self.model_actors.append(handle)
+        self.outstanding.append(0)
+        for counts in (self.retired["worker_requests"], self.retired["worker_tokens"],
+                       self.batch_totals["worker_batches"]):
+            counts.append(0)
+        return len(self.model_actors) - 1
+
     async def set_strategy(self, strategy: str) -> str:
         self.balancer = LoadBalancer(strategy)
         return strategy
@@ -601,6 +610,19 @@ class ActorService:
             raise
         self.start_seconds = round(time.perf_counter() - started, 2)
         return self
+
+    def add_model_actor(self, timeout_s: float = 180.0) -> float:
+        """Scale up by hand: start one more model actor, wait until its model is loaded, and
+        hand it to the scheduler. Returns the seconds it took."""
+        started = time.perf_counter()
+        serving, model = self.config.serving, self.config.model
+        actor = ModelActor.options(num_cpus=serving.model_actor_num_cpus,
+                                   num_gpus=serving.model_actor_num_gpus).remote(
+            len(self.model_actors), model.model_source, model.torch_threads, serving.stream_interval_ms)
+        self.model_actors.append(actor)  # stop() ends it whatever happens next
+        self.models.append(ray.get(actor.ready.remote(), timeout=timeout_s))
+        ray.get(self.scheduler.add_model_actor.remote(actor), timeout=timeout_s)
+        return round(time.perf_counter() - started, 2)
 
     def stop(self) -> None:
         """Stop the API server, then end every actor (the sessions end with the gateway)."""
