@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -126,3 +127,24 @@ def test_show_documents_the_new_fields(tmp_path: Path) -> None:
     for key in ("session_idle_timeout_s", "max_prompt_chars", "max_request_records", "allowed_origins"):
         line = next(line for line in shown.splitlines() if line.strip().startswith(key))
         assert "#" in line and len(line.split("#", 1)[1].strip()) > 10, line
+
+
+def test_environment_overrides_are_checked_like_the_file_and_shown() -> None:
+    env = {"STREAMING__SERVING__MAX_BATCH_SIZE": "16", "STREAMING__SERVING__LOAD_BALANCE_STRATEGY": "round_robin",
+           "STREAMING__MODEL__MODEL_SOURCE": "/models/x", "UNRELATED": "1"}
+    config = read_config(DEFAULT_CONFIG_PATH, environ=env)
+    assert (config.serving.max_batch_size, config.serving.load_balance_strategy) == (16, "round_robin")
+    assert config.model.model_source == "/models/x"  # not JSON: read as a string
+    assert read_config(DEFAULT_CONFIG_PATH, environ={}).serving.max_batch_size == 8
+    for bad, expected in (({"STREAMING__SERVING__MAX_BATCH_SIZE": "0"}, "serving.max_batch_size: input should be greater"),
+                          ({"STREAMING__SERVING__MAX_BATCH_SISE": "4"}, "did you mean 'max_batch_size'?"),
+                          ({"STREAMING__SERVNG__MAX_BATCH_SIZE": "4"}, "unknown section 'servng'"),
+                          ({"STREAMING__MAX_BATCH_SIZE": "4"}, "name a section and a key")):
+        with pytest.raises(ConfigError, match=expected.replace("?", r"\?")) as err:
+            read_config(DEFAULT_CONFIG_PATH, environ=bad)
+        assert "STREAMING__" in str(err.value) or "servng" in str(err.value)
+    shown = subprocess.run([sys.executable, "-m", "helpers.streaming.config", "show", str(DEFAULT_CONFIG_PATH)],
+                           capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
+                           env={**os.environ, "STREAMING__SERVING__MAX_BATCH_SIZE": "16"})
+    line = next(l for l in shown.stdout.splitlines() if "max_batch_size" in l)
+    assert shown.returncode == 0 and "16" in line and "(environment)" in line

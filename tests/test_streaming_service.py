@@ -36,7 +36,7 @@ def services(two_node_cluster: LocalCluster) -> Iterator[SimpleNamespace]:
     from helpers.serve_status import wait_until_running
     from helpers.streaming.actors import ActorService
     from helpers.streaming.config import StreamingConfig
-    from helpers.streaming.serve_app import app_config, app_token
+    from helpers.streaming.serve_deploy import app_config, app_token
     from helpers.tiny_llm import resolve_model_source
 
     cluster = two_node_cluster
@@ -48,11 +48,14 @@ def services(two_node_cluster: LocalCluster) -> Iterator[SimpleNamespace]:
     actors = None
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": free_port()})  # or the running one's
-        entry = app_config("t_stream", "/t_stream", model_source=model, generator_num_cpus=0.5,
-                           dashboard_url=cluster.dashboard_url)
-        deploy_config(cluster, {"applications": [entry]})  # starts while the actors start
+        entry = app_config("t_stream", "/t_stream", model_source=model, generator_num_cpus=0.5)
+        # Another application on the same cluster (someone else's): configure must leave it be.
+        other = {"name": "t_other", "route_prefix": "/t_other", "import_path": "helpers.apps.classifier:app",
+                 "deployments": [{"name": "TextClassifier", "ray_actor_options": {"num_cpus": 0}}]}
+        deploy_config(cluster, {"applications": [entry, other]})  # starts while the actors start
         actors = ActorService(config).start()
         wait_until_running("t_stream", cluster=cluster, timeout_s=300)
+        wait_until_running("t_other", cluster=cluster, timeout_s=120)
         yield SimpleNamespace(cluster=cluster, actors=actors, actors_url=actors.url,
                               serve_url=serve_http_url(cluster) + "/t_stream",
                               tokens={"actors_url": actors.token, "serve_url": app_token(entry)})
@@ -130,6 +133,26 @@ def test_least_loaded_spreads_an_uneven_burst_that_round_robin_piles_up(services
     assert all(r["requests"] == 12 for r in runs.values())
 
 
+async def _two_requests_then_status(url: str, token: str) -> tuple[list[Any], dict[str, Any]]:
+    async with StreamingClient(url, token) as client:
+        session = await client.init_session("keeps-nothing")
+        async with client.connect(session["session_id"]) as stream:
+            records = [await stream.ask("Return the", 8), await stream.ask("Create a new", 6)]
+            status = await client.queue_status(session["session_id"])
+            await stream.finish()
+        await client.delete_session(session["session_id"])
+    return records, status
+
+
+def test_actors_keep_no_prompt_and_no_text_once_it_was_read(services: SimpleNamespace) -> None:
+    records, status = _run(_two_requests_then_status(services.actors_url, services.actors.token))
+    assert [r.tokens for r in records] == [8, 6]
+    assert (status["requests_done"], status["tokens"]) == (2, 14), status
+    assert status["requests_kept"] == 0, "the session actor dropped the text it had delivered"
+    assert ray.get(services.actors.scheduler.wait_idle.remote(30))
+    assert ray.get(services.actors.scheduler.prompts_kept.remote()) == 0, "no prompt after dispatch"
+
+
 def test_actors_stream_over_a_websocket_and_a_deleted_session_leaves_nothing(services: SimpleNamespace) -> None:
     from ray.util.state import list_actors
 
@@ -176,19 +199,43 @@ def test_serve_deleted_mid_stream_cancels_the_generator_and_forgets_the_session(
     assert generator["in_flight"] == generator["decoding"] == 0, generator
 
 
-def test_serve_reconfigures_batching_in_place_through_user_config(services: SimpleNamespace) -> None:
-    url, auth = services.serve_url, _bearer(services.tokens["serve_url"])
-    before = requests.get(url + "/ray/stats", timeout=30, headers=auth).json()["generator"]
-    answer = requests.post(url + "/ray/configure", json={"max_batch_size": 3, "batch_timeout_ms": 7},
+def _applications(cluster: Any) -> dict[str, Any]:
+    from helpers.serve_status import serve_details
+
+    return serve_details(cluster)["applications"]
+
+
+async def _concurrent_streams(url: str, token: str, count: int) -> list[Any]:
+    return await asyncio.gather(*(stream_once(url, f"Return the {i}", 3, token=token) for i in range(count)))
+
+
+def test_serve_configure_changes_only_its_own_batching_and_the_batches_follow(services: SimpleNamespace) -> None:
+    url, token = services.serve_url, services.tokens["serve_url"]
+    auth = _bearer(token)
+    before_apps = _applications(services.cluster)
+    before = requests.get(url + "/ray/stats", timeout=30, headers=auth).json()
+    answer = requests.post(url + "/ray/configure", json={"max_batch_size": 3, "batch_timeout_ms": 300},
                            timeout=120, headers=auth)
     assert answer.status_code == 200, answer.text
-    after = requests.get(url + "/ray/stats", timeout=30, headers=auth).json()["generator"]
-    assert after["settings"] == {"max_batch_size": 3, "batch_timeout_ms": 7.0, "enable_dynamic_batching": True}
-    assert after["pid"] == before["pid"] and after["reconfigured"] == before["reconfigured"] + 1
+    after_apps = _applications(services.cluster)
+    for name in ("t_other", "t_stream"):  # nothing was deployed: not the other application, not this one
+        assert after_apps[name]["last_deployed_time_s"] == before_apps[name]["last_deployed_time_s"], name
+        assert after_apps[name]["deployed_app_config"] == before_apps[name]["deployed_app_config"], name
+    assert after_apps["t_other"]["status"] == "RUNNING"
+    generator = requests.get(url + "/ray/stats", timeout=30, headers=auth).json()["generator"]
+    assert generator["settings"] == {"max_batch_size": 3, "batch_timeout_ms": 300.0, "enable_dynamic_batching": True}
+    assert generator["declared"] == before["generator"]["declared"], "user_config in Serve is unchanged"
+    assert generator["pid"] == before["generator"]["pid"], "the same replica, in place"
+    # The scheduler uses them: 5 requests at once leave as a full batch of 3 and a batch of 2.
+    counted = requests.get(url + "/ray/stats", timeout=30, headers=auth).json()
+    records = _run(_concurrent_streams(url, token, 5))
+    assert all(r.outcome == "done" and r.tokens == 3 for r in records)
+    now = requests.get(url + "/ray/stats", timeout=30, headers=auth).json()
+    assert (now["batches"] - counted["batches"], now["batched_requests"] - counted["batched_requests"]) == (2, 5)
     refused = requests.post(url + "/ray/configure", json={"max_batch_size": 0}, timeout=30, headers=auth)
     assert refused.status_code == 422 and "max_batch_size" in refused.json()["detail"]
-    record = _run(stream_once(url, "Return the", 5, token=services.tokens["serve_url"]))
-    assert record.outcome == "done" and record.tokens == 5
+    back = requests.post(url + "/ray/configure", json=before["generator"]["settings"], timeout=30, headers=auth)
+    assert back.status_code == 200 and back.json()["settings"] == before["generator"]["settings"]
 
 
 @pytest.mark.parametrize("which", ["actors_url", "serve_url"])

@@ -15,9 +15,10 @@ tiny LLM, twice: as plain Ray actors, and the Serve way. Modules, one job each:
 * :mod:`~helpers.streaming.api` - the HTTP/WebSocket API and its web page, shared by both;
 * :mod:`~helpers.streaming.actors` - implementation (a): model, session, scheduler and
   gateway actors;
-* :mod:`~helpers.streaming.serve_app` - implementation (b): a FastAPI ingress with
-  WebSockets over a ``@serve.batch`` generator (``user_config`` for its settings) or over
-  ``ray.serve.llm``'s ``LLMServer``;
+* :mod:`~helpers.streaming.serve_app` - implementation (b), written in the lesson (this is its
+  generated package copy): a FastAPI ingress with WebSockets over a ``@serve.batch``
+  generator (``user_config`` for its settings) or over ``ray.serve.llm``'s ``LLMServer``;
+* :mod:`~helpers.streaming.serve_deploy` - config entries and deploys for (b);
 * :mod:`~helpers.streaming.client` - a browser-free client and simulated users;
 * :mod:`~helpers.streaming.evaluation` - the batch sweep and the report files.
 

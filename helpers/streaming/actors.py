@@ -104,14 +104,21 @@ class ModelActor:
 
 @ray.remote(num_cpus=0)
 class SessionActor:
-    """One user's session: requests, their text, and a long poll for new text."""
+    """One user's session: its requests in progress, their text, and a long poll for new text.
+
+    It keeps no prompt, and a request's text only until its reader has read it to the end
+    (then only the totals remain); a finished request nobody reads is dropped once more than
+    ``UNREAD_KEPT`` are waiting. A long session's memory stays bounded."""
+
+    UNREAD_KEPT = 16
 
     def __init__(self, session_id: str, client_id: str) -> None:
         self.session_id = session_id
         self.client_id = client_id
         self.created_at = time.time()
-        self.requests: dict[str, dict[str, Any]] = {}
+        self.requests: dict[str, dict[str, Any]] = {}  # in progress, or finished and unread
         self.texts: dict[str, list[tuple[str, int]]] = {}
+        self.finished = {"requests": 0, "tokens": 0}  # requests read to the end, and dropped ones
         self.closed = False
         self._changed: asyncio.Condition | None = None
 
@@ -128,9 +135,17 @@ class SessionActor:
         return self.requests.setdefault(request_id, {"status": "queued", "tokens": 0,
                                                      "submitted_at": time.time()})
 
+    def _retire(self, request_id: str) -> None:
+        request = self.requests.pop(request_id, None)
+        self.texts.pop(request_id, None)
+        if request is not None:
+            self.finished["requests"] += request["status"] == "done"
+            self.finished["tokens"] += request["tokens"]
+
     async def add_request(self, request_id: str, prompt: str, max_tokens: int) -> None:
-        # An async actor runs calls in no guaranteed order: text may have come first.
-        self._request(request_id).update(prompt=prompt, max_tokens=max_tokens)
+        # An async actor runs calls in no guaranteed order: text may have come first. The
+        # prompt is not kept: the scheduler has it, and the session needs only the text.
+        self._request(request_id).update(max_tokens=max_tokens)
 
     async def push(self, request_id: str, text: str, tokens: int, done: bool) -> None:
         """The scheduler delivers text of one request."""
@@ -139,6 +154,9 @@ class SessionActor:
         if request["status"] != "done":
             request["status"] = "done" if done else "generating"
         self.texts[request_id].append((text, tokens))
+        unread = [rid for rid, r in self.requests.items() if r["status"] == "done"]
+        for rid in unread[:max(0, len(unread) - self.UNREAD_KEPT)]:  # oldest first
+            self._retire(rid)
         async with self._condition():
             self._condition().notify_all()
 
@@ -160,6 +178,8 @@ class SessionActor:
                 pass
         pieces = self.texts.get(request_id, [])[cursor:]
         done = self.requests.get(request_id, {}).get("status") == "done"
+        if done:  # read to the end: only the totals stay
+            self._retire(request_id)
         return pieces, cursor + len(pieces), done, self.closed
 
     async def close(self) -> None:
@@ -171,8 +191,9 @@ class SessionActor:
         states = [r["status"] for r in self.requests.values()]
         return {"session_id": self.session_id, "client_id": self.client_id,
                 "created_at": self.created_at, "closed": self.closed,
-                "requests_done": states.count("done"),
-                "tokens": sum(r["tokens"] for r in self.requests.values()), "pid": os.getpid()}
+                "requests_done": self.finished["requests"] + states.count("done"),
+                "tokens": self.finished["tokens"] + sum(r["tokens"] for r in self.requests.values()),
+                "requests_kept": len(self.requests), "pid": os.getpid()}
 
 
 @ray.remote(num_cpus=0)
@@ -303,7 +324,7 @@ class SchedulerActor:
 
     async def _run_batch(self, worker: int, rids: list[str]) -> None:
         self._running.update(rids)
-        payload = [{"request_id": r, "prompt": self.requests[r]["prompt"],
+        payload = [{"request_id": r, "prompt": self.requests[r].pop("prompt"),  # not kept after this
                     "max_tokens": self.requests[r]["max_tokens"]} for r in rids]
         try:
             async for ref in self.model_actors[worker].generate.remote(payload):
@@ -347,6 +368,15 @@ class SchedulerActor:
         self.batcher.configure(settings)
         return settings.model_dump()
 
+    async def add_model_actor(self, handle: Any) -> int:
+        """Balance over one more (ready) model actor from the next batch on; its index."""
+        self.model_actors.append(handle)
+        self.outstanding.append(0)
+        for counts in (self.retired["worker_requests"], self.retired["worker_tokens"],
+                       self.batch_totals["worker_batches"]):
+            counts.append(0)
+        return len(self.model_actors) - 1
+
     async def set_strategy(self, strategy: str) -> str:
         self.balancer = LoadBalancer(strategy)
         return strategy
@@ -373,6 +403,10 @@ class SchedulerActor:
         """The requests so far (the latest ``max_records`` finished ones, and every unfinished
         one): timings, tokens, worker and batch."""
         return [{k: v for k, v in r.items() if k != "prompt"} for r in self.requests.values()]
+
+    async def prompts_kept(self) -> int:
+        """How many prompts the scheduler holds: only those of requests not yet dispatched."""
+        return sum("prompt" in r for r in self.requests.values())
 
     async def stats(self) -> dict[str, Any]:
         """Totals since the last :meth:`reset_stats` (retired records included)."""
@@ -576,6 +610,19 @@ class ActorService:
             raise
         self.start_seconds = round(time.perf_counter() - started, 2)
         return self
+
+    def add_model_actor(self, timeout_s: float = 180.0) -> float:
+        """Scale up by hand: start one more model actor, wait until its model is loaded, and
+        hand it to the scheduler. Returns the seconds it took."""
+        started = time.perf_counter()
+        serving, model = self.config.serving, self.config.model
+        actor = ModelActor.options(num_cpus=serving.model_actor_num_cpus,
+                                   num_gpus=serving.model_actor_num_gpus).remote(
+            len(self.model_actors), model.model_source, model.torch_threads, serving.stream_interval_ms)
+        self.model_actors.append(actor)  # stop() ends it whatever happens next
+        self.models.append(ray.get(actor.ready.remote(), timeout=timeout_s))
+        ray.get(self.scheduler.add_model_actor.remote(actor), timeout=timeout_s)
+        return round(time.perf_counter() - started, 2)
 
     def stop(self) -> None:
         """Stop the API server, then end every actor (the sessions end with the gateway)."""

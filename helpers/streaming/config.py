@@ -24,6 +24,13 @@ unknown strategy is a :class:`ConfigError` that names the key, the value and the
 range, with the closest valid spelling for a misspelt key. :class:`BatchSettings` is the part
 that can change while the service runs (the ``/ray/configure`` endpoint).
 
+**Environment overrides.** A variable ``STREAMING__SECTION__KEY`` overrides one key of the
+file (``STREAMING__SERVING__MAX_BATCH_SIZE=16``), as a deployment sets a setting without
+editing the file. The value is read as JSON when it parses (``16``, ``true``, ``["a"]``),
+else as a string; the file with its overrides is then checked as a whole, like the file
+alone, and a variable naming an unknown section or key is an error with the closest
+spelling. ``show`` and ``validate`` print which keys came from the environment.
+
 Command line (create-default, show and validate, the usual three)::
 
     python -m helpers.streaming.config create-default build/streaming/config.json
@@ -66,6 +73,7 @@ __all__ = [
     "write_default_config",
     "check_batch_settings",
     "check_origin",
+    "env_overrides",
     "main",
 ]
 
@@ -221,8 +229,57 @@ def parse_config(data: Any, *, source: str = "the configuration") -> StreamingCo
     return config
 
 
-def read_config(path: str | Path = DEFAULT_CONFIG_PATH) -> StreamingConfig:
-    """Read and check a JSON configuration file."""
+ENV_PREFIX = "STREAMING__"
+
+
+def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The overrides in ``environ`` (default: ``os.environ``) as ``{"section.key": value}``."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    found: dict[str, Any] = {}
+    problems = []
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        if len(parts) != 2 or not all(parts):
+            problems.append(f"{name}: name a section and a key, e.g. {ENV_PREFIX}SERVING__MAX_BATCH_SIZE")
+            continue
+        section, key = parts
+        if section not in StreamingConfig.model_fields:
+            close = difflib.get_close_matches(section, list(StreamingConfig.model_fields), n=1)
+            problems.append(f"{name}: unknown section {section!r}"
+                            + (f"; did you mean {close[0].upper()!r}?" if close else ""))
+            continue
+        raw = environ[name]
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        found[f"{section}.{key}"] = value
+    if problems:
+        raise ConfigError(problems, source="the environment")
+    return found
+
+
+def _with_overrides(data: Any, overrides: Mapping[str, Any]) -> Any:
+    if not overrides or not isinstance(data, Mapping):
+        return data
+    merged = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in data.items()}
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".", 1)
+        if not isinstance(merged.get(section, {}), Mapping):
+            continue  # the file's own error (a section that is not an object) is reported
+        merged.setdefault(section, {})[key] = value
+    return merged
+
+
+def read_config(path: str | Path = DEFAULT_CONFIG_PATH, *,
+                environ: Mapping[str, str] | None = None) -> StreamingConfig:
+    """Read and check a JSON configuration file, with the environment's overrides applied
+    (``environ``: default ``os.environ``; ``{}`` reads the file alone). The keys overridden
+    read are listed by :func:`env_overrides`."""
     path = Path(path)
     if not path.exists():
         raise WorkbookError(f"No configuration file at {path}.",
@@ -244,7 +301,10 @@ def read_config(path: str | Path = DEFAULT_CONFIG_PATH) -> StreamingConfig:
     except json.JSONDecodeError as err:
         raise ConfigError([f"not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}"],
                           source=str(path)) from None
-    return parse_config(data, source=str(path))
+    overrides = env_overrides(environ)
+    source = f"{path} with {', '.join(ENV_PREFIX + k.replace('.', '__').upper() for k in overrides)}" \
+        if overrides else str(path)
+    return parse_config(_with_overrides(data, overrides), source=source)
 
 
 def check_batch_settings(changes: Any, current: BatchSettings | None = None) -> BatchSettings:
@@ -279,14 +339,16 @@ def write_default_config(path: str | Path, *, force: bool = False) -> Path:
     return path
 
 
-def _show(config: StreamingConfig) -> str:
+def _show(config: StreamingConfig, overridden: set[str] = frozenset()) -> str:
+    """The effective configuration, one key a line; keys set by the environment marked."""
     lines = []
     for section_name in StreamingConfig.model_fields:
         section = getattr(config, section_name)
         lines.append(f"[{section_name}]")
         for name, field in type(section).model_fields.items():
             value = json.dumps(getattr(section, name))
-            lines.append(f"  {name:<24} {value:<14} # {field.description}")
+            mark = " (environment)" if f"{section_name}.{name}" in overridden else ""
+            lines.append(f"  {name:<24} {value:<14} # {field.description}{mark}")
     return "\n".join(lines)
 
 
@@ -307,9 +369,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "create-default":
             print(f"wrote {write_default_config(args.path, force=args.force)}")
         elif args.command == "show":
-            print(_show(read_config(args.path)))
+            overrides = env_overrides()
+            print(_show(read_config(args.path), overridden=set(overrides)))
         else:
+            overrides = env_overrides()
             config = read_config(args.path)
+            if overrides:
+                print("from the environment: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items()))
             serving = config.serving
             print(f"{args.path} is valid: {serving.model_actors} model actor(s), batches of up "
                   f"to {serving.max_batch_size} within {serving.batch_timeout_ms:g} ms, "

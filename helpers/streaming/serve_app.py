@@ -1,27 +1,24 @@
-"""Implementation (b): the streaming service the Serve way.
+# Generated from notebooks/12_streaming_sessions.ipynb (cell 21); edit the lesson, then run `python -m helpers.lessons generate`.
+"""The streaming service the Serve way: a ``@serve.batch`` generator behind a FastAPI ingress.
 
-* :class:`TokenGenerator` - a deployment running the tiny model (the same
-  :class:`~helpers.streaming.model.TokenEngine` as the model actors). ``@serve.batch`` does
-  the scheduler's batching: requests that arrive within ``batch_timeout_ms`` are decoded
-  together, at most ``max_batch_size`` of them, and the batch function is an *async
+* ``TokenGenerator`` runs the tiny model (the same ``TokenEngine`` as the model actors).
+  ``@serve.batch`` is the scheduler: requests that arrive within ``batch_timeout_ms`` are
+  decoded together, at most ``max_batch_size`` of them. The batch function is an *async
   generator*, so every caller receives its own text step by step. The batch settings are the
   deployment's ``user_config``: Serve hands them to ``reconfigure`` at start and on every
-  change, in place, without restarting the replica (for a config deploy). Serve's router
-  balances requests over the replicas (fewest requests in flight of two sampled replicas).
-* Or, with ``engine="llm"``, ``ray.serve.llm``'s ``LLMServer``: vLLM's continuous batching
-  (sequences join and leave the running batch at every step) instead of ``@serve.batch``.
-* :class:`StreamingIngress` - a FastAPI ingress (the shared
-  :func:`helpers.streaming.api.build_api`, built in the replica through
-  ``__serve_build_asgi_app__``) holding the sessions in memory, with WebSockets.
+  change, in place, without restarting the replica.
+* ``StreamingIngress`` is the FastAPI ingress (the service's API with its WebSocket route,
+  ``helpers.streaming.api.build_api``, built in the replica by ``__serve_build_asgi_app__``);
+  it keeps the sessions in memory and relays the generator's text to each WebSocket.
+* With ``engine="llm"`` the generator is ``ray.serve.llm``'s ``LLMServer`` (vLLM's continuous
+  batching) instead, behind the same API.
 
-The application is deployed from a config (import path :func:`build_app`), so that a
-``user_config`` change reconfigures replicas in place; :func:`app_config` writes its entry,
-:func:`deploy_apps` deploys it beside the other config-deployed applications, and
-:func:`set_generator_settings` changes the batch settings the way ``serve deploy`` does (the
-``/ray/configure`` endpoint calls it too)::
-
-    deploy_apps(cluster, [app_config("stream", "/stream", model_source=path)])
-    set_generator_settings(cluster, "stream", BatchSettings(max_batch_size=16))
+``POST /ray/configure`` touches nothing but this application: it deploys nothing. The
+ingress keeps the new settings as an *override* of the declared ``user_config`` and sends
+them with every call to the generator; a replica puts them in force before it queues the
+request. The override names the ``user_config`` it was made over, so once an operator
+deploys a new ``user_config`` the declared settings win again. Deploy with a config
+(``helpers.streaming.serve_deploy.app_config``): ``import_path: serve_app:build_app``.
 
 Introduced in notebooks/12_streaming_sessions.ipynb.
 """
@@ -35,25 +32,16 @@ import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, AsyncIterator, Literal, Mapping
+from typing import Any, AsyncIterator, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 
-from helpers.errors import WorkbookError
-from helpers.streaming.api import ConfigureRejected, SessionClosed, SessionTable, build_api, new_token
-from helpers.streaming.config import BatchSettings, check_batch_settings, check_origin
+from helpers.streaming.api import ConfigureRejected, SessionClosed, SessionTable, build_api
+from helpers.streaming.config import BatchSettings, check_batch_settings
+from helpers.streaming.serve_deploy import GENERATOR, INGRESS, AppArgs
 
-if TYPE_CHECKING:  # pragma: no cover
-    from helpers.cluster import ClusterHandle
+__all__ = ["TokenGenerator", "StreamingIngress", "build_app"]
 
-__all__ = ["GENERATOR", "INGRESS", "IMPORT_PATH", "AppArgs", "TokenGenerator",
-           "StreamingIngress", "build_app", "app_config", "app_token", "deployed_configs", "deploy_apps",
-           "set_generator_settings"]
-
-GENERATOR = "TokenGenerator"
-INGRESS = "StreamingIngress"
-IMPORT_PATH = "helpers.streaming.serve_app:build_app"
 RECENT_BATCHES = 1000  # batch ids the ingress remembers (to count each batch once)
 
 
@@ -68,29 +56,46 @@ class TokenGenerator:
         self.engine = TokenEngine(model_source, threads=threads)
         self.executor = ThreadPoolExecutor(max_workers=1)  # torch work off the event loop
         self.replica = serve.get_replica_context().replica_id.unique_id
-        self.settings = BatchSettings()
-        self.reconfigured = 0
-        self.batches = 0
+        self.settings = BatchSettings()  # in force now
+        self.declared = BatchSettings()  # user_config, as Serve last gave it
+        self.reconfigured = self.overrides = self.batches = 0
         self.in_flight: set[str] = set()  # requests whose caller still reads
         self.batched: set[str] = set()  # requests in a batch being decoded
         self.gone: set[str] = set()  # batched requests whose caller left: drop at the next step
 
     def reconfigure(self, user_config: Mapping[str, Any]) -> None:
         """Serve calls this with ``user_config`` at start and whenever it changes."""
-        settings = check_batch_settings(user_config)  # a bad value fails the deploy, clearly
+        self.declared = check_batch_settings(user_config)  # a bad value fails the deploy, clearly
+        self._put_in_force(self.declared)
+        self.reconfigured += 1
+
+    def _put_in_force(self, settings: BatchSettings) -> None:
+        """Give the batcher of ``generate_batch`` these settings (dynamic off: batches of 1)."""
         dynamic = settings.enable_dynamic_batching
         self.generate_batch.set_max_batch_size(settings.max_batch_size if dynamic else 1)
         self.generate_batch.set_batch_wait_timeout_s(settings.batch_timeout_ms / 1000 if dynamic else 0.0)
         self.settings = settings
-        self.reconfigured += 1
 
-    def describe(self) -> dict[str, Any]:
+    def _follow(self, override: Mapping[str, Any] | None) -> None:
+        """The ingress's override if made over the current ``user_config``, else ``user_config``."""
+        target = self.declared
+        if override and override.get("over") == self.declared.model_dump():
+            target = check_batch_settings(override["settings"])
+        if target != self.settings:
+            self._put_in_force(target)
+            self.overrides += target is not self.declared
+
+    def describe(self, override: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        self._follow(override)
         return {"replica": self.replica, "pid": os.getpid(), "settings": self.settings.model_dump(),
-                "reconfigured": self.reconfigured, "batches": self.batches,
+                "declared": self.declared.model_dump(), "reconfigured": self.reconfigured,
+                "overrides": self.overrides, "batches": self.batches,
                 "in_flight": len(self.in_flight), "decoding": len(self.batched)}
 
-    async def stream(self, prompt: str, max_tokens: int) -> AsyncIterator[Any]:
+    async def stream(self, prompt: str, max_tokens: int,
+                     override: Mapping[str, Any] | None = None) -> AsyncIterator[Any]:
         """First a header ``{"replica", "batch", "size", "waited_ms"}``, then ``(text, last)``."""
+        self._follow(override)
         request = {"id": uuid.uuid4().hex, "prompt": prompt, "max_tokens": max_tokens,
                    "queued_at": time.monotonic()}
         self.in_flight.add(request["id"])
@@ -102,8 +107,9 @@ class TokenGenerator:
             if request["id"] in self.batched:
                 self.gone.add(request["id"])
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
+    @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)  # until reconfigure
     async def generate_batch(self, requests: list[dict[str, Any]]) -> AsyncIterator[list[Any]]:
+        """Serve calls this with a *list* of requests and hands item i of each yield to caller i."""
         ids = [r["id"] for r in requests]
         self.batched.update(ids)
         now = time.monotonic()
@@ -115,7 +121,7 @@ class TokenGenerator:
                                   cancelled=lambda i: ids[i] in self.gone)
         loop = asyncio.get_running_loop()
         try:
-            while True:
+            while True:  # one decoding step per yield; a finished request's iterator ends
                 entries = await loop.run_in_executor(self.executor, next, steps, None)
                 if entries is None:
                     return
@@ -125,36 +131,10 @@ class TokenGenerator:
             self.batched.difference_update(ids)
 
 
-class AppArgs(BaseModel):
-    """The application's arguments (the ``args`` of its config entry)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    engine: Literal["batch", "llm"] = "batch"
-    model_source: str = "tiny"
-    torch_threads: int = Field(1, ge=1)
-    generator_replicas: int = Field(1, ge=1)
-    generator_num_cpus: float = Field(1.0, ge=0)
-    default_max_tokens: int = Field(32, ge=1)
-    max_tokens_limit: int = Field(256, ge=1)
-    max_sessions: int = Field(64, ge=1)
-    session_idle_timeout_s: float = Field(600.0, ge=1.0)
-    max_prompt_chars: int = Field(4096, ge=1)
-    allowed_origins: list[str] = Field(default_factory=list)
-    api_token: str = Field(min_length=16)  # app_config makes one unless given
-    dashboard_url: str = ""  # lets /ray/configure redeploy (the cluster's dashboard address)
-    llm_config: dict[str, Any] | None = None  # engine "llm": an LLMConfig as a dict
-
-    @field_validator("allowed_origins")
-    @classmethod
-    def _origins_are_origins(cls, origins: list[str]) -> list[str]:
-        return [check_origin(origin) for origin in origins]
-
-
 @serve.deployment(name=INGRESS, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
 @serve.ingress()
 class StreamingIngress:
-    """The API (sessions in this replica's memory) in front of the generator."""
+    """The API (sessions in this replica's memory, a WebSocket per session) over the generator."""
 
     name = "ray-serve"
 
@@ -168,17 +148,16 @@ class StreamingIngress:
         self.expired = 0
         self._expiry: asyncio.Task | None = None
         self.sessions: dict[str, dict[str, Any]] = {}
-        # Batch totals, and the ids of the latest batches (each batch's header reaches every
-        # request in it, close together: a bounded memory of recent ids counts each once).
         self.batch_totals = {"batches": 0, "batched_requests": 0, "largest_batch": 0}
-        self.recent_batches: OrderedDict[str, None] = OrderedDict()
+        self.recent_batches: OrderedDict[str, None] = OrderedDict()  # each batch counted once
         self.workers: dict[str, dict[str, int]] = {}
         self.counts = {"requests": 0, "done": 0, "cancelled": 0, "tokens": 0}
+        self.override: dict[str, Any] | None = None  # /ray/configure's: {"settings", "over"}
         if self.args.engine == "llm":
             self.model_id = (self.args.llm_config or {})["model_loading_config"]["model_id"]
             self.name = "ray-serve + vLLM"
 
-    def __serve_build_asgi_app__(self) -> Any:
+    def __serve_build_asgi_app__(self) -> Any:  # the FastAPI app: routes, WebSocket, token
         return build_api(self, token=self.args.api_token, allowed_origins=self.args.allowed_origins)
 
     async def _expire(self, session_id: str) -> None:
@@ -189,12 +168,11 @@ class StreamingIngress:
         if self._expiry is None or self._expiry.done():
             self._expiry = asyncio.get_running_loop().create_task(self.table.expire_forever(self._expire))
         session_id = self.table.reserve()  # the limit, checked and taken at once
-        started = time.perf_counter()
         self.sessions[session_id] = {"client_id": client_id, "created_at": time.time(),
                                      "requests_done": 0, "tokens": 0, "generating": 0,
                                      "deleted": asyncio.Event()}
         return {"session_id": session_id, "client_id": client_id, "backend": self.name,
-                "session_pid": os.getpid(), "created_in_s": round(time.perf_counter() - started, 4)}
+                "session_pid": os.getpid(), "created_in_s": 0.0}
 
     async def queue_status(self, session_id: str) -> dict[str, Any]:
         session = self.sessions[session_id]
@@ -208,9 +186,9 @@ class StreamingIngress:
         return {"session_id": session_id, "deleted": True, "cancelled": session["generating"]}
 
     def _call(self, prompt: str, max_tokens: int) -> Any:
-        handle = self.generator.options(stream=True)
+        handle = self.generator.options(stream=True)  # a streaming call: an async iterator back
         if self.args.engine == "batch":
-            return handle.stream.remote(prompt, max_tokens)
+            return handle.stream.remote(prompt, max_tokens, self.override)
         from ray.serve.llm.openai_api_models import CompletionRequest
 
         request = CompletionRequest(model=self.model_id, prompt=prompt, max_tokens=max_tokens,
@@ -250,6 +228,7 @@ class StreamingIngress:
         return pieces
 
     async def stream(self, session_id: str, prompt: str, max_tokens: int) -> AsyncIterator[tuple[str, int]]:
+        """The WebSocket route calls this per request and sends each piece as it comes."""
         session = self.sessions[session_id]
         deleted = asyncio.ensure_future(session["deleted"].wait())
         response = self._call(prompt, max_tokens)
@@ -260,10 +239,10 @@ class StreamingIngress:
         iterator = response.__aiter__()
         finished = False
         try:
-            while True:
+            while True:  # the next piece, unless the session is deleted first
                 following = asyncio.ensure_future(iterator.__anext__())
                 await asyncio.wait({following, deleted}, return_when=asyncio.FIRST_COMPLETED)
-                if not following.done():  # the session was deleted
+                if not following.done():
                     following.cancel()
                     self.counts["cancelled"] += 1
                     raise SessionClosed(session_id)
@@ -301,45 +280,23 @@ class StreamingIngress:
                           "session_idle_timeout_s": self.table.idle_timeout_s,
                           "max_prompt_chars": self.max_prompt_chars}}
         if self.args.engine == "batch":
-            out["generator"] = await self.generator.describe.remote()  # one replica's view
+            out["generator"] = await self.generator.describe.remote(self.override)  # one replica's view
             out["settings"] = out["generator"]["settings"]
         return out
 
     async def configure(self, changes: dict[str, Any]) -> dict[str, Any]:
-        """Change the batch settings through ``user_config`` (as ``serve deploy`` would)."""
+        """New batch settings for this application's generator, as an override (no deploy)."""
         if self.args.engine == "llm":
             raise ConfigureRejected(
                 "vLLM batches continuously (sequences join and leave the running batch at every "
                 "step): there is no batch size or timeout to set. Its limit, max_num_seqs, is an "
                 "engine argument; changing it restarts the engine.")
-        if not self.args.dashboard_url:
-            raise ConfigureRejected("this application was deployed without dashboard_url, so it "
-                                    "cannot redeploy itself; change user_config with serve deploy")
-        current = BatchSettings(**(await self.generator.describe.remote())["settings"])
-        settings = check_batch_settings(changes, current)
-        cluster = _this_cluster(self.args.dashboard_url)
-        app = serve.get_replica_context().app_name
-        try:
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: set_generator_settings(cluster, app, settings, timeout_s=30.0))
-        except WorkbookError as err:
-            raise ConfigureRejected(f"{err.problem} {err.fix}") from None
-        described = await self.generator.describe.remote()
+        described = await self.generator.describe.remote(self.override)
+        settings = check_batch_settings(changes, BatchSettings(**described["settings"]))
+        self.override = {"settings": settings.model_dump(), "over": described["declared"]}
+        described = await self.generator.describe.remote(self.override)
         return {"backend": self.name, "settings": described["settings"],
-                "generator_pid": described["pid"]}
-
-
-def _this_cluster(dashboard_url: str) -> "ClusterHandle":
-    """The cluster this replica runs in, as a handle for :func:`helpers.serve_cli.deploy_config`."""
-    from pathlib import Path
-
-    import ray
-
-    from helpers.cluster import ExistingCluster
-
-    token = os.environ.get("RAY_AUTH_TOKEN_PATH") if os.environ.get("RAY_AUTH_MODE") == "token" else None
-    return ExistingCluster(ray.get_runtime_context().gcs_address, dashboard_url,
-                           Path(token) if token else None)
+                "declared": described["declared"], "generator_pid": described["pid"]}
 
 
 def build_app(args: dict[str, Any]) -> Any:
@@ -357,77 +314,3 @@ def build_app(args: dict[str, Any]) -> Any:
             raise ValueError("engine 'llm' needs llm_config (an LLMConfig as a dict)")
         generator = build_llm_deployment(LLMConfig(**checked.llm_config))
     return StreamingIngress.bind(generator, checked.model_dump())
-
-
-def app_config(name: str, route_prefix: str, *, settings: BatchSettings | None = None,
-               **args: Any) -> dict[str, Any]:
-    """One application entry of a Serve config for :func:`build_app` (``args``: :class:`AppArgs`).
-
-    Unless ``api_token`` is given, a new one is made: read it back from
-    ``entry["args"]["api_token"]`` (:func:`app_token`) to call the application.
-    """
-    checked = AppArgs(**{"api_token": new_token(), **args})
-    entry: dict[str, Any] = {"name": name, "route_prefix": route_prefix, "import_path": IMPORT_PATH,
-                             "args": checked.model_dump(exclude_defaults=True)}
-    if checked.engine == "batch":
-        entry["deployments"] = [{"name": GENERATOR,
-                                 "user_config": (settings or BatchSettings()).model_dump()}]
-    return entry
-
-
-def app_token(entry: Mapping[str, Any]) -> str:
-    """The API token of an application entry made by :func:`app_config`."""
-    return entry["args"]["api_token"]
-
-
-def deployed_configs(cluster: "ClusterHandle") -> list[dict[str, Any]]:
-    """The applications deployed from a config, as Serve holds them (their config entries)."""
-    from helpers.serve_status import serve_details
-
-    apps = serve_details(cluster).get("applications") or {}
-    return [a["deployed_app_config"] for a in apps.values() if a.get("deployed_app_config")]
-
-
-def deploy_apps(cluster: "ClusterHandle", entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Deploy config ``entries`` (:func:`app_config`) *beside* the applications already deployed
-    from a config: a config deploy replaces the whole set, so the others are sent back as Serve
-    holds them (unchanged, so untouched). Returns the config deployed."""
-    from helpers.serve_cli import deploy_config
-
-    applications = {a["name"]: a for a in deployed_configs(cluster)}
-    applications.update({e["name"]: e for e in entries})
-    config = {"applications": list(applications.values())}
-    deploy_config(cluster, config)
-    return config
-
-
-def set_generator_settings(cluster: "ClusterHandle", app: str, settings: BatchSettings, *,
-                           wait: bool = True, timeout_s: float = 60.0) -> dict[str, Any]:
-    """Give application ``app``'s generator new batch settings, as ``serve deploy`` would.
-
-    The config Serve holds (every application deployed from a config, as deployed) is read
-    back, ``user_config`` of ``TokenGenerator`` is replaced, and the whole config is deployed
-    again: Serve sees that only ``user_config`` changed and calls ``reconfigure`` on the
-    running replicas. With ``wait``, returns once Serve reports the deployment HEALTHY with
-    the new ``user_config`` (every replica reconfigured). Returns the config deployed.
-    """
-    from helpers.errors import ServeTimeoutError
-    from helpers.serve_cli import deploy_config, with_deployment_options
-    from helpers.serve_status import serve_details
-
-    config = with_deployment_options({"applications": deployed_configs(cluster)}, app, GENERATOR,
-                                     user_config=settings.model_dump())
-    deploy_config(cluster, config)
-    started = time.monotonic()
-    while wait:
-        details = (serve_details(cluster).get("applications") or {}).get(app) or {}
-        generator = (details.get("deployments") or {}).get(GENERATOR) or {}
-        target = (generator.get("deployment_config") or {}).get("user_config")
-        if target == settings.model_dump() and generator.get("status") == "HEALTHY" \
-                and details.get("status") == "RUNNING":
-            break
-        if time.monotonic() - started > timeout_s:
-            raise ServeTimeoutError(app, timeout_s, f"{details.get('status')}, {GENERATOR} "
-                                                    f"{generator.get('status')}")
-        time.sleep(0.2)
-    return config
