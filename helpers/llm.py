@@ -16,8 +16,6 @@ OpenAI API); this module holds the parts that are not the lesson:
 * :func:`run_load` / :func:`naive_generate_baseline` - the same prompts at a given
   concurrency through an OpenAI-compatible server, or one at a time through transformers'
   ``generate``, as tokens per second and latencies;
-* :class:`CompletionAPI` / :func:`build_completion_app` - a typical deployment kit's completion API
-  (``POST /`` with ``{"prompt", "max_tokens"}``) on top of a served ``LLMServer``;
 * :class:`VllmServer` - vLLM's own OpenAI server on loopback, the engine without Serve.
 
 Usage::
@@ -29,7 +27,8 @@ Usage::
                         name="llm", route_prefix="/", timeout_s=300)
     result.url                           # http://127.0.0.1:PORT
 
-Introduced in notebooks/04_llm_serving.ipynb.
+Introduced in notebooks/04a_llm_config_and_openai_api.ipynb and 04b_batching_and_mistakes.ipynb
+(the completion API of 04a is :mod:`helpers.apps.completion_api`, exported from its cell).
 """
 
 from __future__ import annotations
@@ -69,8 +68,6 @@ __all__ = [
     "LoadResult",
     "run_load",
     "naive_generate_baseline",
-    "CompletionAPI",
-    "build_completion_app",
     "VllmServer",
     "engine_kwargs_to_cli",
     "bench_prompts",
@@ -609,83 +606,6 @@ def naive_generate_baseline(
     finally:
         torch.set_num_threads(previous)
     return LoadResult("transformers generate", 1, len(prompts), tokens, seconds, latencies)
-
-
-# --- a typical deployment kit's completion API --------------------------------------------------
-
-
-class CompletionAPI:
-    """``POST /`` ``{"prompt": ..., "max_tokens": ...}`` -> a ``text_completion`` object.
-
-    A Serve deployment in front of an ``LLMServer`` deployment that is already serving (the
-    engine of an app built with ``build_openai_app``), reached through a deployment handle:
-    no second engine is started. The answer names the node that served it.
-    """
-
-    def __init__(self, llm_app: str, llm_deployment: str, model_id: str,
-                 default_max_tokens: int = 64) -> None:
-        from ray import serve
-
-        self._handle = serve.get_deployment_handle(llm_deployment, app_name=llm_app)
-        self._model_id = model_id
-        self._default_max_tokens = default_max_tokens
-
-    async def __call__(self, request: Any) -> Any:
-        import ray
-        from ray.serve.llm.openai_api_models import CompletionRequest
-        from starlette.responses import JSONResponse
-
-        try:
-            body = await request.json()
-        except ValueError:
-            return JSONResponse({"error": "the body must be JSON"}, status_code=400)
-        prompt = body.get("prompt") if isinstance(body, dict) else None
-        max_tokens = body.get("max_tokens", self._default_max_tokens) if isinstance(body, dict) else None
-        if not isinstance(prompt, str) or not prompt:
-            return JSONResponse({"error": "'prompt' must be a non-empty string"}, status_code=400)
-        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-            return JSONResponse({"error": "'max_tokens' must be a positive integer"},
-                                status_code=400)
-        completion = CompletionRequest(model=self._model_id, prompt=prompt,
-                                       max_tokens=max_tokens, temperature=0.0, stream=False)
-        result = None
-        async for item in self._handle.options(stream=True).completions.remote(completion):
-            result = item
-        if result is None:
-            return JSONResponse({"error": "the engine returned nothing"}, status_code=502)
-        data = result.model_dump() if hasattr(result, "model_dump") else dict(result)
-        if "error" in data and "choices" not in data:
-            err = data["error"]
-            return JSONResponse({"error": err.get("message", str(err))},
-                                status_code=int(err.get("code") or 500))
-        return JSONResponse({
-            "id": data.get("id") or f"cmpl-{uuid.uuid4().hex}",
-            "object": "text_completion",
-            "created": data.get("created") or int(time.time()),
-            "model": self._model_id,
-            "node": ray.get_runtime_context().get_node_id(),
-            "choices": [{"text": c["text"], "index": c["index"],
-                         "finish_reason": c.get("finish_reason")} for c in data["choices"]],
-            "usage": {k: data["usage"][k]
-                      for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
-        })
-
-
-def build_completion_app(
-    *, llm_app: str, model_id: str, llm_deployment: str | None = None,
-    default_max_tokens: int = 64,
-) -> Any:
-    """The :class:`CompletionAPI` as a Serve application, bound to app ``llm_app``'s engine.
-
-    ``llm_deployment`` defaults to the name ``build_openai_app`` gives it,
-    ``LLMServer:<model_id>``.
-    """
-    from ray import serve
-
-    deployment = serve.deployment(CompletionAPI, name="CompletionAPI",
-                                  ray_actor_options={"num_cpus": 0})
-    return deployment.bind(llm_app, llm_deployment or f"LLMServer:{model_id}", model_id,
-                           default_max_tokens)
 
 
 # --- the engine without Serve ------------------------------------------------------------------

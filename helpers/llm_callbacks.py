@@ -14,7 +14,7 @@ spans nodes keeps the normal download.
 The class is imported by name inside the replica, so the cluster must be able to import
 ``helpers`` (it can on a cluster started from this project's environment).
 
-Used by :func:`helpers.llm.make_llm_config`; explained in notebooks/04_llm_serving.ipynb.
+Used by :func:`helpers.llm.make_llm_config`; mentioned in notebooks/04a_llm_config_and_openai_api.ipynb.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ or from a shell (``make model`` does the same)::
     python -m helpers.tiny_llm build                # prints the model folder
     python -m helpers.tiny_llm sample "Return the"  # a completion with transformers
 
-Introduced in notebooks/04_llm_serving.ipynb.
+Introduced in notebooks/04a_llm_config_and_openai_api.ipynb.
 """
 
 from __future__ import annotations

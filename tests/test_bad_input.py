@@ -177,8 +177,8 @@ def test_malformed_profiles_are_profile_errors(tmp_path: Path, text: str, phrase
     ("03a_five_ways_to_launch", {"ready_timeout_s": -5.0}, "must be a number >= 0"),
     ("03b_updates_and_operations", {"phase_s": -1.0}, "must be a number >= 0"),
     ("03b_updates_and_operations", {"replicas_after": 0}, "must be more than 0"),
-    ("04_llm_serving", {"bench_concurrency": [1, 0]}, "must be more than 0"),
-    ("04_llm_serving", {"gpu_memory_utilization": 1.5}, "a share between 0 and 1"),
+    ("04b_batching_and_mistakes", {"bench_concurrency": [1, 0]}, "must be more than 0"),
+    ("04a_llm_config_and_openai_api", {"gpu_memory_utilization": 1.5}, "a share between 0 and 1"),
     ("02a_deployments_and_http", {"request_timeout_s": 0.0}, "must be more than 0"),
 ])
 def test_parameters_out_of_range_are_refused(stem: str, parameters: dict, phrase: str) -> None:

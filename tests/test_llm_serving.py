@@ -15,10 +15,10 @@ from typing import Iterator
 import pytest
 import requests
 
+from helpers.apps.completion_api import build_app as build_completion_api
 from helpers.errors import ServeTimeoutError, WorkbookError
 from helpers.llm import (
     bench_prompts,
-    build_completion_app,
     deploy_app,
     engine_kwargs_to_cli,
     make_llm_config,
@@ -93,7 +93,7 @@ def served() -> Iterator[SimpleNamespace]:
                                  engine_kwargs={"enforce_eager": True})
         llm = deploy_app(build_openai_app({"llm_configs": [config]}), cluster=cluster,
                          name="llm", route_prefix="/", timeout_s=900)
-        api = deploy_app(build_completion_app(llm_app="llm", model_id=config.model_id),
+        api = deploy_app(build_completion_api({"llm_app": "llm", "model_id": config.model_id}),
                          cluster=cluster, name="completions", route_prefix="/complete",
                          timeout_s=300)
         yield SimpleNamespace(cluster=cluster, config=config, llm=llm, api=api)
