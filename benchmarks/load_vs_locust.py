@@ -14,7 +14,7 @@ Prints one row per run (throughput, p50/p90/p99 latency, client CPU per request)
 to ``build/benchmarks/load_vs_locust.json``, and exits with 1 if ``helpers.load`` reached
 more than ``--tolerance`` less throughput than Locust's standard client (``JsonUser``, an
 ``HttpUser``) or spent more client CPU per request. tests/test_load.py checks the same, briefly,
-on every test run (lesson 05, section 3, points here).
+on every test run; lesson 05 cites its result (benchmarks/README.md).
 
     python benchmarks/load_vs_locust.py --concurrency 32 --seconds 15 --rounds 3
 """

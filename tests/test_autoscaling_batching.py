@@ -95,7 +95,7 @@ def test_spare_replica_policy_with_serves_context() -> None:
     from ray.serve._private.common import DeploymentID
     from ray.serve.config import AutoscalingConfig, AutoscalingContext
 
-    from helpers.apps.timed import SpareReplicaPolicy
+    from helpers.apps.spare_policy import SpareReplicaPolicy
 
     def ctx(in_flight: float, state: dict) -> AutoscalingContext:
         return AutoscalingContext(
