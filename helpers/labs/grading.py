@@ -46,7 +46,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import signal
 import tempfile
 import threading
@@ -58,8 +57,9 @@ from typing import Any, Iterator, Mapping, Sequence
 import nbformat
 
 from helpers.errors import WorkbookError
-from helpers.labs.checks import RESULTS_ENV, CheckResult, checks_for
+from helpers.labs.checks import RESULTS_ENV, CheckResult, checks_for, parse_result
 from helpers.labs.notebooks import LAB_PATTERN, RestoreReport, lab_id, restore_checks, source_for
+from helpers.labs.session import letters_and_digits
 from helpers.processes import interrupt_on_termination, stop_session
 
 __all__ = ["Submission", "LabGrade", "grading_id", "find_submissions", "prepare_submission",
@@ -92,7 +92,7 @@ def grading_id(student: str) -> str:
     ``student-…``), so that no two folder names ever share an output folder or an application
     name on the cluster.
     """
-    slug = re.sub(r"[^a-z0-9]+", "-", student.strip().lower()).strip("-")
+    slug = letters_and_digits(student)
     if slug == student and len(slug) <= 24:
         return slug
     digest = hashlib.sha256(student.encode("utf-8", "surrogateescape")).hexdigest()[:8]
@@ -230,10 +230,7 @@ def read_results_file(path: Path, lab: str) -> tuple[list[CheckResult], list[str
         if not line.strip():
             continue
         try:
-            result = CheckResult(**json.loads(line))
-            if not (isinstance(result.passed, bool) and isinstance(result.check, str)
-                    and isinstance(result.lab, str)):
-                raise TypeError("wrong field types")
+            result = parse_result(line)
         except (ValueError, TypeError) as err:
             problems.append(f"results line {number} is not a check result "
                             f"({type(err).__name__}); left out")

@@ -51,6 +51,7 @@ from helpers.solution_regions import (
 
 __all__ = [
     "LabSourceError",
+    "task_sections",
     "SOURCE_DIR",
     "STUDENT_DIR",
     "LAB_PATTERN",
@@ -178,23 +179,39 @@ def _check_cell_roles(cell: Any, text: str, where: Where) -> None:
                              "put the solution in its own cell before the check.")
 
 
+def task_sections(nb: nbformat.NotebookNode) -> list[tuple[int, int, int]]:
+    """(task, first cell, end) of every ``## Task N`` section."""
+    out: list[tuple[int, int, int]] = []
+    current: tuple[int, int] | None = None
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "markdown":
+            continue
+        text = _source(cell)
+        found = _TASK_HEADING.findall(text)
+        if found or text.lstrip().startswith("## "):
+            if current is not None:
+                out.append((current[0], current[1], index))
+                current = None
+            if found:
+                current = (int(found[-1]), index)
+    if current is not None:
+        out.append((current[0], current[1], len(nb.cells)))
+    return out
+
+
 def make_student_notebook(source: Path) -> nbformat.NotebookNode:
     """The student version of ``source``: solutions replaced, hidden checks removed,
     outputs cleared, cell ids and tags kept."""
     nb = nbformat.read(str(source), as_version=4)
     student = copy.deepcopy(nb)
     student.cells = []
-    task: int | None = None
+    task_at = {i: task for task, first, end in task_sections(nb) for i in range(first, end)}
     for index, cell in enumerate(nb.cells):
         text = _source(cell)
         where = Where(source.name, index)
         _check_cell_roles(cell, text, where)
+        task = task_at.get(index)
         if cell.cell_type == "markdown":
-            found = _TASK_HEADING.findall(text)
-            if found:
-                task = int(found[-1])
-            elif text.lstrip().startswith("## "):
-                task = None
             student.cells.append(copy.deepcopy(cell))
             continue
         new = copy.deepcopy(cell)

@@ -35,7 +35,6 @@ import nbformat
 from helpers.errors import WorkbookError
 from helpers.labs.checks import RESULTS_ENV, LabCheckFailed, checks_for
 from helpers.labs.notebooks import (
-    _TASK_HEADING,
     BEGIN_HIDDEN,
     CHECK_TAG,
     END_HIDDEN,
@@ -43,6 +42,7 @@ from helpers.labs.notebooks import (
     _source,
     _tags,
     lab_id,
+    task_sections,
 )
 from helpers.solution_regions import SolutionRegion, Where, split_regions
 
@@ -82,31 +82,11 @@ def _unhide(text: str) -> str:
                      if not line.strip().startswith((BEGIN_HIDDEN, END_HIDDEN)))
 
 
-def _sections(nb: nbformat.NotebookNode) -> list[tuple[int, int, int]]:
-    """(task, first cell, end) of every ``## Task N`` section."""
-    out: list[tuple[int, int, int]] = []
-    current: tuple[int, int] | None = None
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type != "markdown":
-            continue
-        text = _source(cell)
-        found = _TASK_HEADING.findall(text)
-        if found or text.lstrip().startswith("## "):
-            if current is not None:
-                out.append((current[0], current[1], index))
-                current = None
-            if found:
-                current = (int(found[-1]), index)
-    if current is not None:
-        out.append((current[0], current[1], len(nb.cells)))
-    return out
-
-
 def build_lab_proof(source: Path) -> nbformat.NotebookNode:
     """The proof notebook of the lab at ``source`` (see this module's docstring)."""
     nb = nbformat.read(str(source), as_version=4)
     lab = lab_id(source)
-    sections = {first: (task, end) for task, first, end in _sections(nb)}
+    sections = {first: (task, end) for task, first, end in task_sections(nb)}
     if not sections:
         raise WorkbookError(f"{source.name} has no '## Task N' section: nothing to prove.",
                             "run the lab itself.")

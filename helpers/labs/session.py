@@ -38,15 +38,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from helpers.cluster import ClusterHandle
     from helpers.llm import DeployResult
 
-__all__ = ["LabSession", "student_slug", "CLASSROOM_HTTP_PORT"]
+__all__ = ["LabSession", "letters_and_digits", "student_slug", "CLASSROOM_HTTP_PORT"]
 
 #: The HTTP port Serve gets when a lab starts it on a shared cluster (Serve's own default).
 CLASSROOM_HTTP_PORT = 8000
 
 
+def letters_and_digits(text: str) -> str:
+    """``text`` lowercased, each run of other characters one dash: ``"Ana María"`` ->
+    ``"ana-mar-a"`` (empty when it has no letters or digits)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.strip().lower()).strip("-")
+
+
 def student_slug(student: str) -> str:
     """A student id usable in application names and URLs: ``"Ana María"`` -> ``"ana-mar-a"``."""
-    slug = re.sub(r"[^a-z0-9]+", "-", student.strip().lower()).strip("-")[:24].strip("-")
+    slug = letters_and_digits(student)[:24].strip("-")
     if not slug:
         raise WorkbookError(f"The student id {student!r} has no letters or digits.",
                             "set the parameter student to your name or id, e.g. 'alice'.")
