@@ -89,8 +89,7 @@ def served() -> Iterator[SimpleNamespace]:
         cluster.connect()  # before build_openai_app, which reads the Ray context
         from ray.serve.llm import build_openai_app
 
-        config = make_llm_config("tiny", max_model_len=MAX_MODEL_LEN,
-                                 engine_kwargs={"enforce_eager": True})
+        config = make_llm_config("tiny", max_model_len=MAX_MODEL_LEN)  # eager on CPU
         llm = deploy_app(build_openai_app({"llm_configs": [config]}), cluster=cluster,
                          name="llm", route_prefix="/", timeout_s=900)
         api = deploy_app(build_completion_api({"llm_app": "llm", "model_id": config.model_id}),
