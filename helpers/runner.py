@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -52,6 +52,7 @@ class NotebookResult:
     error: str = ""
     output: str = ""
     cleanup: str = ""  # what the runner found left running afterwards, and whether it ended it
+    not_run: list[str] = field(default_factory=list)  # sections it did not run (shared cluster)
 
     @property
     def ok(self) -> bool:
@@ -253,7 +254,10 @@ def run_one(
             os.environ["WORKBOOK_SCRATCH"] = previous
     if interrupted:
         raise KeyboardInterrupt(f"{interrupted} while {nb.name} ran; what it started was ended")
-    return NotebookResult(nb.stem, status, duration, cell, error, str(executed), cleanup)
+    from helpers.shared_cluster import not_run_sections
+
+    return NotebookResult(nb.stem, status, duration, cell, error, str(executed), cleanup,
+                          not_run_sections(scratch))
 
 
 def end_and_confirm(leftovers: Sequence[Any], *, since: float) -> str:
@@ -338,6 +342,9 @@ def format_summary(results: Sequence[NotebookResult]) -> str:
     skipped = sum(r.status == SKIPPED for r in results)
     failed = len(results) - passed - skipped
     tail = f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else "")
+    for r in results:  # said, never counted as run: sections a shared cluster ruled out
+        if r.not_run:
+            tail += f"\n{r.notebook}: sections NOT run: " + "; ".join(r.not_run)
     not_ended = [r.notebook for r in results if "could NOT end" in r.cleanup]
     ended = [r.notebook for r in results if r.cleanup.endswith("ended all of it")]
     if not_ended:

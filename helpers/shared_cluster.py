@@ -1,0 +1,139 @@
+"""Working on a cluster that is someone else's: one's own names, one's own clean-up.
+
+A lesson or lab that started its own cluster may do anything to it. One pointed at a
+classroom's cluster with ``ray_address`` shares Serve with the whole class, so it:
+
+* names its applications and route prefixes after the learner (``alice-echo`` at
+  ``/alice/echo``), so that two learners running the same lesson do not replace each
+  other's applications;
+* never shuts Serve down, restarts the proxy with new HTTP options, or kills shared Serve
+  actors or nodes: a section that needs one of those runs only on a cluster the notebook
+  started, says so, and is recorded as *not run* (the runner's summary lists it);
+* deletes only its own applications when it cleans up.
+
+Usage in a lesson's setup cell (``learner_id`` is a parameter, empty meaning the user name)::
+
+    from helpers.shared_cluster import Workspace
+    ws = Workspace(local=local, learner_id=learner_id)
+    app_name, route = ws.app("echo"), ws.route("/echo")
+    ...
+    if ws.own_cluster_only("Restarting Serve on a new port",
+                           "changing HTTP options restarts the proxy for everyone"):
+        serve.shutdown(); ...
+    ...
+    ws.cleanup()   # serve.shutdown() on one's own cluster; else deletes only ws's applications
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+from pathlib import Path
+
+from helpers.errors import WorkbookError
+
+__all__ = ["Workspace", "learner_name", "not_run_sections", "NOT_RUN_FILE"]
+
+NOT_RUN_FILE = "not_run.jsonl"  # in the runner's per-notebook scratch folder
+
+
+def learner_name(learner_id: str = "") -> str:
+    """``learner_id`` as a name Serve accepts in application names and routes (letters,
+    digits and ``-``, lower case); empty means the user name."""
+    raw = (learner_id or "").strip() or _user()
+    slug = re.sub(r"[^a-z0-9]+", "-", raw.lower()).strip("-")[:24].strip("-")
+    if not slug:
+        raise WorkbookError(
+            f"The learner id {learner_id!r} has no letter or digit to name applications by.",
+            "set the `learner_id` parameter to your name or login, e.g. learner_id = \"alice\".")
+    return slug
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user with no passwd entry
+        return os.environ.get("USER", "")
+
+
+class Workspace:
+    """One learner's applications on a cluster: names, routes, sections, clean-up."""
+
+    def __init__(self, *, local: bool, learner_id: str = "") -> None:
+        self.local = local
+        self.learner = learner_name(learner_id)
+        self.apps: list[str] = []  # every name handed out, in order: what cleanup deletes
+
+    @property
+    def prefix(self) -> str:
+        return "" if self.local else f"{self.learner}-"
+
+    def app(self, name: str) -> str:
+        """The application name to deploy ``name`` under: as taught on one's own cluster,
+        prefixed with the learner on a shared one. Recorded for :meth:`cleanup`."""
+        full = f"{self.prefix}{name}"
+        if full not in self.apps:
+            self.apps.append(full)
+        return full
+
+    def route(self, prefix: str) -> str:
+        """The route prefix for ``prefix`` (``/echo``): unchanged on one's own cluster,
+        ``/<learner>/echo`` on a shared one (``/`` becomes ``/<learner>``)."""
+        if not prefix.startswith("/"):
+            raise WorkbookError(f"A route prefix starts with '/': got {prefix!r}.",
+                                f"write it as '/{prefix}'.")
+        if self.local:
+            return prefix
+        return f"/{self.learner}{prefix.rstrip('/')}" if prefix != "/" else f"/{self.learner}"
+
+    def own_cluster_only(self, section: str, why: str) -> bool:
+        """True when this notebook started the cluster: the section may run. On a shared
+        cluster: False, the reason printed, and the section recorded as not run."""
+        if self.local:
+            return True
+        print(f"Not run on a shared cluster: {section}. Why: {why}. "
+              "Run this notebook with an empty ray_address to see it.")
+        _record_not_run(section, why)
+        return False
+
+    def cleanup(self, *, local_shutdown: bool = True) -> list[str]:
+        """On one's own cluster, ``serve.shutdown()`` (unless ``local_shutdown`` is False);
+        on a shared one, delete this workspace's applications and only those. Returns the
+        applications deleted (empty after a shutdown)."""
+        from ray import serve
+
+        if self.local:
+            if local_shutdown:
+                serve.shutdown()
+            return []
+        running = set(serve.status().applications)
+        deleted = []
+        for name in self.apps:
+            if name in running:
+                serve.delete(name)
+                deleted.append(name)
+        return deleted
+
+
+def _record_not_run(section: str, why: str) -> None:
+    scratch = os.environ.get("WORKBOOK_SCRATCH")
+    if not scratch:
+        return  # run by hand: the printed line is the record
+    with open(Path(scratch) / NOT_RUN_FILE, "a") as f:
+        f.write(json.dumps({"section": section, "why": why}) + "\n")
+
+
+def not_run_sections(scratch: Path) -> list[str]:
+    """The sections a notebook recorded as not run (see :meth:`Workspace.own_cluster_only`)."""
+    path = Path(scratch) / NOT_RUN_FILE
+    if not path.exists():
+        return []
+    sections = []
+    for line in path.read_text().splitlines():
+        try:
+            sections.append(json.loads(line)["section"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return sections
