@@ -59,7 +59,7 @@ __all__ = [
 
 PROFILES_DIR = CONFIGS_DIR / "profiles"
 _TOP_KEYS = {"description", "defaults", "notebooks", "labs"}
-_ENTRY_KEYS = {"timeout_s", "parameters", "skip"}
+_ENTRY_KEYS = {"timeout_s", "parameters", "skip", "shares_machine"}
 _DEFAULT_TIMEOUT_S = 900.0
 
 
@@ -189,6 +189,9 @@ class NotebookSettings:
     timeout_s: float
     parameters: dict[str, Any] = field(default_factory=dict)
     skip: bool = False
+    # True: it asserts nothing another notebook running beside it could break (no claim
+    # about speed or timing), so `make test` runs it beside another such notebook.
+    shares_machine: bool = False
 
 
 @dataclass
@@ -291,6 +294,12 @@ def _entries(path: Path, data: dict[str, Any], section: str, notebooks: list[Pat
                 "write one indented 'name: value' line per parameter below 'parameters:'.")
         if "timeout_s" in entry:
             _timeout(path, f"{stem}: ", entry["timeout_s"])
+        if not isinstance(entry.get("shares_machine", False), bool):
+            raise ProfileError(
+                f"{path.name}: {stem}: shares_machine must be true or false, not "
+                f"{entry['shares_machine']!r}.",
+                "write shares_machine: true only for a notebook that asserts nothing about "
+                "speed or timing.")
         params = dict(entry.get("parameters") or {})
         try:
             check_parameters(stems[stem], params)
@@ -300,5 +309,6 @@ def _entries(path: Path, data: dict[str, Any], section: str, notebooks: list[Pat
             timeout_s=float(entry.get("timeout_s", defaults.get("timeout_s", _DEFAULT_TIMEOUT_S))),
             parameters=params,
             skip=bool(entry.get("skip", defaults.get("skip", False))),
+            shares_machine=entry.get("shares_machine", False),
         )
     return entries

@@ -425,6 +425,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="with --prepare-only: copy lessons with 'Your turn' tasks as they "
                              "are, not as their proof (helpers.lessons.proof)")
     parser.add_argument("--list", action="store_true", help="list notebooks and their parameters")
+    parser.add_argument("--list-sharing", action="store_true",
+                        help="list the notebooks (of those selected) whose profile entry says "
+                             "shares_machine: true (make test runs them two at a time)")
     parser.add_argument("--labs", action="store_true",
                         help="the labs' source notebooks (labs/source/, with solutions) instead")
     args = parser.parse_args(argv)
@@ -432,6 +435,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile = load_profile(args.profile)
         notebooks = select_notebooks(args.notebooks, LABS_DIR / "source" if args.labs else NOTEBOOKS_DIR)
         overrides = _parse_overrides(args.parameter)
+        if args.list_sharing:
+            for nb in notebooks:
+                if profile.settings_for(nb.stem).shares_machine:
+                    print(nb.stem)
+            return 0
         if args.list:
             for nb in notebooks:
                 print(f"{nb.stem}: {profile.parameters_for(nb.stem)}")

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The test suite CI runs, in two phases:
+# The test suite CI runs, in three phases:
 #   1. the unit tests of the helpers against real Ray (tests/), on two pytest-xdist workers;
-#   2. the tests marked `alone`, one at a time: the labs' classroom run, then every lesson
+#   2. the lessons whose CI profile entry says `shares_machine: true` (they assert nothing
+#      about speed or timing), under nbval, two at a time;
+#   3. the tests marked `alone`, one at a time: the labs' classroom run, then every other lesson
 #      under nbval with the CI profile's parameters (their measured claims - vLLM vs
 #      transformers, batching, autoscaling within 30 s, deploy to first token - need the
 #      machine to themselves). A lesson with "Your turn" tasks runs as its proof notebook
 #      (the runner's --prepare-only writes it): each task's check must fail on the blank
 #      task, then pass on the answer (helpers/lessons/proof.py).
-# Extra arguments go to pytest in both phases (e.g. -k cluster). At the end: the time of each
+# Extra arguments go to pytest in every phase (e.g. -k cluster). At the end: the time of each
 # test file and notebook (scripts/time_table.py), then of each phase.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,22 +37,46 @@ unit=$?
 t_unit=$((SECONDS - t1))
 t2=$SECONDS
 TARGETS=(tests)
+SHARING=()
+NBVAL=(--nbval-lax --nbval-current-env --nbval-cell-timeout=900
+       --nbval-sanitize-with tests/nbval_sanitize.cfg)
+rm -f build/test-sharing.xml
 if [ "$NOTEBOOKS" != none ]; then
   # shellcheck disable=SC2086  # the names are words
   "$PY" -m helpers.runner --profile ci --prepare-only build/nbval $NOTEBOOKS >/dev/null || exit 1
   TARGETS+=(build/nbval)
+  # Lessons whose CI entry says shares_machine (they assert nothing about speed or timing)
+  # run two at a time, one per xdist worker, each with its own cluster; the others after
+  # them, one at a time.
+  # shellcheck disable=SC2086
+  mapfile -t SHARING < <("$PY" -m helpers.runner --profile ci --list-sharing $NOTEBOOKS)
 fi
+sharing=0
+if [ "${#SHARING[@]}" -gt 0 ]; then
+  SHARED_FILES=()
+  for stem in "${SHARING[@]}"; do
+    SHARED_FILES+=("build/nbval/$stem.ipynb")
+    TARGETS+=("--ignore=build/nbval/$stem.ipynb")
+  done
+  "$PY" -m pytest "${SHARED_FILES[@]}" -n 2 --dist loadfile "${COMMON[@]}" \
+    --junitxml=build/test-sharing.xml "${NBVAL[@]}" "$@"
+  sharing=$?
+fi
+t_sharing=$((SECONDS - t2))
+t3=$SECONDS
 "$PY" -m pytest "${TARGETS[@]}" -m alone "${COMMON[@]}" --junitxml=build/test-alone.xml \
-  --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
-  --nbval-sanitize-with tests/nbval_sanitize.cfg "$@"
+  "${NBVAL[@]}" "$@"
 lessons=$?
-t_alone=$((SECONDS - t2))
+if [ "$lessons" -eq 5 ] && [ "${#SHARING[@]}" -gt 0 ]; then lessons=$sharing
+elif [ "$sharing" -ne 0 ] && [ "$sharing" -ne 5 ]; then lessons=$sharing; fi
+t_alone=$((SECONDS - t3))
 set -e
-"$PY" scripts/time_table.py build/test-unit.xml build/test-alone.xml || true
+"$PY" scripts/time_table.py build/test-unit.xml build/test-sharing.xml build/test-alone.xml || true
 minutes() { awk -v s="$1" 'BEGIN { printf "%.1f", s / 60 }'; }
 printf '\n%-48s %8s\n' "phase of make test" "minutes"
 printf '%-48s %8s\n' "environment and browser check" "$(minutes "$t_env")" \
   "unit tests ($WORKERS workers)" "$(minutes "$t_unit")" \
+  "lessons that share the machine (two at a time)" "$(minutes "$t_sharing")" \
   "classroom run and lessons (one at a time)" "$(minutes "$t_alone")" \
   "total" "$(minutes $((SECONDS - t0)))"
 # pytest's 5 is "no tests collected": fine in one phase (a -k that names only unit tests),

@@ -108,6 +108,8 @@ def test_load_good_profile(tmp_path: Path, nb_dir: Path) -> None:
          ["parameter 'x' must be int, got str 'three'"]),
         ("notebooks:\n  01_ok:\n    parameters:\n      x: true\n", ParameterError,
          ["parameter 'x' must be int, got bool True"]),
+        ("notebooks:\n  01_ok:\n    shares_machine: yes please\n", ProfileError,
+         ["shares_machine must be true or false"]),
         ("- just\n- a list\n", ProfileError, ["must be a mapping"]),
         ("notebooks: [unclosed\n", ProfileError, ["not valid YAML"]),
     ],
@@ -314,3 +316,18 @@ def test_the_parts_of_a_split_lesson_are_lessons_in_order(tmp_path: Path) -> Non
     assert [p.name for p in list_labs(tmp_path)] == ["lab01_x.ipynb"]
     assert select_notebooks(["02"], tmp_path) == [tmp_path / "02a_b1.ipynb", tmp_path / "02b_b2.ipynb"]
     assert select_notebooks(["02b"], tmp_path) == [tmp_path / "02b_b2.ipynb"]
+
+
+def test_make_test_runs_beside_each_other_only_lessons_that_claim_nothing_about_speed() -> None:
+    """The CI profile's shares_machine lessons (scripts/test.sh runs them two at a time): none
+    of the lessons whose claims are measured speeds (vLLM, batching, autoscaling, streaming)."""
+    from helpers.profiles import load_profile
+
+    ci = load_profile("ci")
+    sharing = {stem for stem, s in ci.notebooks.items() if s.shares_machine}
+    assert "08_resources_and_placement" in sharing
+    assert not sharing & {"04a_llm_config_and_openai_api", "04b_batching_and_mistakes",
+                          "05_autoscaling", "06_batching", "12_streaming_sessions"}
+    listed = subprocess.run([sys.executable, "-m", "helpers.runner", "--profile", "ci",
+                             "--list-sharing"], capture_output=True, text=True, check=True)
+    assert set(listed.stdout.split()) == sharing
