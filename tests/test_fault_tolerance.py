@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from helpers.cluster import LocalCluster, connect_to_cluster
+from helpers.cluster import ExistingCluster, LocalCluster, connect_to_cluster
 from helpers.errors import WorkbookError
 from helpers.ports import free_port
 from helpers.traffic import (
@@ -237,6 +237,21 @@ def test_controller_killed_under_load(slow_app: tuple[LocalCluster, str]) -> Non
     assert summary["failed"] == 0 and summary["sent"] >= 4, summary  # data plane unaffected
     assert settled_pids(cluster, APP, DEPLOYMENT) == before  # no replica restarted (RECOVERING is not RUNNING)
     assert {a["actor_id"] for a in serve_actors(cluster, class_prefix="ProxyActor")} == proxies_before
+
+
+def test_shared_serve_actors_are_never_killed_on_a_cluster_not_started_here() -> None:
+    """On a cluster the notebook did not start (a classroom's), the proxy, the controller and
+    a node are everyone's: the kill functions refuse before they look anything up (the
+    address below has no cluster, so any attempt to reach it would fail differently)."""
+    from helpers.faults import kill_controller, kill_proxy, kill_raylet
+
+    shared = ExistingCluster("127.0.0.1:1", "http://127.0.0.1:1", None)
+    with pytest.raises(WorkbookError, match="proxy.*not started by this notebook"):
+        kill_proxy(shared)
+    with pytest.raises(WorkbookError, match="controller.*not started by this notebook"):
+        kill_controller(shared)
+    with pytest.raises(WorkbookError, match="raylet.*not started by this notebook"):
+        kill_raylet(shared, "worker-1")
 
 
 @pytest.mark.cluster
