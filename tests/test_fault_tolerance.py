@@ -153,6 +153,29 @@ def test_request_loop_with_and_without_retries(flaky_url: str) -> None:
     assert careful.counts["attempts"] == kept["attempts"]
 
 
+def test_request_loop_with_a_client_of_your_own(flaky_url: str) -> None:
+    """``send=``: each logical request is the caller's function (lesson 11's retry policy),
+    given the thread's session, the URL, the JSON body and the timeout."""
+    calls: list[tuple[str, object, float]] = []
+
+    def send_twice(session: requests.Session, url: str, *, json: object = None,
+                   timeout_s: float = 10.0) -> dict:
+        calls.append((url, json, timeout_s))
+        first = request_with_retries(session, url, timeout_s=timeout_s)
+        if first["ok"]:
+            return {**first, "attempts": 1, "first_error": ""}
+        second = request_with_retries(session, url, timeout_s=timeout_s)
+        return {**second, "attempts": 2, "first_error": first["error"]}
+
+    with RequestLoop(f"{flaky_url}/alternate", concurrency=1, timeout_s=3.0,
+                     send=send_twice) as mine:
+        time.sleep(0.5)
+    kept = failure_summary(mine.results())
+    assert kept["sent"] == len(calls) >= 3 and kept["failed"] == 0
+    assert {c[0] for c in calls} == {f"{flaky_url}/alternate"} and calls[0][2] == 3.0
+    assert kept["ok_after_retry"] >= kept["sent"] - 1
+
+
 def test_failure_summary_without_attempts_is_unchanged(flaky_url: str) -> None:
     burst = send_requests(f"{flaky_url}/fail/1/503", 3, concurrency=1, progress=False)
     assert "attempts" not in burst.columns
