@@ -15,6 +15,11 @@ across the machine.
 * :func:`kill_controller` - the Serve controller (Ray restarts it: ``max_restarts=-1``);
 * :func:`kill_raylet` - a worker node's raylet, with SIGKILL (a machine that vanished).
 
+The proxy, the controller and a node are shared by everyone on a cluster: those three
+refuse (:class:`~helpers.errors.WorkbookError`) a cluster this process did not start (any
+handle but a :class:`~helpers.cluster.LocalCluster`, e.g. a classroom's through
+``ray_address``). A replica is one's own application's.
+
 The ``wait_until_*`` functions measure the recovery and return the seconds it took.
 
 Usage::
@@ -52,6 +57,7 @@ __all__ = [
     "kill_proxy",
     "kill_controller",
     "kill_raylet",
+    "refuse_shared_cluster",
     "raylet_pid",
     "watch_exits",
     "wait_for",
@@ -269,13 +275,28 @@ def proxy_connections(cluster: "ClusterHandle", port: int) -> dict[str, int]:
     return counts
 
 
+def refuse_shared_cluster(cluster: "ClusterHandle", what: str) -> None:
+    """Raise :class:`WorkbookError` unless this process started ``cluster`` (a
+    :class:`~helpers.cluster.LocalCluster`): ``what`` would hit everyone who shares it."""
+    from helpers.cluster import LocalCluster
+
+    if not isinstance(cluster, LocalCluster):
+        raise WorkbookError(
+            f"Refusing to {what}: {cluster!r} was not started by this notebook.",
+            "it is shared: everyone's requests and applications depend on it. Run the fault "
+            "on a cluster of your own (an empty ray_address), or ask the cluster's operator.",
+        )
+
+
 def kill_proxy(cluster: "ClusterHandle", *, node_id: str | None = None,
                busiest_on_port: int | None = None) -> Fault:
     """Kill the HTTP proxy actor on ``node_id`` (default: the head node's).
 
     ``busiest_on_port``: instead, the proxy holding the most client connections on that
     HTTP port right now (see :func:`proxy_connections`; ``Fault.in_flight`` is that count).
+    Only on a cluster this process started (:func:`refuse_shared_cluster`).
     """
+    refuse_shared_cluster(cluster, "kill a Serve proxy")
     held = None
     if busiest_on_port is not None:
         counts = proxy_connections(cluster, busiest_on_port)
@@ -308,7 +329,9 @@ def wait_until_proxies_healthy(cluster: "ClusterHandle", count: int, *,
 
 def kill_controller(cluster: "ClusterHandle") -> Fault:
     """Kill the Serve controller. Ray restarts it (it is created with ``max_restarts=-1``)
-    and it recovers its state from the GCS; replicas and proxies are not touched."""
+    and it recovers its state from the GCS; replicas and proxies are not touched.
+    Only on a cluster this process started (:func:`refuse_shared_cluster`)."""
+    refuse_shared_cluster(cluster, "kill the Serve controller")
     controllers = serve_actors(cluster, class_prefix="ServeController")
     if len(controllers) != 1:
         raise WorkbookError(
@@ -343,13 +366,7 @@ def kill_raylet(cluster: "ClusterHandle", node_name: str) -> Fault:
     node is refused: without GCS fault tolerance its loss ends the whole cluster.
     Only for a cluster this process started (:class:`~helpers.cluster.LocalCluster`).
     """
-    from helpers.cluster import LocalCluster
-
-    if not isinstance(cluster, LocalCluster):
-        raise WorkbookError(
-            "kill_raylet only works on a cluster this notebook started.",
-            "on a cluster you do not own, ask its operator; never kill processes you did not start.",
-        )
+    refuse_shared_cluster(cluster, "kill a node's raylet")
     node = next((n for n in cluster.nodes_started if n.name == node_name), None)
     if node is not None and node.role == "head":
         raise WorkbookError(

@@ -31,7 +31,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import requests
 
@@ -204,6 +204,11 @@ class RequestLoop:
     failed request after ``retry_backoff_s``, doubling up to ``max_backoff_s`` (see
     :func:`request_with_retries`); each record then has ``attempts`` and ``first_error``, and
     ``ok`` is the final outcome.
+
+    ``send``: a client of your own instead, called as ``send(session, url, json=...,
+    timeout_s=...)`` for each logical request and returning its record (built on
+    :func:`one_request`, with ``attempts`` and ``first_error`` if it retries), as lesson 11's
+    retry policy is; the ``retr*`` options are then unused.
     """
 
     def __init__(
@@ -219,7 +224,11 @@ class RequestLoop:
         retry_backoff_s: float = 0.2,
         max_backoff_s: float = 2.0,
         retry_statuses: tuple[int, ...] = RETRY_STATUSES,
+        send: Callable[..., dict[str, Any]] | None = None,
+        send_timeout_s: float = 60.0,
     ) -> None:
+        self.send = send
+        self.send_timeout_s = send_timeout_s  # how long stop() waits for a ``send`` to finish
         self.retry_delays = retry_delays(retries, retry_backoff_s, max_backoff_s)  # checks them
         self.retries = retries
         self.retry_backoff_s = retry_backoff_s
@@ -241,10 +250,13 @@ class RequestLoop:
     def _run(self) -> None:
         session = requests.Session()
         while not self._stop.is_set():
-            record = request_with_retries(
-                session, self.url, json=self.json, timeout_s=self.timeout_s,
-                retries=self.retries, backoff_s=self.retry_backoff_s,
-                max_backoff_s=self.max_backoff_s, retry_statuses=self.retry_statuses)
+            if self.send is not None:
+                record = self.send(session, self.url, json=self.json, timeout_s=self.timeout_s)
+            else:
+                record = request_with_retries(
+                    session, self.url, json=self.json, timeout_s=self.timeout_s,
+                    retries=self.retries, backoff_s=self.retry_backoff_s,
+                    max_backoff_s=self.max_backoff_s, retry_statuses=self.retry_statuses)
             with self._lock:
                 self._records.append(record)
             wait = self.pause_s if record["ok"] else max(self.pause_s, self.pause_after_failure_s)
@@ -267,7 +279,8 @@ class RequestLoop:
         A request being retried is finished (all its attempts), so that its outcome is known.
         """
         self._stop.set()
-        longest = (self.retries + 1) * self.timeout_s + sum(self.retry_delays)
+        longest = (self.send_timeout_s if self.send is not None
+                   else (self.retries + 1) * self.timeout_s + sum(self.retry_delays))
         for thread in self._threads:
             thread.join(timeout=longest + 5)
         if self.stopped_at is None:

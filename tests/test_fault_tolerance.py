@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from helpers.cluster import LocalCluster, connect_to_cluster
+from helpers.cluster import ExistingCluster, LocalCluster, connect_to_cluster
 from helpers.errors import WorkbookError
 from helpers.ports import free_port
 from helpers.traffic import (
@@ -153,6 +153,29 @@ def test_request_loop_with_and_without_retries(flaky_url: str) -> None:
     assert careful.counts["attempts"] == kept["attempts"]
 
 
+def test_request_loop_with_a_client_of_your_own(flaky_url: str) -> None:
+    """``send=``: each logical request is the caller's function (lesson 11's retry policy),
+    given the thread's session, the URL, the JSON body and the timeout."""
+    calls: list[tuple[str, object, float]] = []
+
+    def send_twice(session: requests.Session, url: str, *, json: object = None,
+                   timeout_s: float = 10.0) -> dict:
+        calls.append((url, json, timeout_s))
+        first = request_with_retries(session, url, timeout_s=timeout_s)
+        if first["ok"]:
+            return {**first, "attempts": 1, "first_error": ""}
+        second = request_with_retries(session, url, timeout_s=timeout_s)
+        return {**second, "attempts": 2, "first_error": first["error"]}
+
+    with RequestLoop(f"{flaky_url}/alternate", concurrency=1, timeout_s=3.0,
+                     send=send_twice) as mine:
+        time.sleep(0.5)
+    kept = failure_summary(mine.results())
+    assert kept["sent"] == len(calls) >= 3 and kept["failed"] == 0
+    assert {c[0] for c in calls} == {f"{flaky_url}/alternate"} and calls[0][2] == 3.0
+    assert kept["ok_after_retry"] >= kept["sent"] - 1
+
+
 def test_failure_summary_without_attempts_is_unchanged(flaky_url: str) -> None:
     burst = send_requests(f"{flaky_url}/fail/1/503", 3, concurrency=1, progress=False)
     assert "attempts" not in burst.columns
@@ -237,6 +260,21 @@ def test_controller_killed_under_load(slow_app: tuple[LocalCluster, str]) -> Non
     assert summary["failed"] == 0 and summary["sent"] >= 4, summary  # data plane unaffected
     assert settled_pids(cluster, APP, DEPLOYMENT) == before  # no replica restarted (RECOVERING is not RUNNING)
     assert {a["actor_id"] for a in serve_actors(cluster, class_prefix="ProxyActor")} == proxies_before
+
+
+def test_shared_serve_actors_are_never_killed_on_a_cluster_not_started_here() -> None:
+    """On a cluster the notebook did not start (a classroom's), the proxy, the controller and
+    a node are everyone's: the kill functions refuse before they look anything up (the
+    address below has no cluster, so any attempt to reach it would fail differently)."""
+    from helpers.faults import kill_controller, kill_proxy, kill_raylet
+
+    shared = ExistingCluster("127.0.0.1:1", "http://127.0.0.1:1", None)
+    with pytest.raises(WorkbookError, match="proxy.*not started by this notebook"):
+        kill_proxy(shared)
+    with pytest.raises(WorkbookError, match="controller.*not started by this notebook"):
+        kill_controller(shared)
+    with pytest.raises(WorkbookError, match="raylet.*not started by this notebook"):
+        kill_raylet(shared, "worker-1")
 
 
 @pytest.mark.cluster

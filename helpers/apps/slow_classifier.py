@@ -1,3 +1,4 @@
+# Generated from notebooks/11_fault_tolerance.ipynb (cell 6); edit the lesson, then run `python -m helpers.lessons generate`.
 """The configurable classifier, with requests that take time, as a real model's do.
 
 ``SlowClassifier`` is :mod:`helpers.apps.configurable`'s classifier (``user_config``,
