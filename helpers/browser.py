@@ -47,6 +47,7 @@ __all__ = [
     "BrowserMissingError",
     "PageShot",
     "chromium_path",
+    "dashboard_screenshot",
     "open_browser",
     "screenshot",
 ]
@@ -186,6 +187,38 @@ def screenshot(
         page.screenshot(path=str(target), full_page=full_page)
         return PageShot(target, page.url, page.title(), _visible_text(page),
                         round(time.monotonic() - started, 2))
+
+
+def dashboard_screenshot(
+    cluster: Any,
+    page: str,
+    path: str | os.PathLike[str],
+    *,
+    wait_for_text: str | None = None,
+    width: int = 1400,
+    height: int = 800,
+    timeout_s: float = 90.0,
+) -> PageShot:
+    """A :func:`screenshot` of one page of ``cluster``'s Ray dashboard (``page`` such as
+    ``"#/serve"``), logged in with the cluster's token (the ``ray-authentication-token``
+    cookie), from a notebook cell.
+
+    Playwright's synchronous API refuses to run on a thread that has an asyncio loop (a
+    notebook cell's), so the browser runs in a worker thread. Introduced in
+    notebooks/09_observability.ipynb::
+
+        shot = dashboard_screenshot(cluster, "#/serve", "build/serve.png", wait_for_text="observed")
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    token_path = getattr(cluster, "token_path", None)
+    token = Path(token_path).read_text().strip() if token_path else ""
+    url = f"{cluster.dashboard_url}/{page.lstrip('/')}"
+    with ThreadPoolExecutor(max_workers=1) as browser_thread:
+        return browser_thread.submit(
+            screenshot, url, path, wait_for_text=wait_for_text, settle_s=2.0,
+            cookies={"ray-authentication-token": token} if token else None,
+            width=width, height=height, timeout_s=timeout_s).result()
 
 
 def _visible_text(page: Any) -> str:
