@@ -5,6 +5,7 @@ Usage::
     python -m helpers.labs generate              # write labs/student/ from labs/source/
     python -m helpers.labs generate --check      # exit 1, naming them, if any is stale
     python -m helpers.labs list                  # the labs and their checks
+    python -m helpers.labs kit OUT               # the student kit: no solutions, no hidden checks
     python -m helpers.labs grade SUBMISSIONS [--out build/grades] [--labs lab01 lab02]
         [--students alice bob] [--deadline-s 1800]
         [--ray-address HOST:PORT --dashboard-url URL --token-path FILE]
@@ -61,6 +62,16 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kit(args: argparse.Namespace) -> int:
+    from helpers.labs.kit import INSTRUCTOR_ONLY, build_kit
+
+    files = build_kit(args.out)
+    print(f"Student kit: {len(files)} files in {args.out.resolve()} (left out: "
+          f"{', '.join(INSTRUCTOR_ONLY)}); checked: no solution region in its labs, no hidden "
+          "check named anywhere.")
+    return 0
+
+
 def _grade(args: argparse.Namespace) -> int:
     import yaml
 
@@ -102,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     gen.add_argument("--check", action="store_true",
                      help="write nothing; exit 1 if a student version is missing or stale")
     lst = sub.add_parser("list", help="the labs and their checks")
+    kit = sub.add_parser("kit", help="write the student kit (no solutions, no hidden checks)")
+    kit.add_argument("out", type=Path, help="a new folder (under build/ or outside the repo)")
     grade = sub.add_parser("grade", help="grade a folder of submissions (one folder per student)")
     grade.add_argument("submissions", type=Path)
     grade.add_argument("--out", type=Path, default=BUILD_DIR / "grades")
@@ -123,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gen.add_argument("--student-dir", type=Path, default=STUDENT_DIR)
     args = parser.parse_args(argv)
     try:
-        return {"generate": _generate, "list": _list, "grade": _grade}[args.command](args)
+        return {"generate": _generate, "list": _list, "grade": _grade, "kit": _kit}[args.command](args)
     except WorkbookError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

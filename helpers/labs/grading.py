@@ -407,6 +407,13 @@ def grade_folder(folder: Path, out_dir: Path, *, parameters: Mapping[str, Any] |
     """
     from tqdm.auto import tqdm
 
+    from helpers.labs.checks import HIDDEN_CHECKS_INSTALLED
+
+    if not HIDDEN_CHECKS_INSTALLED:  # before any work: grades without them would be wrong
+        raise WorkbookError(
+            "This copy of the workbook has no hidden checks (helpers/labs/hidden_checks.py): "
+            "it is a student kit, which cannot grade.",
+            "grade from the instructor's checkout of the workbook (the repository).")
     _refuse_out_inside(folder, out_dir)
     submissions = find_submissions(folder, labs)
     if students:
