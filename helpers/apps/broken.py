@@ -18,7 +18,7 @@ Run one::
     serve run helpers.apps.broken:slow_app
     # YAML:  import_path: helpers.apps.broken:leaky_app
 
-Introduced in notebooks/10_troubleshooting.ipynb.
+Introduced in notebooks/10a_cluster_and_config_failures.ipynb (and used in 10b_runtime_failures.ipynb).
 """
 
 from __future__ import annotations
