@@ -1,3 +1,4 @@
+# Generated from notebooks/10a_cluster_and_config_failures.ipynb (cell 4); edit the lesson, then run `python -m helpers.lessons generate`.
 """Deployments that fail on purpose, one way each: lesson 10's injected faults.
 
 * :class:`FailingModel` - its constructor raises (a model file that is not there), so the
