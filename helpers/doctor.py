@@ -43,7 +43,7 @@ or from a shell (exit code 1 when there is an error-level finding)::
     python -m helpers.doctor --address 127.0.0.1:6379 --dashboard-url http://127.0.0.1:8265 \\
         --token-path ~/.ray/auth_token [--config serve.yaml] [--http-port 8000]
 
-Introduced in notebooks/10_troubleshooting.ipynb.
+Introduced in notebooks/10a_cluster_and_config_failures.ipynb (and used in 10b_runtime_failures.ipynb).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ constructor, a replica asking for resources no node has, requests queueing at
 ``max_ongoing_requests`` (read from the metrics), and a replica killed by Ray's memory
 monitor. Not here: the ``408`` timeout (nothing is broken; the lesson asserts the status
 code) and the LLM whose KV cache is too small (a vLLM engine takes a minute or more to
-fail; lesson 10's section 9 does it, in CI too; ``_app_failure`` reads the engine's root
+fail; lesson 10b's section 3 does it, in CI too; ``_app_failure`` reads the engine's root
 cause with ``helpers.llm.engine_root_cause`` and keeps it whole).
 
 The shared two-node cluster hosts the faults that leave it usable afterwards (each test

@@ -1,3 +1,4 @@
+# Generated from notebooks/10a_cluster_and_config_failures.ipynb (cell 4); edit the lesson, then run `python -m helpers.lessons generate`.
 """Deployments that fail on purpose, one way each: lesson 10's injected faults.
 
 * :class:`FailingModel` - its constructor raises (a model file that is not there), so the
@@ -18,7 +19,7 @@ Run one::
     serve run helpers.apps.broken:slow_app
     # YAML:  import_path: helpers.apps.broken:leaky_app
 
-Introduced in notebooks/10_troubleshooting.ipynb.
+Introduced in notebooks/10a_cluster_and_config_failures.ipynb (and used in 10b_runtime_failures.ipynb).
 """
 
 from __future__ import annotations
