@@ -26,6 +26,7 @@ Usage in a lesson's setup cell (``learner_id`` is a parameter, empty meaning the
 
 from __future__ import annotations
 
+import atexit
 import getpass
 import json
 import os
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from helpers.errors import WorkbookError
 
-__all__ = ["Workspace", "learner_name", "not_run_sections", "NOT_RUN_FILE"]
+__all__ = ["Workspace", "learner_name", "not_run_sections", "serve_http_address", "NOT_RUN_FILE"]
 
 NOT_RUN_FILE = "not_run.jsonl"  # in the runner's per-notebook scratch folder
 
@@ -65,6 +66,7 @@ class Workspace:
         self.local = local
         self.learner = learner_name(learner_id)
         self.apps: list[str] = []  # every name handed out, in order: what cleanup deletes
+        self._at_exit = False  # cleanup_at_exit registered
 
     @property
     def prefix(self) -> str:
@@ -98,12 +100,33 @@ class Workspace:
         _record_not_run(section, why)
         return False
 
+    def cleanup_at_exit(self) -> None:
+        """On a shared cluster, delete this workspace's applications when the kernel exits
+        (a failing cell stops a run before its clean-up cell; the kernel still exits). The
+        clean-up cell calls :meth:`cleanup`, which cancels this. Nothing on one's own cluster:
+        stopping it ends everything."""
+        if not self.local and not self._at_exit:
+            atexit.register(self._delete_at_exit)
+            self._at_exit = True
+
+    def _delete_at_exit(self) -> None:
+        from ray import serve
+
+        for name in self.apps:
+            try:  # without waiting: a kernel being shut down has a few seconds
+                serve.delete(name, _blocking=False)
+            except Exception:  # noqa: BLE001 - not deployed, or the cluster is gone
+                pass
+
     def cleanup(self, *, local_shutdown: bool = True) -> list[str]:
         """On one's own cluster, ``serve.shutdown()`` (unless ``local_shutdown`` is False);
         on a shared one, delete this workspace's applications and only those. Returns the
         applications deleted (empty after a shutdown)."""
         from ray import serve
 
+        if self._at_exit:
+            atexit.unregister(self._delete_at_exit)
+            self._at_exit = False
         if self.local:
             if local_shutdown:
                 serve.shutdown()
@@ -115,6 +138,27 @@ class Workspace:
                 serve.delete(name)
                 deleted.append(name)
         return deleted
+
+
+def serve_http_address(cluster) -> tuple[str, int]:
+    """Host and port of the HTTP proxies of the Serve already running on ``cluster`` (a
+    shared cluster's, as whoever started Serve chose them). A notebook on a shared cluster
+    does not start Serve: its HTTP options would be everyone's."""
+    from helpers.serve_status import serve_details
+
+    details = serve_details(cluster)
+    http = details.get("http_options") or {}
+    if not (details.get("controller_info") or {}).get("actor_id") or not http.get("port"):
+        raise WorkbookError(
+            f"Serve is not running on the cluster at {cluster.dashboard_url}; a notebook on "
+            "a shared cluster does not start it (its HTTP options would be everyone's).",
+            "ask whoever runs the cluster to start Serve once, e.g. `serve start --http-host "
+            "0.0.0.0 --http-port 8000` with RAY_ADDRESS set to the cluster, then run this cell "
+            "again; or leave ray_address empty to start a cluster of your own.")
+    host = http.get("host") or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):  # every interface: reach it at the cluster's address
+        host = cluster.host
+    return host, int(http["port"])
 
 
 def _record_not_run(section: str, why: str) -> None:

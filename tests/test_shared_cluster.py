@@ -49,3 +49,42 @@ def test_a_section_ruled_out_is_recorded_and_reported(tmp_path, monkeypatch, cap
     summary = format_summary([result])
     assert "10a_x: sections NOT run: Restart Serve" in summary
     assert "sections NOT run" not in format_summary([NotebookResult("10a_x", PASSED, 1.0)])
+
+
+def test_a_shared_clusters_http_address_is_read_from_its_running_serve(monkeypatch):
+    from types import SimpleNamespace
+
+    from helpers.shared_cluster import serve_http_address
+
+    cluster = SimpleNamespace(host="10.0.0.5", dashboard_url="http://10.0.0.5:8265")
+    details = {"controller_info": {}, "http_options": None, "applications": {}}
+    monkeypatch.setattr("helpers.serve_status.serve_details", lambda c: details)
+    with pytest.raises(WorkbookError, match="Serve is not running") as err:
+        serve_http_address(cluster)
+    assert "serve start --http-host" in str(err.value)  # says what to do
+    details.update(controller_info={"actor_id": "abc"},
+                   http_options={"host": "0.0.0.0", "port": 8123})
+    assert serve_http_address(cluster) == ("10.0.0.5", 8123)  # every interface: the cluster's
+    details["http_options"]["host"] = "127.0.0.1"
+    assert serve_http_address(cluster) == ("127.0.0.1", 8123)
+
+
+def test_clean_up_at_exit_only_on_a_shared_cluster_and_cancelled_by_cleanup(monkeypatch):
+    from types import SimpleNamespace
+
+    registered = []
+    monkeypatch.setattr("helpers.shared_cluster.atexit",
+                        SimpleNamespace(register=registered.append, unregister=registered.remove))
+    Workspace(local=True).cleanup_at_exit()
+    assert registered == []  # stopping one's own cluster ends everything
+    shared = Workspace(local=False, learner_id="bob")
+    shared.cleanup_at_exit()
+    shared.cleanup_at_exit()
+    assert len(registered) == 1
+    deleted = []
+    monkeypatch.setattr("ray.serve.delete", lambda name, _blocking=True: deleted.append(name))
+    monkeypatch.setattr("ray.serve.status", lambda: type("S", (), {"applications": {"bob-echo": 1}})())
+    shared.app("echo")
+    registered[0]()  # what the kernel's exit would run: no wait, no error for an absent app
+    assert deleted == ["bob-echo"]
+    assert shared.cleanup() == ["bob-echo"] and registered == []
