@@ -25,6 +25,8 @@ from helpers.streaming.client import StreamingClient, stream_once
 
 pytestmark = pytest.mark.cluster
 
+ACTORS_LONG_ANSWER = 1024  # tokens: an answer still generating when a mid-stream delete arrives
+
 
 @pytest.fixture(scope="module")
 def services(two_node_cluster: LocalCluster) -> Iterator[SimpleNamespace]:
@@ -44,6 +46,7 @@ def services(two_node_cluster: LocalCluster) -> Iterator[SimpleNamespace]:
     model = resolve_model_source("tiny")
     config = StreamingConfig()
     config.model.model_source = model
+    config.model.max_tokens_limit = ACTORS_LONG_ANSWER  # room for the mid-stream delete's answer
     config.serving.model_actor_num_cpus = 0.5  # the shared cluster has 3 CPUs in all
     actors = None
     try:
@@ -76,13 +79,17 @@ def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def _delete_while_streaming(url: str, token: str) -> dict[str, Any]:
-    """Ask for a long answer; delete the session once text flows; see how the stream ends."""
+async def _delete_while_streaming(url: str, token: str, max_tokens: int = 240) -> dict[str, Any]:
+    """Ask for a long answer; delete the session once text flows; see how the stream ends.
+
+    The answer must still be generating when the delete arrives (a few hops after the first
+    text): a longer one leaves a wider window, as the tiny model decodes fast on a quiet machine."""
     async with StreamingClient(url, token) as client:
         session = await client.init_session("leaving")
         async with client.connect(session["session_id"]) as stream:
             seen = asyncio.Event()
-            asking = asyncio.ensure_future(stream.ask("Return the", 240, on_text=lambda _: seen.set()))
+            asking = asyncio.ensure_future(stream.ask("Return the", max_tokens,
+                                                      on_text=lambda _: seen.set()))
             await asyncio.wait_for(seen.wait(), 60)
             await client.delete_session(session["session_id"])
             record = await asking
@@ -159,7 +166,10 @@ def test_actors_stream_over_a_websocket_and_a_deleted_session_leaves_nothing(ser
     record = _run(stream_once(services.actors_url, "Return the", 16, token=services.actors.token))
     assert record.outcome == "done" and record.tokens == 16 and record.text.strip()
     assert 0 < record.ttft_s < record.latency_s
-    ended = _run(_delete_while_streaming(services.actors_url, services.actors.token))
+    # 1024 tokens: with 240, a CI run once finished generating before the delete arrived
+    # (cancelled 0), although the stream was cut: the claim needs the generation in flight.
+    ended = _run(_delete_while_streaming(services.actors_url, services.actors.token,
+                                         max_tokens=ACTORS_LONG_ANSWER))
     assert ended["record"].outcome == "closed" and (ended["code"], ended["reason"]) == (1000, "session deleted")
     assert ray.get(services.actors.scheduler.wait_idle.remote(30))
     stats = ray.get(services.actors.scheduler.stats.remote())
