@@ -35,16 +35,22 @@ from pathlib import Path
 
 from helpers.errors import WorkbookError
 
-__all__ = ["Workspace", "learner_name", "not_run_sections", "serve_http_address", "NOT_RUN_FILE"]
+__all__ = ["Workspace", "learner_name", "letters_and_digits", "not_run_sections", "serve_http_address", "NOT_RUN_FILE"]
 
 NOT_RUN_FILE = "not_run.jsonl"  # in the runner's per-notebook scratch folder
+
+
+def letters_and_digits(text: str) -> str:
+    """``text`` lowercased, each run of other characters one dash: ``"Ana María"`` ->
+    ``"ana-mar-a"`` (empty when it has no letters or digits). The one slug rule of learner
+    names here, of the labs' student ids and of the grader's folders."""
+    return re.sub(r"[^a-z0-9]+", "-", text.strip().lower()).strip("-")
 
 
 def learner_name(learner_id: str = "") -> str:
     """``learner_id`` as a name Serve accepts in application names and routes (letters,
     digits and ``-``, lower case); empty means the user name."""
-    raw = (learner_id or "").strip() or _user()
-    slug = re.sub(r"[^a-z0-9]+", "-", raw.lower()).strip("-")[:24].strip("-")
+    slug = letters_and_digits((learner_id or "").strip() or _user())[:24].strip("-")
     if not slug:
         raise WorkbookError(
             f"The learner id {learner_id!r} has no letter or digit to name applications by.",

@@ -24,7 +24,6 @@ Usage (the Setup cell of every lab)::
 
 from __future__ import annotations
 
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import yaml
 
 from helpers.errors import WorkbookError
+from helpers.shared_cluster import letters_and_digits
 
 if TYPE_CHECKING:  # pragma: no cover
     from helpers.cluster import ClusterHandle
@@ -42,12 +42,6 @@ __all__ = ["LabSession", "letters_and_digits", "student_slug", "CLASSROOM_HTTP_P
 
 #: The HTTP port Serve gets when a lab starts it on a shared cluster (Serve's own default).
 CLASSROOM_HTTP_PORT = 8000
-
-
-def letters_and_digits(text: str) -> str:
-    """``text`` lowercased, each run of other characters one dash: ``"Ana María"`` ->
-    ``"ana-mar-a"`` (empty when it has no letters or digits)."""
-    return re.sub(r"[^a-z0-9]+", "-", text.strip().lower()).strip("-")
 
 
 def student_slug(student: str) -> str:
