@@ -598,7 +598,7 @@ def lab05_llm_config(session: "LabSession", llm_config: Any, *, model_id: str,
 @lab_check("lab05", 2)
 def lab05_openai_app_serves(session: "LabSession", *, model_id: str) -> None:
     """The OpenAI-compatible app runs and lists the model."""
-    look = "Task 2: build_openai_app(...) and lab.deploy(..., 'llm')"
+    look = "Task 2: build_openai_app(...) and serve.run(app, name=..., route_prefix=...)"
     _app(session, "llm", task=2, look=look)
     models = _json(_get(session.url("llm", "/v1/models"), look=look), look=look)
     ids = [m.get("id") for m in models.get("data") or []]
@@ -736,15 +736,26 @@ def lab07_diagnosis(session: "LabSession", diagnosis: Any, *, broken_config_path
     bad = [c for c in diagnosis.values() if c not in CAUSES]
     _expect(not bad, f"{bad} are not causes; choose from {sorted(CAUSES)}.", look)
     observed = lab07_observed_causes(session, broken_config_path)
-    wrong = {app: said for app, said in diagnosis.items() if observed[app] != said}
-    hints = {"unschedulable": "compare ray_actor_options with cluster.nodes_table()",
-             "crashes": "read the application's message in serve status",
-             "ignored-key": "run check_config_fields on the config file",
-             "healthy": "it runs as configured"}
-    _expect(not wrong, "Not what the cluster shows for "
-            + "; ".join(f"{app} (you said {said!r}: {hints[observed[app]]})"
-                        if observed[app] in hints else f"{app} ({observed[app]})"
-                        for app, said in wrong.items()), look)
+    wrong = sorted(app for app, said in diagnosis.items() if observed[app] != said)
+    # The feedback names the applications, never the cause the cluster shows: that is the task.
+    _expect(not wrong, f"Your diagnosis is not what the cluster shows for {', '.join(wrong)} "
+            f"({len(wrong)} of {len(_L07_APPS)}).",
+            look + "; for each of them ask: does it run, did its replicas start, does it run "
+            "as its file says?")
+    print(lab07_intent(broken_config_path))
+
+
+def lab07_intent(broken_config_path: Any) -> str:
+    """What lab 07's colleague meant each application to be: shown once the diagnosis is
+    right (Task 2 fixes the config to it), never before."""
+    import yaml
+
+    config = yaml.safe_load(Path(broken_config_path).read_text())
+    gamma = config["applications"][2]["deployments"][0]
+    replicas = gamma.get("num_replicas", gamma.get("num_replica"))
+    return ("Diagnosis right. What your colleague meant (Task 2): alpha's replicas reserve a "
+            "quarter of a CPU each (num_cpus 0.25); beta classifies at threshold 0.5; gamma "
+            f"runs {replicas} replicas.")
 
 
 @lab_check("lab07", 2)

@@ -17,7 +17,11 @@ For each notebook the grader
    run-profile or ``-p`` values;
 3. executes it with nbclient, errors allowed (every cell runs, so every check is recorded),
    a time limit per cell, and ``WORKBOOK_LAB_RESULTS`` pointing at a results file;
-4. ends anything the notebook left running (by process id) and reads the results.
+4. ends anything the notebook left running (by process id) and reads the results;
+5. counts the hints the student asked for (``lab.hint(N)``), per task: the highest tier shown
+   in the submitted notebook's outputs or in the executed one's (:func:`hints_in`). The count
+   is only *reported* (report, ``summary.csv``, the class summary): a forged or deleted hint
+   output can hide hints, never change a score, which comes from the checks alone.
 
 It writes, under the output folder, ``<student>/report.md``, the executed notebooks and one
 ``<lab>.grade.json`` per submission, and for the class ``summary.csv``, ``summary.md`` and
@@ -63,7 +67,7 @@ from helpers.labs.session import letters_and_digits
 from helpers.processes import interrupt_on_termination, stop_session
 
 __all__ = ["Submission", "LabGrade", "grading_id", "find_submissions", "prepare_submission",
-           "grade_submission", "grade_folder", "write_reports", "read_results_file"]
+           "grade_submission", "grade_folder", "write_reports", "read_results_file", "hints_in"]
 
 #: The wall-clock time one submission may take, all cells together (a lab takes a few minutes).
 DEFAULT_DEADLINE_S = 1800.0
@@ -113,6 +117,16 @@ class LabGrade:
     notes: list[str] = field(default_factory=list)  # what the grader noticed and worked around
     seconds: float = 0.0
     executed: Path | None = None
+    hints: dict[str, int] = field(default_factory=dict)  # task -> hints used (reported only)
+
+    @property
+    def hints_total(self) -> int:
+        return sum(self.hints.values())
+
+    def hints_text(self) -> str:
+        """``"1:2 3:1"``: hints used per task (tasks with none left out); empty if none."""
+        return " ".join(f"{task}:{n}" for task, n in sorted(self.hints.items(),
+                                                            key=lambda kv: int(kv[0])) if n)
 
     def passed_checks(self) -> set[str]:
         """The lab's checks that passed: every result recorded for them passed (a check that
@@ -142,6 +156,7 @@ class LabGrade:
                 "visible_total": vt, "hidden_passed": hp, "hidden_total": ht,
                 "score_percent": self.score, "status": self.status,
                 "tampered_checks": len(self.tampered), "errors": len(self.errors),
+                "hints_used": self.hints_total, "hints_by_task": self.hints_text(),
                 "seconds": round(self.seconds, 1)}
 
     def to_json(self) -> dict[str, Any]:
@@ -149,6 +164,7 @@ class LabGrade:
                                                "errors", "notes", "seconds")}
         data["results"] = [r.__dict__ for r in self.results]
         data["executed"] = str(self.executed) if self.executed else None
+        data["hints"] = dict(self.hints)
         return data
 
     @classmethod
@@ -157,6 +173,7 @@ class LabGrade:
                                             "errors", "notes", "seconds")})
         grade.results = [CheckResult(**r) for r in data["results"]]
         grade.executed = Path(data["executed"]) if data.get("executed") else None
+        grade.hints = {str(k): int(v) for k, v in (data.get("hints") or {}).items()}
         return grade
 
 
@@ -241,6 +258,38 @@ def read_results_file(path: Path, lab: str) -> tuple[list[CheckResult], list[str
             continue
         results.append(result)
     return results, problems
+
+
+def hints_in(nb: nbformat.NotebookNode, lab: str) -> tuple[dict[str, int], list[str]]:
+    """Hints used per task, as the notebook's outputs show them (``lab.hint(N)`` records its
+    tier in the output's metadata): the highest tier shown of each task. Returns that and what
+    was wrong with records left out (another lab's, a task or tier the lab has not): a student
+    can edit outputs, so a record is believed only as far as the lab's hints go, and the
+    count is only ever reported."""
+    from helpers.labs.session import HINT_METADATA, lab_hints
+
+    try:
+        tiers = {str(task): len(h) for task, h in lab_hints(lab).items()}
+    except WorkbookError:
+        tiers = {}
+    used: dict[str, int] = {}
+    problems: list[str] = []
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            record = (output.get("metadata") or {}).get(HINT_METADATA)
+            if record is None:
+                continue
+            try:
+                task, tier, of_lab = str(int(record["task"])), int(record["tier"]), record["lab"]
+            except (KeyError, TypeError, ValueError):
+                problems.append(f"cell {index}: a hint record that is not one; left out")
+                continue
+            if of_lab != lab or task not in tiers or not 1 <= tier <= tiers[task]:
+                problems.append(f"cell {index}: a hint record for {str(of_lab)[:20]!r} task "
+                                f"{task} tier {tier}, not a hint of {lab}; left out")
+                continue
+            used[task] = max(used.get(task, 0), tier)
+    return used, problems
 
 
 def prepare_submission(submission: Submission,
@@ -350,6 +399,8 @@ def grade_submission(submission: Submission, out_dir: Path, parameters: Mapping[
         grade.missing = [c.name for c in checks_for(submission.lab)]
         return grade
     params = {**parameters, "student": submission.id}
+    submitted_hints, _ = hints_in(nbformat.read(str(submission.path), as_version=4),
+                                  submission.lab)
     nb, report = prepare_submission(submission, params)
     grade.tampered = report.tampered
     student_dir = out_dir / submission.id
@@ -382,6 +433,10 @@ def grade_submission(submission: Submission, out_dir: Path, parameters: Mapping[
     reported = {r.check for r in grade.results}
     grade.missing = [c.name for c in checks_for(submission.lab) if c.name not in reported]
     grade.errors = _cell_errors(nb)
+    executed_hints, hint_problems = hints_in(nb, submission.lab)
+    grade.hints = {task: max(submitted_hints.get(task, 0), executed_hints.get(task, 0))
+                   for task in sorted(set(submitted_hints) | set(executed_hints), key=int)}
+    grade.notes += hint_problems
     return grade
 
 
@@ -480,11 +535,13 @@ def _md(text: str) -> str:
 def student_report(student: str, grades: Sequence[LabGrade]) -> str:
     """One student's report in Markdown: per lab, every check with its feedback."""
     lines = [f"# Lab report: {student}", ""]
-    lines += ["| lab | score | visible checks | hidden checks | status |", "|---|---|---|---|---|"]
+    lines += ["| lab | score | visible checks | hidden checks | hints used | status |",
+              "|---|---|---|---|---|---|"]
     for g in grades:
         vp, vt = g.count(hidden=False)
         hp, ht = g.count(hidden=True)
-        lines.append(f"| {g.lab} | {g.score:g}% | {vp}/{vt} | {hp}/{ht} | {g.status} |")
+        lines.append(f"| {g.lab} | {g.score:g}% | {vp}/{vt} | {hp}/{ht} | {g.hints_total} | "
+                     f"{g.status} |")
     for g in grades:
         lines += ["", f"## {g.lab}: {g.score:g}%", "",
                   "| task | check | kind | result | feedback |", "|---|---|---|---|---|"]
@@ -501,6 +558,11 @@ def student_report(student: str, grades: Sequence[LabGrade]) -> str:
                 mark = "passed" if result.passed else "FAILED"
                 lines.append(f"| {info.task} | {info.name} | {kind} | {mark} | "
                              f"{_md(result.feedback)} |")
+        if g.hints_total:
+            lines += ["", "Hints used (reported only: they do not change the score): "
+                      + ", ".join(f"task {t}: {n}" for t, n in sorted(g.hints.items(),
+                                                                     key=lambda kv: int(kv[0]))
+                                  if n) + "."]
         if g.tampered:
             lines += ["", f"Check cells changed or deleted in the submission (restored before "
                       f"grading): {', '.join(g.tampered)}."]
@@ -532,20 +594,25 @@ def write_reports(grades: Sequence[LabGrade], out_dir: Path) -> dict[str, Path]:
     table = rows.pivot_table(index="student", columns="lab", values="score_percent",
                              aggfunc="first")
     table["mean"] = table.mean(axis=1).round(1)
+    table["hints"] = rows.groupby("student")["hints_used"].sum().reindex(table.index).astype(int)
     table = table.reset_index()
     md = ["| " + " | ".join(map(str, table.columns)) + " |",
           "|" + "---|" * len(table.columns)]
     for _, r in table.iterrows():
         md.append("| " + " | ".join("" if pd.isna(v) else (f"{v:g}%" if isinstance(v, float)
                                                           else str(v)) for v in r) + " |")
-    detail = ["| student | lab | visible | hidden | score | status | tampered | errors |",
-              "|---|---|---|---|---|---|---|---|"]
+    detail = ["| student | lab | visible | hidden | score | hints (task:count) | status | "
+              "tampered | errors |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows.to_dict("records"):
+        by_task = r["hints_by_task"] if isinstance(r["hints_by_task"], str) else ""
         detail.append(f"| {r['student']} | {r['lab']} | {r['visible_passed']}/{r['visible_total']}"
                       f" | {r['hidden_passed']}/{r['hidden_total']} | {r['score_percent']:g}% | "
+                      f"{r['hints_used']} {('(' + by_task + ')') if by_task else ''} | "
                       f"{r['status']} | {r['tampered_checks']} | {r['errors']} |")
     (out_dir / "summary.md").write_text(
-        "# Class summary\n\nScore per lab: percent of its checks (visible and hidden) passed.\n\n"
+        "# Class summary\n\nScore per lab: percent of its checks (visible and hidden) passed. "
+        "Hints: how many `lab.hint(N)` hints each student used, in all labs (per task below); "
+        "reported only, they never change a score.\n\n"
         + "\n".join(md) + "\n\n## Per submission\n\n" + "\n".join(detail) + "\n")
     (out_dir / "summary.html").write_text(
         "<!doctype html><meta charset='utf-8'><title>Class summary</title>"

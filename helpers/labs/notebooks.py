@@ -4,10 +4,22 @@ A lab's *source* notebook (``labs/source/labNN_slug.ipynb``) is a complete, work
 Two kinds of regions in its code cells say what students do not get:
 
 * a **solution region**: the lines between ``### BEGIN SOLUTION`` and ``### END SOLUTION``.
-  In the student version they become a ``raise NotImplementedError("Task N: <hint>")`` at the
-  same indentation. Comment lines that start with ``# HINT:`` inside the region are the hint:
-  they become the exception's message, under a ``# YOUR CODE HERE`` line. (The region
-  parser is :mod:`helpers.solution_regions`, shared with the lessons' "Your turn" tasks.)
+  In the student version they become a ``raise NotImplementedError("Task N: <what to do>")``
+  at the same indentation, under a ``# YOUR CODE HERE`` line. Comment lines inside the region
+  say what the student gets instead of the code (the region parser is
+  :mod:`helpers.solution_regions`, shared with the lessons' "Your turn" tasks):
+
+  - ``# HINT: ...`` is *what to do* (the exception's message): never the code;
+  - ``# HINT 1: ...``, ``# HINT 2: ...``, ``# HINT 3: ...`` are the task's **tiered hints**,
+    which ``lab.hint(N)`` shows one at a time: a nudge, then the API to look at (a link to
+    its documentation), then a partial skeleton (several lines of one tier are joined by
+    newlines). The student version keeps them in its metadata (``workbook_lab.hints``), where
+    :meth:`helpers.labs.session.LabSession.hint` reads them; no tier may contain a line of
+    the solution (:func:`hint_spoilers`, tested for every lab);
+  - ``# STARTER: ...`` lines are a **skeleton starter**: the student version has them, the
+    prefix removed, after the ``raise`` (a class and its decorator with the fields to fill
+    marked ``___``, a config file's fields...). The student deletes the ``raise`` and fills
+    them in.
 * a **hidden-check region**: the lines between ``### BEGIN HIDDEN CHECKS`` and
   ``### END HIDDEN CHECKS``, only in cells tagged ``hidden-checks``. They are removed (a cell
   left empty is dropped); the grader puts them back before it runs a submission.
@@ -42,11 +54,13 @@ from helpers.solution_regions import (
     BEGIN_SOLUTION,
     CHECK_TAG,
     END_SOLUTION,
+    HINT_PREFIX,
     NotebookSourceError,
     SolutionRegion,
     Where,
     blank_regions,
     has_solution,
+    split_regions,
 )
 
 __all__ = [
@@ -72,6 +86,11 @@ __all__ = [
     "stale_student_versions",
     "restore_checks",
     "RestoreReport",
+    "HINT_TIER",
+    "STARTER_PREFIX",
+    "task_hints",
+    "hint_spoilers",
+    "solution_key_lines",
 ]
 
 SOURCE_DIR = LABS_DIR / "source"
@@ -83,6 +102,11 @@ END_HIDDEN = "### END HIDDEN CHECKS"
 HIDDEN_TAG = "hidden-checks"
 
 _TASK_HEADING = re.compile(r"^##\s+Task\s+(\d+)", re.MULTILINE)
+
+#: ``# HINT 2: text``: one line of a task's tier-2 hint.
+HINT_TIER = re.compile(r"^#\s*HINT\s+(\d+):\s?(.*)$")
+#: ``# STARTER: code``: one line of a skeleton starter (the text after one space is kept).
+STARTER_PREFIX = "# STARTER:"
 
 
 # The labs' name for a malformed source (the region parser is shared with the lessons).
@@ -126,16 +150,136 @@ def _tags(cell: Any) -> list[str]:
     return list(cell.get("metadata", {}).get("tags", []))
 
 
+def _tier_lines(region: SolutionRegion) -> list[tuple[int, str]]:
+    """(tier, text) of the region's ``# HINT N:`` lines."""
+    out = []
+    for line in region.lines:
+        match = HINT_TIER.match(line.strip())
+        if match:
+            out.append((int(match.group(1)), match.group(2).rstrip()))
+    return out
+
+
+def _starter_lines(region: SolutionRegion) -> list[str]:
+    """The region's skeleton starter: its ``# STARTER:`` lines, prefix (and one space) removed,
+    at the region's indentation."""
+    out = []
+    for line in region.lines:
+        stripped = line.strip()
+        if stripped.startswith(STARTER_PREFIX):
+            code = line.lstrip()[len(STARTER_PREFIX):]
+            code = code[1:] if code.startswith(" ") else code
+            out.append((region.indent + code).rstrip())
+    return out
+
+
+def _is_comment_kind(line: str) -> bool:
+    stripped = line.strip()
+    return (stripped.startswith((HINT_PREFIX, STARTER_PREFIX))
+            or HINT_TIER.match(stripped) is not None)
+
+
 def strip_solutions(text: str, *, task: int | None, where: Where) -> str:
-    """The cell's code with every solution region replaced by a hint and a raise."""
+    """The cell's code with every solution region replaced by what to do, a raise, and the
+    region's skeleton starter (if it has one)."""
     label = f"Task {task}" if task is not None else "This cell"
 
     def student_lines(region: SolutionRegion) -> list[str]:
         message = f"{label}: {region.hint}" if region.hint else f"{label}: write your solution here."
+        if task is not None and _tier_lines(region):
+            message = (message.rstrip(".") + f". Stuck? lab.hint({task}) gives a hint, "
+                       "each call the next one.")
         return [f"{region.indent}# YOUR CODE HERE ({label.lower() if task is None else label})",
-                f"{region.indent}raise NotImplementedError({message!r})"]
+                f"{region.indent}raise NotImplementedError({message!r})",
+                *_starter_lines(region)]
 
     return blank_regions(text, where, student_lines)
+
+
+def task_hints(nb: nbformat.NotebookNode, name: str = "notebook") -> dict[int, list[str]]:
+    """Every task's tiered hints, in tier order: ``{task: [tier 1, tier 2, ...]}``.
+
+    Tiers must be numbered 1, 2, ... without gaps within a task (a :class:`LabSourceError`
+    names the cell otherwise); several lines of one tier are joined by newlines.
+    """
+    task_at = {i: task for task, first, end in task_sections(nb) for i in range(first, end)}
+    tiers: dict[int, dict[int, list[str]]] = {}
+    where_of: dict[int, Where] = {}
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or not has_solution(_source(cell)):
+            continue
+        where = Where(name, index)
+        for segment in split_regions(_source(cell), where):
+            if not isinstance(segment, SolutionRegion):
+                continue
+            found = _tier_lines(segment)
+            if not found:
+                continue
+            task = task_at.get(index)
+            if task is None:
+                raise LabSourceError(f"{where.at(segment.begin_line)}: tiered hints outside a "
+                                     "'## Task N' section.", "move the cell into its task.")
+            where_of.setdefault(task, where)
+            for tier, line in found:
+                tiers.setdefault(task, {}).setdefault(tier, []).append(line)
+    out: dict[int, list[str]] = {}
+    for task, by_tier in sorted(tiers.items()):
+        if sorted(by_tier) != list(range(1, len(by_tier) + 1)):
+            raise LabSourceError(f"{where_of[task].at(1)}: task {task}'s hints are tiers "
+                                 f"{sorted(by_tier)}.", "number them 1, 2, 3 without gaps.")
+        out[task] = ["\n".join(by_tier[t]).strip("\n").rstrip() for t in sorted(by_tier)]
+    return out
+
+
+def _normal(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def solution_key_lines(nb: nbformat.NotebookNode, task: int, name: str = "notebook",
+                       *, min_chars: int = 20) -> list[str]:
+    """The lines of task ``task``'s solution regions that give the answer away: code lines of
+    at least ``min_chars`` characters (blanks ignored) that the starter does not already show.
+    A hint that contains one of them is a spoiler."""
+    task_at = {i: t for t, first, end in task_sections(nb) for i in range(first, end)}
+    keys: list[str] = []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or task_at.get(index) != task:
+            continue
+        for segment in split_regions(_source(cell), Where(name, index)):
+            if not isinstance(segment, SolutionRegion):
+                continue
+            given = {_normal(line) for line in _starter_lines(segment)}
+            for line in segment.lines:
+                stripped = line.strip()
+                if (not stripped or stripped.startswith("#") or _is_comment_kind(line)
+                        or len(_normal(stripped)) < min_chars or _normal(stripped) in given):
+                    continue
+                keys.append(stripped)
+    return keys
+
+
+def hint_spoilers(nb: nbformat.NotebookNode, name: str = "notebook") -> list[str]:
+    """Where a hint gives the answer away: one line per (task, tier or the blank's message)
+    that contains a key line of the task's solution (:func:`solution_key_lines`)."""
+    problems = []
+    messages: dict[int, list[str]] = {}
+    task_at = {i: t for t, first, end in task_sections(nb) for i in range(first, end)}
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and index in task_at and has_solution(_source(cell)):
+            for segment in split_regions(_source(cell), Where(name, index)):
+                if isinstance(segment, SolutionRegion) and segment.hint:
+                    messages.setdefault(task_at[index], []).append(segment.hint)
+    hints = task_hints(nb, name)
+    for task in sorted(set(hints) | set(messages)):
+        keys = solution_key_lines(nb, task, name)
+        shown = [(f"hint {n}", text) for n, text in enumerate(hints.get(task, []), 1)]
+        shown += [("what-to-do message", text) for text in messages.get(task, [])]
+        for label, text in shown:
+            for key in keys:
+                if _normal(key) in _normal(text):
+                    problems.append(f"{name} task {task}, {label}: contains the solution's "
+                                    f"line {key!r}")
+    return problems
 
 
 def _strip_hidden(text: str, *, where: Where) -> str:
@@ -226,6 +370,7 @@ def make_student_notebook(source: Path) -> nbformat.NotebookNode:
         student.cells.append(new)
     student.metadata["workbook_lab"] = {
         "id": lab_id(source),
+        "hints": {str(task): tiers for task, tiers in task_hints(nb, source.name).items()},
         "source": f"labs/source/{source.name}",
         "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest()[:16],
         "note": "Generated by `python -m helpers.labs generate` from the source; "

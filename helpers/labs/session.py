@@ -11,6 +11,11 @@ classroom's shared cluster (``ray_address``):
 * :meth:`LabSession.with_classmates_apps` makes ``serve deploy`` safe on a shared cluster:
   a config deployed with ``serve deploy`` is the *complete* set of declarative applications,
   so the lab deploys the student's applications together with everyone else's, unchanged;
+* :meth:`LabSession.hint` shows a task's next hint each time it is called (a nudge, then
+  the API to look at, then a partial skeleton) and counts the hints used per task; each hint
+  is a display output carrying ``{"workbook_hint": {lab, task, tier, of}}`` in its metadata,
+  which the grader reads from the notebook to *report* how many hints a student used (never
+  to change a score);
 * :meth:`LabSession.close` deletes the lab's applications (shared cluster) or shuts Serve
   down and stops the cluster (laptop).
 
@@ -19,7 +24,9 @@ Usage (the Setup cell of every lab)::
     cluster = open_cluster(ray_address, dashboard_url=dashboard_url, token_path=token_path,
                            num_cpus=head_num_cpus)
     lab = LabSession("lab01", cluster, student=student)
-    lab.app_name("counter"), lab.url("counter")   # 'me-lab01-counter', 'http://127.0.0.1:PORT/me-lab01-counter'
+    lab.app_name("counter"), lab.route("counter")  # 'me-lab01-counter', '/me-lab01-counter'
+    lab.base_url                                   # Serve's HTTP address: 'http://127.0.0.1:PORT'
+    lab.hint(1)                                    # task 1's next hint
 """
 
 from __future__ import annotations
@@ -38,7 +45,29 @@ if TYPE_CHECKING:  # pragma: no cover
     from helpers.cluster import ClusterHandle
     from helpers.llm import DeployResult
 
-__all__ = ["LabSession", "letters_and_digits", "student_slug", "CLASSROOM_HTTP_PORT"]
+__all__ = ["LabSession", "letters_and_digits", "student_slug", "CLASSROOM_HTTP_PORT",
+           "HINT_METADATA", "lab_hints"]
+
+#: The key of a hint's display metadata (what the grader counts).
+HINT_METADATA = "workbook_hint"
+
+
+def lab_hints(lab: str) -> dict[int, list[str]]:
+    """Lab ``lab``'s tiered hints, ``{task: [tier 1, tier 2, ...]}``, as its student version
+    keeps them (``labs/student/labNN_*.ipynb``, metadata ``workbook_lab.hints``: generated from
+    the source, so a student kit has them and the source is not needed)."""
+    import json
+
+    from helpers.labs.notebooks import STUDENT_DIR, source_for
+
+    path = source_for(lab, STUDENT_DIR)
+    try:
+        meta = json.loads(path.read_text())["metadata"]["workbook_lab"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise WorkbookError(f"Could not read the hints of {lab} from {path}.",
+                            "regenerate the student versions: python -m helpers.labs generate.",
+                            details=str(err)) from err
+    return {int(task): list(tiers) for task, tiers in (meta.get("hints") or {}).items()}
 
 #: The HTTP port Serve gets when a lab starts it on a shared cluster (Serve's own default).
 CLASSROOM_HTTP_PORT = 8000
@@ -65,6 +94,7 @@ class LabSession:
         self.student = student_slug(student)
         self.local = isinstance(cluster, LocalCluster)
         self.work_dir = Path(tempfile.mkdtemp(prefix=f"{lab}-{self.student}-"))
+        self.hints_used: dict[int, int] = {}  # task -> hints shown so far (this kernel)
         cluster.connect()
         self.base_url = self._ensure_serve(http_port)
 
@@ -183,6 +213,41 @@ class LabSession:
                                     "look at `serve status` (status_table(cluster)) and the "
                                     "replica logs; the machine may also just be slow.")
             time.sleep(poll_s)
+
+    # -- hints --------------------------------------------------------------------------------
+
+    def hint(self, task: int) -> None:
+        """Show task ``task``'s next hint: the first call a nudge, the second the API to look
+        at (with a link to its documentation), the third a partial skeleton. Past the last
+        one, the last one again. Each hint is counted (:attr:`hints_used`) and the count is in
+        the output, where the grader reads it; hints never lower a grade."""
+        hints = lab_hints(self.lab)
+        if task not in hints:
+            raise WorkbookError(f"{self.lab} has no hints for task {task!r}.",
+                                f"ask for one of its tasks: {', '.join(map(str, sorted(hints)))}; "
+                                f"e.g. lab.hint({min(hints) if hints else 1}).")
+        tiers = hints[task]
+        shown = min(self.hints_used.get(task, 0) + 1, len(tiers))
+        self.hints_used[task] = shown
+        kind = {1: "a nudge", 2: "where to look", 3: "a partial skeleton"}.get(shown, "a hint")
+        more = (f"call lab.hint({task}) again for the next one" if shown < len(tiers)
+                else "that was the last one: the rest is yours")
+        title = f"Task {task}, hint {shown} of {len(tiers)} ({kind}); {more}."
+        text = tiers[shown - 1]
+        record = {HINT_METADATA: {"lab": self.lab, "task": task, "tier": shown,
+                                  "of": len(tiers), "student": self.student}}
+        plain = f"{title}\n{text}"
+        body = (f"```python\n{text}\n```" if shown == len(tiers) and "\n" in text else text)
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:  # pragma: no cover - IPython comes with the project's environment
+            get_ipython = None  # type: ignore[assignment]
+        if get_ipython is not None and get_ipython() is not None:
+            display({"text/plain": plain, "text/markdown": f"**{title}**\n\n{body}"},
+                    raw=True, metadata=record)
+        else:
+            print(plain)
 
     # -- the end ------------------------------------------------------------------------------
 
