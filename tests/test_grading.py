@@ -27,11 +27,12 @@ from helpers.labs.grading import (
     find_submissions,
     grade_folder,
     grading_id,
+    hints_in,
     read_results_file,
     write_reports,
 )
 from helpers.labs.notebooks import STUDENT_DIR
-from helpers.labs.session import student_slug
+from helpers.labs.session import HINT_METADATA, next_hint, student_slug
 from helpers.paths import REPO_ROOT
 
 LAB01 = "lab01_first_deployment.ipynb"
@@ -140,6 +141,55 @@ def test_a_rerun_of_one_lab_merges_into_the_reports(tmp_path: Path) -> None:
     assert "rerun" in (out / "alice" / "report.md").read_text()
     assert (out / grading_id("Alice") / "report.md").exists()
     assert "| Alice | 100% |" in (out / "summary.md").read_text()
+
+
+def test_hints_are_counted_per_task_reported_and_never_change_a_score(tmp_path: Path) -> None:
+    """lab.hint(N) records each hint in its output's metadata; the grader counts the highest
+    tier shown per task. Records a student forged (another lab, a task or tier the lab has
+    not, garbage) are left out and noted, and hints never change a score, forged or not."""
+    nb = nbformat.read(str(STUDENT_DIR / LAB01), as_version=4)
+    used: dict[int, int] = {}
+    outputs = []
+    for task in (1, 1, 2, 1, 1):  # task 1 four times: its three tiers, then the last again
+        plain, markdown, record = next_hint("lab01", task, used, "ada")
+        outputs.append(nbformat.v4.new_output("display_data", data={"text/plain": plain,
+                                                                     "text/markdown": markdown},
+                                              metadata=record))
+    assert used == {1: 3, 2: 1}
+    assert "hint 3 of 3" in outputs[3]["data"]["text/plain"]
+    forged = [{"lab": "lab02", "task": 1, "tier": 1}, {"lab": "lab01", "task": 9, "tier": 1},
+              {"lab": "lab01", "task": 3, "tier": 99}, {"tier": "many"}, "three"]
+    outputs += [nbformat.v4.new_output("display_data", data={"text/plain": "hint"},
+                                       metadata={HINT_METADATA: f}) for f in forged]
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "tags" not in c.metadata)
+    cell.outputs = outputs
+    hints, problems = hints_in(nb, "lab01")
+    assert hints == {"1": 3, "2": 1} and len(problems) == len(forged), problems
+    with pytest.raises(WorkbookError, match="no hints for task 7"):
+        next_hint("lab01", 7, used)
+
+    names = [c.name for c in checks_for("lab01")]
+    results = [CheckResult(**_result("lab01", n, True)) for n in names[:4]]
+    helped = LabGrade("ada", "lab01", "graded", results=results, hints=hints)
+    alone = LabGrade("bob", "lab01", "graded", results=results)
+    assert helped.score == alone.score > 0
+    out = tmp_path / "grades"
+    for grade in (helped, alone):
+        _save(grade, out)
+    write_reports([helped, alone], out)
+    import pandas as pd
+
+    summary = pd.read_csv(out / "summary.csv").set_index("student")
+    assert summary.loc["ada", "hints_used"] == 4 and summary.loc["ada", "hints_by_task"] == "1:3 2:1"
+    assert summary.loc["bob", "hints_used"] == 0
+    assert summary.loc["ada", "score_percent"] == summary.loc["bob", "score_percent"]
+    table = (out / "summary.md").read_text()
+    assert "| ada | lab01 |" in table and "| 4 (1:3 2:1) |" in table
+    assert "Hints used (reported only" in (out / "ada" / "report.md").read_text()
+    assert "task 1: 3, task 2: 1" in (out / "ada" / "report.md").read_text()
+    assert "Hints used" not in (out / "bob" / "report.md").read_text()
+    assert LabGrade.from_json(json.loads((out / "ada" / "lab01.grade.json").read_text())).hints \
+        == {"1": 3, "2": 1}
 
 
 def test_out_inside_the_submissions_is_refused(tmp_path: Path) -> None:

@@ -47,9 +47,13 @@ from helpers.labs.notebooks import (
     LabSourceError,
     lab_id,
     list_lab_sources,
+    hint_spoilers,
     make_student_notebook,
     restore_checks,
+    solution_key_lines,
     stale_student_versions,
+    task_hints,
+    task_sections,
 )
 from helpers.paths import BUILD_DIR, REPO_ROOT
 from helpers.profiles import load_profile, notebook_parameters
@@ -133,6 +137,73 @@ def test_solution_regions_become_a_raise_with_the_hint(tmp_path: Path) -> None:
     assert student.metadata["workbook_lab"]["id"] == "lab09"
     for text in texts[1:]:
         compile(text, "cell", "exec")  # still valid Python
+
+
+def test_tiered_hints_and_starters_in_the_student_version() -> None:
+    nb = _notebook(
+        ("md", "## Task 1 · Count", []),
+        ("code", "n = None\n### BEGIN SOLUTION\n# HINT: count the words of text into n\n"
+                 "# HINT 1: words are separated by spaces\n# HINT 2: https://docs.python.org/3/"
+                 "library/stdtypes.html#str.split\n# HINT 3: n = len(___)\n"
+                 "# HINT 3: print(n)\n# STARTER: words = ___  # the words of text\n"
+                 "# STARTER:\n# STARTER:     # indented\nn = len(text.split(' '))\n"
+                 "### END SOLUTION", []),
+        ("code", "check(n)", [CHECK_TAG]),
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "lab09_demo.ipynb"
+        nbformat.write(nb, str(path))
+        student = make_student_notebook(path)
+    assert _source(student.cells[1]) == (
+        "n = None\n# YOUR CODE HERE (Task 1)\n"
+        "raise NotImplementedError('Task 1: count the words of text into n. Stuck? lab.hint(1) "
+        "gives a hint, each call the next one.')\nwords = ___  # the words of text\n\n"
+        "    # indented")
+    assert student.metadata["workbook_lab"]["hints"] == {
+        "1": ["words are separated by spaces",
+              ("https://docs.python.org/3/library/stdtypes.html#str.split"),
+              "n = len(___)\nprint(n)"]}
+    assert task_hints(nb) == {1: student.metadata["workbook_lab"]["hints"]["1"]}
+    assert solution_key_lines(nb, 1) == ["n = len(text.split(' '))"]
+    assert hint_spoilers(nb) == []
+    nb.cells[1].source = nb.cells[1].source.replace("# HINT 3: print(n)",
+                                                    "# HINT 3: n = len(text.split(' '))")
+    spoiler = "notebook task 1, hint 3: contains the solution's line \"n = len(text.split(' '))\""
+    assert hint_spoilers(nb) == [spoiler]
+    nb.cells[1].source = nb.cells[1].source.replace("# HINT 2:", "# HINT 4:")
+    with pytest.raises(LabSourceError, match="tiers \\[1, 3, 4\\]"):
+        task_hints(nb)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_every_task_has_three_hints_and_none_gives_the_answer_away(path: Path) -> None:
+    """A nudge, the API to look at (a link to its documentation), a partial skeleton; no tier,
+    and no blank's what-to-do message, holds a key line of the task's solution."""
+    nb = nbformat.read(str(path), as_version=4)
+    hints = task_hints(nb, path.name)
+    assert sorted(hints) == [task for task, _, _ in task_sections(nb)]
+    for task, tiers in hints.items():
+        assert len(tiers) == 3, (task, tiers)
+        assert "https://" not in tiers[0] and "https://" in tiers[1], (task, tiers[:2])
+        assert "___" in tiers[2], f"task {task}: the skeleton marks what is left to fill"
+        assert solution_key_lines(nb, task, path.name), f"task {task}: nothing to compare with"
+    assert hint_spoilers(nb, path.name) == []
+    student = json.loads((STUDENT_DIR / path.name).read_text())
+    assert student["metadata"]["workbook_lab"]["hints"] == {str(t): h for t, h in hints.items()}
+
+
+def test_lab07_tells_the_fixes_only_after_the_diagnosis() -> None:
+    """Task 2's prose names no fix (Task 1 is finding them); the check of Task 1 prints them
+    once the diagnosis is right."""
+    nb = nbformat.read(str(SOURCE_DIR / "lab07_troubleshooting.ipynb"), as_version=4)
+    task2 = next(_source(c) for c in nb.cells if _source(c).startswith("## Task 2"))
+    for fix in ("0.25", "quarter", "threshold", "0.5", "num_replicas", "spelled", "gamma_replicas"):
+        assert fix not in task2, fix
+    checks_source = (REPO_ROOT / "helpers" / "labs" / "checks.py").read_text()
+    diagnosis = checks_source[checks_source.index("def lab07_diagnosis"):
+                              checks_source.index("def lab07_intent")]
+    for cause in ("unschedulable", "crashes", "ignored-key", "healthy", "observed[app] in"):
+        assert cause not in diagnosis.split("observed = ")[1], cause
 
 
 @pytest.mark.parametrize(("text", "tags", "expected"), [
@@ -276,7 +347,8 @@ def _solutions_under_nbval(cluster, results: Path) -> subprocess.CompletedProces
 
 def _class_folder(root: Path) -> Path:
     """starter: every student version as generated, lab 01's visible checks edited to pass;
-    solved: lab 01 done (the source notebook)."""
+    solved: lab 01 done (the source notebook), after asking for three hints (two of task 1,
+    one of task 2)."""
     folder = root / "submissions"
     (folder / "starter").mkdir(parents=True)
     (folder / "solved").mkdir()
@@ -287,7 +359,12 @@ def _class_folder(root: Path) -> Path:
                 if CHECK_TAG in cell.metadata.get("tags", []):
                     cell.source = "print('looks fine to me')"
         nbformat.write(nb, str(folder / "starter" / path.name))
-    shutil.copy(SOURCES[0], folder / "solved" / SOURCES[0].name)
+    solved = nbformat.read(str(SOURCES[0]), as_version=4)
+    setup = next(i for i, c in enumerate(solved.cells) if "LabSession(" in _source(c))
+    asks = nbformat.v4.new_code_cell("lab.hint(1)\nlab.hint(1)\nlab.hint(2)")
+    asks.id = "asks-for-hints"
+    solved.cells.insert(setup + 1, asks)
+    nbformat.write(solved, str(folder / "solved" / SOURCES[0].name))
     return folder
 
 
@@ -368,6 +445,8 @@ def test_the_grader_restores_edited_checks_and_scores_a_good_submission(
     by_key = {(g.student, g.lab): g for g in classroom.grades}
     solved = by_key[("solved", "lab01")]
     assert (solved.score, solved.missing, solved.tampered, solved.errors) == (100.0, [], [], [])
+    assert solved.hints == {"1": 2, "2": 1}  # counted from lab.hint's outputs; the score stays
+    assert all(not g.hints for g in classroom.grades if g.student == "starter")
     tampered = by_key[("starter", "lab01")]
     assert len(tampered.tampered) == len(checks_for("lab01", hidden=False))
     assert tampered.score == 0.0  # editing the check cells did not help
@@ -376,6 +455,7 @@ def test_the_grader_restores_edited_checks_and_scores_a_good_submission(
     assert len(summary) == 8 and set(summary["student"]) == {"starter", "solved"}
     row = summary[(summary.student == "solved") & (summary.lab == "lab01")].iloc[0]
     assert (row.visible_passed, row.hidden_passed, row.score_percent) == (3, 3, 100.0)
+    assert (row.hints_used, row.hints_by_task) == (3, "1:2 2:1")
     table = (classroom.out / "summary.md").read_text()
     assert "| solved | 100% |" in table and "| starter | 0% |" in table
     assert "<table" in (classroom.out / "summary.html").read_text()

@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from helpers.llm import DeployResult
 
 __all__ = ["LabSession", "letters_and_digits", "student_slug", "CLASSROOM_HTTP_PORT",
-           "HINT_METADATA", "lab_hints"]
+           "HINT_METADATA", "lab_hints", "next_hint"]
 
 #: The key of a hint's display metadata (what the grader counts).
 HINT_METADATA = "workbook_hint"
@@ -80,6 +80,30 @@ def student_slug(student: str) -> str:
         raise WorkbookError(f"The student id {student!r} has no letters or digits.",
                             "set the parameter student to your name or id, e.g. 'alice'.")
     return slug
+
+
+def next_hint(lab: str, task: int, used: dict[int, int],
+              student: str = "me") -> tuple[str, str, dict[str, Any]]:
+    """Task ``task``'s next hint after ``used[task]`` shown (``used`` is updated): its text,
+    as Markdown, and the output metadata that records it (``{HINT_METADATA: {lab, task, tier,
+    of, student}}``). A task without hints is a :class:`WorkbookError` naming the ones with."""
+    hints = lab_hints(lab)
+    if task not in hints:
+        raise WorkbookError(f"{lab} has no hints for task {task!r}.",
+                            f"ask for one of its tasks: {', '.join(map(str, sorted(hints)))}; "
+                            f"e.g. lab.hint({min(hints) if hints else 1}).")
+    tiers = hints[task]
+    shown = min(used.get(task, 0) + 1, len(tiers))
+    used[task] = shown
+    kind = {1: "a nudge", 2: "where to look", 3: "a partial skeleton"}.get(shown, "a hint")
+    more = (f"call lab.hint({task}) again for the next one" if shown < len(tiers)
+            else "that was the last one: the rest is yours")
+    title = f"Task {task}, hint {shown} of {len(tiers)} ({kind}); {more}."
+    text = tiers[shown - 1]
+    record = {HINT_METADATA: {"lab": lab, "task": task, "tier": shown, "of": len(tiers),
+                              "student": student}}
+    body = f"```python\n{text}\n```" if shown == len(tiers) else text
+    return f"{title}\n{text}", f"**{title}**\n\n{body}", record
 
 
 class LabSession:
@@ -221,31 +245,14 @@ class LabSession:
         at (with a link to its documentation), the third a partial skeleton. Past the last
         one, the last one again. Each hint is counted (:attr:`hints_used`) and the count is in
         the output, where the grader reads it; hints never lower a grade."""
-        hints = lab_hints(self.lab)
-        if task not in hints:
-            raise WorkbookError(f"{self.lab} has no hints for task {task!r}.",
-                                f"ask for one of its tasks: {', '.join(map(str, sorted(hints)))}; "
-                                f"e.g. lab.hint({min(hints) if hints else 1}).")
-        tiers = hints[task]
-        shown = min(self.hints_used.get(task, 0) + 1, len(tiers))
-        self.hints_used[task] = shown
-        kind = {1: "a nudge", 2: "where to look", 3: "a partial skeleton"}.get(shown, "a hint")
-        more = (f"call lab.hint({task}) again for the next one" if shown < len(tiers)
-                else "that was the last one: the rest is yours")
-        title = f"Task {task}, hint {shown} of {len(tiers)} ({kind}); {more}."
-        text = tiers[shown - 1]
-        record = {HINT_METADATA: {"lab": self.lab, "task": task, "tier": shown,
-                                  "of": len(tiers), "student": self.student}}
-        plain = f"{title}\n{text}"
-        body = (f"```python\n{text}\n```" if shown == len(tiers) and "\n" in text else text)
+        plain, markdown, record = next_hint(self.lab, task, self.hints_used, self.student)
         try:
             from IPython import get_ipython
             from IPython.display import display
         except ImportError:  # pragma: no cover - IPython comes with the project's environment
             get_ipython = None  # type: ignore[assignment]
         if get_ipython is not None and get_ipython() is not None:
-            display({"text/plain": plain, "text/markdown": f"**{title}**\n\n{body}"},
-                    raw=True, metadata=record)
+            display({"text/plain": plain, "text/markdown": markdown}, raw=True, metadata=record)
         else:
             print(plain)
 
