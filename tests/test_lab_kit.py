@@ -49,6 +49,17 @@ def test_the_kit_runs_the_visible_checks_and_knows_no_hidden_one(kit: Path) -> N
     assert run.stdout.split() == ["False", str(visible)]
 
 
+def test_the_kit_gives_the_hints_without_the_sources(kit: Path) -> None:
+    """lab.hint reads the tiers from the student versions, which the kit has."""
+    run = _in_kit(kit, "from helpers.labs.session import next_hint\n"
+                       "used = {}\n"
+                       "for _ in range(3): text, _, record = next_hint('lab02', 1, used)\n"
+                       "print(text.splitlines()[0]); print(record)")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("Task 1, hint 3 of 3 (a partial skeleton)"), run.stdout
+    assert "'tier': 3" in run.stdout
+
+
 def test_the_kit_refuses_to_grade(kit: Path, tmp_path: Path) -> None:
     run = _in_kit(kit, f"import sys; from helpers.labs.__main__ import main; "
                        f"sys.exit(main(['grade', {str(kit / 'labs' / 'student')!r}, "
