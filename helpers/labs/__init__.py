@@ -1,7 +1,8 @@
 """Classroom labs: sources with solutions, generated student versions, checks, grading.
 
-* :mod:`helpers.labs.session` - :class:`LabSession`: a lab's cluster, Serve, and application
-  names of the student's own (so a class can share one cluster);
+* :mod:`helpers.labs.session` - :class:`LabSession`: a lab's cluster, Serve, application
+  names of the student's own (so a class can share one cluster), and ``lab.hint(N)``, the
+  tiered hints (counted; the grader reports the count);
 * :mod:`helpers.labs.checks` - the checks, visible and hidden, that inspect the real cluster
   and say what is wrong and where to look;
 * :mod:`helpers.labs.notebooks` - solution and hidden-check regions; the student versions;
