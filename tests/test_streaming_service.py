@@ -25,7 +25,7 @@ from helpers.streaming.client import StreamingClient, stream_once
 
 pytestmark = pytest.mark.cluster
 
-ACTORS_LONG_ANSWER = 1024  # tokens: an answer still generating when a mid-stream delete arrives
+LONG_ANSWER = 1024  # tokens: an answer still generating when a mid-stream delete arrives
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +46,13 @@ def services(two_node_cluster: LocalCluster) -> Iterator[SimpleNamespace]:
     model = resolve_model_source("tiny")
     config = StreamingConfig()
     config.model.model_source = model
-    config.model.max_tokens_limit = ACTORS_LONG_ANSWER  # room for the mid-stream delete's answer
+    config.model.max_tokens_limit = LONG_ANSWER  # room for the mid-stream delete's answer
     config.serving.model_actor_num_cpus = 0.5  # the shared cluster has 3 CPUs in all
     actors = None
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": free_port()})  # or the running one's
-        entry = app_config("t_stream", "/t_stream", model_source=model, generator_num_cpus=0.5)
+        entry = app_config("t_stream", "/t_stream", model_source=model, generator_num_cpus=0.5,
+                           max_tokens_limit=LONG_ANSWER)  # room for the mid-stream delete's answer
         # Another application on the same cluster (someone else's): configure must leave it be.
         other = {"name": "t_other", "route_prefix": "/t_other", "import_path": "helpers.apps.classifier:app",
                  "deployments": [{"name": "TextClassifier", "ray_actor_options": {"num_cpus": 0}}]}
@@ -79,7 +80,7 @@ def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def _delete_while_streaming(url: str, token: str, max_tokens: int = 240) -> dict[str, Any]:
+async def _delete_while_streaming(url: str, token: str, max_tokens: int) -> dict[str, Any]:
     """Ask for a long answer; delete the session once text flows; see how the stream ends.
 
     The answer must still be generating when the delete arrives (a few hops after the first
@@ -169,7 +170,7 @@ def test_actors_stream_over_a_websocket_and_a_deleted_session_leaves_nothing(ser
     # 1024 tokens: with 240, a CI run once finished generating before the delete arrived
     # (cancelled 0), although the stream was cut: the claim needs the generation in flight.
     ended = _run(_delete_while_streaming(services.actors_url, services.actors.token,
-                                         max_tokens=ACTORS_LONG_ANSWER))
+                                         max_tokens=LONG_ANSWER))
     assert ended["record"].outcome == "closed" and (ended["code"], ended["reason"]) == (1000, "session deleted")
     assert ray.get(services.actors.scheduler.wait_idle.remote(30))
     stats = ray.get(services.actors.scheduler.stats.remote())
@@ -196,7 +197,9 @@ def test_serve_streams_the_same_text_from_its_served_engine(services: SimpleName
 
 
 def test_serve_deleted_mid_stream_cancels_the_generator_and_forgets_the_session(services: SimpleNamespace) -> None:
-    ended = _run(_delete_while_streaming(services.serve_url, services.tokens["serve_url"]))
+    # the same 1024 tokens as the actors' twin above, for the same race
+    ended = _run(_delete_while_streaming(services.serve_url, services.tokens["serve_url"],
+                                         max_tokens=LONG_ANSWER))
     assert ended["record"].outcome == "closed" and ended["code"] == 1000
     assert ended["stats"]["sessions"] == 0 and ended["stats"]["cancelled"] >= 1
     deadline = time.monotonic() + 10
