@@ -35,17 +35,31 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import yaml
 
 from helpers.errors import WorkbookError
 from helpers.paths import BUILD_DIR, IMAGES_DIR, LABS_DIR, NOTEBOOKS_DIR, REPO_ROOT
 
-__all__ = ["scrub_text", "scrub_notebook", "Run", "read_run", "find_runs", "Claim", "CLAIMS",
-           "extract_claims", "labs_after_lessons", "write_book_source", "build_book", "main"]
+__all__ = [
+    "CLAIMS",
+    "Claim",
+    "Run",
+    "build_book",
+    "extract_claims",
+    "find_runs",
+    "labs_after_lessons",
+    "main",
+    "read_run",
+    "scrub_notebook",
+    "scrub_text",
+    "write_book_source",
+]
 
 # Ports that a reader should see as they are (Serve's HTTP port, the dashboard, GCS, the Ray
 # client, JupyterLab, Prometheus): anything else on 127.0.0.1 was picked at random by a run.
@@ -230,21 +244,59 @@ def _printed(pattern: str, render: str) -> Callable[[str], str | None]:
     return find
 
 
+class _TableRows(HTMLParser):
+    """The rows of the HTML tables in a text, as lists of cell texts (a DataFrame's HTML)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self.rows:
+            self.rows[-1].append("".join(self._cell).strip())
+            self._cell = None
+
+
+def _table_rows(text: str) -> list[list[str]]:
+    if "<table" in text:
+        parser = _TableRows()
+        parser.feed(text)
+        return parser.rows
+    # A DataFrame as text: a header line of column names, rows that start with their label.
+    # pandas wraps a wide table in blocks that end with a backslash; each block lines up.
+    return [[cell for cell in line.split() if cell != "\\"] for line in text.splitlines()
+            if line.strip()]
+
+
 def _batched_vs_unbatched(text: str) -> str | None:
-    """Lesson 06's comparison table (a DataFrame, as text): throughput_rps of its rows
-    "batched" and "unbatched" (pandas may wrap a wide table; its columns still line up)."""
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        columns = line.split()
-        if "throughput_rps" not in columns:
+    """Lesson 06's comparison table (a DataFrame, as HTML or text): throughput_rps of its
+    rows "batched" and "unbatched"."""
+    rows = _table_rows(text)
+    for i, header in enumerate(rows):
+        if "throughput_rps" not in header:
             continue
-        k = columns.index("throughput_rps")
         rps = {}
-        for row in lines[i + 1:i + 6]:
-            cells = row.split()
-            if len(cells) == len(columns) + 1 and cells[0] in ("batched", "unbatched"):
+        for row in rows[i + 1:i + 6]:
+            # HTML rows hold the index label in the header's first (empty) cell; text rows
+            # have one cell more than their header line.
+            shift = len(row) - len(header)
+            k = header.index("throughput_rps") + shift
+            if not (row and row[0] in ("batched", "unbatched")):
+                break  # the table (or this block of a wrapped one) ended
+            if shift in (0, 1) and k < len(row):
                 try:
-                    rps[cells[0]] = float(cells[k + 1])
+                    rps.setdefault(row[0], float(row[k]))
                 except ValueError:
                     pass
         if len(rps) == 2 and rps["unbatched"] > 0:
@@ -273,9 +325,10 @@ def _output_texts(nb: dict[str, Any]) -> Iterable[str]:
         for output in cell.get("outputs", []):
             if "text" in output:
                 yield "".join(output["text"]) if isinstance(output["text"], list) else output["text"]
-            plain = output.get("data", {}).get("text/plain")
-            if plain:
-                yield "".join(plain) if isinstance(plain, list) else plain
+            for mime in ("text/plain", "text/html"):
+                value = output.get("data", {}).get(mime)
+                if value:
+                    yield "".join(value) if isinstance(value, list) else value
 
 
 def extract_claims(notebooks: dict[str, Path]) -> list[tuple[Claim, str | None, str]]:
@@ -552,7 +605,7 @@ def build_book(config: Path, *, timeout_s: float = 600) -> float:
     """Build the site with mkdocs; return the seconds it took."""
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--clean", "-q",
-                             "-f", str(config)], capture_output=True, text=True,
+                             "-f", str(config)], check=False, capture_output=True, text=True,
                             timeout=timeout_s, cwd=config.parent)
     if result.returncode != 0:
         raise WorkbookError("mkdocs could not build the book.",
