@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -123,22 +124,44 @@ def test_no_planted_secret_reaches_the_site(site: dict[str, object],
 
 def test_every_page_opens_in_chromium_with_its_images_links_and_no_traceback(
         served: str, site: dict[str, object], planted: dict[str, str]) -> None:
-    from helpers.browser import open_browser
-
     site_dir = site["dir"]
     assert isinstance(site_dir, Path)
-    pages = sorted(str(p.relative_to(site_dir)) for p in site_dir.rglob("*.html"))
+    started = time.monotonic()
+    report = check_site(site_dir, served, forbidden=(planted["ray_token"], planted["lab_token"]),
+                        shots={"index.html": SCREENSHOTS / "book_landing.png",
+                               "lessons/00_environment_check.html":
+                                   SCREENSHOTS / "book_lesson_00.png"})
+    pages = report["pages"]
     assert "index.html" in pages and "lessons/00_environment_check.html" in pages
     assert any(p.startswith("labs/lab") for p in pages) and any(p.startswith("runs/") for p in pages)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    assert not report["problems"], "\n".join(report["problems"][:40])
+    texts = report["texts"]
+    assert "Course map" in texts["index.html"] and "00 · Environment check" in texts["index.html"]
+    assert "Executed by make run" in texts["lessons/00_environment_check.html"]
+    assert (SCREENSHOTS / "book_landing.png").stat().st_size > 20_000
+    assert (SCREENSHOTS / "book_lesson_00.png").stat().st_size > 20_000
+    print(f"{len(pages)} pages and {report['links']} internal links checked in "
+          f"{time.monotonic() - started:.0f} s; the book built in {site['seconds']:.0f} s; "
+          f"requests to other hosts blocked: {sorted(report['external'])[:5]}")
+
+
+def check_site(site_dir: Path, base_url: str, *, forbidden: tuple[str, ...] = (),
+               shots: dict[str, Path] | None = None) -> dict[str, Any]:
+    """Open every page of the site served at ``base_url`` in headless Chromium; return the
+    problems found (an image that did not load, a traceback in an output, a ``forbidden``
+    string shown, an internal link to nothing), the pages, their texts and what was blocked.
+    """
+    from helpers.browser import open_browser
+
+    pages = sorted(str(p.relative_to(site_dir)) for p in site_dir.rglob("*.html"))
     problems: list[str] = []
     external: set[str] = set()
     links: dict[str, set[str]] = {}
-    started = time.monotonic()
+    texts: dict[str, str] = {}
     with open_browser(width=1280, height=900) as context:
-        def only_local(route):  # the site must work offline: nothing from elsewhere is fetched
+        def only_local(route: Any) -> Any:  # the site works offline: nothing from elsewhere
             url = route.request.url
-            if url.startswith((served, "data:")):
+            if url.startswith((base_url, "data:")):
                 return route.continue_()
             external.add(url)
             return route.abort()
@@ -146,35 +169,22 @@ def test_every_page_opens_in_chromium_with_its_images_links_and_no_traceback(
         context.route("**/*", only_local)
         page = context.new_page()
         for name in pages:
-            response = page.goto(served + name, wait_until="load")
+            response = page.goto(base_url + name, wait_until="load")
             if response is None or response.status != 200:
                 problems.append(f"{name}: HTTP {response and response.status}")
                 continue
-            state = page.evaluate("""() => ({
-                broken: [...document.images].filter(i => !i.complete || i.naturalWidth === 0)
-                        .map(i => i.getAttribute('src').slice(0, 80)),
-                images: document.images.length,
-                links: [...document.querySelectorAll('a[href]')].map(a => a.href),
-                tracebacks: [...document.querySelectorAll('.jp-OutputArea-output')]
-                        .filter(o => /Traceback \\(most recent call last\\)/.test(o.innerText)
-                                  && /stderr|error/.test(o.getAttribute('data-mime-type') || ''))
-                        .map(o => o.innerText.slice(0, 300)),
-                text: document.body.innerText,
-            })""")
+            state = page.evaluate(_PAGE_STATE)
             problems += [f"{name}: image did not load: {src}" for src in state["broken"]]
             problems += [f"{name}: a traceback in an output: {tb}" for tb in state["tracebacks"]]
-            problems += [f"{name}: shows the planted token" for leak in
-                         (planted["ray_token"], planted["lab_token"]) if leak in state["text"]]
+            problems += [f"{name}: shows a planted secret" for secret in forbidden
+                         if secret in state["text"]]
+            texts[name] = state["text"]
             for link in state["links"]:
-                if link.startswith(served):
+                if link.startswith(base_url):
                     links.setdefault(link, set()).add(name)
-            if name == "index.html":
-                assert "Course map" in state["text"] and "00 · Environment check" in state["text"]
-                page.screenshot(path=str(SCREENSHOTS / "book_landing.png"))
-            if name == "lessons/00_environment_check.html":
-                assert "Executed by `make run`" in state["text"] or "Executed by make run" in \
-                    state["text"]
-                page.screenshot(path=str(SCREENSHOTS / "book_lesson_00.png"))
+            if shots and name in shots:
+                shots[name].parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(shots[name]))
     for link, sources in sorted(links.items()):
         target = unquote(urlsplit(link).path).lstrip("/")
         path = site_dir / target
@@ -182,9 +192,20 @@ def test_every_page_opens_in_chromium_with_its_images_links_and_no_traceback(
             path = path / "index.html"
         if not path.is_file():
             problems.append(f"broken internal link {target} on {sorted(sources)[:3]}")
-    assert not problems, "\n".join(problems[:40])
-    assert (SCREENSHOTS / "book_landing.png").stat().st_size > 20_000
-    assert (SCREENSHOTS / "book_lesson_00.png").stat().st_size > 20_000
-    print(f"{len(pages)} pages and {len(links)} internal links checked in "
-          f"{time.monotonic() - started:.0f} s; the book built in {site['seconds']:.0f} s; "
-          f"requests to other hosts blocked: {sorted(external)[:5]}")
+    return {"pages": pages, "problems": problems, "texts": texts, "links": len(links),
+            "external": external}
+
+
+# What a page shows: images that did not load, links, and outputs that hold a traceback (a
+# cell that raised is rendered as an error/stderr output; a lesson that prints a log with a
+# traceback in it, to teach reading one, prints it on stdout, rendered as text/plain).
+_PAGE_STATE = """() => ({
+    broken: [...document.images].filter(i => !i.complete || i.naturalWidth === 0)
+            .map(i => (i.getAttribute('src') || '').slice(0, 80)),
+    links: [...document.querySelectorAll('a[href]')].map(a => a.href),
+    tracebacks: [...document.querySelectorAll('.jp-OutputArea-output')]
+            .filter(o => /Traceback \\(most recent call last\\)/.test(o.innerText)
+                      && /stderr|error/.test(o.getAttribute('data-mime-type') || ''))
+            .map(o => o.innerText.slice(0, 300)),
+    text: document.body.innerText,
+})"""
