@@ -461,7 +461,7 @@ def write_book_source(runs: Sequence[Run], src: Path, *, notebooks_dir: Path = N
             status = result["status"]
             note = (f"> **Executed by `make run`, profile `{run.profile}`**: {status}"
                     + (f" in {seconds:.0f} s" if seconds else "")
-                    + f". The outputs below are that run's ([the run](../runs/{run.profile}.html)); "
+                    + f". The outputs below are that run's ([the run](../runs/{run.folder.name}.html)); "
                     "to run it yourself, open `notebooks/" + stem + ".ipynb` with `make lab`.")
         else:
             nb = json.loads((notebooks_dir / f"{stem}.ipynb").read_text())
@@ -495,10 +495,10 @@ def write_book_source(runs: Sequence[Run], src: Path, *, notebooks_dir: Path = N
 
     nav_runs = []
     for run in runs:
-        (docs / "runs" / f"{run.profile}.md").write_text(
+        (docs / "runs" / f"{run.folder.name}.md").write_text(
             _run_page(run, secrets=secrets, roots=[str(REPO_ROOT)] + [
                 r for p in run.notebooks.values() for r in roots_of(p)]))
-        nav_runs.append({f"Run: {run.profile}": f"runs/{run.profile}.md"})
+        nav_runs.append({f"Run: {run.folder.name}": f"runs/{run.folder.name}.md"})
 
     (docs / "images").mkdir()
     hero = IMAGES_DIR / "readme_figure.png"
@@ -530,7 +530,7 @@ def write_book_source(runs: Sequence[Run], src: Path, *, notebooks_dir: Path = N
 
 def _landing_page(rows: list[str], runs: Sequence[Run], unplaced: list[str],
                   hero: bool) -> str:
-    runs_text = ", ".join(f"[`{r.profile}`](runs/{r.profile}.md)"
+    runs_text = ", ".join(f"[`{r.folder.name}`](runs/{r.folder.name}.md)"
                           + (f" (finished {r.finished})" if r.finished else "") for r in runs)
     parts = [
         "# Ray Serve Workbook",
