@@ -286,7 +286,7 @@ def _batched_vs_unbatched(text: str) -> str | None:
     for i, header in enumerate(rows):
         if "throughput_rps" not in header:
             continue
-        rps = {}
+        rps: dict[str, float] = {}
         for row in rows[i + 1:i + 6]:
             # HTML rows hold the index label in the header's first (empty) cell; text rows
             # have one cell more than their header line.
@@ -451,8 +451,9 @@ def write_book_source(runs: Sequence[Run], src: Path, *, notebooks_dir: Path = N
     labs = sorted(p for p in (labs_dir / "student").glob("lab*.ipynb"))
     after = labs_after_lessons(labs_dir / "README.md", current)
     for stem in lessons:
-        run = executed.get(stem)
-        if run is not None:
+        taken_from = executed.get(stem)
+        if taken_from is not None:
+            run = taken_from
             path = run.notebooks[stem]
             nb = scrub_notebook(json.loads(path.read_text()), secrets=secrets,
                                 roots=roots_of(path))
@@ -473,7 +474,7 @@ def write_book_source(runs: Sequence[Run], src: Path, *, notebooks_dir: Path = N
         nav_lessons.append({title: f"lessons/{stem}.ipynb"})
         lab_links = ", ".join(f"[{lab.stem}](labs/{lab.stem}.ipynb)" for lab in labs
                               if after.get(lab.stem) == stem)
-        where = f"`{run.profile}`" if run else "not run"
+        where = f"`{taken_from.folder.name}`" if taken_from else "not run"
         if stem in older:
             where += " (an older lesson name)"
         rows.append(f"| [{_md_cell(title)}](lessons/{stem}.ipynb) | {_minutes(seconds)} | "
