@@ -68,8 +68,9 @@ HIDDEN = "<token>"
 
 _SECRET_ASSIGNMENT = re.compile(
     r"(?i)(?P<key>token|api[_-]?key|secret|password|passwd)(?P<sep>[\"']?\s*[=:]\s*[\"']?)"
-    r"(?P<value>[^\s\"'&<>,;)\]}]{8,})")
-_BEARER = re.compile(r"(?i)\b(bearer|token)\s+(?P<value>[A-Za-z0-9._~+/=-]{16,})")
+    r"(?P<value>(?=[^\s\"'&<>,;)\]}]*\d)[^\s\"'&<>,;)\]}]{8,})")  # a secret has a digit
+_BEARER = re.compile(r"(?i)\b(bearer|token)\s+(?P<value>(?=[A-Za-z0-9._~+/=-]*\d)"
+                     r"[A-Za-z0-9._~+/=-]{16,})")
 _HEX_64 = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])")  # a Ray auth token's shape
 _LOCAL_PORT = re.compile(r"\b(?P<host>127\.0\.0\.1|localhost|0\.0\.0\.0):(?P<port>\d{2,5})\b")
 _TMP_PATH = re.compile(r"(?<![\w.~-])/tmp/(?!ray\b)(?P<first>[^\s/\"'`<>:,;)\]}]+)(?P<rest>/[^\s\"'`<>]*)?")

@@ -47,7 +47,9 @@ def test_scrub_text_leaves_what_a_lesson_teaches() -> None:
     text = ("max_tokens=4096, 'prompt_tokens': 12, completion_tokens 14; "
             "RAY_AUTH_MODE=token; logs in /tmp/ray/session_latest/logs; "
             "Serve on http://127.0.0.1:8000/classify, the dashboard on 127.0.0.1:8265; "
-            "node id 084cb7f62725f19c5c2f586da7a0bb8799b2d1afc6ab20255360ed50")
+            "node id 084cb7f62725f19c5c2f586da7a0bb8799b2d1afc6ab20255360ed50; "
+            "RPC error: InvalidAuthToken: Authentication token is missing; "
+            'OpenAI(api_key="not-needed-locally")')
     assert scrub_text(text) == text
 
 
