@@ -186,7 +186,7 @@ class Run:
         exception = meta.get("exception")
         return {"status": "failed" if exception else "passed" if meta.get("end_time") else
                 "did not finish", "duration_s": meta.get("duration"), "error": "",
-                "from": f"papermill's record ({(meta.get('end_time') or '')[:16]})"}
+                "from": f"papermill's record ({(meta.get('end_time') or 'no end time')[:16]})"}
 
 
 def read_run(folder: Path) -> Run:
@@ -520,6 +520,7 @@ def write_book_source(runs: Sequence[Run], src: Path, *, notebooks_dir: Path = N
                                "toc.follow"]},
         "plugins": ["search", {"mkdocs-jupyter": {
             "execute": False, "include_source": True, "allow_errors": True,
+            "ignore_h1_titles": True,  # the nav's titles, which keep `code` in a heading
             "cache": False, "toc_depth": 3}}],
         "markdown_extensions": ["tables", "admonition", "toc"],
         "nav": [{"Home": "index.md"}, {"Lessons": nav_lessons}, {"Labs": nav_labs},
@@ -599,6 +600,9 @@ def _run_page(run: Run, *, secrets: Sequence[str], roots: Sequence[str]) -> str:
     if run.summary_md:
         body = scrub_text(run.summary_md, secrets=secrets, roots=roots)
         body = re.sub(r"(?m)^# .*\n", "", body, count=1).strip()
+        # the lines after the table are sentences: one paragraph each
+        body = "\n".join(line if line.startswith("|") or not line else line + "\n"
+                         for line in body.splitlines())
         lines += ["", "## The runner's summary (its last invocation)", "", body]
     return "\n".join(lines) + "\n"
 
