@@ -14,7 +14,7 @@ Usage::
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 __all__ = [
     "WorkbookError",

@@ -23,8 +23,9 @@ Introduced in notebooks/03b_updates_and_operations.ipynb.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import requests
 
@@ -64,7 +65,8 @@ RETRY_STATUSES = (500, 502, 503, 504)
 def _flatten(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         return {}
-    inner = body.get("result") if isinstance(body.get("result"), dict) else body
+    result = body.get("result")
+    inner = result if isinstance(result, dict) else body
     out = {k: inner.get(k) for k in RECORD_FIELDS if k in inner}
     if isinstance(body.get("gateway"), dict):
         out["gateway_replica"] = body["gateway"].get("replica")

@@ -19,8 +19,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -194,7 +194,8 @@ def test_parameters_in_range_and_the_shipped_profiles_still_pass() -> None:
 
     check_parameters(NOTEBOOKS_DIR / "03b_updates_and_operations.ipynb",
                      {"load_concurrency": 1, "phase_s": 0.0, "head_num_cpus": 4})
-    check_parameters(NOTEBOOKS_DIR / "06_batching.ipynb", {"sweep_grid": {"max_batch_size": [4, 32], "batch_wait_timeout_s": [0.0, 0.1], "concurrency": [1, 32]}})
+    sweep_grid = {"max_batch_size": [4, 32], "batch_wait_timeout_s": [0.0, 0.1], "concurrency": [1, 32]}
+    check_parameters(NOTEBOOKS_DIR / "06_batching.ipynb", {"sweep_grid": sweep_grid})
     for name in ("ci", "full"):
         load_profile(name)
 
@@ -208,7 +209,6 @@ def test_runner_refuses_an_out_of_range_parameter_before_running(tmp_path: Path)
 
 def _tiny_notebook(folder: Path) -> Path:
     import nbformat
-
     from notebook_builder import notebook
 
     path = folder / "99_tiny.ipynb"

@@ -9,8 +9,8 @@ versions (notebooks/practice/) are generated; tests/test_lessons.py checks them.
 from __future__ import annotations
 
 import ast
-import re
 import json
+import re
 from pathlib import Path
 
 import pytest
