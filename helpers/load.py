@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from helpers.errors import ParameterError
+from helpers.errors import AlreadyStartedError, ParameterError
 from helpers.traffic import RECORD_FIELDS, _flatten, failure_summary
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -725,7 +725,7 @@ class LoadGenerator:
               schedule: Sequence[tuple[float, float]] | None = None) -> "LoadGenerator":
         """Run in a background thread (until :meth:`stop`, ``duration_s``, or the schedule's end)."""
         if self._thread is not None:
-            raise RuntimeError("this LoadGenerator was already started")
+            raise AlreadyStartedError("LoadGenerator")
 
         def target() -> None:
             try:
