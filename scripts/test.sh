@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The test suite CI runs, in three phases:
+# The test suite CI runs, in four phases:
+#   0. lint and types: `ruff check` (code and notebooks) and `mypy` (helpers/), configured in
+#      pyproject.toml; a few seconds. A failure here fails the run, after the other phases ran;
 #   1. the unit tests of the helpers against real Ray (tests/), on two pytest-xdist workers;
 #   2. the lessons whose CI profile entry says `shares_machine: true` (they assert nothing
 #      about speed or timing), under nbval, two at a time;
@@ -29,6 +31,11 @@ WORKERS="${WORKBOOK_TEST_WORKERS:-2}"
 COMMON=(--durations=20 -p no:cacheprovider)  # each phase ends with its 20 slowest items
 
 set +e
+t0l=$SECONDS
+echo "lint and types: ruff check, mypy"
+"$PY" -m ruff check . && "$PY" -m mypy
+lint=$?
+t_lint=$((SECONDS - t0l))
 t1=$SECONDS
 rm -f build/test-unit.xml build/test-alone.xml
 "$PY" -m pytest tests -n "$WORKERS" --dist loadfile -m "not alone" "${COMMON[@]}" \
@@ -75,6 +82,7 @@ set -e
 minutes() { awk -v s="$1" 'BEGIN { printf "%.1f", s / 60 }'; }
 printf '\n%-48s %8s\n' "phase of make test" "minutes"
 printf '%-48s %8s\n' "environment and browser check" "$(minutes "$t_env")" \
+  "lint and types (ruff, mypy)" "$(minutes "$t_lint")" \
   "unit tests ($WORKERS workers)" "$(minutes "$t_unit")" \
   "lessons that share the machine (two at a time)" "$(minutes "$t_sharing")" \
   "classroom run and lessons (one at a time)" "$(minutes "$t_alone")" \
@@ -82,9 +90,11 @@ printf '%-48s %8s\n' "environment and browser check" "$(minutes "$t_env")" \
 # pytest's 5 is "no tests collected": fine in one phase (a -k that names only unit tests),
 # a failure when neither phase ran anything.
 ok() { [ "$1" -eq 0 ] || [ "$1" -eq 5 ]; }
-if ok "$unit" && ok "$lessons" && ! { [ "$unit" -eq 5 ] && [ "$lessons" -eq 5 ]; }; then
-  echo "tests passed (unit tests: exit $unit, tests alone and lessons: exit $lessons)"
+if [ "$lint" -eq 0 ] && ok "$unit" && ok "$lessons" \
+   && ! { [ "$unit" -eq 5 ] && [ "$lessons" -eq 5 ]; }; then
+  echo "tests passed (lint and types: exit 0, unit tests: exit $unit, tests alone and lessons: exit $lessons)"
   exit 0
 fi
-echo "tests FAILED (unit tests: exit $unit, tests alone and lessons: exit $lessons; 0 is a pass, 5 ran nothing)" >&2
+echo "tests FAILED (lint and types: exit $lint, unit tests: exit $unit, tests alone and lessons:" \
+     "exit $lessons; 0 is a pass, 5 ran nothing)" >&2
 exit 1
