@@ -29,6 +29,12 @@ NOTEBOOKS="${WORKBOOK_NOTEBOOKS:-}"
 # --dist loadfile keeps a test file on one worker, in order (its module fixtures are shared).
 WORKERS="${WORKBOOK_TEST_WORKERS:-2}"
 COMMON=(--durations=20 -p no:cacheprovider)  # each phase ends with its 20 slowest items
+# pytest-timeout: a hung test fails alone instead of hanging CI until its time limit. A unit
+# test may take WORKBOOK_TEST_TIMEOUT_S (its cluster's start included; the slowest measured
+# took well under it); a lesson's cell has nbval's own 900 s, and the tests of phases 2 and 3
+# (a lesson's cell, the classroom run) get 30 minutes each as a backstop.
+UNIT_TIMEOUT=(--timeout="${WORKBOOK_TEST_TIMEOUT_S:-600}")
+LONG_TIMEOUT=(--timeout=1800)
 
 set +e
 t0l=$SECONDS
@@ -39,7 +45,7 @@ t_lint=$((SECONDS - t0l))
 t1=$SECONDS
 rm -f build/test-unit.xml build/test-alone.xml
 "$PY" -m pytest tests -n "$WORKERS" --dist loadfile -m "not alone" "${COMMON[@]}" \
-  --junitxml=build/test-unit.xml "$@"
+  "${UNIT_TIMEOUT[@]}" --junitxml=build/test-unit.xml "$@"
 unit=$?
 t_unit=$((SECONDS - t1))
 t2=$SECONDS
@@ -65,14 +71,14 @@ if [ "${#SHARING[@]}" -gt 0 ]; then
     SHARED_FILES+=("build/nbval/$stem.ipynb")
     TARGETS+=("--ignore=build/nbval/$stem.ipynb")
   done
-  "$PY" -m pytest "${SHARED_FILES[@]}" -n 2 --dist loadfile "${COMMON[@]}" \
+  "$PY" -m pytest "${SHARED_FILES[@]}" -n 2 --dist loadfile "${COMMON[@]}" "${LONG_TIMEOUT[@]}" \
     --junitxml=build/test-sharing.xml "${NBVAL[@]}" "$@"
   sharing=$?
 fi
 t_sharing=$((SECONDS - t2))
 t3=$SECONDS
-"$PY" -m pytest "${TARGETS[@]}" -m alone "${COMMON[@]}" --junitxml=build/test-alone.xml \
-  "${NBVAL[@]}" "$@"
+"$PY" -m pytest "${TARGETS[@]}" -m alone "${COMMON[@]}" "${LONG_TIMEOUT[@]}" \
+  --junitxml=build/test-alone.xml "${NBVAL[@]}" "$@"
 lessons=$?
 if [ "$lessons" -eq 5 ] && [ "${#SHARING[@]}" -gt 0 ]; then lessons=$sharing
 elif [ "$sharing" -ne 0 ] && [ "$sharing" -ne 5 ]; then lessons=$sharing; fi
