@@ -86,13 +86,14 @@ t_alone=$((SECONDS - t3))
 set -e
 "$PY" scripts/time_table.py build/test-unit.xml build/test-sharing.xml build/test-alone.xml || true
 minutes() { awk -v s="$1" 'BEGIN { printf "%.1f", s / 60 }'; }
-printf '\n%-48s %8s\n' "phase of make test" "minutes"
-printf '%-48s %8s\n' "environment and browser check" "$(minutes "$t_env")" \
-  "lint and types (ruff, mypy)" "$(minutes "$t_lint")" \
-  "unit tests ($WORKERS workers)" "$(minutes "$t_unit")" \
-  "lessons that share the machine (two at a time)" "$(minutes "$t_sharing")" \
-  "classroom run and lessons (one at a time)" "$(minutes "$t_alone")" \
-  "total" "$(minutes $((SECONDS - t0)))"
+printf '\n%-48s %8s %8s\n' "phase of make test" "minutes" "seconds"
+row() { printf '%-48s %8s %8s\n' "$1" "$(minutes "$2")" "$2"; }
+row "environment and browser check" "$t_env"
+row "lint and types (ruff, mypy)" "$t_lint"
+row "unit tests ($WORKERS workers)" "$t_unit"
+row "lessons that share the machine (two at a time)" "$t_sharing"
+row "classroom run and lessons (one at a time)" "$t_alone"
+row "total" $((SECONDS - t0))
 # pytest's 5 is "no tests collected": fine in one phase (a -k that names only unit tests),
 # a failure when neither phase ran anything.
 ok() { [ "$1" -eq 0 ] || [ "$1" -eq 5 ]; }
