@@ -489,6 +489,8 @@ def wait_until_node_processes_exit(cluster: "LocalCluster", fault: Fault, *,
 def wait_until_node_dead(cluster: "ClusterHandle", fault: Fault, *,
                          timeout_s: float = 120.0) -> float:
     """Seconds from ``fault`` until Ray's GCS reports the node of ``fault`` DEAD."""
-    alive = lambda: all(n["node_id"] != fault.node_id for n in cluster.nodes())  # noqa: E731
-    return wait_for(alive, timeout_s=timeout_s, what=f"Node {fault.target} marked dead",
+    def gone() -> bool:
+        return all(n["node_id"] != fault.node_id for n in cluster.nodes())
+
+    return wait_for(gone, timeout_s=timeout_s, what=f"Node {fault.target} marked dead",
                     since=fault.t, poll_s=0.5)

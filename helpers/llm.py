@@ -741,7 +741,7 @@ class VllmServer:
     def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
         try:
             self.stop()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
             pass
 
 

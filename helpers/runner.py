@@ -169,7 +169,7 @@ def _program_problem(program: str) -> str | None:
         except BrowserMissingError as err:
             return f"{err.problem} Fix: {err.fix}"
         try:
-            import playwright.sync_api  # noqa: F401
+            import playwright.sync_api  # noqa: F401 - only whether it imports
         except ImportError:
             return "the Python package 'playwright' is missing. Fix: make setup"
         return None

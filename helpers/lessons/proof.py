@@ -210,7 +210,8 @@ def _run(code: str, namespace: dict[str, Any], name: str) -> None:
         last = None
     exec(compile(tree, name, "exec"), namespace)  # noqa: S102 - the lesson's own check cell
     if last is not None:
-        _show(eval(compile(ast.Expression(last.value), name, "eval"), namespace))  # noqa: S307
+        shown = compile(ast.Expression(last.value), name, "eval")
+        _show(eval(shown, namespace))  # noqa: S307 - the check cell's last expression
 
 
 def _record(lesson: str, task: int, step: str, passed: bool, message: str) -> None:
