@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from helpers.errors import AuthTokenError
 
@@ -121,7 +121,10 @@ def restore_in_process(previous: Mapping[str, str | None]) -> None:
 def _refresh_ray_auth_cache() -> None:
     # Ray caches the auth mode (RayConfig) and the token (a C++ singleton) per process.
     try:
-        from ray._raylet import AuthenticationTokenLoader, Config
+        from ray._raylet import (  # type: ignore[attr-defined]  # compiled, not in its stub
+            AuthenticationTokenLoader,
+            Config,
+        )
     except ImportError:  # pragma: no cover - Ray older than token auth
         return
     Config.initialize("")

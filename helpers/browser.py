@@ -31,9 +31,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from helpers.errors import WorkbookError
@@ -172,7 +173,7 @@ def screenshot(
             try:
                 page.get_by_text(wait_for_text).first.wait_for(
                     state="visible", timeout=max(1.0, timeout_s - (time.monotonic() - started)) * 1000)
-            except Exception as err:  # noqa: BLE001 - Playwright's TimeoutError and friends
+            except Exception as err:
                 shown = _visible_text(page)[:800]
                 raise WorkbookError(
                     f"{url} did not show {wait_for_text!r} within {timeout_s:.0f} s.",

@@ -36,12 +36,18 @@ import sys
 import time
 import uuid
 import weakref
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
-from helpers.auth import (activate_in_process, auth_env, create_token_file, restore_in_process,
-                          write_secret)
+from helpers.auth import (
+    activate_in_process,
+    auth_env,
+    create_token_file,
+    restore_in_process,
+    write_secret,
+)
 from helpers.errors import (
     AuthTokenError,
     ClusterNotRunningError,
@@ -261,7 +267,7 @@ class ClusterHandle:
         activate_in_process(self.env)
         try:
             states = list_nodes(address=self.dashboard_url, detail=True, timeout=30)
-        except Exception as err:  # noqa: BLE001 - any failure here means "not reachable"
+        except Exception as err:
             raise ClusterNotRunningError(
                 f"Could not list the nodes of the cluster at {self.dashboard_url}.",
                 "check the cluster is running and the dashboard address is right.",

@@ -56,9 +56,10 @@ import socket
 import sys
 import textwrap
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import requests
 
@@ -279,7 +280,8 @@ def _check_demands(ctx: _Context) -> list[Finding]:
     if not demands:
         return []
     nodes = ctx.cluster.nodes()
-    infeasible, pending = [], []
+    infeasible: list[Any] = []
+    pending: list[Any] = []
     for demand in demands:
         text = (f"{demand['kind']}: {demand['bundles']}"
                 + (f" x{demand['count']}" if demand["count"] > 1 else "")

@@ -14,7 +14,7 @@ Usage::
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 __all__ = [
     "WorkbookError",
@@ -28,6 +28,10 @@ __all__ = [
     "ProfileError",
     "ParameterError",
     "EnvironmentProblem",
+    "BadValueError",
+    "AlreadyStartedError",
+    "NoFreePortError",
+    "WorkbookTimeoutError",
 ]
 
 
@@ -155,3 +159,30 @@ class ParameterError(WorkbookError):
 
 class EnvironmentProblem(WorkbookError):
     """The Python environment lacks something a lesson needs."""
+
+
+# The next ones also subclass the built-in error that the same code raised before, so that a
+# caller's `except ValueError` (or RuntimeError, TimeoutError) still catches them.
+
+
+class BadValueError(WorkbookError, ValueError):
+    """An argument a helper was given is out of range or of the wrong shape."""
+
+
+class AlreadyStartedError(WorkbookError, RuntimeError):
+    """A one-shot background runner (a load generator, a request loop) was started twice."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"This {what} was already started; each one runs once.",
+            f"make a new {what} for the next run (or use it as a context manager, which "
+            "starts and stops it).",
+        )
+
+
+class NoFreePortError(WorkbookError, RuntimeError):
+    """No free TCP port was found in the range asked for."""
+
+
+class WorkbookTimeoutError(WorkbookError, TimeoutError):
+    """Something awaited did not happen in time; the message says what was last seen."""

@@ -27,8 +27,9 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import matplotlib.figure
@@ -75,6 +76,7 @@ def plot_heatmaps(
     one column per value of ``panel``. Cells show the number (``formats[metric]``, default
     ``"{:.3g}"``); each row shares one colour scale so panels compare."""
     import numpy as np
+
     from helpers.plotting import NotebookFigure
 
     panels = sorted(df[panel].unique())
@@ -101,7 +103,8 @@ def plot_heatmaps(
             ax.set_xlabel(x)
             ax.set_ylabel(y)
             ax.set_title(f"{label}\n{panel} = {value:g}", fontsize=9)
-        fig.colorbar(image, ax=list(axes[row]), label=label, shrink=0.9)
+        if image is not None:
+            fig.colorbar(image, ax=list(axes[row]), label=label, shrink=0.9)
     if title:
         fig.suptitle(title)
     return fig

@@ -37,8 +37,9 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from helpers.errors import ClusterNotRunningError, WorkbookError
 from helpers.processes import session_members
@@ -106,7 +107,7 @@ def serve_actors(cluster: "ClusterHandle", *, class_prefix: str = "") -> list[di
     try:
         actors = list_actors(address=cluster.dashboard_url, filters=[("state", "=", "ALIVE")],
                              detail=True, limit=10_000, timeout=30)
-    except Exception as err:  # noqa: BLE001 - connection or auth: the cluster is not reachable
+    except Exception as err:
         raise ClusterNotRunningError(
             f"Could not list the actors of the cluster at {cluster.dashboard_url}.",
             "check the cluster is running and the dashboard address is right.",
@@ -186,7 +187,7 @@ def kill_replica(
     actors = [a for a in serve_actors(cluster, class_prefix="ServeReplica") if a["actor_id"] in ids]
     if not actors:
         raise WorkbookError(
-            f"Replicas {sorted(r.get('pid') for r in candidates)} are in Serve's status but not "
+            f"Replicas {sorted(r.get('pid') or 0 for r in candidates)} are in Serve's status but not "
             "alive in Ray's state API.",
             "they may be stopping already; wait until the deployment is HEALTHY and try again.",
         )
@@ -275,9 +276,10 @@ def proxy_connections(cluster: "ClusterHandle", port: int) -> dict[str, int]:
     return counts
 
 
-def refuse_shared_cluster(cluster: "ClusterHandle", what: str) -> None:
+def refuse_shared_cluster(cluster: "ClusterHandle", what: str) -> "LocalCluster":
     """Raise :class:`WorkbookError` unless this process started ``cluster`` (a
-    :class:`~helpers.cluster.LocalCluster`): ``what`` would hit everyone who shares it."""
+    :class:`~helpers.cluster.LocalCluster`): ``what`` would hit everyone who shares it.
+    Returns the cluster, as the LocalCluster it is."""
     from helpers.cluster import LocalCluster
 
     if not isinstance(cluster, LocalCluster):
@@ -286,6 +288,7 @@ def refuse_shared_cluster(cluster: "ClusterHandle", what: str) -> None:
             "it is shared: everyone's requests and applications depend on it. Run the fault "
             "on a cluster of your own (an empty ray_address), or ask the cluster's operator.",
         )
+    return cluster
 
 
 def kill_proxy(cluster: "ClusterHandle", *, node_id: str | None = None,
@@ -366,15 +369,15 @@ def kill_raylet(cluster: "ClusterHandle", node_name: str) -> Fault:
     node is refused: without GCS fault tolerance its loss ends the whole cluster.
     Only for a cluster this process started (:class:`~helpers.cluster.LocalCluster`).
     """
-    refuse_shared_cluster(cluster, "kill a node's raylet")
-    node = next((n for n in cluster.nodes_started if n.name == node_name), None)
+    local = refuse_shared_cluster(cluster, "kill a node's raylet")
+    node = next((n for n in local.nodes_started if n.name == node_name), None)
     if node is not None and node.role == "head":
         raise WorkbookError(
             "Refusing to kill the head node's raylet.",
             "the head runs the GCS: without GCS fault tolerance (an external Redis) its loss "
             "ends the cluster. Kill a worker node instead.",
         )
-    pid = raylet_pid(cluster, node_name)
+    pid = raylet_pid(local, node_name)
     node_id = next((n["node_id"] for n in cluster.nodes() if n["name"] == node_name), None)
     t = time.time()
     os.kill(pid, signal.SIGKILL)
@@ -486,6 +489,8 @@ def wait_until_node_processes_exit(cluster: "LocalCluster", fault: Fault, *,
 def wait_until_node_dead(cluster: "ClusterHandle", fault: Fault, *,
                          timeout_s: float = 120.0) -> float:
     """Seconds from ``fault`` until Ray's GCS reports the node of ``fault`` DEAD."""
-    alive = lambda: all(n["node_id"] != fault.node_id for n in cluster.nodes())  # noqa: E731
-    return wait_for(alive, timeout_s=timeout_s, what=f"Node {fault.target} marked dead",
+    def gone() -> bool:
+        return all(n["node_id"] != fault.node_id for n in cluster.nodes())
+
+    return wait_for(gone, timeout_s=timeout_s, what=f"Node {fault.target} marked dead",
                     since=fault.t, poll_s=0.5)

@@ -23,10 +23,13 @@ Introduced in notebooks/03b_updates_and_operations.ipynb.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
+
+from helpers.errors import BadValueError
 
 __all__ = ["RAY_VERSION", "DEFAULT_IMAGE", "rayservice_manifest", "write_manifest",
            "load_manifest", "embedded_serve_config"]
@@ -97,7 +100,12 @@ def rayservice_manifest(
     """
     parsed = yaml.safe_load(serve_config_text)
     if not isinstance(parsed, dict) or "applications" not in parsed:
-        raise ValueError("serve_config_text must be a Serve config with 'applications:'")
+        raise BadValueError(
+            "serve_config_text is not a Serve config: it must be YAML with an 'applications:' "
+            "list.",
+            "pass the text that `serve build` writes (or a config file's text), not its path.",
+            details=serve_config_text[:500],
+        )
     text = serve_config_text if serve_config_text.endswith("\n") else serve_config_text + "\n"
     return {
         "apiVersion": "ray.io/v1",

@@ -44,9 +44,10 @@ import sys
 import time
 import uuid
 import weakref
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from helpers.errors import WorkbookError
 from helpers.tiny_llm import TINY, resolve_model_source
@@ -289,7 +290,8 @@ def deploy_app(
     """Deploy a Serve ``Application`` and wait until it is RUNNING (or fail with the reason).
 
     Serve is started first if it does not run yet, on ``http_host``:``http_port`` (default: a
-    free port on 127.0.0.1); a Serve that already runs keeps its port. ``serve.run`` would wait without a time limit; this deploys the same way
+    free port on 127.0.0.1); a Serve that already runs keeps its port. ``serve.run`` would wait
+    without a time limit; this deploys the same way
     without waiting, then waits with :func:`helpers.serve_status.wait_until_running`, which
     raises :class:`~helpers.errors.ServeTimeoutError` with the resource demand nobody can
     place, or :class:`~helpers.errors.ServeDeployError` with the replica's own error.
@@ -739,7 +741,7 @@ class VllmServer:
     def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
         try:
             self.stop()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
             pass
 
 

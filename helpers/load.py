@@ -55,17 +55,18 @@ import asyncio
 import concurrent.futures
 import copy
 import json
-import os
 import math
+import os
 import random
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from helpers.errors import ParameterError
+from helpers.errors import AlreadyStartedError, ParameterError
 from helpers.traffic import RECORD_FIELDS, _flatten, failure_summary
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -416,7 +417,8 @@ class LoadResult:
             f"p99 {s['latency_p99_s']:.3f} s, max {s['latency_max_s']:.3f} s",
         ]
         if "output_tokens" in s:
-            line = f"  tokens     {s['output_tokens']} generated, {s['output_tokens_per_s']:.1f} tokens/s in all"
+            line = (f"  tokens     {s['output_tokens']} generated, "
+                    f"{s['output_tokens_per_s']:.1f} tokens/s in all")
             if "ttft_p50_s" in s:
                 line += (f"; time to first token p50 {s['ttft_p50_s']:.3f} s, "
                          f"p90 {s['ttft_p90_s']:.3f} s; {s.get('request_tokens_per_s_p50', 0):.1f} "
@@ -723,7 +725,7 @@ class LoadGenerator:
               schedule: Sequence[tuple[float, float]] | None = None) -> "LoadGenerator":
         """Run in a background thread (until :meth:`stop`, ``duration_s``, or the schedule's end)."""
         if self._thread is not None:
-            raise RuntimeError("this LoadGenerator was already started")
+            raise AlreadyStartedError("LoadGenerator")
 
         def target() -> None:
             try:

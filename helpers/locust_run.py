@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import atexit
 import csv
+import functools
 import os
 import shlex
 import signal
 import time
 import uuid
 import weakref
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from helpers.errors import WorkbookError
 from helpers.paths import CONFIGS_DIR, scratch_root
@@ -249,7 +251,8 @@ def compare_with_locust(
                 "round": round_, "requests": stats["requests"], "failures": stats["failures"],
                 "throughput_rps": round(stats["rps"], 1), "p50_s": stats["p50_s"],
                 "p90_s": stats["p90_s"], "p99_s": stats["p99_s"],
-                "client_cpu_ms_per_request": round(1000 * stats["client_cpu_s"] / max(1, stats["requests"]), 3),
+                "client_cpu_ms_per_request":
+                    round(1000 * stats["client_cpu_s"] / max(1, stats["requests"]), 3),
                 "command": run.command}
 
     def run_ours(round_: int) -> dict[str, Any]:
@@ -268,8 +271,9 @@ def compare_with_locust(
 
     rows = []
     for round_ in range(1, rounds + 1):
-        locust_rows = [lambda u=u, r=round_: run_locust(u, r) for u in user_classes]
-        order = [*locust_rows, lambda r=round_: run_ours(r)]
+        order: list[Callable[[], Any]] = [functools.partial(run_locust, u, round_)
+                                          for u in user_classes]
+        order.append(functools.partial(run_ours, round_))
         for step in (order if round_ % 2 else order[::-1]):  # A B, then B A: drifts cancel
             rows.append(step())
     return pd.DataFrame(rows)

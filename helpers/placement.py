@@ -34,9 +34,10 @@ import argparse
 import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from helpers.errors import ClusterNotRunningError, WorkbookError
 
@@ -83,7 +84,7 @@ def node_usage(cluster: "ClusterHandle") -> "pd.DataFrame":
     activate_in_process(cluster.env)
     try:
         status = get_cluster_status(cluster.address, timeout=30)
-    except Exception as err:  # noqa: BLE001 - connection and auth errors alike
+    except Exception as err:
         raise ClusterNotRunningError(
             f"Could not read the resource usage of the cluster at {cluster.address}.",
             "check the cluster is running and the address is its GCS (host:port).",
@@ -154,7 +155,7 @@ def placement_groups(cluster: "ClusterHandle", *, include_removed: bool = False)
     try:
         groups = list_placement_groups(address=cluster.dashboard_url, detail=True, limit=10_000,
                                        timeout=30)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise ClusterNotRunningError(
             f"Could not list the placement groups at {cluster.dashboard_url}.",
             "check the cluster is running with its dashboard.", details=str(err)[-1500:]) from err
@@ -267,6 +268,7 @@ def plot_replica_placement(
 ) -> "matplotlib.axes.Axes":
     """A bar per node, stacked by deployment, from :func:`replicas_per_node`'s table."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3))
@@ -278,7 +280,7 @@ def plot_replica_placement(
     ax.set_title(title)
     ax.set_xlabel("node")
     ax.set_ylabel("running replicas (count)")
-    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     return ax
 

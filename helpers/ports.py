@@ -14,7 +14,7 @@ import time
 
 import psutil
 
-from helpers.errors import PortInUseError
+from helpers.errors import NoFreePortError, PortInUseError
 
 __all__ = ["free_port", "free_ports", "is_port_free", "port_owner", "ensure_port_free", "wait_for_port"]
 
@@ -49,7 +49,11 @@ def free_port(low: int = 20000, high: int = 40000) -> int:
             continue
         _handed_out.add(candidate)
         return candidate
-    raise RuntimeError(f"no free port found in [{low}, {high})")
+    raise NoFreePortError(
+        f"No free port found in [{low}, {high}) after 500 tries.",
+        "stop what holds the ports in that range (`ss -ltnp` lists the listeners), or ask for "
+        "a wider range.",
+    )
 
 
 def free_ports(count: int) -> list[int]:

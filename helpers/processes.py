@@ -25,9 +25,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import psutil
 
@@ -291,7 +291,7 @@ def same_session(sid: int, started: float | None) -> bool:
         leads = leader is not None and os.getsid(sid) == sid
     except OSError:  # gone meanwhile
         leads = False
-    if leads and started is not None:
+    if leads and leader is not None and started is not None:
         return abs(leader - started) < 0.05
     return bool(session_members(sid))
 

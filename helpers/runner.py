@@ -26,9 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -168,7 +169,7 @@ def _program_problem(program: str) -> str | None:
         except BrowserMissingError as err:
             return f"{err.problem} Fix: {err.fix}"
         try:
-            import playwright.sync_api  # noqa: F401
+            import playwright.sync_api  # noqa: F401 - only whether it imports
         except ImportError:
             return "the Python package 'playwright' is missing. Fix: make setup"
         return None
@@ -203,7 +204,7 @@ def run_one(
     nb: Path, out_dir: Path, parameters: dict[str, Any], timeout_s: float, scratch: Path
 ) -> NotebookResult:
     """Execute one notebook in a papermill subprocess; check and clean what it left."""
-    from helpers.processes import end_leftovers, find_leftovers
+    from helpers.processes import find_leftovers
 
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / nb.name
@@ -226,7 +227,7 @@ def run_one(
 
             stop_session(proc.pid, grace_s=10)
             status = TIMEOUT
-        except BaseException as err:  # Ctrl-C, SIGTERM or SIGHUP: stop the notebook first
+        except BaseException as err:  # noqa: BLE001 - Ctrl-C, SIGTERM or SIGHUP: stop the notebook first
             from helpers.processes import stop_session
 
             stop_session(proc.pid, grace_s=10)

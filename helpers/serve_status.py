@@ -16,10 +16,15 @@ from __future__ import annotations
 import functools
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from helpers.errors import (ClusterNotRunningError, DashboardTimeoutError, ServeDeployError,
-                            ServeTimeoutError)
+from helpers.errors import (
+    ClusterNotRunningError,
+    DashboardTimeoutError,
+    ServeDeployError,
+    ServeTimeoutError,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -109,7 +114,7 @@ def serve_details(cluster: "ClusterHandle", *, timeout_s: float | None = None) -
                             lambda client: client.get_serve_details(), timeout_s=timeout_s)
     except DashboardTimeoutError:
         raise
-    except Exception as err:  # noqa: BLE001 - connection, auth and HTTP errors alike
+    except Exception as err:
         raise ClusterNotRunningError(
             f"Could not read Serve's status from {cluster.dashboard_url}.",
             "check the cluster is running with its dashboard (cluster.nodes_table()).",

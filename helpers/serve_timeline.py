@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from helpers.errors import ClusterNotRunningError
 from helpers.serve_status import serve_details

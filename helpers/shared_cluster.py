@@ -35,7 +35,8 @@ from pathlib import Path
 
 from helpers.errors import WorkbookError
 
-__all__ = ["Workspace", "learner_name", "letters_and_digits", "not_run_sections", "serve_http_address", "NOT_RUN_FILE"]
+__all__ = ["Workspace", "learner_name", "letters_and_digits", "not_run_sections", "serve_http_address",
+           "NOT_RUN_FILE"]
 
 NOT_RUN_FILE = "not_run.jsonl"  # in the runner's per-notebook scratch folder
 

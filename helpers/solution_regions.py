@@ -23,9 +23,9 @@ Usage::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Union
 
 from helpers.errors import WorkbookError
 
@@ -91,7 +91,7 @@ class SolutionRegion:
         return [line for line in self.lines if not line.strip().startswith(HINT_PREFIX)]
 
 
-Segment = Union[str, SolutionRegion]
+Segment = str | SolutionRegion
 
 
 def has_solution(text: str) -> bool:

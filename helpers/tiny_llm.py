@@ -14,9 +14,9 @@ Nothing is downloaded. The builder
 The build is deterministic: the same :class:`TinyModelSpec` gives the same tokenizer and the
 same weights (fixed seeds, deterministic algorithms, a fixed thread count), so
 :func:`weights_digest` of two builds are equal on one machine (another CPU's vector units or
-another torch may round differently; the manifest records the torch version). A second call finds the cache and returns at
-once. The text it writes is not wise, but it reads like docstrings, which is all a lesson on
-serving needs.
+another torch may round differently; the manifest records the torch version). A second call
+finds the cache and returns at once. The text it writes is not wise, but it reads like
+docstrings, which is all a lesson on serving needs.
 
 Usage::
 
@@ -49,9 +49,10 @@ import sys
 import sysconfig
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from helpers.errors import ParameterError, WorkbookError
 
@@ -259,8 +260,8 @@ def collect_corpus(max_chars: int = DEFAULT_SPEC.max_corpus_chars) -> Corpus:
                         if (isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef))
                                 and not method.name.startswith("_")):
                             nodes.append((f"{module}.{node.name}.{method.name}", method))
-        for name, node in nodes:
-            doc = ast.get_docstring(node)  # type: ignore[arg-type]
+        for name, found in nodes:
+            doc = ast.get_docstring(found)  # type: ignore[arg-type]
             if not doc:
                 continue
             paragraphs = _prose(doc)
@@ -268,7 +269,7 @@ def collect_corpus(max_chars: int = DEFAULT_SPEC.max_corpus_chars) -> Corpus:
                 continue
             documents.extend(paragraphs)
             total += sum(map(len, paragraphs))
-            if node is not tree:
+            if found is not tree:
                 chats.append((f"What does {name} do?", paragraphs[0]))
             if total >= max_chars:
                 return Corpus(documents, chats, len(files))

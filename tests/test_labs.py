@@ -28,13 +28,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator
 
 import nbformat
-from notebook_builder import notebook as _notebook
 import pytest
+from notebook_builder import notebook as _notebook
 
 from helpers.labs.checks import CHECKS, checks_for, read_results
 from helpers.labs.notebooks import (

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 import nbformat
-from notebook_builder import notebook as _notebook
 import pytest
+from notebook_builder import notebook as _notebook
 
 from helpers.check_feedback import CheckFailed
 from helpers.labs.checks import LabCheckFailed
@@ -502,7 +502,7 @@ def test_an_exported_cell_is_written_to_the_package_as_its_answer(tmp_path: Path
     assert text.startswith(f"{GENERATED_HEADER}notebooks/95_exports.ipynb (cell 3)")
     assert "return f'hello {name}'" in text and "SOLUTION" not in text and "HINT" not in text
     namespace: dict = {}
-    exec(compile(text, str(copy), "exec"), namespace)  # the copy is the working answer
+    exec(compile(text, str(copy), "exec"), namespace)  # noqa: S102 - the copy is the working answer
     assert namespace["greet"]("ana") == "hello ana"
     assert [e.target for e in exports(lessons)] == [Path("helpers/apps/greeter.py")]
     assert stale_exports(lessons, tmp_path) == []

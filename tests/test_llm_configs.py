@@ -67,8 +67,8 @@ def test_config_validates_against_the_installed_serve_schema(path: Path, tmp_pat
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_llm_configs_parse_with_llmconfig(path: Path, tmp_path: Path) -> None:
-    from ray.serve.llm import LLMConfig, LLMServingArgs
     from ray.serve._private.config import DeploymentConfig
+    from ray.serve.llm import LLMConfig, LLMServingArgs
     from vllm.engine.arg_utils import EngineArgs
 
     engine_fields = {f.name for f in dataclasses.fields(EngineArgs)}

@@ -8,9 +8,9 @@ on 2 cores. The first tests need no cluster.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator
 
 import pytest
 import requests
@@ -191,9 +191,8 @@ def test_load_and_streaming_helpers(served: SimpleNamespace) -> None:
 
 @pytest.mark.cluster
 def test_a_replica_that_needs_a_gpu_times_out_with_the_demand(served: SimpleNamespace) -> None:
-    from ray.serve.llm import build_openai_app
-
     from ray import serve
+    from ray.serve.llm import build_openai_app
 
     config = make_llm_config("tiny", model_id="needs-gpu", set_accelerator_config=False,
                              max_model_len=MAX_MODEL_LEN)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -228,8 +229,8 @@ def test_splitter_on_serve_keeps_to_its_weights_and_changes_them_live(
     assert split["ok"].all(), failure_summary(split)
     low, high = binomial_interval(n, 0.1, 1e-4)
     assert low <= int((split["code_version"] == "v2").sum()) <= high
-    sticky = {requests.post(canary_url, json={"text": "great", "user": "ana"}, timeout=30).json()["code_version"]
-              for _ in range(5)}
+    ana = {"text": "great", "user": "ana"}
+    sticky = {requests.post(canary_url, json=ana, timeout=30).json()["code_version"] for _ in range(5)}
     assert sticky == {"v2" if user_bucket("ana") >= 0.9 else "v1"}
     bad = requests.post(canary_url, json={"user": "ana"}, timeout=30)
     assert bad.status_code == 400

@@ -9,8 +9,8 @@ versions (notebooks/practice/) are generated; tests/test_lessons.py checks them.
 from __future__ import annotations
 
 import ast
-import re
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -216,12 +216,13 @@ _SOURCE_DOCUMENTS = re.compile(r"seed material|\bthe seed(?:'s)?\b(?!\s*(?:=|of 
 
 
 def test_nothing_a_learner_reads_points_to_documents_they_have_never_seen() -> None:
-    """Lessons, labs, README, configs and the helpers (whose source lessons show) describe
+    """Lessons, labs, README, CONTRIBUTING, CHANGELOG, configs and the helpers describe
     practices and cite public sources; they never refer to private source documents."""
     roots = [REPO_ROOT / name for name in ("notebooks", "labs", "helpers", "configs", "benchmarks",
                                            "templates")]
-    files = [REPO_ROOT / "README.md"] + [p for root in roots for p in sorted(root.rglob("*"))
-                                         if p.suffix in (".ipynb", ".py", ".md", ".yaml", ".json")]
+    files = [REPO_ROOT / name for name in ("README.md", "CONTRIBUTING.md", "CHANGELOG.md")]
+    files += [p for root in roots for p in sorted(root.rglob("*"))
+              if p.suffix in (".ipynb", ".py", ".md", ".yaml", ".json")]
     found = [f"{p.relative_to(REPO_ROOT)}: {m.group(0)!r}" for p in files
              for m in _SOURCE_DOCUMENTS.finditer(p.read_text(errors="replace"))]
     assert not found, found

@@ -7,17 +7,16 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 import pytest
 
-from helpers.processes import is_alive
-
 from helpers import processes
 from helpers.errors import PortInUseError
 from helpers.ports import ensure_port_free, free_port, is_port_free
+from helpers.processes import is_alive
 
 
 @pytest.fixture

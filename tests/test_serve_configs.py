@@ -25,7 +25,12 @@ import yaml
 from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
-from helpers.kuberay import embedded_serve_config, load_manifest, rayservice_manifest, write_manifest
+from helpers.kuberay import (
+    embedded_serve_config,
+    load_manifest,
+    rayservice_manifest,
+    write_manifest,
+)
 from helpers.paths import CONFIGS_DIR, IMAGES_DIR
 from helpers.ports import free_port
 from helpers.serve_cli import (

@@ -34,13 +34,20 @@ def test_the_committed_default_is_what_create_default_writes() -> None:
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        ({"serving": {"max_batch_size": 0}}, "serving.max_batch_size: input should be greater than or equal to 1 (got 0)"),
-        ({"serving": {"batch_timeout_ms": -5}}, "serving.batch_timeout_ms: input should be greater than or equal to 0 (got -5)"),
-        ({"serving": {"load_balance_strategy": "fastest"}}, "serving.load_balance_strategy: must be one of 'least_loaded', 'round_robin', 'by_memory' (got \"fastest\")"),
-        ({"serving": {"max_batch_sise": 8}}, "serving.max_batch_sise: unknown key; did you mean 'max_batch_size'?"),
+        ({"serving": {"max_batch_size": 0}},
+         "serving.max_batch_size: input should be greater than or equal to 1 (got 0)"),
+        ({"serving": {"batch_timeout_ms": -5}},
+         "serving.batch_timeout_ms: input should be greater than or equal to 0 (got -5)"),
+        ({"serving": {"load_balance_strategy": "fastest"}},
+         "serving.load_balance_strategy: must be one of 'least_loaded', 'round_robin', 'by_memory'"
+         ' (got "fastest")'),
+        ({"serving": {"max_batch_sise": 8}},
+         "serving.max_batch_sise: unknown key; did you mean 'max_batch_size'?"),
         ({"modle": {}}, "modle: unknown key; did you mean 'model'?"),
-        ({"model": {"default_max_tokens": "many"}}, "model.default_max_tokens: input should be a valid integer"),
-        ({"serving": {"enable_dynamic_batching": "perhaps"}}, "serving.enable_dynamic_batching: input should be a valid boolean"),
+        ({"model": {"default_max_tokens": "many"}},
+         "model.default_max_tokens: input should be a valid integer"),
+        ({"serving": {"enable_dynamic_batching": "perhaps"}},
+         "serving.enable_dynamic_batching: input should be a valid boolean"),
     ],
 )
 def test_bad_values_are_rejected_with_the_key_the_value_and_the_rule(data: dict, expected: str) -> None:
@@ -130,21 +137,24 @@ def test_show_documents_the_new_fields(tmp_path: Path) -> None:
 
 
 def test_environment_overrides_are_checked_like_the_file_and_shown() -> None:
-    env = {"STREAMING__SERVING__MAX_BATCH_SIZE": "16", "STREAMING__SERVING__LOAD_BALANCE_STRATEGY": "round_robin",
+    env = {"STREAMING__SERVING__MAX_BATCH_SIZE": "16",
+           "STREAMING__SERVING__LOAD_BALANCE_STRATEGY": "round_robin",
            "STREAMING__MODEL__MODEL_SOURCE": "/models/x", "UNRELATED": "1"}
     config = read_config(DEFAULT_CONFIG_PATH, environ=env)
     assert (config.serving.max_batch_size, config.serving.load_balance_strategy) == (16, "round_robin")
     assert config.model.model_source == "/models/x"  # not JSON: read as a string
     assert read_config(DEFAULT_CONFIG_PATH, environ={}).serving.max_batch_size == 8
-    for bad, expected in (({"STREAMING__SERVING__MAX_BATCH_SIZE": "0"}, "serving.max_batch_size: input should be greater"),
+    for bad, expected in (({"STREAMING__SERVING__MAX_BATCH_SIZE": "0"},
+                           "serving.max_batch_size: input should be greater"),
                           ({"STREAMING__SERVING__MAX_BATCH_SISE": "4"}, "did you mean 'max_batch_size'?"),
                           ({"STREAMING__SERVNG__MAX_BATCH_SIZE": "4"}, "unknown section 'servng'"),
                           ({"STREAMING__MAX_BATCH_SIZE": "4"}, "name a section and a key")):
         with pytest.raises(ConfigError, match=expected.replace("?", r"\?")) as err:
             read_config(DEFAULT_CONFIG_PATH, environ=bad)
         assert "STREAMING__" in str(err.value) or "servng" in str(err.value)
-    shown = subprocess.run([sys.executable, "-m", "helpers.streaming.config", "show", str(DEFAULT_CONFIG_PATH)],
+    show = [sys.executable, "-m", "helpers.streaming.config", "show", str(DEFAULT_CONFIG_PATH)]
+    shown = subprocess.run(show,
                            capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
                            env={**os.environ, "STREAMING__SERVING__MAX_BATCH_SIZE": "16"})
-    line = next(l for l in shown.stdout.splitlines() if "max_batch_size" in l)
+    line = next(text for text in shown.stdout.splitlines() if "max_batch_size" in text)
     assert shown.returncode == 0 and "16" in line and "(environment)" in line

@@ -12,13 +12,14 @@ from helpers.streaming.config import BatchSettings
 from helpers.streaming.scheduling import DynamicBatcher, LoadBalancer, WorkerLoad
 
 
-def _run(coro):  # noqa: ANN001, ANN202
+def _run(coro):
     return asyncio.run(coro)
 
 
 def test_a_full_queue_leaves_in_batches_of_at_most_max_batch_size() -> None:
     async def scenario() -> list[tuple[list[int], str]]:
-        batcher: DynamicBatcher[int] = DynamicBatcher(BatchSettings(max_batch_size=4, batch_timeout_ms=10_000))
+        settings = BatchSettings(max_batch_size=4, batch_timeout_ms=10_000)
+        batcher: DynamicBatcher[int] = DynamicBatcher(settings)
         for i in range(10):
             batcher.put(i)
         out = [await batcher.next_batch() for _ in range(2)]

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import ray
@@ -161,7 +162,9 @@ def test_actors_keep_no_prompt_and_no_text_once_it_was_read(services: SimpleName
     assert ray.get(services.actors.scheduler.prompts_kept.remote()) == 0, "no prompt after dispatch"
 
 
-def test_actors_stream_over_a_websocket_and_a_deleted_session_leaves_nothing(services: SimpleNamespace) -> None:
+def test_actors_stream_over_a_websocket_and_a_deleted_session_leaves_nothing(
+    services: SimpleNamespace,
+) -> None:
     from ray.util.state import list_actors
 
     record = _run(stream_once(services.actors_url, "Return the", 16, token=services.actors.token))
@@ -171,7 +174,8 @@ def test_actors_stream_over_a_websocket_and_a_deleted_session_leaves_nothing(ser
     # (cancelled 0), although the stream was cut: the claim needs the generation in flight.
     ended = _run(_delete_while_streaming(services.actors_url, services.actors.token,
                                          max_tokens=LONG_ANSWER))
-    assert ended["record"].outcome == "closed" and (ended["code"], ended["reason"]) == (1000, "session deleted")
+    assert ended["record"].outcome == "closed"
+    assert (ended["code"], ended["reason"]) == (1000, "session deleted")
     assert ray.get(services.actors.scheduler.wait_idle.remote(30))
     stats = ray.get(services.actors.scheduler.stats.remote())
     assert stats["queued"] == stats["generating"] == 0 and stats["cancelled"] >= 1
@@ -196,7 +200,9 @@ def test_serve_streams_the_same_text_from_its_served_engine(services: SimpleName
     assert requests.get(services.serve_url + "/health", timeout=30).json()["backend"] == "ray-serve"
 
 
-def test_serve_deleted_mid_stream_cancels_the_generator_and_forgets_the_session(services: SimpleNamespace) -> None:
+def test_serve_deleted_mid_stream_cancels_the_generator_and_forgets_the_session(
+    services: SimpleNamespace,
+) -> None:
     # the same 1024 tokens as the actors' twin above, for the same race
     ended = _run(_delete_while_streaming(services.serve_url, services.tokens["serve_url"],
                                          max_tokens=LONG_ANSWER))
@@ -222,7 +228,9 @@ async def _concurrent_streams(url: str, token: str, count: int) -> list[Any]:
     return await asyncio.gather(*(stream_once(url, f"Return the {i}", 3, token=token) for i in range(count)))
 
 
-def test_serve_configure_changes_only_its_own_batching_and_the_batches_follow(services: SimpleNamespace) -> None:
+def test_serve_configure_changes_only_its_own_batching_and_the_batches_follow(
+    services: SimpleNamespace,
+) -> None:
     url, token = services.serve_url, services.tokens["serve_url"]
     auth = _bearer(token)
     before_apps = _applications(services.cluster)
@@ -236,7 +244,8 @@ def test_serve_configure_changes_only_its_own_batching_and_the_batches_follow(se
         assert after_apps[name]["deployed_app_config"] == before_apps[name]["deployed_app_config"], name
     assert after_apps["t_other"]["status"] == "RUNNING"
     generator = requests.get(url + "/ray/stats", timeout=30, headers=auth).json()["generator"]
-    assert generator["settings"] == {"max_batch_size": 3, "batch_timeout_ms": 300.0, "enable_dynamic_batching": True}
+    assert generator["settings"] == {"max_batch_size": 3, "batch_timeout_ms": 300.0,
+                                     "enable_dynamic_batching": True}
     assert generator["declared"] == before["generator"]["declared"], "user_config in Serve is unchanged"
     assert generator["pid"] == before["generator"]["pid"], "the same replica, in place"
     # The scheduler uses them: 5 requests at once leave as a full batch of 3 and a batch of 2.
@@ -244,10 +253,12 @@ def test_serve_configure_changes_only_its_own_batching_and_the_batches_follow(se
     records = _run(_concurrent_streams(url, token, 5))
     assert all(r.outcome == "done" and r.tokens == 3 for r in records)
     now = requests.get(url + "/ray/stats", timeout=30, headers=auth).json()
-    assert (now["batches"] - counted["batches"], now["batched_requests"] - counted["batched_requests"]) == (2, 5)
+    assert now["batches"] - counted["batches"] == 2
+    assert now["batched_requests"] - counted["batched_requests"] == 5
     refused = requests.post(url + "/ray/configure", json={"max_batch_size": 0}, timeout=30, headers=auth)
     assert refused.status_code == 422 and "max_batch_size" in refused.json()["detail"]
-    back = requests.post(url + "/ray/configure", json=before["generator"]["settings"], timeout=30, headers=auth)
+    back = requests.post(url + "/ray/configure", json=before["generator"]["settings"], timeout=30,
+                         headers=auth)
     assert back.status_code == 200 and back.json()["settings"] == before["generator"]["settings"]
 
 
@@ -295,7 +306,8 @@ async def _ws_close(url: str, session_id: str, headers: dict[str, str]) -> tuple
 def test_stats_configure_and_the_websocket_need_the_token_and_a_known_origin(
         services: SimpleNamespace, which: str) -> None:
     url, token = getattr(services, which), services.tokens[which]
-    for method, path, body in (("GET", "/ray/stats", None), ("POST", "/ray/configure", {"max_batch_size": 4})):
+    calls = (("GET", "/ray/stats", None), ("POST", "/ray/configure", {"max_batch_size": 4}))
+    for method, path, body in calls:
         missing = requests.request(method, url + path, json=body, timeout=30)
         assert missing.status_code == 401, (path, missing.text)
         assert "Authorization: Bearer TOKEN" in missing.json()["detail"]

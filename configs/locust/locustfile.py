@@ -31,7 +31,7 @@ from locust import FastHttpUser, HttpUser, constant, events, task
 
 
 @events.init_command_line_parser.add_listener
-def _options(parser) -> None:  # noqa: ANN001 - Locust's argument parser
+def _options(parser) -> None:
     parser.add_argument("--path", default="/", help="JsonUser: path under the host to POST to")
     parser.add_argument("--payload", default='{"text": "great service"}',
                         help="JsonUser: the JSON body of every request")

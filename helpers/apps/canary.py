@@ -33,7 +33,8 @@ from __future__ import annotations
 import math
 import random
 import zlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -97,7 +98,7 @@ def choose_version(weights: Mapping[str, float], u: float) -> str:
     if total <= 0:
         raise ValueError("at least one weight must be positive")
     edge = 0.0
-    last = None
+    last: str | None = None
     for version, weight in weights.items():
         if weight <= 0:
             continue
@@ -105,6 +106,7 @@ def choose_version(weights: Mapping[str, float], u: float) -> str:
         last = version
         if u < edge:
             return version
+    assert last is not None  # total > 0, so some weight is positive
     return last  # u just below 1.0 with rounding in the sum
 
 

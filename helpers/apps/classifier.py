@@ -29,8 +29,8 @@ from ray import serve
 from starlette.requests import Request
 
 from helpers.apps.identity import replica_identity
-from helpers.apps.text_input import missing_text_response, read_text
 from helpers.apps.model import EMBEDDING_DIM, SentimentModel, embed
+from helpers.apps.text_input import missing_text_response, read_text
 
 __all__ = ["TextClassifier", "app", "MODEL_NAME_ENV"]
 

@@ -34,8 +34,8 @@ from ray import serve
 from starlette.requests import Request
 
 from helpers.apps.identity import replica_identity
-from helpers.apps.text_input import missing_text_response, read_text
 from helpers.apps.model import SentimentModel
+from helpers.apps.text_input import missing_text_response, read_text
 
 __all__ = ["DEFAULT_CONFIG", "ConfigurableClassifier", "ConfigurableClassifierV2", "app", "app_v2"]
 

@@ -21,7 +21,7 @@ Introduced in notebooks/06_batching.ipynb.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

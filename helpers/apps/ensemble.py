@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle

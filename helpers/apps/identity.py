@@ -17,7 +17,7 @@ from typing import Any
 __all__ = ["replica_identity", "node_name"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def node_name(node_id: str) -> str:
     """The ``--node-name`` of the node with ``node_id`` (its IP address if it has none)."""
     import ray

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ray import serve
 from starlette.requests import Request

@@ -59,7 +59,7 @@ class OperatedModel:
 
     @api.post("/predict")
     def predict(self, body: dict[str, str]) -> dict[str, Any]:
-        score = self.model.score(body["text"])  # type: ignore[union-attr]
+        score = self.model.score(body["text"])
         self.served += 1
         return {"label": "positive" if score >= 0.5 else "negative", "score": round(score, 4)}
 

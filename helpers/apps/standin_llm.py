@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import ray
 from ray import serve

@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from helpers.errors import WorkbookError
-from helpers.solution_regions import report_stale
 from helpers.paths import BUILD_DIR
+from helpers.solution_regions import report_stale
 
 __all__ = ["main"]
 

@@ -29,7 +29,8 @@ import asyncio
 import collections
 import concurrent.futures
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["SimulatedAccelerator", "AcceleratorBacked", "measure_throughput", "lab_texts"]
 

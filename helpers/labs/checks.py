@@ -33,9 +33,10 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from helpers.check_feedback import CheckFailed, CheckProblem, feedback, report_pass
 from helpers.errors import WorkbookError
@@ -144,7 +145,9 @@ def _message(result: CheckResult) -> str:
     return f"Task {result.task} {kind} {result.check!r} failed:\n{result.feedback}"
 
 
-def lab_check(lab: str, task: int, *, hidden: bool = False) -> Callable[[Callable[..., None]], Callable[..., None]]:
+def lab_check(
+    lab: str, task: int, *, hidden: bool = False
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Register a check function of ``lab``'s task ``task``.
 
     The function takes the :class:`~helpers.labs.session.LabSession` first and raises
@@ -226,7 +229,7 @@ def _deployment(app: Mapping[str, Any], name: str, *, look: str) -> dict[str, An
     if name not in deployments:
         raise CheckProblem(f"Application {app.get('name')!r} has no deployment {name!r} "
                            f"(it has: {sorted(deployments)}).",
-                           look + f" (the deployment's name is the class name, or name=...)")
+                           look + " (the deployment's name is the class name, or name=...)")
     return deployments[name]
 
 
@@ -459,7 +462,7 @@ def _l03_deployment(session: "LabSession", task: int) -> dict[str, Any]:
 
 def _l03_autoscaling(session: "LabSession", task: int) -> dict[str, Any]:
     config = _l03_deployment(session, task).get("deployment_config") or {}
-    autoscaling = config.get("autoscaling_config")
+    autoscaling: dict[str, Any] = config.get("autoscaling_config") or {}
     _expect(bool(autoscaling), "The Scorer has a fixed replica count: no autoscaling_config.",
             _L03_LOOK + " (pass it with Scorer.options(autoscaling_config=...))")
     return autoscaling
@@ -769,7 +772,7 @@ def lab07_all_fixed(session: "LabSession", *, gamma_replicas: int) -> None:
         _expect(body.get("label") in ("positive", "negative"),
                 f"{short} answered {str(body)[:200]}.", look)
         if short == "gamma":
-            dep = next(iter((app.get("deployments") or {}).values()), {})
+            dep: dict[str, Any] = next(iter((app.get("deployments") or {}).values()), {})
             running = len(_running_replicas(dep))
             _expect(running == gamma_replicas,
                     f"gamma runs {running} replica(s); its config meant {gamma_replicas}.", look)
@@ -785,7 +788,7 @@ def expected_checks_text(lab: str) -> str:
 # cells back into each submission. A student kit (python -m helpers.labs kit) leaves the module
 # out, and then only the visible checks exist here.
 try:
-    from helpers.labs.hidden_checks import *  # noqa: E402,F401,F403 - registers them, and names them here
+    from helpers.labs.hidden_checks import *  # noqa: F403 - registers them, and names them here
 except ModuleNotFoundError as _err:  # pragma: no cover - the student kit
     if _err.name != "helpers.labs.hidden_checks":
         raise

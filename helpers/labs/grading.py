@@ -54,9 +54,10 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import nbformat
 
@@ -224,7 +225,7 @@ def _submission(student: str, path: Path) -> Submission:
                                   "ask the student to submit the .ipynb file again")
     meta = nb.metadata.get("workbook_lab")
     claimed = meta.get("id") if isinstance(meta, dict) else None
-    notes = ()
+    notes: tuple[str, ...] = ()
     if claimed and claimed != lab:
         notes = (f"the notebook's metadata names lab {str(claimed)[:40]!r}; graded as {lab}, "
                  "as its file name says",)

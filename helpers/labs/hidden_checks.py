@@ -11,8 +11,9 @@ their backs. Importing :mod:`helpers.labs.checks` imports this module when it is
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from helpers.labs.checks import (
     _L01_CLASS,
@@ -21,6 +22,7 @@ from helpers.labs.checks import (
     _L03_LOOK,
     _L05_CONFIG,
     _L06_ROUTER,
+    CheckProblem,
     _app,
     _call,
     _deployment,
@@ -130,7 +132,8 @@ def lab02_running_config_is_the_file(session: "LabSession", config_path: Any) ->
     app = _app(session, "classifier", task=2)
     deployed = app.get("deployed_app_config") or {}
     mine = _l02_deployment(entry)
-    theirs = next((d for d in deployed.get("deployments") or [] if d.get("name") == _L02_DEP), {})
+    theirs: dict[str, Any] = next(
+        (d for d in deployed.get("deployments") or [] if d.get("name") == _L02_DEP), {})
     same = {k: (mine.get(k), theirs.get(k)) for k in ("num_replicas", "user_config")}
     _expect(all(a == b for a, b in same.values()) and deployed.get("import_path") == _L02_IMPORT,
             f"Serve's recorded config differs from the file: {same}.",
@@ -278,6 +281,7 @@ def lab07_fixed_config_is_clean(session: "LabSession", fixed_config_path: Any) -
 
     path = Path(fixed_config_path) if fixed_config_path else None
     _expect(path is not None and path.exists(), "There is no fixed config file.", "Task 2")
+    assert path is not None  # _expect raised otherwise
     config = yaml.safe_load(path.read_text())
     problems = check_config_fields(config)
     _expect(not problems, f"Keys Serve would ignore: {[str(p) for p in problems]}", "Task 2")

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from helpers.errors import WorkbookError
-from helpers.solution_regions import check_source_folder, report_stale
 from helpers.paths import BUILD_DIR, NOTEBOOKS_DIR
+from helpers.solution_regions import check_source_folder, report_stale
 
 __all__ = ["main"]
 

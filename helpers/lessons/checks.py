@@ -25,7 +25,8 @@ Usage (a check cell, tagged ``check``)::
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from helpers.check_feedback import CheckFailed, feedback, report_pass
 
@@ -76,7 +77,7 @@ def checking(*, expected: str, look: str) -> Iterator[None]:
         yield
     except CheckFailed:
         raise
-    except Exception as err:  # noqa: BLE001 - a check reports, it does not crash
+    except Exception as err:
         message = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
         raise TaskCheckFailed(
             f"The check could not read your work: {type(err).__name__}"

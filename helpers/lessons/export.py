@@ -66,7 +66,9 @@ def exported_text(source: str, where: Where, lesson_name: str) -> tuple[Path, st
             "that starts with %%writefile.",
             "write the module with '%%writefile <file>' on the first line and '# export: "
             "helpers/<path>.py' on the second.")
-    target = Path(_EXPORT_LINE.match(lines[1].strip()).group("target"))
+    export_line = _EXPORT_LINE.match(lines[1].strip())
+    assert export_line is not None  # marks == [1]: line 1 matched above
+    target = Path(export_line.group("target"))
     if target.is_absolute() or ".." in target.parts or target.parts[:1] != ("helpers",) \
             or target.suffix != ".py":
         raise NotebookSourceError(f"{where.at(2)}: cannot export to {target}.",

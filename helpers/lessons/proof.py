@@ -130,8 +130,8 @@ def build_proof(source: Path) -> nbformat.NotebookNode:
             continue
         check_cell = nb.cells[task.check]
         check = cell_source(check_cell)
-        if syntax_error(check, top_level_await=False) is not None:
-            err = syntax_error(check, top_level_await=False)
+        err = syntax_error(check, top_level_await=False)
+        if err is not None:
             raise NotebookSourceError(
                 f"{Where(source.name, task.check).at(err.lineno or 1)}: the proof cannot run "
                 f"this check as plain code ({err.msg}).",
@@ -180,7 +180,7 @@ def _namespace() -> dict[str, Any]:
     try:
         from IPython import get_ipython
     except ImportError:  # pragma: no cover - the workbook's environment has IPython
-        get_ipython = None  # type: ignore[assignment]
+        get_ipython = None
     shell = get_ipython() if get_ipython else None
     return shell.user_ns if shell is not None else vars(sys.modules["__main__"])
 
@@ -203,10 +203,15 @@ def _show(value: Any) -> None:
 def _run(code: str, namespace: dict[str, Any], name: str) -> None:
     """Run a cell's code in ``namespace`` as IPython would (its last expression shown)."""
     tree = ast.parse(python_of_cell(code), filename=name)
-    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    last = tree.body[-1] if tree.body else None
+    if isinstance(last, ast.Expr):
+        tree.body.pop()
+    else:
+        last = None
     exec(compile(tree, name, "exec"), namespace)  # noqa: S102 - the lesson's own check cell
     if last is not None:
-        _show(eval(compile(ast.Expression(last.value), name, "eval"), namespace))  # noqa: S307
+        shown = compile(ast.Expression(last.value), name, "eval")
+        _show(eval(shown, namespace))  # noqa: S307 - the check cell's last expression
 
 
 def _record(lesson: str, task: int, step: str, passed: bool, message: str) -> None:
@@ -238,7 +243,7 @@ def expect_check_to_fail(task: int, *, check: str, lesson: str = "",
         report_pass(f"Proof, {where}: while the task is blank its check fails, telling the "
                     "learner:\n    " + message.replace("\n", "\n    "))
         return message
-    except Exception as err:  # noqa: BLE001 - any other error is the proof's finding
+    except Exception as err:
         _record(lesson, task, "blank", False, f"{type(err).__name__}: {err}")
         raise ProofFailed(
             f"{where}: while the task is left blank, its check raises {type(err).__name__}: "
@@ -263,7 +268,7 @@ def expect_check_to_pass(task: int, *, check: str, lesson: str = "",
     where = _where(task, lesson)
     try:
         _run(check, namespace, f"<check of {where}>")
-    except Exception as err:  # noqa: BLE001 - a failure on the answer is the proof's finding
+    except Exception as err:
         _record(lesson, task, "answer", False, str(err))
         kind = "fails" if isinstance(err, CheckFailed) else f"raises {type(err).__name__}"
         raise ProofFailed(

@@ -95,7 +95,7 @@ def find_lesson(lesson: str | int | Path, folder: Path = NOTEBOOKS_DIR) -> Path:
     from helpers.profiles import list_notebooks
 
     if isinstance(lesson, Path) or str(lesson).endswith(".ipynb"):
-        path = Path(lesson)
+        path = Path(str(lesson))
         if path.exists():
             return path
         raise WorkbookError(f"No notebook at {path}.", "give the path of a lesson's notebook.")

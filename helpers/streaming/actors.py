@@ -34,7 +34,8 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import ray
 
@@ -219,10 +220,11 @@ class SchedulerActor:
 
     def _reset_totals(self) -> None:
         workers = len(self.model_actors)
-        self.retired = {"requests": 0, "done": 0, "cancelled": 0, "failed": 0, "tokens": 0,
-                        "worker_requests": [0] * workers, "worker_tokens": [0] * workers}
-        self.batch_totals = {"batches": 0, "batched_requests": 0, "largest_batch": 0,
-                             "worker_batches": [0] * workers}
+        self.retired: dict[str, Any] = {"requests": 0, "done": 0, "cancelled": 0, "failed": 0, "tokens": 0,
+                                        "worker_requests": [0] * workers,
+                                        "worker_tokens": [0] * workers}
+        self.batch_totals: dict[str, Any] = {"batches": 0, "batched_requests": 0, "largest_batch": 0,
+                                             "worker_batches": [0] * workers}
 
     def _retire_finished(self) -> None:
         """Fold the oldest finished records beyond ``max_records`` into the totals (called as

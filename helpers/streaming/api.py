@@ -55,8 +55,9 @@ import json
 import secrets
 import time
 import uuid
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 # At module level (not inside build_api): FastAPI reads the routes' annotations, which
 # `from __future__ import annotations` turns into names it must find in this module.

@@ -29,8 +29,9 @@ import contextlib
 import json
 import random
 import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from helpers.errors import WorkbookError
 
@@ -98,7 +99,8 @@ class SessionStream:
                     record.message = message.get("message") or message.get("reason", "")
                     break
         except ConnectionClosed as err:
-            self.close_code, self.close_reason = err.rcvd.code if err.rcvd else None, (err.rcvd.reason if err.rcvd else "")
+            self.close_code = err.rcvd.code if err.rcvd else None
+            self.close_reason = err.rcvd.reason if err.rcvd else ""
             record.outcome, record.message = "closed", f"connection closed: {self.close_reason or err}"
         except asyncio.TimeoutError:
             record.message = f"no answer within {timeout_s:.0f} s"

@@ -52,8 +52,9 @@ import argparse
 import difflib
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -339,7 +340,7 @@ def write_default_config(path: str | Path, *, force: bool = False) -> Path:
     return path
 
 
-def _show(config: StreamingConfig, overridden: set[str] = frozenset()) -> str:
+def _show(config: StreamingConfig, overridden: frozenset[str] | set[str] = frozenset()) -> str:
     """The effective configuration, one key a line; keys set by the environment marked."""
     lines = []
     for section_name in StreamingConfig.model_fields:
@@ -375,7 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides = env_overrides()
             config = read_config(args.path)
             if overrides:
-                print("from the environment: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items()))
+                given = ", ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items())
+                print("from the environment: " + given)
             serving = config.serving
             print(f"{args.path} is valid: {serving.model_actors} model actor(s), batches of up "
                   f"to {serving.max_batch_size} within {serving.batch_timeout_ms:g} ms, "

@@ -26,7 +26,8 @@ Introduced in notebooks/12_streaming_sessions.ipynb.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from helpers.errors import WorkbookError
 

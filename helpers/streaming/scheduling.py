@@ -27,8 +27,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Generic, Sequence, TypeVar
+from typing import Generic, TypeVar
 
 from helpers.errors import WorkbookError
 from helpers.streaming.config import STRATEGIES, BatchSettings
@@ -68,7 +69,8 @@ class DynamicBatcher(Generic[T]):
 
     def remove(self, predicate: Callable[[T], bool]) -> list[T]:
         """Take out (and return) the queued items for which ``predicate`` is true."""
-        kept, removed = deque(), []
+        kept: deque[tuple[float, T]] = deque()
+        removed: list[T] = []
         for arrival, item in self._queue:
             (removed.append(item) if predicate(item) else kept.append((arrival, item)))
         self._queue = kept

@@ -31,8 +31,9 @@ import os
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator, Mapping
+from typing import Any
 
 from ray import serve
 
@@ -96,7 +97,7 @@ class TokenGenerator:
                      override: Mapping[str, Any] | None = None) -> AsyncIterator[Any]:
         """First a header ``{"replica", "batch", "size", "waited_ms"}``, then ``(text, last)``."""
         self._follow(override)
-        request = {"id": uuid.uuid4().hex, "prompt": prompt, "max_tokens": max_tokens,
+        request: dict[str, Any] = {"id": uuid.uuid4().hex, "prompt": prompt, "max_tokens": max_tokens,
                    "queued_at": time.monotonic()}
         self.in_flight.add(request["id"])
         try:
@@ -232,7 +233,7 @@ class StreamingIngress:
         session = self.sessions[session_id]
         deleted = asyncio.ensure_future(session["deleted"].wait())
         response = self._call(prompt, max_tokens)
-        state = {"worker": None, "counted": 0, "tokens": 0}
+        state: dict[str, Any] = {"worker": None, "counted": 0, "tokens": 0}
         session["generating"] += 1
         self.table.begin(session_id)  # a session streaming is never idle
         self.counts["requests"] += 1

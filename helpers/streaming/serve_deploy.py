@@ -24,7 +24,8 @@ Introduced in notebooks/12_streaming_sessions.ipynb.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Literal, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
