@@ -251,7 +251,7 @@ class LabSession:
             from IPython import get_ipython
             from IPython.display import display
         except ImportError:  # pragma: no cover - IPython comes with the project's environment
-            get_ipython = None  # type: ignore[assignment]
+            get_ipython = None
         if get_ipython is not None and get_ipython() is not None:
             display({"text/plain": plain, "text/markdown": markdown}, raw=True, metadata=record)
         else:
