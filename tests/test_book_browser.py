@@ -18,7 +18,6 @@ import json
 import secrets
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from local_http import http_server_in_thread
 
 from helpers.paths import BUILD_DIR, REPO_ROOT
 from helpers.ports import free_port
@@ -85,15 +85,8 @@ def site(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
 @pytest.fixture(scope="module")
 def served(site: dict[str, object]) -> Iterator[str]:
     """The site over HTTP on 127.0.0.1 (a free port), as `python -m http.server` serves it."""
-    handler = functools.partial(_QuietHandler, directory=str(site["dir"]))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server_in_thread(functools.partial(_QuietHandler, directory=str(site["dir"]))) as url:
+        yield url + "/"
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -12,10 +12,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import requests
+from local_http import http_server_in_thread
 
 from helpers.cluster import ExistingCluster, LocalCluster, connect_to_cluster
 from helpers.errors import WorkbookError
@@ -63,14 +64,8 @@ class _Flaky(BaseHTTPRequestHandler):
 @pytest.fixture
 def flaky_url() -> Iterator[str]:
     _Flaky.seen = {}
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Flaky)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server_in_thread(_Flaky) as url:
+        yield url
 
 
 def test_retry_delays_double_up_to_a_cap() -> None:
