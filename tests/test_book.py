@@ -56,9 +56,9 @@ def test_scrub_text_leaves_what_a_lesson_teaches() -> None:
 def test_scrub_text_replaces_local_paths_and_random_ports() -> None:
     text = ("/tmp/rsw05-p8txmsvk/timed.py written; /tmp/minimal.yaml; "
             "/root/.cache/ray-serve-workbook/models/tiny; /home/ada/.ray/auth_token; "
-            "/work/clone/.venv/lib/python3.11/site-packages/ray/serve/api.py; "
+            "/srv/course/clone/.venv/lib/python3.11/site-packages/ray/serve/api.py; "
             "GET http://127.0.0.1:39281/api/classify (localhost:27837)")
-    assert scrub_text(text, roots=["/work/clone"]) == (
+    assert scrub_text(text, roots=["/srv/course/clone"]) == (
         "<tmp>/timed.py written; <tmp>/minimal.yaml; "
         "~/.cache/ray-serve-workbook/models/tiny; ~/.ray/auth_token; "
         "<repo>/.venv/lib/python3.11/site-packages/ray/serve/api.py; "
@@ -68,7 +68,7 @@ def test_scrub_text_replaces_local_paths_and_random_ports() -> None:
 def test_scrub_notebook_scrubs_outputs_metadata_and_injected_parameters_only() -> None:
     token = secrets.token_hex(32)
     nb = {
-        "metadata": {"papermill": {"input_path": "/work/clone/notebooks/00_x.ipynb"},
+        "metadata": {"papermill": {"input_path": "/srv/course/clone/notebooks/00_x.ipynb"},
                      "widgets": {"state": {"anything": 1}}},
         "cells": [
             {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]},
@@ -85,7 +85,7 @@ def test_scrub_notebook_scrubs_outputs_metadata_and_injected_parameters_only() -
              ]},
         ]}
     original = json.dumps(nb)
-    out = scrub_notebook(nb, roots=["/work/clone"])
+    out = scrub_notebook(nb, roots=["/srv/course/clone"])
     assert json.dumps(nb) == original  # the input is not changed
     assert token not in json.dumps(out)
     assert "widgets" not in out["metadata"]
