@@ -503,7 +503,7 @@ def write_book_source(runs: Sequence[Run], src: Path, *, notebooks_dir: Path = N
         nav_runs.append({f"Run: {run.folder.name}": f"runs/{run.folder.name}.md"})
 
     (docs / "images").mkdir()
-    hero = IMAGES_DIR / "readme_figure.png"
+    hero = IMAGES_DIR / "figures" / "lesson05_autoscaling.png"  # a run's figure, not a drawn diagram
     if hero.exists():
         shutil.copy(hero, docs / "images" / hero.name)
     (docs / "index.md").write_text(_landing_page(rows, runs, unplaced, hero.exists()))
@@ -546,7 +546,7 @@ def _landing_page(rows: list[str], runs: Sequence[Run], unplaced: list[str],
     ]
     if hero:
         parts += ["![A figure from lesson 05: replicas following a step in load]"
-                  "(images/readme_figure.png)", ""]
+                  "(images/lesson05_autoscaling.png)", ""]
     parts += [
         "## Course map",
         "",
