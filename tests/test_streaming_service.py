@@ -367,15 +367,24 @@ def test_a_burst_of_50_inits_opens_exactly_max_sessions(small_service: Any) -> N
                     return resp.status, await resp.json()
             return await asyncio.gather(*(one(k) for k in range(50)))
 
+    def stats() -> dict[str, Any]:
+        return requests.get(small_service.url + "/ray/stats", timeout=30,
+                            headers=_bearer(small_service.token)).json()
+
+    before = stats()
     answers = _run(burst())
     opened = [body["session_id"] for status, body in answers if status == 200]
     refused = [body for status, body in answers if status == 429]
     try:
         assert len(opened) == 5 and len(refused) == 45, sorted({s for s, _ in answers})
         assert "5 sessions are open, the most allowed" in refused[0]["detail"]
-        stats = requests.get(small_service.url + "/ray/stats", timeout=30,
-                             headers=_bearer(small_service.token)).json()
-        assert stats["sessions"] == 5
+        # Never more than five open, and the five the burst opened are open or expired since
+        # (idle 2 s: a slow burst outlasts it; a run once saw 3 open and 2 expired; the expiry
+        # is counted before the session is gone, so for a moment one is in both counts).
+        after = stats()
+        open_now = after["sessions"] - before["sessions"]
+        expired = after["expired_sessions"] - before["expired_sessions"]
+        assert open_now <= 5 and open_now + expired >= 5, (before, after)
     finally:
         for session in opened:
             requests.post(small_service.url + "/delete_session", json={"session_id": session}, timeout=30)
