@@ -45,6 +45,7 @@ import yaml
 
 from helpers.errors import WorkbookError
 from helpers.paths import BUILD_DIR, IMAGES_DIR, LABS_DIR, NOTEBOOKS_DIR, REPO_ROOT
+from helpers.solution_regions import has_solution
 
 __all__ = [
     "CLAIMS",
@@ -408,7 +409,7 @@ def _publish(nb: dict[str, Any], target: Path, note: str) -> None:
 
 def _check_no_solution(nb: dict[str, Any], path: Path) -> None:
     for cell in nb.get("cells", []):
-        if "BEGIN SOLUTION" in "".join(cell.get("source", "")):
+        if has_solution("".join(cell.get("source", ""))):
             raise WorkbookError(f"{path} holds a solution region: it is not a student version.",
                                 "regenerate the student versions (python -m helpers.labs "
                                 "generate); the book publishes labs/student/ only.")
