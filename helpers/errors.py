@@ -111,7 +111,7 @@ class ServeDeployError(WorkbookError):
 
 
 class ServeTimeoutError(WorkbookError):
-    """A Serve application did not become RUNNING in time."""
+    """A Serve application did not become RUNNING (or, with waiting_for="deleted", go) in time."""
 
     def __init__(
         self,
@@ -120,6 +120,8 @@ class ServeTimeoutError(WorkbookError):
         last_status: str,
         pending_demands: Sequence[str] = (),
         messages: Mapping[str, str] | None = None,
+        *,
+        waiting_for: str = "RUNNING",
     ) -> None:
         self.app = app
         self.timeout_s = timeout_s
@@ -136,13 +138,20 @@ class ServeTimeoutError(WorkbookError):
                 "accelerator_config={'kind': 'cpu'}) or start the cluster with more logical "
                 "CPUs/GPUs."
             )
+        elif waiting_for == "deleted":
+            fix = (
+                "look at the deployment messages below and the replica logs: a replica that "
+                "takes long to stop holds its application (graceful_shutdown_timeout_s); on a "
+                "shared cluster, someone's `serve deploy` of a config that still names the "
+                "application brings it back. Wait longer, or ask who deployed it."
+            )
         else:
             fix = (
                 "look at the deployment messages below and the replica logs; if the replicas "
                 "are still starting (loading a model), wait longer with a larger timeout_s."
             )
         super().__init__(
-            f"Serve application {app!r} was not RUNNING after {timeout_s:.0f} s "
+            f"Serve application {app!r} was not {waiting_for} after {timeout_s:.0f} s "
             f"(last status: {last_status}).",
             fix,
             details="\n".join(lines),

@@ -262,7 +262,9 @@ def wait_until_deleted(
         if app not in app_statuses(cluster):
             return
         time.sleep(0.5)
-    raise ServeTimeoutError(app, timeout_s, "DELETING")
+    details = serve_details(cluster)["applications"].get(app) or {}
+    raise ServeTimeoutError(app, timeout_s, details.get("status", "DELETING"),
+                            messages=_deployment_messages(details), waiting_for="deleted")
 
 
 def status_table(cluster: "ClusterHandle") -> "pd.DataFrame":

@@ -130,6 +130,9 @@ def test_unplaceable_app_times_out_with_gpu_demand(
         assert any("GPU" in demand for demand in err.pending_demands), err.pending_demands
         assert "GPU" in str(err)
         assert "resources no node has" in str(err)
+        with pytest.raises(ServeTimeoutError, match="'greedy_app' was not deleted after 1 s") as gone:
+            wait_until_deleted("greedy_app", cluster=cluster, timeout_s=1)  # nobody deleted it
+        assert gone.value.last_status == "DEPLOYING" and "serve deploy" in str(gone.value)
     finally:
         serve.delete("greedy_app")
     assert "greedy_app" not in app_statuses(cluster)

@@ -396,7 +396,13 @@ def test_a_burst_of_50_inits_opens_exactly_max_sessions(small_service: Any) -> N
 
 def test_an_idle_session_expires_and_frees_its_slot(small_service: Any) -> None:
     url, auth = small_service.url, _bearer(small_service.token)
-    before = requests.get(url + "/ray/stats", timeout=30, headers=auth).json()["expired_sessions"]
+    # The burst test's sessions expire 2 s after it ends: counted before this one is opened, a
+    # slow machine would see them expire during this test (7 == 5 + 1 under a loaded run).
+    deadline = time.monotonic() + 30
+    while (stats := requests.get(url + "/ray/stats", timeout=30, headers=auth).json())["sessions"]:
+        assert time.monotonic() < deadline, f"sessions left open by earlier tests: {stats}"
+        time.sleep(0.25)
+    before = stats["expired_sessions"]
     session = requests.post(url + "/init", json={"client_id": "idle"}, timeout=30).json()["session_id"]
     record = _run(stream_once(url, "Return the", 3, token=small_service.token))  # others still work
     assert record.outcome == "done"
