@@ -347,12 +347,10 @@ def _solution_under_nbval(notebook: Path, results: Path) -> SimpleNamespace:
     learner's kernel has), the check results appended to ``results``."""
     env = dict(os.environ, WORKBOOK_SCRATCH=tempfile.mkdtemp(prefix="rswl"),
                WORKBOOK_LAB_RESULTS=str(results))
-    started = time.monotonic()
     run = _run([sys.executable, "-m", "pytest", str(notebook), "--nbval-lax",
                 "--nbval-current-env", "--nbval-cell-timeout=900", "--nbval-sanitize-with",
                 "tests/nbval_sanitize.cfg", "-p", "no:cacheprovider", "-q"], env, 900)
-    return SimpleNamespace(lab=notebook.stem, run=run,
-                           seconds=round(time.monotonic() - started, 1))
+    return SimpleNamespace(lab=notebook.stem, run=run)
 
 
 def _class_folder(root: Path) -> Path:

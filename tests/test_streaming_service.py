@@ -81,6 +81,12 @@ def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def _stats(service: Any) -> dict[str, Any]:
+    """An actor service's /ray/stats (sessions open, expired, limits...)."""
+    return requests.get(service.url + "/ray/stats", timeout=30,
+                        headers=_bearer(service.token)).json()
+
+
 async def _delete_while_streaming(url: str, token: str, max_tokens: int) -> dict[str, Any]:
     """Ask for a long answer; delete the session once text flows; see how the stream ends.
 
@@ -367,11 +373,7 @@ def test_a_burst_of_50_inits_opens_exactly_max_sessions(small_service: Any) -> N
                     return resp.status, await resp.json()
             return await asyncio.gather(*(one(k) for k in range(50)))
 
-    def stats() -> dict[str, Any]:
-        return requests.get(small_service.url + "/ray/stats", timeout=30,
-                            headers=_bearer(small_service.token)).json()
-
-    before = stats()
+    before = _stats(small_service)
     answers = _run(burst())
     opened = [body["session_id"] for status, body in answers if status == 200]
     refused = [body for status, body in answers if status == 429]
@@ -381,7 +383,7 @@ def test_a_burst_of_50_inits_opens_exactly_max_sessions(small_service: Any) -> N
         # Never more than five open, and the five the burst opened are open or expired since
         # (idle 2 s: a slow burst outlasts it; a run once saw 3 open and 2 expired; the expiry
         # is counted before the session is gone, so for a moment one is in both counts).
-        after = stats()
+        after = _stats(small_service)
         open_now = after["sessions"] - before["sessions"]
         expired = after["expired_sessions"] - before["expired_sessions"]
         assert open_now <= 5 and open_now + expired >= 5, (before, after)
@@ -395,11 +397,11 @@ def test_a_burst_of_50_inits_opens_exactly_max_sessions(small_service: Any) -> N
 
 
 def test_an_idle_session_expires_and_frees_its_slot(small_service: Any) -> None:
-    url, auth = small_service.url, _bearer(small_service.token)
+    url = small_service.url
     # The burst test's sessions expire 2 s after it ends: counted before this one is opened, a
     # slow machine would see them expire during this test (7 == 5 + 1 under a loaded run).
     deadline = time.monotonic() + 30
-    while (stats := requests.get(url + "/ray/stats", timeout=30, headers=auth).json())["sessions"]:
+    while (stats := _stats(small_service))["sessions"]:
         assert time.monotonic() < deadline, f"sessions left open by earlier tests: {stats}"
         time.sleep(0.25)
     before = stats["expired_sessions"]
@@ -408,12 +410,12 @@ def test_an_idle_session_expires_and_frees_its_slot(small_service: Any) -> None:
     assert record.outcome == "done"
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        stats = requests.get(url + "/ray/stats", timeout=30, headers=auth).json()
+        stats = _stats(small_service)
         if stats["expired_sessions"] > before:
             break
         time.sleep(0.25)
     assert requests.get(url + f"/queue_status/{session}", timeout=30).status_code == 404
-    stats = requests.get(url + "/ray/stats", timeout=30, headers=auth).json()
+    stats = _stats(small_service)
     assert stats["expired_sessions"] == before + 1 and stats["sessions"] == 0
     assert stats["limits"]["session_idle_timeout_s"] == 2.0
 
