@@ -564,11 +564,14 @@ def _count_by_deployment(rows: list[dict[str, Any]]) -> str:
 
 
 def node_memory(cluster: "ClusterHandle", *, timeout_s: float = 10.0) -> list[dict[str, Any]]:
-    """Memory of each alive node as Ray's memory monitor counts it, from the dashboard.
+    """Memory of each alive node as the dashboard reports it (its Cluster view).
 
     One dict per node: ``node``, ``total_bytes``, ``used_bytes``, ``fraction``. "Used" is
-    Ray's measure (in a container: the cgroup's usage minus file cache), the one compared
-    with ``RAY_memory_usage_threshold``; it can differ from what ``free`` calls used.
+    the dashboard agent's measure: where the node has a memory cgroup, the cgroup's usage
+    minus file cache, even when the cgroup sets no limit. The raylet's memory monitor, which
+    compares use with ``RAY_memory_usage_threshold``, counts differently when the cgroup's
+    limit is not the binding one (``MemTotal - MemAvailable``): on such a machine the two
+    can differ by a GiB. For a threshold on this machine use :func:`monitor_memory`.
     """
     from helpers.auth import auth_headers
 
@@ -587,6 +590,48 @@ def node_memory(cluster: "ClusterHandle", *, timeout_s: float = 10.0) -> list[di
                      "total_bytes": int(mem[0]), "used_bytes": int(mem[3]),
                      "fraction": mem[3] / mem[0] if mem[0] else 0.0})
     return rows
+
+
+def monitor_memory(*, proc_dir: str | Path = "/proc",
+                   cgroup_dir: str | Path = "/sys/fs/cgroup") -> dict[str, int]:
+    """This machine's memory as the raylet's memory monitor counts it: ``used_bytes`` and
+    ``total_bytes``, the two numbers whose ratio it compares with
+    ``RAY_memory_usage_threshold`` (swap not counted, Ray's default).
+
+    The monitor takes the memory cgroup's view only when the cgroup's limit is below the
+    host's memory: then used is the cgroup's usage minus its file cache. Otherwise it is
+    ``MemTotal - MemAvailable`` from ``/proc/meminfo``, whatever the cgroup says. (The same
+    rule as Ray's ``MemoryMonitorUtils::TakeSystemMemoryUsageSnapshot``; the dashboard's
+    figure, :func:`node_memory`, takes the cgroup's usage whenever it can read it.) Only for
+    nodes on this machine: a notebook's own cluster.
+    """
+    meminfo: dict[str, int] = {}
+    for line in Path(proc_dir, "meminfo").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        fields = rest.split()
+        if fields and fields[0].isdigit():
+            meminfo[key] = int(fields[0]) * 1024  # kB
+    total = meminfo["MemTotal"]
+    available = meminfo.get("MemAvailable") or (
+        meminfo["MemFree"] + meminfo.get("Cached", 0) + meminfo.get("Buffers", 0))
+    used = max(0, total - available)
+    cgroup = Path(cgroup_dir)
+    for limit_file, usage_file, stat_file, inactive, active in (
+            ("memory.max", "memory.current", "memory.stat", "inactive_file", "active_file"),
+            ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes",
+             "memory/memory.stat", "total_inactive_file", "total_active_file")):
+        try:
+            limit_text = (cgroup / limit_file).read_text().strip()
+            usage = int((cgroup / usage_file).read_text().split()[0])
+            stat = dict(line.split()[:2] for line in (cgroup / stat_file).read_text().splitlines()
+                        if len(line.split()) >= 2)
+        except (OSError, ValueError, IndexError):
+            continue
+        if limit_text.isdigit() and 0 < int(limit_text) < total:  # the cgroup's limit binds
+            file_cache = int(stat.get(inactive, 0)) + int(stat.get(active, 0))
+            return {"used_bytes": max(0, usage - file_cache), "total_bytes": int(limit_text)}
+        break
+    return {"used_bytes": used, "total_bytes": total}
 
 
 def _check_memory(ctx: _Context) -> list[Finding]:

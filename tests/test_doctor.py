@@ -32,7 +32,7 @@ import pytest
 import requests
 
 from helpers.cluster import ExistingCluster, LocalCluster
-from helpers.doctor import Diagnosis, Finding, diagnose, main
+from helpers.doctor import Diagnosis, Finding, diagnose, main, monitor_memory
 from helpers.ports import free_port
 from helpers.serve_cli import deploy_config
 from helpers.serve_status import app_statuses, wait_until_deleted, wait_until_running
@@ -297,3 +297,48 @@ def test_requests_queueing_at_max_ongoing_requests(
 
 # The memory monitor's kill and its diagnosis ("oom-killed", naming the replica and
 # RAY_memory_usage_threshold) are asserted by lesson 10b under nbval, on a node of its own.
+
+
+def _machine(tmp_path: Path, *, cgroup: dict[str, str]) -> tuple[Path, Path]:
+    """A /proc/meminfo and a /sys/fs/cgroup of files, as a machine would have them."""
+    proc, sys_cgroup = tmp_path / "proc", tmp_path / "cgroup"
+    proc.mkdir()
+    (proc / "meminfo").write_text("MemTotal:       8000000 kB\nMemFree:        6000000 kB\n"
+                                  "MemAvailable:   7000000 kB\nBuffers:          10000 kB\n"
+                                  "Cached:          900000 kB\nSwapTotal:            0 kB\n")
+    for name, text in cgroup.items():
+        (sys_cgroup / name).parent.mkdir(parents=True, exist_ok=True)
+        (sys_cgroup / name).write_text(text)
+    return proc, sys_cgroup
+
+
+V1_STAT = "cache 5\ntotal_cache 300000000\ntotal_rss 100000000\ntotal_inactive_file 200000000\n" \
+          "total_active_file 50000000\n"
+
+
+@pytest.mark.parametrize(("cgroup", "used", "total"), [
+    ({}, (8000000 - 7000000) * 1024, 8000000 * 1024),  # no memory cgroup: /proc/meminfo
+    # A cgroup v1 with no limit (the kernel's "unlimited"): the raylet ignores its usage,
+    # while the dashboard shows it (usage minus file cache: 150 MB here, not 1 GB).
+    ({"memory/memory.limit_in_bytes": "9223372036854771712\n",
+      "memory/memory.usage_in_bytes": "400000000\n", "memory/memory.stat": V1_STAT},
+     (8000000 - 7000000) * 1024, 8000000 * 1024),
+    ({"memory/memory.limit_in_bytes": "2000000000\n",  # a binding v1 limit: the cgroup's view
+      "memory/memory.usage_in_bytes": "400000000\n", "memory/memory.stat": V1_STAT},
+     400000000 - 200000000 - 50000000, 2000000000),
+    ({"memory.max": "max\n", "memory.current": "400000000\n",  # v2, no limit
+      "memory.stat": "anon 1\ninactive_file 200000000\nactive_file 50000000\n"},
+     (8000000 - 7000000) * 1024, 8000000 * 1024),
+    ({"memory.max": "1000000000\n", "memory.current": "400000000\n",  # v2, a binding limit
+      "memory.stat": "anon 1\ninactive_file 200000000\nactive_file 50000000\n"},
+     150000000, 1000000000),
+], ids=["no-cgroup", "v1-unlimited", "v1-limit", "v2-max", "v2-limit"])
+def test_monitor_memory_counts_as_the_raylet_does(tmp_path: Path, cgroup: dict[str, str],
+                                                  used: int, total: int) -> None:
+    """Lesson 10b sets a node's RAY_memory_usage_threshold from this: a GiB above the
+    machine's use as the raylet counts it. Read from the dashboard instead, on a machine
+    whose cgroup sets no limit, the threshold was already crossed and the fixed replica was
+    killed four times (CI, 12-06)."""
+    proc, sys_cgroup = _machine(tmp_path, cgroup=cgroup)
+    assert monitor_memory(proc_dir=proc, cgroup_dir=sys_cgroup) == {"used_bytes": used,
+                                                                    "total_bytes": total}
