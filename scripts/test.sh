@@ -4,7 +4,8 @@
 #      pyproject.toml; a few seconds. A failure here fails the run, after the other phases ran;
 #   1. the unit tests of the helpers against real Ray (tests/), on two pytest-xdist workers;
 #   2. the lessons whose CI profile entry says `shares_machine: true` (they assert nothing
-#      about speed or timing), under nbval, two at a time;
+#      about speed or timing), under nbval, two at a time, with the tests marked `beside`
+#      (a test that runs lessons on a cluster of its own and measures nothing);
 #   3. the tests marked `alone`, one at a time: the labs' classroom run, then every other lesson
 #      under nbval with the CI profile's parameters (their measured claims - vLLM vs
 #      transformers, batching, autoscaling within 30 s, deploy to first token - need the
@@ -44,7 +45,7 @@ lint=$?
 t_lint=$((SECONDS - t0l))
 t1=$SECONDS
 rm -f build/test-unit.xml build/test-alone.xml
-"$PY" -m pytest tests -n "$WORKERS" --dist loadfile -m "not alone" "${COMMON[@]}" \
+"$PY" -m pytest tests -n "$WORKERS" --dist loadfile -m "not alone and not beside" "${COMMON[@]}" \
   "${UNIT_TIMEOUT[@]}" --junitxml=build/test-unit.xml "$@"
 unit=$?
 t_unit=$((SECONDS - t1))
@@ -65,8 +66,10 @@ if [ "$NOTEBOOKS" != none ]; then
   mapfile -t SHARING < <("$PY" -m helpers.runner --profile ci --list-sharing $NOTEBOOKS)
 fi
 sharing=0
-if [ "${#SHARING[@]}" -gt 0 ]; then
-  SHARED_FILES=()
+# The test files with tests marked `beside`, first: the longest item, started before the lessons.
+BESIDE=(tests/test_shared_lessons.py)
+if [ "${#SHARING[@]}" -gt 0 ] || [ "${#BESIDE[@]}" -gt 0 ]; then
+  SHARED_FILES=("${BESIDE[@]}")
   for stem in "${SHARING[@]}"; do
     SHARED_FILES+=("build/nbval/$stem.ipynb")
     TARGETS+=("--ignore=build/nbval/$stem.ipynb")
@@ -80,7 +83,7 @@ t3=$SECONDS
 "$PY" -m pytest "${TARGETS[@]}" -m alone "${COMMON[@]}" "${LONG_TIMEOUT[@]}" \
   --junitxml=build/test-alone.xml "${NBVAL[@]}" "$@"
 lessons=$?
-if [ "$lessons" -eq 5 ] && [ "${#SHARING[@]}" -gt 0 ]; then lessons=$sharing
+if [ "$lessons" -eq 5 ]; then lessons=$sharing  # phase 3 ran nothing: phase 2 decides
 elif [ "$sharing" -ne 0 ] && [ "$sharing" -ne 5 ]; then lessons=$sharing; fi
 t_alone=$((SECONDS - t3))
 set -e

@@ -38,7 +38,7 @@ def _someone_else(cluster) -> tuple[str, list[int]]:
 
 
 @pytest.mark.cluster
-@pytest.mark.alone  # a cluster of its own beside the lessons' runs
+@pytest.mark.beside  # a cluster of its own; it measures nothing, so it runs beside a lesson
 def test_lessons_02_on_a_shared_cluster_touch_only_their_own_applications() -> None:
     from helpers.cluster import start_local_cluster
     from helpers.errors import WorkbookError
