@@ -32,11 +32,12 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from helpers.errors import WorkbookError
 
-__all__ = ["Workspace", "learner_name", "letters_and_digits", "not_run_sections", "serve_http_address",
-           "NOT_RUN_FILE"]
+__all__ = ["Workspace", "keeping_the_others", "learner_name", "letters_and_digits",
+           "not_run_sections", "read_serve_config", "serve_http_address", "NOT_RUN_FILE"]
 
 NOT_RUN_FILE = "not_run.jsonl"  # in the runner's per-notebook scratch folder
 
@@ -107,6 +108,25 @@ class Workspace:
         _record_not_run(section, why)
         return False
 
+    def deployable(self, path: str | os.PathLike[str], cluster: Any) -> Path:
+        """The file to ``serve deploy``: ``path`` itself on one's own cluster. On a shared
+        cluster ``serve deploy`` would delete every config-deployed application the file does
+        not list (the classmates'), so a copy beside it, ``deploy-<name>``, with theirs kept
+        (:func:`keeping_the_others`). Deploy it in the same cell: the copy is what Serve holds
+        when it is written."""
+        import yaml
+
+        from helpers.serve_status import serve_details
+
+        path = Path(path)
+        if self.local:
+            return path
+        mine = read_serve_config(path)
+        target = path.with_name(f"deploy-{path.name}")
+        target.write_text(yaml.safe_dump(keeping_the_others(mine, serve_details(cluster)),
+                                         sort_keys=False))
+        return target
+
     def cleanup_at_exit(self) -> None:
         """On a shared cluster, delete this workspace's applications when the kernel exits
         (a failing cell stops a run before its clean-up cell; the kernel still exits). The
@@ -145,6 +165,45 @@ class Workspace:
                 serve.delete(name)
                 deleted.append(name)
         return deleted
+
+
+def read_serve_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A Serve config file's mapping; a clear error when it is missing, is not YAML or has no
+    ``applications:`` list."""
+    import yaml
+
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise WorkbookError(f"Could not read the Serve config {path}.",
+                            "check the file exists and is valid YAML (indentation!).",
+                            details=str(err)) from err
+    if not isinstance(config, dict) or not isinstance(config.get("applications"), list):
+        raise WorkbookError(f"{path.name} has no 'applications:' list.",
+                            "a Serve config is a mapping with an 'applications:' list.")
+    return config
+
+
+def keeping_the_others(config: dict[str, Any], details: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (a Serve config's mapping) with every other config-deployed application
+    added, as Serve holds it now (``details``: :func:`helpers.serve_status.serve_details`), so
+    that ``serve deploy`` of the result replaces nobody's: ``serve deploy`` makes the
+    cluster's declarative applications exactly the file's and deletes the others.
+
+    Left out: the applications the file names, those deployed from Python (``serve.run``:
+    ``serve deploy`` does not delete them), those being deleted (``DELETING``: adding one
+    back would bring it back to life), and ``http_options``/``grpc_options`` (the running
+    Serve's, not the file's to change).
+    """
+    names = {app.get("name") for app in config.get("applications") or [] if isinstance(app, dict)}
+    theirs = [app["deployed_app_config"]
+              for name, app in (details.get("applications") or {}).items()
+              if name not in names and app.get("source") == "declarative"
+              and app.get("status") != "DELETING" and app.get("deployed_app_config")]
+    merged = {k: v for k, v in config.items() if k not in ("http_options", "grpc_options")}
+    merged["applications"] = theirs + list(config.get("applications") or [])
+    return merged
 
 
 def serve_http_address(cluster) -> tuple[str, int]:

@@ -88,3 +88,42 @@ def test_clean_up_at_exit_only_on_a_shared_cluster_and_cancelled_by_cleanup(monk
     registered[0]()  # what the kernel's exit would run: no wait, no error for an absent app
     assert deleted == ["bob-echo"]
     assert shared.cleanup() == ["bob-echo"] and registered == []
+
+
+def test_a_deploy_on_a_shared_cluster_keeps_the_others_but_never_revives_a_deleted_one():
+    """What ``serve deploy`` of ``Workspace.deployable``'s copy leaves: every classmate's
+    config-deployed application as Serve holds it now, one's own as the file says; not an
+    application being deleted (adding it back would revive it: seen when two learners'
+    deploys of lab 07 raced), not one deployed from Python, not the file's http_options."""
+    from helpers.shared_cluster import keeping_the_others
+
+    def held(status: str, source: str = "declarative", **config) -> dict:
+        return {"status": status, "source": source, "deployed_app_config": config or None}
+
+    details = {"applications": {
+        "bob-echo": held("RUNNING", name="bob-echo", import_path="b:app"),
+        "carol-llm": held("DEPLOYING", name="carol-llm", import_path="c:app"),
+        "dave-old": held("DELETING", name="dave-old", import_path="d:app"),
+        "erin-run": held("RUNNING", source="imperative"),  # serve.run: deploy leaves it
+        "alice-echo": held("RUNNING", name="alice-echo", import_path="old:app"),
+    }}
+    mine = {"http_options": {"port": 9000},
+            "applications": [{"name": "alice-echo", "import_path": "new:app"}]}
+    merged = keeping_the_others(mine, details)
+    assert merged == {"applications": [
+        {"name": "bob-echo", "import_path": "b:app"}, {"name": "carol-llm", "import_path": "c:app"},
+        {"name": "alice-echo", "import_path": "new:app"}]}
+
+
+def test_deployable_is_the_file_itself_on_ones_own_cluster_and_says_what_is_wrong(tmp_path):
+    from helpers.shared_cluster import read_serve_config
+
+    path = tmp_path / "app.yaml"
+    path.write_text("applications:\n- name: echo\n  import_path: m:app\n")
+    assert Workspace(local=True).deployable(path, cluster=None) == path  # no cluster read
+    path.write_text("applications:\n  - name: echo\n   import_path: m:app\n")  # bad indentation
+    with pytest.raises(WorkbookError, match="Could not read the Serve config"):
+        read_serve_config(path)
+    path.write_text("name: echo\n")
+    with pytest.raises(WorkbookError, match="no 'applications:' list"):
+        Workspace(local=False).deployable(path, cluster=None)

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from helpers.errors import WorkbookError
-from helpers.shared_cluster import letters_and_digits
+from helpers.shared_cluster import keeping_the_others, letters_and_digits, read_serve_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from helpers.cluster import ClusterHandle
@@ -189,21 +189,13 @@ class LabSession:
         ``serve deploy`` makes the cluster's declarative applications exactly the file's: any
         not in it are deleted. On a shared cluster that would delete the other students'
         applications; this adds them, as they are deployed now, to the student's own (which
-        must be named with :meth:`app_name`). The cluster's HTTP options are not the lab's to
-        change, so ``http_options`` is dropped. Returns the path of the file to deploy.
+        must be named with :meth:`app_name`), as :func:`helpers.shared_cluster.keeping_the_others`
+        says. Returns the path of the file to deploy: deploy it in the same cell.
         """
         from helpers.serve_status import serve_details
 
         path = Path(config_path)
-        try:
-            mine = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise WorkbookError(f"Could not read the Serve config {path}.",
-                                "check the file exists and is valid YAML (indentation!).",
-                                details=str(err)) from err
-        if not isinstance(mine, dict) or not isinstance(mine.get("applications"), list):
-            raise WorkbookError(f"{path.name} has no 'applications:' list.",
-                                "a Serve config is a mapping with an 'applications:' list.")
+        mine = read_serve_config(path)
         names = [a.get("name") for a in mine["applications"] if isinstance(a, dict)]
         foreign = [n for n in names if not str(n).startswith(self.prefix + "-")]
         if foreign:
@@ -211,15 +203,9 @@ class LabSession:
                 f"{path.name} names application(s) {foreign} that are not this lab's.",
                 f"name each application with lab.app_name(...), e.g. {self.app_name('app')!r}, "
                 "so it cannot replace anyone else's on a shared cluster.")
-        others = []
-        for name, app in (serve_details(self.cluster).get("applications") or {}).items():
-            if app.get("source") == "declarative" and name not in names \
-                    and app.get("deployed_app_config"):
-                others.append(app["deployed_app_config"])
-        merged = {k: v for k, v in mine.items() if k not in ("http_options", "grpc_options")}
-        merged["applications"] = others + mine["applications"]
         target = self.work_dir / f"deploy-{path.stem}.yaml"
-        target.write_text(yaml.safe_dump(merged, sort_keys=False))
+        target.write_text(yaml.safe_dump(keeping_the_others(mine, serve_details(self.cluster)),
+                                         sort_keys=False))
         return target
 
     def wait_for(self, condition: Callable[[], Any], *, what: str, timeout_s: float = 60.0,
