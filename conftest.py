@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +41,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _notebook_of(item):
             item.add_marker(pytest.mark.alone)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        _longest_files_first(items)
+
+
+#: Each test file's and notebook's seconds in the last measured run (scripts/time_table.py
+#: --save writes it; a file not in it counts as 0 s, so a new file runs last).
+DURATIONS = Path(__file__).parent / "tests" / "durations.json"
+
+
+def _longest_files_first(items: list[pytest.Item]) -> None:
+    """Order the files longest first, each file's items kept together and in order. With
+    ``--dist loadfile --no-loadscope-reorder`` (scripts/test.sh) each xdist worker then takes
+    the longest file left whenever it is free, so the two workers end close together; xdist's
+    own order (the files with most items first) could start a long file last."""
+    try:
+        seconds = json.loads(DURATIONS.read_text())
+    except (OSError, ValueError):
+        return
+    items.sort(key=lambda item: -float(seconds.get(Path(str(item.path)).stem, 0.0)))
 
 
 def _notebook_of(item: pytest.Item | None) -> str | None:

@@ -27,7 +27,8 @@ rm -rf build/nbval
 NOTEBOOKS="${WORKBOOK_NOTEBOOKS:-}"
 # WORKBOOK_TEST_WORKERS: xdist workers of phase 1 (0: in this process, one test at a time).
 # Two suit 2 cores: most of a unit test's time is Ray starting processes and waiting for them.
-# --dist loadfile keeps a test file on one worker, in order (its module fixtures are shared).
+# --dist loadfile keeps a test file on one worker, in order (its module fixtures are shared);
+# --no-loadscope-reorder keeps conftest.py's order, the longest files first (tests/durations.json).
 WORKERS="${WORKBOOK_TEST_WORKERS:-2}"
 COMMON=(--durations=20 -p no:cacheprovider)  # each phase ends with its 20 slowest items
 # pytest-timeout: a hung test fails alone instead of hanging CI until its time limit. A unit
@@ -45,7 +46,8 @@ lint=$?
 t_lint=$((SECONDS - t0l))
 t1=$SECONDS
 rm -f build/test-unit.xml build/test-alone.xml
-"$PY" -m pytest tests -n "$WORKERS" --dist loadfile -m "not alone and not beside" "${COMMON[@]}" \
+"$PY" -m pytest tests -n "$WORKERS" --dist loadfile --no-loadscope-reorder \
+  -m "not alone and not beside" "${COMMON[@]}" \
   "${UNIT_TIMEOUT[@]}" --junitxml=build/test-unit.xml "$@"
 unit=$?
 t_unit=$((SECONDS - t1))
@@ -66,7 +68,7 @@ if [ "$NOTEBOOKS" != none ]; then
   mapfile -t SHARING < <("$PY" -m helpers.runner --profile ci --list-sharing $NOTEBOOKS)
 fi
 sharing=0
-# The test files with tests marked `beside`, first: the longest item, started before the lessons.
+# The test files with tests marked `beside` (conftest.py orders everything longest first).
 BESIDE=(tests/test_shared_lessons.py)
 if [ "${#SHARING[@]}" -gt 0 ] || [ "${#BESIDE[@]}" -gt 0 ]; then
   SHARED_FILES=("${BESIDE[@]}")
@@ -74,7 +76,8 @@ if [ "${#SHARING[@]}" -gt 0 ] || [ "${#BESIDE[@]}" -gt 0 ]; then
     SHARED_FILES+=("build/nbval/$stem.ipynb")
     TARGETS+=("--ignore=build/nbval/$stem.ipynb")
   done
-  "$PY" -m pytest "${SHARED_FILES[@]}" -n 2 --dist loadfile "${COMMON[@]}" "${LONG_TIMEOUT[@]}" \
+  "$PY" -m pytest "${SHARED_FILES[@]}" -n 2 --dist loadfile --no-loadscope-reorder \
+    "${COMMON[@]}" "${LONG_TIMEOUT[@]}" \
     --junitxml=build/test-sharing.xml "${NBVAL[@]}" "$@"
   sharing=$?
 fi

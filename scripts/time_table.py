@@ -1,13 +1,18 @@
 """Where make test's time went: the seconds of each test file or notebook, from pytest's JUnit XML.
 
     python scripts/time_table.py build/test-unit.xml build/test-alone.xml
+    python scripts/time_table.py --save tests/durations.json build/test-*.xml
 
 Prints, per phase, the files and notebooks that took longest (setup, call and teardown of
-their items together), so that each run says where to look first when it grows.
+their items together), so that each run says where to look first when it grows. With
+``--save``, also records each file's seconds in that JSON file (``{"test_labs": 251.5, ...}``,
+merged into what it holds): the phases that run on two workers start the longest files first
+(``conftest.py`` reads it), so that no long file starts last while the other worker idles.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import xml.etree.ElementTree as ET
 from collections import defaultdict
@@ -26,7 +31,25 @@ def per_file(path: Path) -> dict[str, float]:
     return seconds
 
 
+def stem(name: str) -> str:
+    """A junit file name as ``durations.json`` keys it: ``tests.test_labs`` -> ``test_labs``,
+    ``build.nbval.07a_multi_app_config.ipynb`` -> ``07a_multi_app_config``."""
+    return name.removesuffix(".ipynb").removesuffix(".py").replace("/", ".").rsplit(".", 1)[-1]
+
+
+def save(paths: list[str], target: Path) -> None:
+    durations = json.loads(target.read_text()) if target.is_file() else {}
+    for raw in paths:
+        if Path(raw).is_file():
+            durations.update({stem(k): round(v, 1) for k, v in per_file(Path(raw)).items()})
+    target.write_text(json.dumps(dict(sorted(durations.items())), indent=1) + "\n")
+    print(f"saved the seconds of {len(durations)} files and notebooks in {target}")
+
+
 def main(paths: list[str]) -> int:
+    if paths[:1] == ["--save"]:
+        target, paths = Path(paths[1]), paths[2:]
+        save(paths, target)
     for raw in paths:
         path = Path(raw)
         if not path.is_file():

@@ -134,7 +134,7 @@ def test_closed_loop_counts_percentiles_and_who_served(endpoints: dict[str, str]
     result = load_test(endpoints["timed"], json_request({}), concurrency=8, requests=160)
     df, summary = result.df, result.summary()
     assert len(df) == 160 and sorted(df["i"]) == list(range(160))
-    assert summary["requests"] == summary["ok"] == 160 and summary["failed"] == 0
+    assert summary["requests"] == summary["ok"] == 160 and summary["failed"] == 0, summary["error_kinds"]
     latencies = df["latency_s"].to_numpy()
     for q in (50, 90, 99):
         assert summary[f"latency_p{q}_s"] == round(float(np.percentile(latencies, q)), 4)
@@ -153,7 +153,10 @@ def test_open_loop_rate_is_accurate(endpoints: dict[str, str]) -> None:
     rate, seconds = 40.0, 5.0
     result = load_test(endpoints["timed"], json_request({}), rate=rate, duration_s=seconds)
     summary = result.summary()
-    assert summary["failed"] == 0
+    # Seen once on a loaded machine (make test on a fresh clone, 12-06): 2 of 200 failed;
+    # which error they had says where to look (the proxy, a replica, the client's pool).
+    assert summary["failed"] == 0, (summary["error_kinds"],
+                                    result.df[~result.df["ok"]].to_dict("records"))
     assert abs(summary["requests"] - rate * seconds) <= 0.1 * rate * seconds
     started = result.df["t_start"]
     offered = (len(started) - 1) / (started.max() - started.min())
