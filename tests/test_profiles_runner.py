@@ -331,3 +331,28 @@ def test_make_test_runs_beside_each_other_only_lessons_that_claim_nothing_about_
     listed = subprocess.run([sys.executable, "-m", "helpers.runner", "--profile", "ci",
                              "--list-sharing"], capture_output=True, text=True, check=True)
     assert set(listed.stdout.split()) == sharing
+
+
+def test_the_two_worker_phases_start_the_longest_files_first(tmp_path: Path, monkeypatch) -> None:
+    """conftest.py orders items by their file's seconds in tests/durations.json (what
+    scripts/time_table.py --save wrote), longest first, each file's items together and in
+    their order; a file it does not know runs last."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    from helpers.paths import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("root_conftest", REPO_ROOT / "conftest.py")
+    root_conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(root_conftest)
+    durations = tmp_path / "durations.json"
+    durations.write_text('{"test_short": 5.0, "08_resources_and_placement": 206.3, "test_long": 80}')
+    monkeypatch.setattr(root_conftest, "DURATIONS", durations)
+    items = [SimpleNamespace(path=Path(f), n=n) for f, n in [
+        ("tests/test_new.py", 1), ("tests/test_short.py", 1), ("tests/test_short.py", 2),
+        ("tests/test_long.py", 1), ("build/nbval/08_resources_and_placement.ipynb", 1),
+        ("tests/test_long.py", 2), ("build/nbval/08_resources_and_placement.ipynb", 2)]]
+    root_conftest._longest_files_first(items)
+    assert [(i.path.stem, i.n) for i in items] == [
+        ("08_resources_and_placement", 1), ("08_resources_and_placement", 2),
+        ("test_long", 1), ("test_long", 2), ("test_short", 1), ("test_short", 2), ("test_new", 1)]
