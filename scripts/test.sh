@@ -67,20 +67,16 @@ if [ "$NOTEBOOKS" != none ]; then
   # shellcheck disable=SC2086
   mapfile -t SHARING < <("$PY" -m helpers.runner --profile ci --list-sharing $NOTEBOOKS)
 fi
-sharing=0
-# The test files with tests marked `beside` (conftest.py orders everything longest first).
-BESIDE=(tests/test_shared_lessons.py)
-if [ "${#SHARING[@]}" -gt 0 ] || [ "${#BESIDE[@]}" -gt 0 ]; then
-  SHARED_FILES=("${BESIDE[@]}")
-  for stem in "${SHARING[@]}"; do
-    SHARED_FILES+=("build/nbval/$stem.ipynb")
-    TARGETS+=("--ignore=build/nbval/$stem.ipynb")
-  done
-  "$PY" -m pytest "${SHARED_FILES[@]}" -n 2 --dist loadfile --no-loadscope-reorder \
-    "${COMMON[@]}" "${LONG_TIMEOUT[@]}" \
-    --junitxml=build/test-sharing.xml "${NBVAL[@]}" "$@"
-  sharing=$?
-fi
+# Phase 2: those lessons and the test files with tests marked `beside` (conftest.py orders
+# them all longest first).
+SHARED_FILES=(tests/test_shared_lessons.py)
+for stem in "${SHARING[@]}"; do
+  SHARED_FILES+=("build/nbval/$stem.ipynb")
+  TARGETS+=("--ignore=build/nbval/$stem.ipynb")
+done
+"$PY" -m pytest "${SHARED_FILES[@]}" -n 2 --dist loadfile --no-loadscope-reorder \
+  "${COMMON[@]}" "${LONG_TIMEOUT[@]}" --junitxml=build/test-sharing.xml "${NBVAL[@]}" "$@"
+sharing=$?
 t_sharing=$((SECONDS - t2))
 t3=$SECONDS
 "$PY" -m pytest "${TARGETS[@]}" -m alone "${COMMON[@]}" "${LONG_TIMEOUT[@]}" \
