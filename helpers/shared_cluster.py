@@ -31,13 +31,18 @@ import getpass
 import json
 import os
 import re
+import socket
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
-from helpers.errors import WorkbookError
+from helpers.errors import WorkbookError, WorkbookTimeoutError
+from helpers.serve_status import serve_details
 
 __all__ = ["Workspace", "keeping_the_others", "learner_name", "letters_and_digits",
-           "not_run_sections", "read_serve_config", "serve_http_address", "NOT_RUN_FILE"]
+           "not_run_sections", "read_serve_config", "serve_http_address", "take_deploy_lease",
+           "NOT_RUN_FILE", "DEPLOY_LEASE_S"]
 
 NOT_RUN_FILE = "not_run.jsonl"  # in the runner's per-notebook scratch folder
 
@@ -113,18 +118,17 @@ class Workspace:
         cluster ``serve deploy`` would delete every config-deployed application the file does
         not list (the classmates'), so a copy beside it, ``deploy-<name>``, with theirs kept
         (:func:`keeping_the_others`). Deploy it in the same cell: the copy is what Serve holds
-        when it is written."""
+        when it is written, and until it is deployed nobody else's copy is written
+        (:func:`take_deploy_lease`)."""
         import yaml
-
-        from helpers.serve_status import serve_details
 
         path = Path(path)
         if self.local:
             return path
         mine = read_serve_config(path)
+        details = take_deploy_lease(cluster, _app_names(mine))
         target = path.with_name(f"deploy-{path.name}")
-        target.write_text(yaml.safe_dump(keeping_the_others(mine, serve_details(cluster)),
-                                         sort_keys=False))
+        target.write_text(yaml.safe_dump(keeping_the_others(mine, details), sort_keys=False))
         return target
 
     def cleanup_at_exit(self) -> None:
@@ -206,12 +210,80 @@ def keeping_the_others(config: dict[str, Any], details: dict[str, Any]) -> dict[
     return merged
 
 
+DEPLOY_LEASE_S = 30.0  # longest a lease taken and never followed by a deploy holds the others
+_LEASE_KEY, _LEASE_NAMESPACE = b"serve-deploy-lease", b"ray-serve-workbook"
+
+
+def _app_names(config: dict[str, Any]) -> list[str]:
+    return [str(app.get("name")) for app in config.get("applications") or [] if isinstance(app, dict)]
+
+
+def _deployed_at(details: dict[str, Any], names: list[str]) -> dict[str, float | None]:
+    """Each application's ``last_deployed_time_s`` in Serve's status (None: not there)."""
+    apps = details.get("applications") or {}
+    return {name: (apps.get(name) or {}).get("last_deployed_time_s") for name in names}
+
+
+def _lease_is_over(lease: dict[str, Any], details: dict[str, Any], held_for_s: float) -> bool:
+    """The holder's ``serve deploy`` has reached Serve (one of its applications was deployed
+    again, or appeared, since it took the lease), or it held the lease too long."""
+    now = _deployed_at(details, list(lease.get("apps") or []))
+    then = lease.get("deployed_at") or {}
+    return held_for_s >= DEPLOY_LEASE_S or any(
+        stamp is not None and stamp != then.get(name) for name, stamp in now.items())
+
+
+def take_deploy_lease(cluster: Any, names: list[str], *, timeout_s: float = 120.0) -> dict[str, Any]:
+    """Serve's status, read while holding the cluster's deploy lease for applications ``names``.
+
+    ``serve deploy`` replaces the whole set of config-deployed applications, so a learner's
+    copy of the file must list everyone else's as Serve holds them. Two learners who read
+    Serve's status within the same seconds would each deploy a copy without the other's
+    newest application, and the second deploy would delete it (a lost update). The lease
+    makes the read-then-deploy one at a time: a key in the cluster's GCS, created only if
+    absent (Ray's internal key-value store, ``overwrite=False``), holding who took it, for
+    which applications, and when those were last deployed. The lease ends, for whoever waits
+    on it, when Serve shows one of the holder's applications deployed again (its deploy has
+    landed, so the next read includes it), or ``DEPLOY_LEASE_S`` after the waiter first saw it
+    (the holder never deployed). Connects this process to the cluster as a Ray driver.
+    """
+    # The GCS's key-value store: no public Ray API creates a key only if it is absent.
+    from ray.experimental import internal_kv
+
+    cluster.connect()
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    deadline = time.monotonic() + timeout_s
+    first_seen: dict[str, float] = {}  # lease id -> when this process first saw it held
+    while True:
+        details = serve_details(cluster)
+        lease = {"id": uuid.uuid4().hex, "holder": me, "apps": names,
+                 "deployed_at": _deployed_at(details, names)}
+        if not internal_kv._internal_kv_put(_LEASE_KEY, json.dumps(lease), overwrite=False,
+                                            namespace=_LEASE_NAMESPACE):
+            return serve_details(cluster)  # read again: the holder before may have just deployed
+        raw = internal_kv._internal_kv_get(_LEASE_KEY, namespace=_LEASE_NAMESPACE)
+        if raw is None:  # ended between the two calls
+            continue
+        held = json.loads(raw)
+        seen = first_seen.setdefault(held["id"], time.monotonic())
+        if held.get("holder") == me or _lease_is_over(held, details, time.monotonic() - seen):
+            # Ours from an earlier call (one kernel deploys one file at a time), or over. Two
+            # waiters may both end it; each then tries to create its own, and one wins.
+            internal_kv._internal_kv_del(_LEASE_KEY, namespace=_LEASE_NAMESPACE)
+            continue
+        if time.monotonic() > deadline:
+            raise WorkbookTimeoutError(
+                f"Another notebook ({held.get('holder')}) is deploying applications "
+                f"{held.get('apps')} on this cluster and has not finished in {timeout_s:.0f} s.",
+                "run the cell again in a minute; if it keeps happening, ask whoever runs the "
+                "cluster to look at `serve status`.")
+        time.sleep(0.5)
+
+
 def serve_http_address(cluster) -> tuple[str, int]:
     """Host and port of the HTTP proxies of the Serve already running on ``cluster`` (a
     shared cluster's, as whoever started Serve chose them). A notebook on a shared cluster
     does not start Serve: its HTTP options would be everyone's."""
-    from helpers.serve_status import serve_details
-
     details = serve_details(cluster)
     http = details.get("http_options") or {}
     if not (details.get("controller_info") or {}).get("actor_id") or not http.get("port"):

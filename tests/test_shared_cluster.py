@@ -5,6 +5,8 @@ the shared-cluster test of the lessons."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from helpers.errors import WorkbookError
@@ -58,7 +60,7 @@ def test_a_shared_clusters_http_address_is_read_from_its_running_serve(monkeypat
 
     cluster = SimpleNamespace(host="10.0.0.5", dashboard_url="http://10.0.0.5:8265")
     details = {"controller_info": {}, "http_options": None, "applications": {}}
-    monkeypatch.setattr("helpers.serve_status.serve_details", lambda c: details)
+    monkeypatch.setattr("helpers.shared_cluster.serve_details", lambda c: details)
     with pytest.raises(WorkbookError, match="Serve is not running") as err:
         serve_http_address(cluster)
     assert "serve start --http-host" in str(err.value)  # says what to do
@@ -127,3 +129,86 @@ def test_deployable_is_the_file_itself_on_ones_own_cluster_and_says_what_is_wron
     path.write_text("name: echo\n")
     with pytest.raises(WorkbookError, match="no 'applications:' list"):
         Workspace(local=False).deployable(path, cluster=None)
+
+
+LEARNER = """\
+import subprocess, sys
+from pathlib import Path
+
+import yaml
+
+from helpers.cluster import connect_to_cluster
+from helpers.shared_cluster import Workspace
+
+address, dashboard, name, rounds, folder = sys.argv[1:6]
+cluster = connect_to_cluster(address, dashboard_url=dashboard)
+ws = Workspace(local=False, learner_id=name)
+for last in range(int(rounds)):  # each round deploys one application more
+    apps = [{"name": ws.app(f"echo{i}"), "route_prefix": ws.route(f"/echo{i}"),
+             "import_path": "helpers.apps.classifier:app",
+             "deployments": [{"name": "TextClassifier", "ray_actor_options": {"num_cpus": 0}}]}
+            for i in range(last + 1)]
+    path = Path(folder) / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"applications": apps}))
+    subprocess.run([str(Path(sys.executable).parent / "serve"), "deploy",
+                    str(ws.deployable(path, cluster))], check=True, capture_output=True)
+"""
+
+
+def test_two_learners_deploying_at_once_lose_nobodys_application(two_node_cluster, tmp_path):
+    """Two notebooks that read Serve's config and ``serve deploy`` a copy with everyone's
+    applications, at the same time, three times each: without the deploy lease, one's copy
+    read before the other's deploy drops the other's newest application (a lost update).
+    Someone else's application deployed before is left running, with the same replicas."""
+    import subprocess
+    import sys
+
+    from ray import serve
+
+    from helpers.ports import free_port
+    from helpers.serve_cli import deploy_config
+    from helpers.serve_status import serve_details, wait_until_running
+
+    cluster = two_node_cluster
+    cluster.connect()
+    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
+    carol = {"name": "carol-echo", "route_prefix": "/carol/echo",
+             "import_path": "helpers.apps.classifier:app",
+             "deployments": [{"name": "TextClassifier", "ray_actor_options": {"num_cpus": 0}}]}
+    deploy_config(cluster, {"applications": [carol]})
+    wait_until_running("carol-echo", cluster=cluster, timeout_s=120)
+
+    def carols_replicas() -> list[tuple[str, int]]:
+        app = serve_details(cluster)["applications"]["carol-echo"]
+        return sorted((r["replica_id"], r["pid"]) for d in app["deployments"].values()
+                      for r in d["replicas"])
+
+    before = carols_replicas()
+    script = tmp_path / "learner.py"
+    script.write_text(LEARNER)
+    rounds = 3
+    learners = {name: subprocess.Popen(
+        [sys.executable, str(script), cluster.address, cluster.dashboard_url, name, str(rounds),
+         str(tmp_path)], env={**os.environ, **cluster.env}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True) for name in ("alice", "bob")}
+    names: list[str] = []
+    try:
+        for name, learner in learners.items():
+            output, _ = learner.communicate(timeout=300)
+            assert learner.returncode == 0, f"{name}'s notebook failed:\n{output[-3000:]}"
+        names = [f"{who}-echo{i}" for who in learners for i in range(rounds)]
+        held = serve_details(cluster)["applications"]
+        lost = {app: (held.get(app) or {}).get("status", "absent") for app in names
+                if (held.get(app) or {}).get("status", "DELETING") == "DELETING"}
+        assert not lost, f"applications deleted by the other learner's deploy: {lost}"
+        for app in names:
+            wait_until_running(app, cluster=cluster, timeout_s=180)
+        held = serve_details(cluster)["applications"]
+        assert held["carol-echo"]["status"] == "RUNNING"
+        assert carols_replicas() == before  # the same replicas: never redeployed or restarted
+    finally:
+        for learner in learners.values():
+            if learner.poll() is None:
+                learner.kill()
+        for app in ["carol-echo", *names]:
+            serve.delete(app, _blocking=False)

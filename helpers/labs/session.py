@@ -40,7 +40,12 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from helpers.errors import WorkbookError
-from helpers.shared_cluster import keeping_the_others, letters_and_digits, read_serve_config
+from helpers.shared_cluster import (
+    keeping_the_others,
+    letters_and_digits,
+    read_serve_config,
+    take_deploy_lease,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from helpers.cluster import ClusterHandle
@@ -190,10 +195,9 @@ class LabSession:
         not in it are deleted. On a shared cluster that would delete the other students'
         applications; this adds them, as they are deployed now, to the student's own (which
         must be named with :meth:`app_name`), as :func:`helpers.shared_cluster.keeping_the_others`
-        says. Returns the path of the file to deploy: deploy it in the same cell.
+        says. Returns the path of the file to deploy: deploy it in the same cell (until it is
+        deployed, nobody else's copy is written: :func:`helpers.shared_cluster.take_deploy_lease`).
         """
-        from helpers.serve_status import serve_details
-
         path = Path(config_path)
         mine = read_serve_config(path)
         names = [a.get("name") for a in mine["applications"] if isinstance(a, dict)]
@@ -204,8 +208,8 @@ class LabSession:
                 f"name each application with lab.app_name(...), e.g. {self.app_name('app')!r}, "
                 "so it cannot replace anyone else's on a shared cluster.")
         target = self.work_dir / f"deploy-{path.stem}.yaml"
-        target.write_text(yaml.safe_dump(keeping_the_others(mine, serve_details(self.cluster)),
-                                         sort_keys=False))
+        details = take_deploy_lease(self.cluster, [str(name) for name in names])
+        target.write_text(yaml.safe_dump(keeping_the_others(mine, details), sort_keys=False))
         return target
 
     def wait_for(self, condition: Callable[[], Any], *, what: str, timeout_s: float = 60.0,
