@@ -27,6 +27,7 @@ Usage in a lesson's setup cell (``learner_id`` is a parameter, empty meaning the
 from __future__ import annotations
 
 import atexit
+import contextlib
 import getpass
 import json
 import os
@@ -34,6 +35,7 @@ import re
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ from helpers.serve_status import serve_details
 
 __all__ = ["Workspace", "keeping_the_others", "learner_name", "letters_and_digits",
            "not_run_sections", "read_serve_config", "serve_http_address", "take_deploy_lease",
+           "deploy_lease",
            "NOT_RUN_FILE", "DEPLOY_LEASE_S"]
 
 NOT_RUN_FILE = "not_run.jsonl"  # in the runner's per-notebook scratch folder
@@ -80,6 +83,7 @@ class Workspace:
         self.learner = learner_name(learner_id)
         self.apps: list[str] = []  # every name handed out, in order: what cleanup deletes
         self._at_exit = False  # cleanup_at_exit registered
+        self._config_cluster: Any = None  # the cluster deployable() deployed copies to
 
     @property
     def prefix(self) -> str:
@@ -126,6 +130,7 @@ class Workspace:
         if self.local:
             return path
         mine = read_serve_config(path)
+        self._config_cluster = cluster  # cleanup deletes under the lease too
         details = take_deploy_lease(cluster, _app_names(mine))
         target = path.with_name(f"deploy-{path.name}")
         target.write_text(yaml.safe_dump(keeping_the_others(mine, details), sort_keys=False))
@@ -163,11 +168,13 @@ class Workspace:
                 serve.shutdown()
             return []
         running = set(serve.status().applications)
-        deleted = []
-        for name in self.apps:
-            if name in running:
+        deleted = [name for name in self.apps if name in running]
+        # Applications deployed from a config copy could be brought back by a classmate's
+        # copy read just before the delete: delete those under the deploy lease.
+        with (deploy_lease(self._config_cluster, deleted) if deleted and self._config_cluster
+              else contextlib.nullcontext()):
+            for name in deleted:
                 serve.delete(name)
-                deleted.append(name)
         return deleted
 
 
@@ -245,8 +252,26 @@ def take_deploy_lease(cluster: Any, names: list[str], *, timeout_s: float = 120.
     which applications, and when those were last deployed. The lease ends, for whoever waits
     on it, when Serve shows one of the holder's applications deployed again (its deploy has
     landed, so the next read includes it), or ``DEPLOY_LEASE_S`` after the waiter first saw it
-    (the holder never deployed). Connects this process to the cluster as a Ray driver.
+    (the holder never deployed). Deleting applications takes it too (:func:`deploy_lease`):
+    a copy read just before a delete would bring the application back. Connects this process
+    to the cluster as a Ray driver.
     """
+    return _take_lease(cluster, names, timeout_s=timeout_s)[0]
+
+
+@contextlib.contextmanager
+def deploy_lease(cluster: Any, names: list[str], *,
+                 timeout_s: float = 120.0) -> Iterator[dict[str, Any]]:
+    """Hold the deploy lease (:func:`take_deploy_lease`) while the block changes Serve's
+    config itself, e.g. deletes applications; released when the block ends."""
+    details, lease_id = _take_lease(cluster, names, timeout_s=timeout_s)
+    try:
+        yield details
+    finally:
+        _release_lease(lease_id)
+
+
+def _take_lease(cluster: Any, names: list[str], *, timeout_s: float) -> tuple[dict[str, Any], str]:
     # The GCS's key-value store: no public Ray API creates a key only if it is absent.
     from ray.experimental import internal_kv
 
@@ -256,11 +281,13 @@ def take_deploy_lease(cluster: Any, names: list[str], *, timeout_s: float = 120.
     first_seen: dict[str, float] = {}  # lease id -> when this process first saw it held
     while True:
         details = serve_details(cluster)
-        lease = {"id": uuid.uuid4().hex, "holder": me, "apps": names,
+        lease_id = uuid.uuid4().hex
+        lease = {"id": lease_id, "holder": me, "apps": names,
                  "deployed_at": _deployed_at(details, names)}
         if not internal_kv._internal_kv_put(_LEASE_KEY, json.dumps(lease), overwrite=False,
                                             namespace=_LEASE_NAMESPACE):
-            return serve_details(cluster)  # read again: the holder before may have just deployed
+            # Read again: the holder before may have just deployed.
+            return serve_details(cluster), lease_id
         raw = internal_kv._internal_kv_get(_LEASE_KEY, namespace=_LEASE_NAMESPACE)
         if raw is None:  # ended between the two calls
             continue
@@ -278,6 +305,15 @@ def take_deploy_lease(cluster: Any, names: list[str], *, timeout_s: float = 120.
                 "run the cell again in a minute; if it keeps happening, ask whoever runs the "
                 "cluster to look at `serve status`.")
         time.sleep(0.5)
+
+
+def _release_lease(lease_id: str) -> None:
+    """End the lease if it is still the one taken as ``lease_id`` (a waiter may have ended it)."""
+    from ray.experimental import internal_kv
+
+    raw = internal_kv._internal_kv_get(_LEASE_KEY, namespace=_LEASE_NAMESPACE)
+    if raw is not None and json.loads(raw).get("id") == lease_id:
+        internal_kv._internal_kv_del(_LEASE_KEY, namespace=_LEASE_NAMESPACE)
 
 
 def serve_http_address(cluster) -> tuple[str, int]:

@@ -31,6 +31,7 @@ Usage (the Setup cell of every lab)::
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Callable
@@ -41,6 +42,7 @@ import yaml
 
 from helpers.errors import WorkbookError
 from helpers.shared_cluster import (
+    deploy_lease,
     keeping_the_others,
     letters_and_digits,
     read_serve_config,
@@ -273,9 +275,12 @@ class LabSession:
             deleted = apps
             self.cluster.stop()
         else:
-            for app in apps:
-                delete_app(app, cluster=self.cluster, timeout_s=120)
-                deleted.append(app)
+            # A classmate's config copy read just before the delete would bring an application
+            # back: delete under the deploy lease (helpers.shared_cluster.take_deploy_lease).
+            with deploy_lease(self.cluster, apps) if apps else contextlib.nullcontext():
+                for app in apps:
+                    delete_app(app, cluster=self.cluster, timeout_s=120)
+                    deleted.append(app)
             self.cluster.disconnect()
         shutil.rmtree(self.work_dir, ignore_errors=True)
         return deleted
