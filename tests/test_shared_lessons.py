@@ -1,12 +1,13 @@
 """Lessons 02a and 02b on a cluster they did not start (issue 22 item 1).
 
 One cluster started here, Serve started on it once on a free port (as a classroom's would
-be), and an application of "someone else" deployed from a config beforehand. Lessons 02a then
-02b run against it through the runner with ``ray_address`` and a learner id: both pass, the
-runner's summary lists the sections that need a cluster of one's own as not run, and someone
-else's application is still RUNNING with the same replica processes (02b's config deploy
-keeps it). Then a notebook whose cell fails after it deployed shows that the learner's
-applications are deleted when its kernel exits. About 1.5 minutes on 2 cores.
+be), and an application of "someone else" deployed from a config beforehand. Two learners,
+Alice and Bob, run lessons 02a then 02b against it at the same time, through the runner with
+``ray_address`` and their learner ids: all four pass, the runner's summaries list the sections
+that need a cluster of one's own as not run, and someone else's application is still RUNNING
+with the same replica processes (02b's config deploys keep it, one learner at a time under the
+deploy lease). Then a notebook whose cell fails after it deployed shows that the learner's
+applications are deleted when its kernel exits.
 """
 
 from __future__ import annotations
@@ -61,19 +62,28 @@ def test_lessons_02_on_a_shared_cluster_touch_only_their_own_applications() -> N
         before = _someone_else(cluster)
         shared = ["-p", f"ray_address={cluster.address}", "-p", f"dashboard_url={cluster.dashboard_url}",
                   "-p", f"token_path={cluster.token_path}"]
-        run = subprocess.run(
+        # Two learners at once, each running 02a then 02b: the same applications' names but
+        # their own prefixes, and 02b's config deploys at about the same moment.
+        runs = {learner: subprocess.Popen(
             [sys.executable, "-m", "helpers.runner", "--profile", "ci", "--build-dir",
-             str(work / "runs"), *shared, "-p", "learner_id=Alice", "02a", "02b"],
-            capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)
-        summary = run.stdout
-        assert run.returncode == 0, (summary + run.stderr)[-6000:]
-        assert "2 passed, 0 failed" in summary, summary[-3000:]
-        assert ("02a_deployments_and_http: sections NOT run: Section 5, the effects of HTTP "
-                "options") in summary, summary[-3000:]
-        assert ("02b_replicas_config_and_async: sections NOT run: Section 6, the HTTP proxy "
-                "preferring its own node's replicas") in summary, summary[-3000:]
+             str(work / f"runs-{learner}"), *shared, "-p", f"learner_id={learner}", "02a", "02b"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT)
+            for learner in ("Alice", "Bob")}
+        try:
+            summaries = {learner: run.communicate(timeout=1200)[0] for learner, run in runs.items()}
+        finally:
+            for run in runs.values():
+                if run.poll() is None:
+                    run.kill()
+        for learner, summary in summaries.items():
+            assert runs[learner].returncode == 0, f"{learner}:\n{summary[-6000:]}"
+            assert "2 passed, 0 failed" in summary, summary[-3000:]
+            assert ("02a_deployments_and_http: sections NOT run: Section 5, the effects of HTTP "
+                    "options") in summary, summary[-3000:]
+            assert ("02b_replicas_config_and_async: sections NOT run: Section 6, the HTTP proxy "
+                    "preferring its own node's replicas") in summary, summary[-3000:]
         assert _someone_else(cluster) == before == ("RUNNING", before[1])
-        assert sorted(app_statuses(cluster)) == ["someone-else"]  # alice's apps all deleted
+        assert sorted(app_statuses(cluster)) == ["someone-else"]  # both learners' apps deleted
 
         # a cell fails after the learner deployed: the kernel's exit deletes their application
         failing = work / "fails.ipynb"
