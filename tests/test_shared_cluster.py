@@ -212,3 +212,17 @@ def test_two_learners_deploying_at_once_lose_nobodys_application(two_node_cluste
                 learner.kill()
         for app in ["carol-echo", *names]:
             serve.delete(app, _blocking=False)
+
+
+def test_a_deploy_lease_ends_when_the_holders_deploy_shows_or_after_its_time():
+    from helpers.shared_cluster import DEPLOY_LEASE_S, _lease_is_over
+
+    def serve_holds(**stamps):
+        return {"applications": {name: {"last_deployed_time_s": t} for name, t in stamps.items()}}
+
+    lease = {"apps": ["alice-a", "alice-b"], "deployed_at": {"alice-a": 100.0, "alice-b": None}}
+    assert not _lease_is_over(lease, serve_holds(**{"alice-a": 100.0}), held_for_s=1.0)  # not yet
+    assert not _lease_is_over(lease, serve_holds(**{"bob-a": 200.0, "alice-a": 100.0}), 1.0)  # bob's
+    assert _lease_is_over(lease, serve_holds(**{"alice-a": 130.0}), 1.0)  # deployed again
+    assert _lease_is_over(lease, serve_holds(**{"alice-a": 100.0, "alice-b": 131.0}), 1.0)  # new app
+    assert _lease_is_over(lease, serve_holds(**{"alice-a": 100.0}), held_for_s=DEPLOY_LEASE_S)
