@@ -665,9 +665,9 @@ class VllmServer:
         self.rpc_dir = scratch_root() / f"{self.name}-rpc"
         self.env.setdefault("VLLM_RPC_BASE_PATH", str(self.rpc_dir))
         # vLLM's HTTP server keeps connections alive 5 s by default (VLLM_HTTP_TIMEOUT_KEEP_ALIVE).
-        # Under load on two cores, requests on a client's kept-alive connections were cut 5.2 s
-        # after they were sent (aiohttp's ServerDisconnectedError: 53 of 128 requests in one run
-        # at 64 in flight, in 3 of 6 runs); with a keep-alive longer than any request, 0 of 6.
+        # Under load on two cores (64 in flight, two CPU hogs) requests were cut 5.2 s after
+        # they were sent, at that keep-alive's end (aiohttp's ServerDisconnectedError, up to 54
+        # of 128 requests, in 3 of 6 runs); with a keep-alive longer than any request, 0 of 6.
         self.env.setdefault("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "300")
         self.pid: int | None = None
         self.start_seconds: float | None = None  # from start() to the first answer
