@@ -207,7 +207,7 @@ def keeping_the_others(config: dict[str, Any], details: dict[str, Any]) -> dict[
     back would bring it back to life), and ``http_options``/``grpc_options`` (the running
     Serve's, not the file's to change).
     """
-    names = {app.get("name") for app in config.get("applications") or [] if isinstance(app, dict)}
+    names = set(_app_names(config))
     theirs = [app["deployed_app_config"]
               for name, app in (details.get("applications") or {}).items()
               if name not in names and app.get("source") == "declarative"
