@@ -34,13 +34,25 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+#: pytest-timeout's limit for one notebook cell under nbval (scripts/test.sh gives nbval 900 s).
+NOTEBOOK_CELL_BACKSTOP_S = 1800
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m deselects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Every notebook cell under nbval is an `alone` test: scripts/test.sh runs those after the
-    # unit tests, one at a time (the lessons' measured claims need the machine to themselves).
+    # unit tests, one at a time (the lessons' measured claims need the machine to themselves),
+    # except the notebooks WORKBOOK_BESIDE names (stems, space-separated: the CI profile's
+    # shares_machine lessons), whose cells are `beside` tests, run beside the unit tests.
+    beside = set(os.environ.get("WORKBOOK_BESIDE", "").split())
     for item in items:
-        if _notebook_of(item):
-            item.add_marker(pytest.mark.alone)
+        notebook = _notebook_of(item)
+        if notebook:
+            stem = Path(notebook).stem
+            item.add_marker(pytest.mark.beside if stem in beside else pytest.mark.alone)
+            # a cell has nbval's own --nbval-cell-timeout; this is the backstop of a cell whose
+            # kernel hangs (the unit tests' --timeout in scripts/test.sh is shorter)
+            item.add_marker(pytest.mark.timeout(NOTEBOOK_CELL_BACKSTOP_S))
     if os.environ.get("PYTEST_XDIST_WORKER"):
         _longest_files_first(items)
 

@@ -356,3 +356,34 @@ def test_the_two_worker_phases_start_the_longest_files_first(tmp_path: Path, mon
     assert [(i.path.stem, i.n) for i in items] == [
         ("08_resources_and_placement", 1), ("08_resources_and_placement", 2),
         ("test_long", 1), ("test_long", 2), ("test_short", 1), ("test_short", 2), ("test_new", 1)]
+
+
+def test_a_sharing_lessons_cells_run_beside_the_unit_tests_and_the_others_alone(
+        monkeypatch) -> None:
+    """conftest.py marks each notebook cell under nbval `alone`, except the cells of the
+    notebooks WORKBOOK_BESIDE names (scripts/test.sh: the CI profile's shares_machine lessons),
+    which are `beside`: phase 1 runs them with the unit tests, phase 2 the `alone` ones. Every
+    cell gets the 30-minute backstop; a unit test gets no mark."""
+    import importlib.util
+
+    from helpers.paths import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("root_conftest", REPO_ROOT / "conftest.py")
+    root_conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(root_conftest)
+
+    class Item:
+        def __init__(self, path: str) -> None:
+            self.path, self.marks = Path(path), []
+
+        def add_marker(self, mark) -> None:
+            self.marks.append(mark.mark if hasattr(mark, "mark") else mark)
+
+    monkeypatch.setenv("WORKBOOK_BESIDE", "08_resources_and_placement 03a_five_ways_to_launch")
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    items = [Item("build/nbval/08_resources_and_placement.ipynb"),
+             Item("build/nbval/05_autoscaling.ipynb"), Item("tests/test_cluster.py")]
+    root_conftest.pytest_collection_modifyitems(items)
+    names = [[m.name for m in item.marks] for item in items]
+    assert names == [["beside", "timeout"], ["alone", "timeout"], []]
+    assert items[0].marks[1].args == (root_conftest.NOTEBOOK_CELL_BACKSTOP_S,)
