@@ -427,7 +427,7 @@ class LocalCluster(ClusterHandle):
         names = ["node_manager", "object_manager", "dashboard_agent_http", "dashboard_agent_grpc",
                  "runtime_env_agent", "metrics_export"]
         if head:
-            names.append("ray_client_server")
+            names += ["ray_client_server", "dashboard_metrics", "autoscaler_metrics"]
         ports = {n: free_port() for n in names}
         argv = self._node_argv(spec, head=head, ports=ports)
         name = spec.name
@@ -437,6 +437,14 @@ class LocalCluster(ClusterHandle):
         # vLLM names its engines' ZMQ sockets <VLLM_RPC_BASE_PATH>/<uuid> (default: /tmp) and
         # never removes them: in this cluster's folder they go when the cluster stops.
         env.setdefault("VLLM_RPC_BASE_PATH", str(self.vllm_rpc_dir))
+        if head:
+            # The dashboard and the autoscaler's monitor serve their own metrics on fixed ports
+            # unless told (DASHBOARD_METRIC_PORT 44227, AUTOSCALER_METRIC_PORT 44217), and the
+            # dashboard lists both among the cluster's Prometheus targets: with two clusters on
+            # one machine the second cannot bind them, and its targets are the first cluster's
+            # processes (or, once that stops, nothing). Free ports of its own instead.
+            env["DASHBOARD_METRIC_PORT"] = str(ports["dashboard_metrics"])
+            env["AUTOSCALER_METRIC_PORT"] = str(ports["autoscaler_metrics"])
         env.update(spec.env or {})
         env = _node_env(env)
         proc = start_session(argv, log_path, env=env)

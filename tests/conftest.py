@@ -86,7 +86,34 @@ def two_node_cluster(workbook_scratch: Path) -> Iterator["LocalCluster"]:
     spec = dict(num_cpus=2, num_gpus=1, env={"RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"},
                 workers=[{"num_cpus": 1, "num_gpus": 1, "resources": {"node_b": 1}}])
     cluster = start_local_cluster(**spec)  # a worker that misses Ray's 30 s window is retried
+    _SHARED_CLUSTERS.append(cluster)
     try:
         yield cluster
     finally:
+        _SHARED_CLUSTERS.remove(cluster)
         cluster.stop()
+
+
+_SHARED_CLUSTERS: list["LocalCluster"] = []
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _leave_the_shared_cluster_without_serve(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test file, Serve must not run on ``two_node_cluster``: a test file started
+    after it on the same worker would start Serve on a port of its own, which a running Serve
+    ignores (its requests then go nowhere). A file that leaves Serve running errors here, by
+    name, and Serve is shut down so the next file starts clean."""
+    yield
+    if not _SHARED_CLUSTERS:
+        return
+    from helpers.errors import WorkbookError
+    from helpers.shared_cluster import serve_http_address
+
+    cluster = _SHARED_CLUSTERS[0]
+    try:
+        host, port = serve_http_address(cluster)
+    except WorkbookError:
+        return  # not running: as it should be
+    cluster.run_cli(["serve", "shutdown", "-y"])
+    pytest.fail(f"{request.module.__name__} left Serve running on the shared test cluster "
+                f"(HTTP on {host}:{port}); shut it down at the end of the file (serve.shutdown()).")

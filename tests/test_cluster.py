@@ -225,3 +225,21 @@ def test_an_interrupted_stop_is_finished_by_the_next(
     cluster.stop()
     assert all(session_members(sid) == [] for sid in sessions)
     assert find_leftovers() == [] and not cluster.dir.exists() and not cluster.running
+
+
+def test_two_clusters_on_one_machine_list_only_their_own_metrics_targets(
+        two_node_cluster: LocalCluster) -> None:
+    """Each cluster's Prometheus targets (the dashboard's service discovery) are its own
+    processes: the dashboard's and the autoscaler monitor's metrics ports are per cluster, not
+    Ray's fixed 44227 and 44217, which only the first cluster on a machine can bind (a second
+    cluster's targets were the first's dashboard and monitor), and every target answers."""
+    from helpers.metrics import prometheus_targets, scrape_cluster
+
+    other = start_local_cluster(num_cpus=1)
+    try:
+        mine, theirs = prometheus_targets(two_node_cluster), prometheus_targets(other)
+        assert mine and theirs
+        assert not set(mine) & set(theirs), (mine, theirs)
+        assert scrape_cluster(other, prefixes=("ray_",)).attrs["unreachable"] == []
+    finally:
+        other.stop()

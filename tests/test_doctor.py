@@ -210,15 +210,8 @@ def test_a_node_that_just_stopped_does_not_break_the_metrics_check(
     """The dashboard lists a stopped node's metrics port for a few seconds more: the scrape
     leaves it out (and names it) instead of failing, and fails only when nothing answers."""
     from helpers.errors import WorkbookError
-    from helpers.faults import wait_for
     from helpers.metrics import prometheus_targets, scrape_cluster
 
-    # The cluster is shared by the run's tests: one that stopped a node of its own moments ago
-    # leaves that node in the dashboard's list for a few seconds (what this test plants).
-    live = len(two_node_cluster.nodes())
-    wait_for(lambda: len(prometheus_targets(two_node_cluster)) == live, timeout_s=60,
-             what=f"the dashboard's metrics targets to list the {live} alive nodes",
-             report=lambda: prometheus_targets(two_node_cluster))
     gone = f"127.0.0.1:{free_port()}"  # nothing listens there: a node that has just stopped
     samples = scrape_cluster(two_node_cluster, prefixes=("ray_",),
                              targets=[gone, *prometheus_targets(two_node_cluster)])

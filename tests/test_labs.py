@@ -61,6 +61,7 @@ from helpers.profiles import load_profile, notebook_parameters
 
 SOURCES = list_lab_sources()
 LAB_PARAMETERS = {"ray_address", "dashboard_url", "token_path", "student"}
+CLASSMATE = "classmate"  # runs lab 02 at the same moment as the solution (the classroom run)
 
 
 def _source(cell: dict) -> str:
@@ -328,14 +329,15 @@ def _run(argv: list[str], env: dict[str, str], timeout_s: float) -> subprocess.C
                           timeout=timeout_s, stdin=subprocess.DEVNULL)
 
 
-def _prepare_solutions(cluster) -> Path:
-    """The lab sources with the CI profile, pointed at the shared cluster, ready for nbval."""
-    folder = BUILD_DIR / "nbval-labs"
+def _prepare_solutions(cluster, *, student: str = "solution", labs: tuple[str, ...] = ()) -> Path:
+    """The lab sources (all, or ``labs``) with the CI profile, pointed at the shared cluster,
+    for ``student``, ready for nbval."""
+    folder = BUILD_DIR / ("nbval-labs" if student == "solution" else f"nbval-labs-{student}")
     shutil.rmtree(folder, ignore_errors=True)
     params = [f"ray_address={cluster.address}", f"dashboard_url={cluster.dashboard_url}",
-              f"token_path={cluster.token_path}", "student=solution"]
+              f"token_path={cluster.token_path}", f"student={student}"]
     prepare = [sys.executable, "-m", "helpers.runner", "--labs", "--profile", "ci",
-               "--prepare-only", str(folder)] + [a for p in params for a in ("-p", p)]
+               "--prepare-only", str(folder), *labs] + [a for p in params for a in ("-p", p)]
     env = dict(os.environ, WORKBOOK_SCRATCH=tempfile.mkdtemp(prefix="rswl"))
     prepared = _run(prepare, env, 300)
     assert prepared.returncode == 0, prepared.stdout + prepared.stderr
@@ -380,7 +382,8 @@ def _class_folder(root: Path) -> Path:
 def classroom(workbook_scratch: Path) -> Iterator[SimpleNamespace]:
     """One shared cluster with Serve running, the solution and the class run against it,
     as a class works: the labs whose CI entry says ``shares_machine`` two at a time while the
-    class is graded (4-5 min on 2 cores)."""
+    class is graded (4-5 min on 2 cores). A classmate runs the same lab as the solution at the
+    same moment: lab 02, whose `serve deploy`s of a whole config are the hardest to share."""
     from helpers.cluster import start_local_cluster
     from helpers.labs.grading import grade_folder
     from helpers.ports import free_port
@@ -398,6 +401,10 @@ def classroom(workbook_scratch: Path) -> Iterator[SimpleNamespace]:
         notebooks = sorted(folder.glob("lab*.ipynb"))
         sharing = [nb for nb in notebooks if profile.settings_for(nb.stem).shares_machine]
         alone = [nb for nb in notebooks if nb not in sharing]
+        same_lab = next(nb for nb in sharing if lab_id(nb) == "lab02")
+        classmate = _prepare_solutions(cluster, student=CLASSMATE, labs=(lab_id(same_lab),))
+        sharing.remove(same_lab)  # first, beside the classmate's copy (the pool runs two)
+        sharing[:0] = [same_lab, classmate / same_lab.name]
         # First, one at a time, the labs that measure (lab 04's throughput target, lab 03's
         # autoscaling): Ray runs replicas at a lower CPU priority (nice) than the grader's
         # kernels, and grading beside lab 04 starved its replica (batches of 2, 1.8x the
@@ -418,7 +425,7 @@ def classroom(workbook_scratch: Path) -> Iterator[SimpleNamespace]:
                 cell_timeout_s=300, progress=False)
             runs += [future.result() for future in pending]
         yield SimpleNamespace(
-            cluster=cluster, nbval=runs, alone=[nb.stem for nb in alone],
+            cluster=cluster, nbval=runs, alone=[nb.stem for nb in alone], same_lab=same_lab.stem,
             solution=read_results(solution_results), grades=grades, out=work / "grades",
             apps_left=app_statuses(cluster), seconds=round(time.monotonic() - started, 1))
     finally:
@@ -428,18 +435,23 @@ def classroom(workbook_scratch: Path) -> Iterator[SimpleNamespace]:
 @pytest.mark.cluster
 @pytest.mark.alone  # lab 04 measures a throughput target
 def test_every_solution_passes_under_nbval(classroom: SimpleNamespace) -> None:
-    assert sorted(r.lab for r in classroom.nbval) == sorted(p.stem for p in SOURCES)
+    """Every lab's solution, and a classmate's copy of lab 02 run at the same moment on the
+    same cluster: every check ran and passed, for each of them."""
+    assert sorted(r.lab for r in classroom.nbval) == sorted(
+        [p.stem for p in SOURCES] + [classroom.same_lab])
     assert {"lab03_autoscaling", "lab04_batching"} <= set(classroom.alone)  # they measure
     for lab in classroom.nbval:
         assert lab.run.returncode == 0, (lab.lab + ":\n" + lab.run.stdout + lab.run.stderr)[-6000:]
         assert re.search(r"\d+ passed", lab.run.stdout), lab.run.stdout[-2000:]
-    results = {(r.lab, r.check): r for r in classroom.solution}
+    results = {(r.student, r.lab, r.check): r for r in classroom.solution}
+    assert {r.student for r in classroom.solution} == {"solution", CLASSMATE}
     for lab, infos in CHECKS.items():
-        for info in infos:
-            result = results.get((lab, info.name))
-            assert result is not None, f"{lab} {info.name} never ran on the solution"
-            assert result.passed, f"{lab} {info.name}: {result.feedback}"
-            assert result.student == "solution"
+        students = ["solution"] + ([CLASSMATE] if lab == lab_id(Path(classroom.same_lab)) else [])
+        for student in students:
+            for info in infos:
+                result = results.get((student, lab, info.name))
+                assert result is not None, f"{lab} {info.name} never ran for {student}"
+                assert result.passed, f"{lab} {info.name} ({student}): {result.feedback}"
 
 
 @pytest.mark.cluster

@@ -210,8 +210,10 @@ def test_two_learners_deploying_at_once_lose_nobodys_application(two_node_cluste
         for learner in learners.values():
             if learner.poll() is None:
                 learner.kill()
-        for app in ["carol-echo", *names]:
-            serve.delete(app, _blocking=False)
+        # The cluster is the run's shared one: leave it as found (a later test file on this
+        # worker starts Serve on a port of its own, which a running Serve would ignore).
+        serve.shutdown()
+        cluster.disconnect()
 
 
 def test_a_deploy_lease_ends_when_the_holders_deploy_shows_or_after_its_time():
