@@ -20,6 +20,7 @@ from local_http import http_server_in_thread
 
 from helpers.cluster import ExistingCluster, LocalCluster, connect_to_cluster
 from helpers.errors import WorkbookError
+from helpers.faults import wait_for
 from helpers.ports import free_port
 from helpers.traffic import (
     RequestLoop,
@@ -185,6 +186,13 @@ APP, DEPLOYMENT = "t_faults", "SlowClassifier"
 WORK_S = 1.0  # each request holds its replica this long: still in flight when the kill lands
 
 
+def _answers(url: str) -> bool:
+    try:
+        return requests.post(url, json={"text": "ready?", "work_s": 0.0}, timeout=10).ok
+    except requests.RequestException:
+        return False
+
+
 @pytest.fixture(scope="module")
 def slow_app(two_node_cluster: LocalCluster) -> Iterator[tuple[LocalCluster, str]]:
     """Serve (HTTP on a free port) with two SlowClassifier replicas; shut down afterwards."""
@@ -197,7 +205,12 @@ def slow_app(two_node_cluster: LocalCluster) -> Iterator[tuple[LocalCluster, str
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(SlowClassifier.options(num_replicas=2).bind(), name=APP, route_prefix=f"/{APP}")
-        yield two_node_cluster, f"http://127.0.0.1:{port}/{APP}"
+        url = f"http://127.0.0.1:{port}/{APP}"
+        # RUNNING is the controller's word; the proxy learns the route a moment later, and a
+        # request sent before that fails without any fault (a test counts failures as the
+        # fault's): wait until the app answers over HTTP.
+        wait_for(lambda: _answers(url), timeout_s=60, what=f"{url} answering HTTP 200")
+        yield two_node_cluster, url
     finally:
         try:
             serve.shutdown()
