@@ -42,6 +42,7 @@ def _someone_else(cluster) -> tuple[str, list[int]]:
 
 @pytest.mark.cluster
 @pytest.mark.beside  # a cluster of its own; it measures nothing, so it runs beside a lesson
+@pytest.mark.timeout(1800)  # three lesson runs: the lessons' backstop, not a unit test's 600 s
 def test_lessons_02_on_a_shared_cluster_touch_only_their_own_applications() -> None:
     from helpers.cluster import start_local_cluster
     from helpers.errors import WorkbookError
