@@ -47,7 +47,7 @@ echo "lint and types: ruff check, mypy"
 lint=$?
 t_lint=$((SECONDS - t0l))
 t1=$SECONDS
-rm -f build/test-unit.xml build/test-sharing.xml build/test-alone.xml
+rm -f build/test-unit.xml build/test-alone.xml
 TARGETS=(tests)
 NBVAL=(--nbval-lax --nbval-current-env --nbval-cell-timeout=900
        --nbval-sanitize-with tests/nbval_sanitize.cfg)

@@ -446,7 +446,7 @@ def test_every_solution_passes_under_nbval(classroom: SimpleNamespace) -> None:
     results = {(r.student, r.lab, r.check): r for r in classroom.solution}
     assert {r.student for r in classroom.solution} == {"solution", CLASSMATE}
     for lab, infos in CHECKS.items():
-        students = ["solution"] + ([CLASSMATE] if lab == lab_id(Path(classroom.same_lab)) else [])
+        students = ["solution"] + ([CLASSMATE] if lab == lab_id(classroom.same_lab) else [])
         for student in students:
             for info in infos:
                 result = results.get((student, lab, info.name))

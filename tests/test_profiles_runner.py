@@ -333,18 +333,25 @@ def test_make_test_runs_beside_each_other_only_lessons_that_claim_nothing_about_
     assert set(listed.stdout.split()) == sharing
 
 
-def test_the_two_worker_phases_start_the_longest_files_first(tmp_path: Path, monkeypatch) -> None:
-    """conftest.py orders items by their file's seconds in tests/durations.json (what
-    scripts/time_table.py --save wrote), longest first, each file's items together and in
-    their order; a file it does not know runs last."""
+def _root_conftest():
+    """The repository's conftest.py as a module of its own (its hooks, called directly)."""
     import importlib.util
-    from types import SimpleNamespace
 
     from helpers.paths import REPO_ROOT
 
     spec = importlib.util.spec_from_file_location("root_conftest", REPO_ROOT / "conftest.py")
-    root_conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(root_conftest)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_two_worker_phases_start_the_longest_files_first(tmp_path: Path, monkeypatch) -> None:
+    """conftest.py orders items by their file's seconds in tests/durations.json (what
+    scripts/time_table.py --save wrote), longest first, each file's items together and in
+    their order; a file it does not know runs last."""
+    from types import SimpleNamespace
+
+    root_conftest = _root_conftest()
     durations = tmp_path / "durations.json"
     durations.write_text('{"test_short": 5.0, "08_resources_and_placement": 206.3, "test_long": 80}')
     monkeypatch.setattr(root_conftest, "DURATIONS", durations)
@@ -364,13 +371,7 @@ def test_a_sharing_lessons_cells_run_beside_the_unit_tests_and_the_others_alone(
     notebooks WORKBOOK_BESIDE names (scripts/test.sh: the CI profile's shares_machine lessons),
     which are `beside`: phase 1 runs them with the unit tests, phase 2 the `alone` ones. Every
     cell gets the 30-minute backstop; a unit test gets no mark."""
-    import importlib.util
-
-    from helpers.paths import REPO_ROOT
-
-    spec = importlib.util.spec_from_file_location("root_conftest", REPO_ROOT / "conftest.py")
-    root_conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(root_conftest)
+    root_conftest = _root_conftest()
 
     class Item:
         def __init__(self, path: str) -> None:
