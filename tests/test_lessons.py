@@ -166,8 +166,6 @@ REGION = "### BEGIN SOLUTION\n# HINT: h\nx = 1\n### END SOLUTION"
 @pytest.mark.parametrize(("cells", "cell", "expected"), [
     ([("md", "### Your turn 1", []), ("code", REGION, [])], 1, "Your turn 1 has no check"),
     ([("md", "intro", []), ("code", "check()", [CHECK_TAG])], 1, "follows no 'Your turn' cell"),
-    ([("md", "### Your turn 1", []), ("code", REGION, []), ("code", "y = 2", []),
-      ("code", "check()", [CHECK_TAG])], 2, "runs between Your turn 1 (cell 1) and its check"),
     ([("md", "### A task", []), ("code", REGION, [])], 1, "Your turn 1 is not announced"),
     ([("md", "### Your turn 1", []), ("code", "### BEGIN SOLUTION\nx = 1\n### END SOLUTION", [])],
      1, "has no hint"),
@@ -362,6 +360,31 @@ def test_the_proof_keeps_the_lessons_other_cells_as_they_are(tmp_path: Path) -> 
          c.metadata.get("tags", [])]
     # Per task: two notes, the blank, and the check run twice (fail, pass) in place of once.
     assert len(proof.cells) == len(nb.cells) + 3 * 4
+
+
+def test_a_cell_between_a_task_and_its_check_runs_with_the_blank_and_with_the_answer(
+        tmp_path: Path) -> None:
+    """A cell without regions after the task's cell (one that deploys what the learner
+    wrote) is not the learner's to write: no blank, no reveal. It runs after the blank too,
+    so the check judges the blank's deployment rather than nothing deployed."""
+    deploy = "deployed = x  # e.g. !serve deploy app.yaml"
+    nb = _notebook(("md", "# 98 · A demo\n\nYou will learn:\n- nothing", []),
+                   ("code", "from helpers.lessons import reveal\nx = 0", []),
+                   ("md", "### Your turn 1: set x", []),
+                   ("code", "### BEGIN SOLUTION\n# HINT: x = 3\nx = 3\n### END SOLUTION", []),
+                   ("code", deploy, []),
+                   ("code", "check_equal(deployed, 3, what='x', look='-')", [CHECK_TAG]))
+    assert lesson_tasks(nb, "98_demo.ipynb") == [LessonTask(1, (3,), 5)]
+    source = _write(nb, tmp_path / "98_demo.ipynb")
+    proof = build_proof(source)
+    sources = [c.source for c in proof.cells]
+    fails = next(i for i, text in enumerate(sources) if "expect_check_to_fail(" in text)
+    passes = next(i for i, text in enumerate(sources) if "expect_check_to_pass(" in text)
+    assert "YOUR CODE HERE" in sources[fails - 2] and sources[fails - 1] == deploy
+    assert sources[passes - 2].endswith("x = 3\n### END SOLUTION") and sources[passes - 1] == deploy
+    practice = make_practice_notebook(source)
+    assert [c.source for c in practice.cells][4] == deploy
+    assert "deployed" not in answer_text(source, 1, folder=tmp_path)
 
 
 @pytest.mark.parametrize("code", ["a = '''x'''", "print('\\n')\nb = r'\\d'", "s = 'it\\'s'",

@@ -158,3 +158,32 @@ def test_environment_overrides_are_checked_like_the_file_and_shown() -> None:
                            env={**os.environ, "STREAMING__SERVING__MAX_BATCH_SIZE": "16"})
     line = next(text for text in shown.stdout.splitlines() if "max_batch_size" in text)
     assert shown.returncode == 0 and "16" in line and "(environment)" in line
+
+
+TWO_PAIRS = {"en-zh": {"source_lang": "English", "target_lang": "Chinese"},
+             "en-it": {"source_lang": "English", "target_lang": "Italian", "model_source": "other"}}
+
+
+def test_models_are_placed_one_per_device_and_language_pair() -> None:
+    """A device not in the map holds every pair; one in it holds the pairs it names."""
+    assert StreamingConfig().model_placement() == [(0, "en-zh"), (1, "en-zh")]
+    config = parse_config({"languages": TWO_PAIRS, "serving": {
+        "model_actors": 3, "device_language_map": {"0": ["en-zh", "en-it"], "2": ["en-it"]}}})
+    assert config.model_placement() == [(0, "en-zh"), (0, "en-it"), (1, "en-zh"), (1, "en-it"),
+                                        (2, "en-it")]
+    assert config.default_language_pair == "en-zh"
+    assert (config.model_source_of("en-zh"), config.model_source_of("en-it")) == ("tiny", "other")
+
+
+@pytest.mark.parametrize(("serving", "expected"), [
+    ({"device_language_map": {"2": ["en-zh"]}}, "device 2 does not exist (serving.model_actors is 2"),
+    ({"device_language_map": {"0": ["en-ti"]}}, "names the language pair 'en-ti', which languages "
+                                                "does not define; did you mean 'en-it'?"),
+    ({"device_language_map": {"0": ["en-zh"], "1": ["en-zh"]}}, "languages.en-it: no device serves it"),
+    ({"device_language_map": {"gpu0": ["en-zh"]}}, "device 'gpu0' is not a device number"),
+    ({"device_language_map": {"0": []}}, "device 0 needs its language pairs, each once"),
+])
+def test_a_device_map_that_cannot_be_served_is_refused(serving: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"languages": TWO_PAIRS, "serving": serving})
+    assert expected in str(caught.value), caught.value.problems

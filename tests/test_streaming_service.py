@@ -292,6 +292,54 @@ def test_bad_requests_get_clear_answers(services: SimpleNamespace, which: str) -
     assert unknown == (4404, "no session 'nope'")
 
 
+def test_each_language_pair_is_served_by_its_own_models_one_per_device_and_pair(
+    services: SimpleNamespace,
+) -> None:
+    """Two pairs on two logical devices (placement-group bundles): device 0 holds a model of
+    each, device 1 only en-zh. A session's requests go to models of its pair, and only there;
+    a pair the service does not serve is refused at /init, and so is any pair on Serve's
+    one-model backend."""
+    from helpers.streaming.actors import ActorService, uneven_burst
+    from helpers.streaming.config import StreamingConfig
+
+    config = StreamingConfig.model_validate({
+        "model": {"model_source": services.actors.config.model.model_source},
+        "languages": {"en-zh": {"source_lang": "English", "target_lang": "Chinese"},
+                      "en-it": {"source_lang": "English", "target_lang": "Italian"}},
+        "serving": {"model_actors": 2, "model_actor_num_cpus": 0.25,
+                    "device_language_map": {"0": ["en-zh", "en-it"], "1": ["en-zh"]}}})
+    with ActorService(config) as service:
+        placed = [(m["device"], m["language_pair"]) for m in service.models]
+        assert placed == [(0, "en-zh"), (0, "en-it"), (1, "en-zh")]
+        groups = [m["placement_group"] for m in service.models]
+        assert groups[0] == groups[1] != groups[2] and all(groups), groups  # a bundle per device
+
+        async def sessions() -> tuple[dict[str, Any], dict[str, Any]]:
+            async with StreamingClient(service.url, service.token) as client:
+                return (await client.init_session("zh"),
+                        await client.init_session("it", language_pair="en-it"))
+        zh_session, it_session = _run(sessions())
+        assert (zh_session["language_pair"], it_session["language_pair"]) == ("en-zh", "en-it")
+        zh, it = zh_session["session_id"], it_session["session_id"]
+        refused = requests.post(service.url + "/init", timeout=30,
+                                json={"client_id": "fr", "language_pair": "en-fr"})
+        assert refused.status_code == 400
+        assert refused.json()["detail"] == "unknown language_pair 'en-fr': this service serves en-zh, en-it"
+        zh_burst = uneven_burst(service, zh, strategy="round_robin", batches=4, batch_size=2,
+                                long_tokens=6, short_tokens=3)
+        it_burst = uneven_burst(service, it, strategy="round_robin", batches=4, batch_size=2,
+                                long_tokens=6, short_tokens=3)
+        assert zh_burst["tokens_per_actor"] == [2 * 2 * 6, 2 * 2 * 3], zh_burst  # both en-zh models
+        assert it_burst["tokens_per_actor"] == [2 * 2 * 6 + 2 * 2 * 3], it_burst  # the one en-it
+        log = ray.get(service.scheduler.request_log.remote())
+        assert {r["worker"] for r in log} == {1}, "the en-it burst ran on the en-it model only"
+        stats = ray.get(service.scheduler.stats.remote())
+        assert [w["language_pair"] for w in stats["workers"]] == ["en-zh", "en-it", "en-zh"]
+    one_model = requests.post(services.serve_url + "/init", timeout=30,
+                              json={"client_id": "it", "language_pair": "en-it"})
+    assert one_model.status_code == 400 and "serves one model" in one_model.json()["detail"]
+
+
 # --- hardening (issue 24): a token, the Origin, limits that hold under a burst -------------
 
 

@@ -3,7 +3,8 @@
 :func:`build_proof` turns a lesson with tasks into a *proof notebook* that runs in one kernel,
 top to bottom, like the lesson. At each task, in place of the task's cells and its check:
 
-1. the task's cells as the practice version has them (the regions blanked);
+1. the task's cells as the practice version has them (the regions blanked), with the cells
+   between them and the check as they are (see :mod:`helpers.lessons.tasks`);
 2. the check, run by :func:`expect_check_to_fail`: it must fail with a check's feedback
    (:class:`~helpers.check_feedback.CheckFailed`: what is wrong, what was expected, where to
    look). The feedback is printed (and recorded, see :data:`RESULTS_ENV`). A check that
@@ -141,12 +142,14 @@ def build_proof(source: Path) -> nbformat.NotebookNode:
         proof.cells.append(_note(
             f"**Proof of Your turn {n}**, step 1 of 2: the task left blank, as in the practice "
             "version. Its check must fail, with feedback.", _cell_id(check_cell.get("id"), "p1")))
-        for i in task.cells:
+        for i in range(task.cells[0], task.check):  # the cells that run with the task too
             blank = copy.deepcopy(nb.cells[i])
-            blank.source = practice_cell(cell_source(blank), Where(source.name, i),
-                                         lesson=short, task=n)
+            if i in task.cells:
+                blank.source = practice_cell(cell_source(blank), Where(source.name, i),
+                                             lesson=short, task=n)
             blank.id = _cell_id(blank.get("id"), "blank")
-            blank.outputs, blank.execution_count = [], None
+            if blank.cell_type == "code":
+                blank.outputs, blank.execution_count = [], None
             proof.cells.append(blank)
         proof.cells.append(_step_cell("expect_check_to_fail", task, lesson, check,
                                       _cell_id(check_cell.get("id"), "fails")))

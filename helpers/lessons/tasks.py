@@ -7,9 +7,11 @@ In a lesson (``notebooks/NN_slug.ipynb``) a task is:
 2. one or more code cells (markdown between them is fine) with solution regions, the lines
    between ``### BEGIN SOLUTION`` and ``### END SOLUTION``; every region has at least one
    ``# HINT:`` line. The complete lesson runs them as they are: they are the answer;
-3. right after them, the next code cell, tagged ``check``: it verifies the task and prints
-   ``✓ ...`` or raises :class:`~helpers.lessons.checks.TaskCheckFailed` (see
-   :mod:`helpers.lessons.checks`).
+3. after them, a code cell tagged ``check``: it verifies the task and prints ``✓ ...`` or
+   raises :class:`~helpers.lessons.checks.TaskCheckFailed` (see :mod:`helpers.lessons.checks`).
+   Code cells without regions may sit between the task's cells and its check (a cell that
+   deploys what the task wrote): they run with the task, after its blank and after its answer
+   in the proof, and stay as they are in the practice version.
 
 Tasks are numbered 1, 2, ... in the order they appear. :func:`lesson_tasks` finds them and
 raises :class:`~helpers.solution_regions.NotebookSourceError`, naming the cell and saying what
@@ -181,12 +183,9 @@ def lesson_tasks(nb: nbformat.NotebookNode, name: str) -> list[LessonTask]:
                     "remove the tag, or put the task's cell(s) right before it.")
             tasks.append(LessonTask(number, tuple(pending), index))
             pending, announced = [], ""
-        elif pending:
-            raise NotebookSourceError(
-                f"{where.at(1)}: this code cell runs between Your turn {number} (cell "
-                f"{pending[-1]}) and its check.",
-                f"tag the code cell right after the task {CHECK_TAG!r} (the check), and move "
-                "other code before the task or after its check.")
+        # A code cell without regions after a task's cell (one that deploys what the learner
+        # just wrote, say) runs with the task: the proof runs it after the blank and after
+        # the answer. It is not the learner's to write, so it is not in ``task.cells``.
     if pending:
         raise NotebookSourceError(
             f"{Where(name, pending[0]).at(1)}: Your turn {len(tasks) + 1} has no check.",

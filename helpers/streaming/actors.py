@@ -53,10 +53,11 @@ class ModelActor:
     """The model on one device. ``generate`` streams; ``cancel`` and ``load`` answer meanwhile."""
 
     def __init__(self, index: int, model_source: str, threads: int,
-                 stream_interval_ms: float) -> None:
+                 stream_interval_ms: float, device: int = 0, language_pair: str = "") -> None:
         from helpers.streaming.model import TokenEngine
 
         self.index = index
+        self.device, self.language_pair = device, language_pair
         self.engine = TokenEngine(model_source, threads=threads)
         self.interval_s = stream_interval_ms / 1000
         self._lock = threading.Lock()  # one batch at a time; the next waits here
@@ -65,8 +66,11 @@ class ModelActor:
         self.batches = 0
 
     def ready(self) -> dict[str, Any]:
-        return {"index": self.index, "pid": os.getpid(), "load_s": round(self.engine.load_seconds, 2),
-                "node_id": ray.get_runtime_context().get_node_id()}
+        context = ray.get_runtime_context()
+        return {"index": self.index, "device": self.device, "language_pair": self.language_pair,
+                "pid": os.getpid(), "load_s": round(self.engine.load_seconds, 2),
+                "node_id": context.get_node_id(),
+                "placement_group": (context.get_placement_group_id() or "")[:12]}
 
     def generate(self, batch: list[dict[str, Any]]) -> Any:
         """Decode a batch; yield ``{request_id: [text, tokens, done]}`` bundles as text comes."""
@@ -202,11 +206,16 @@ class SchedulerActor:
     """The global scheduler: dynamic batches, a model actor per batch, text to the sessions."""
 
     def __init__(self, model_actors: list[Any], settings: dict[str, Any], strategy: str,
-                 max_records: int = 1000) -> None:
+                 max_records: int = 1000, pairs: list[str] | None = None) -> None:
         self.model_actors = list(model_actors)
-        self.batcher: DynamicBatcher[str] = DynamicBatcher(BatchSettings(**settings))
-        self.balancer = LoadBalancer(strategy)
+        # The language pair of each model actor: a batch goes to an actor of its pair, so each
+        # pair has its own queue (batches never mix pairs) and its own balancer.
+        self.actor_pairs = list(pairs) if pairs is not None else [""] * len(self.model_actors)
+        self.batchers: dict[str, DynamicBatcher[str]] = {
+            pair: DynamicBatcher(BatchSettings(**settings)) for pair in dict.fromkeys(self.actor_pairs)}
+        self.balancers = {pair: LoadBalancer(strategy) for pair in self.batchers}
         self.sessions: dict[str, Any] = {}
+        self.session_pairs: dict[str, str] = {}
         self.max_records = max_records
         # Request id -> its record, oldest first. Finished records beyond max_records are
         # folded into self.retired (totals) and dropped, so a long run keeps bounded memory.
@@ -215,8 +224,16 @@ class SchedulerActor:
         self.batches: deque[dict[str, Any]] = deque(maxlen=max_records)  # the latest batches
         self._reset_totals()
         self._running: set[str] = set()  # requests whose batch is still with a model actor
-        self._loop: asyncio.Task | None = None
+        self._loops: dict[str, asyncio.Task] = {}  # one dispatch loop per language pair
         self._idle = asyncio.Event()
+
+    @property
+    def batcher(self) -> DynamicBatcher[str]:
+        """A queue's batcher (every pair's has the same settings)."""
+        return next(iter(self.batchers.values()))
+
+    def _queued(self) -> list[str]:
+        return [rid for batcher in self.batchers.values() for rid in batcher.items()]
 
     def _reset_totals(self) -> None:
         workers = len(self.model_actors)
@@ -245,22 +262,31 @@ class SchedulerActor:
                 retired["worker_tokens"][record["worker"]] += record["tokens"]
 
     def _ensure_loop(self) -> None:
-        if self._loop is None or self._loop.done():
-            self._loop = asyncio.get_running_loop().create_task(self._dispatch_forever())
+        for pair in self.batchers:
+            loop = self._loops.get(pair)
+            if loop is None or loop.done():
+                self._loops[pair] = asyncio.get_running_loop().create_task(self._dispatch_forever(pair))
 
-    async def register_session(self, session_id: str, handle: Any) -> None:
+    async def register_session(self, session_id: str, handle: Any, language_pair: str | None = None) -> None:
+        pair = self.actor_pairs[0] if language_pair is None else language_pair
+        if pair not in self.batchers:
+            raise ValueError(f"no model serves the language pair {pair!r}: "
+                             f"choose one of {', '.join(self.batchers)}")
         self.sessions[session_id] = handle
+        self.session_pairs[session_id] = pair
 
     async def unregister_session(self, session_id: str) -> dict[str, int]:
         """Forget a session: its queued requests leave the queue, running ones are cancelled."""
         self.sessions.pop(session_id, None)
+        self.session_pairs.pop(session_id, None)
         mine = [rid for rid, r in self.requests.items() if r["session_id"] == session_id]
         return await self.cancel_requests(mine)
 
     async def cancel_requests(self, request_ids: list[str]) -> dict[str, int]:
         """Take these requests out of the queue, or out of their model actor's batch."""
         wanted = set(request_ids)
-        queued = self.batcher.remove(lambda rid: rid in wanted)
+        queued = [rid for batcher in self.batchers.values()
+                  for rid in batcher.remove(lambda rid: rid in wanted)]
         running: dict[int, list[str]] = {}
         for rid in wanted:
             request = self.requests.get(rid)
@@ -295,17 +321,20 @@ class SchedulerActor:
                               "submitted_at": time.time(), "first_at": None, "done_at": None,
                               "worker": None, "batch": None}
         self._idle.clear()
-        self.batcher.put(rid)
+        self.batchers[self.session_pairs[session_id]].put(rid)
         return rid
 
-    async def _dispatch_forever(self) -> None:
+    async def _dispatch_forever(self, pair: str) -> None:
+        batcher = self.batchers[pair]
         while True:
-            rids, record = await self.batcher.next_batch()
-            loads = [WorkerLoad(i, self.outstanding[i]) for i in range(len(self.model_actors))]
-            if self.balancer.needs_memory:
-                reports = await asyncio.gather(*(a.load.remote() for a in self.model_actors))
-                loads = [WorkerLoad(i, self.outstanding[i], r["kv_bytes"]) for i, r in enumerate(reports)]
-            worker = self.balancer.pick(loads)
+            rids, record = await batcher.next_batch()
+            balancer = self.balancers[pair]  # read now: set_strategy replaces it
+            mine = [i for i, p in enumerate(self.actor_pairs) if p == pair]  # the pair's actors
+            loads = [WorkerLoad(i, self.outstanding[i]) for i in mine]
+            if balancer.needs_memory:
+                reports = await asyncio.gather(*(self.model_actors[i].load.remote() for i in mine))
+                loads = [WorkerLoad(i, self.outstanding[i], r["kv_bytes"]) for i, r in zip(mine, reports)]
+            worker = balancer.pick(loads)
             totals = self.batch_totals
             batch_no = totals["batches"]
             tokens = sum(self.requests[r]["max_tokens"] for r in rids)
@@ -318,7 +347,8 @@ class SchedulerActor:
                                  "reason": record.reason, "worker": worker, "tokens": tokens,
                                  "max_batch_size": record.max_batch_size,
                                  "batch_timeout_ms": record.batch_timeout_ms,
-                                 "strategy": self.balancer.strategy, "left_at": record.left_at})
+                                 "strategy": balancer.strategy, "language_pair": pair,
+                                 "left_at": record.left_at})
             for rid in rids:
                 self.requests[rid].update(status="generating", worker=worker, batch=batch_no,
                                           dispatched_at=record.left_at)
@@ -367,12 +397,19 @@ class SchedulerActor:
     async def configure(self, changes: dict[str, Any]) -> dict[str, Any]:
         """Apply batch-setting changes (checked like the config file); return the settings."""
         settings = check_batch_settings(changes, self.batcher.settings)
-        self.batcher.configure(settings)
+        for batcher in self.batchers.values():
+            batcher.configure(settings)
         return settings.model_dump()
 
-    async def add_model_actor(self, handle: Any) -> int:
-        """Balance over one more (ready) model actor from the next batch on; its index."""
+    async def add_model_actor(self, handle: Any, language_pair: str | None = None) -> int:
+        """Balance ``language_pair``'s batches (default: the first pair's) over one more (ready)
+        model actor from the next batch on; its index."""
+        pair = self.actor_pairs[0] if language_pair is None else language_pair
+        if pair not in self.batchers:
+            raise ValueError(f"no queue for the language pair {pair!r}: "
+                             f"choose one of {', '.join(self.batchers)}")
         self.model_actors.append(handle)
+        self.actor_pairs.append(pair)
         self.outstanding.append(0)
         for counts in (self.retired["worker_requests"], self.retired["worker_tokens"],
                        self.batch_totals["worker_batches"]):
@@ -380,7 +417,7 @@ class SchedulerActor:
         return len(self.model_actors) - 1
 
     async def set_strategy(self, strategy: str) -> str:
-        self.balancer = LoadBalancer(strategy)
+        self.balancers = {pair: LoadBalancer(strategy) for pair in self.batchers}
         return strategy
 
     async def wait_idle(self, timeout_s: float = 120.0) -> bool:
@@ -394,12 +431,13 @@ class SchedulerActor:
             return False
 
     async def queue_status(self, session_id: str) -> dict[str, Any]:
-        queue = self.batcher.items()
+        pair = self.session_pairs.get(session_id)
+        queue = self.batchers[pair].items() if pair in self.batchers else []
         mine = [i for i, rid in enumerate(queue) if self.requests[rid]["session_id"] == session_id]
         generating = sum(1 for r in self.requests.values()
                          if r["session_id"] == session_id and r["status"] == "generating")
         return {"queued": len(mine), "queue_position": mine[0] if mine else None,
-                "generating": generating, "queue_length": len(queue)}
+                "generating": generating, "queue_length": len(queue), "language_pair": pair}
 
     async def request_log(self) -> list[dict[str, Any]]:
         """The requests so far (the latest ``max_records`` finished ones, and every unfinished
@@ -413,7 +451,8 @@ class SchedulerActor:
     async def stats(self) -> dict[str, Any]:
         """Totals since the last :meth:`reset_stats` (retired records included)."""
         retired, totals = self.retired, self.batch_totals
-        per_worker = [{"worker": i, "requests": retired["worker_requests"][i],
+        per_worker = [{"worker": i, "language_pair": self.actor_pairs[i],
+                       "requests": retired["worker_requests"][i],
                        "tokens": retired["worker_tokens"][i],
                        "batches": totals["worker_batches"][i],
                        "outstanding_tokens": self.outstanding[i]} for i in range(len(self.model_actors))]
@@ -426,14 +465,18 @@ class SchedulerActor:
         return {"sessions": len(self.sessions), "requests": retired["requests"] + len(self.requests),
                 "done": retired["done"] + states.count("done"),
                 "cancelled": retired["cancelled"] + states.count("cancelled"),
-                "queued": len(self.batcher), "generating": states.count("generating"),
+                "queued": len(self._queued()), "generating": states.count("generating"),
                 "tokens": retired["tokens"] + sum(r["tokens"] for r in self.requests.values()),
                 "batches": count, "batched_requests": totals["batched_requests"],
                 "mean_batch_size": round(totals["batched_requests"] / count, 2) if count else 0,
                 "largest_batch": totals["largest_batch"], "workers": per_worker,
                 "records_kept": {"requests": len(self.requests), "batches": len(self.batches),
                                  "at_most": self.max_records},
-                "strategy": self.balancer.strategy, "settings": self.batcher.settings.model_dump()}
+                "strategy": self.balancer_strategy, "settings": self.batcher.settings.model_dump()}
+
+    @property
+    def balancer_strategy(self) -> str:
+        return next(iter(self.balancers.values())).strategy
 
     async def batch_log(self) -> list[dict[str, Any]]:
         return list(self.batches)
@@ -457,6 +500,8 @@ class ActorBackend:
         self.max_tokens_limit = config.model.max_tokens_limit
         self.max_prompt_chars = config.serving.max_prompt_chars
         self.max_sessions = config.serving.max_sessions
+        self.language_pairs = list(config.languages)
+        self.default_language_pair = config.default_language_pair
         self.table = SessionTable(config.serving.max_sessions, config.serving.session_idle_timeout_s)
         self.sessions: dict[str, Any] = {}
         self.expired = 0
@@ -466,7 +511,11 @@ class ActorBackend:
         self.expired += 1  # counted first: /ray/stats agrees once the session is gone
         await self.delete_session(session_id)
 
-    async def init_session(self, client_id: str) -> dict[str, Any]:
+    async def init_session(self, client_id: str, language_pair: str | None = None) -> dict[str, Any]:
+        pair = language_pair or self.default_language_pair
+        if pair not in self.language_pairs:
+            raise ValueError(f"unknown language_pair {pair!r}: this service serves "
+                             f"{', '.join(self.language_pairs)}")
         if self._expiry is None or self._expiry.done():
             self._expiry = asyncio.get_running_loop().create_task(self.table.expire_forever(self._expire))
         session_id = self.table.reserve()  # the limit, checked and taken at once (no await)
@@ -475,7 +524,7 @@ class ActorBackend:
         try:
             handle = SessionActor.remote(session_id, client_id)
             pid = await handle.ready.remote()  # a new actor: a new worker process
-            await self.scheduler.register_session.remote(session_id, handle)
+            await self.scheduler.register_session.remote(session_id, handle, pair)
         except BaseException:
             self.table.release(session_id)
             if handle is not None:
@@ -484,7 +533,8 @@ class ActorBackend:
         self.sessions[session_id] = handle
         self.table.touch(session_id)
         return {"session_id": session_id, "client_id": client_id, "backend": self.name,
-                "session_pid": pid, "created_in_s": round(time.perf_counter() - started, 4)}
+                "language_pair": pair, "session_pid": pid,
+                "created_in_s": round(time.perf_counter() - started, 4)}
 
     async def queue_status(self, session_id: str) -> dict[str, Any]:
         handle = self.sessions[session_id]
@@ -576,11 +626,54 @@ class ActorService:
         self.config = config
         self.token = token or new_token()
         self.model_actors: list[Any] = []
+        self.devices: list[Any] = []  # a placement group per device (None: nothing to reserve)
         self.scheduler: Any = None
         self.gateway: Any = None
         self.url = ""
         self.models: list[dict[str, Any]] = []
         self.start_seconds = 0.0
+
+    def _device(self, pairs: int) -> Any:
+        """A logical device: a placement group of one bundle that holds the models of its
+        ``pairs`` language pairs (their CPUs and GPUs), or None when they reserve nothing."""
+        from ray.util.placement_group import placement_group
+
+        serving = self.config.serving
+        bundle = {k: v * pairs for k, v in (("CPU", serving.model_actor_num_cpus),
+                                            ("GPU", serving.model_actor_num_gpus)) if v > 0}
+        group = placement_group([bundle], strategy="SPREAD") if bundle else None
+        self.devices.append(group)
+        return group
+
+    def _model_actor(self, device: int, pair: str) -> Any:
+        """A model actor for ``pair`` on ``device`` (inside the device's bundle)."""
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        serving, model, group = self.config.serving, self.config.model, self.devices[device]
+        options: dict[str, Any] = {"num_cpus": serving.model_actor_num_cpus,
+                                   "num_gpus": serving.model_actor_num_gpus}
+        if group is not None:
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                group, placement_group_bundle_index=0)
+        actor = ModelActor.options(**options).remote(
+            len(self.model_actors), self.config.model_source_of(pair), model.torch_threads,
+            serving.stream_interval_ms, device, pair)
+        self.model_actors.append(actor)  # stop() ends it whatever happens next
+        return actor
+
+    def _wait_for_devices(self, groups: list[Any], timeout_s: float) -> None:
+        waiting = [g for g in groups if g is not None]
+        ready, _ = ray.wait([g.ready() for g in waiting], num_returns=len(waiting), timeout=timeout_s)
+        if len(ready) < len(waiting):
+            serving = self.config.serving
+            raise WorkbookError(
+                f"{len(waiting) - len(ready)} of {len(waiting)} device(s) could not be placed "
+                f"within {timeout_s:.0f} s: the cluster lacks the CPUs/GPUs their models ask for "
+                f"({serving.model_actor_num_cpus:g} CPU and {serving.model_actor_num_gpus:g} GPU "
+                "per model actor, every pair of a device on one node).",
+                "lower serving.model_actor_num_cpus / model_actor_num_gpus, serve fewer pairs "
+                "per device (serving.device_language_map), or give the cluster more resources "
+                "(ray status shows what it has).")
 
     def start(self, timeout_s: float = 180.0) -> "ActorService":
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -590,17 +683,18 @@ class ActorService:
         if not ray.is_initialized():
             raise WorkbookError("This process is not connected to Ray.", "call cluster.connect() first.")
         started = time.perf_counter()
-        serving, model = self.config.serving, self.config.model
+        serving = self.config.serving
+        placement = self.config.model_placement()
         try:
-            self.model_actors = [
-                ModelActor.options(num_cpus=serving.model_actor_num_cpus,
-                                   num_gpus=serving.model_actor_num_gpus).remote(
-                    i, model.model_source, model.torch_threads, serving.stream_interval_ms)
-                for i in range(serving.model_actors)]
+            groups = [self._device(len(self.config.device_pairs(d))) for d in range(serving.model_actors)]
+            self._wait_for_devices(groups, timeout_s)
+            for device, pair in placement:
+                self._model_actor(device, pair)
             self.models = ray.get([a.ready.remote() for a in self.model_actors], timeout=timeout_s)
             self.scheduler = SchedulerActor.remote(self.model_actors, serving.batch_settings().model_dump(),
                                                    serving.load_balance_strategy,
-                                                   serving.max_request_records)
+                                                   serving.max_request_records,
+                                                   [pair for _, pair in placement])
             here = ray.get_runtime_context().get_node_id()  # the API listens on this machine
             self.gateway = GatewayActor.options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
@@ -613,17 +707,19 @@ class ActorService:
         self.start_seconds = round(time.perf_counter() - started, 2)
         return self
 
-    def add_model_actor(self, timeout_s: float = 180.0) -> float:
-        """Scale up by hand: start one more model actor, wait until its model is loaded, and
-        hand it to the scheduler. Returns the seconds it took."""
+    def add_model_actor(self, timeout_s: float = 180.0, language_pair: str | None = None) -> float:
+        """Scale up by hand: one more device holding a model of ``language_pair`` (default: the
+        first pair); wait until its model is loaded and hand it to the scheduler. Returns the
+        seconds it took."""
+        pair = language_pair or self.config.default_language_pair
+        if pair not in self.config.languages:
+            raise WorkbookError(f"No language pair {pair!r} in this service's configuration.",
+                                f"use one of {', '.join(self.config.languages)}.")
         started = time.perf_counter()
-        serving, model = self.config.serving, self.config.model
-        actor = ModelActor.options(num_cpus=serving.model_actor_num_cpus,
-                                   num_gpus=serving.model_actor_num_gpus).remote(
-            len(self.model_actors), model.model_source, model.torch_threads, serving.stream_interval_ms)
-        self.model_actors.append(actor)  # stop() ends it whatever happens next
+        self._wait_for_devices([self._device(1)], timeout_s)
+        actor = self._model_actor(len(self.devices) - 1, pair)
         self.models.append(ray.get(actor.ready.remote(), timeout=timeout_s))
-        ray.get(self.scheduler.add_model_actor.remote(actor), timeout=timeout_s)
+        ray.get(self.scheduler.add_model_actor.remote(actor, pair), timeout=timeout_s)
         return round(time.perf_counter() - started, 2)
 
     def stop(self) -> None:
@@ -639,7 +735,13 @@ class ActorService:
                     ray.kill(actor)
                 except Exception:  # noqa: BLE001 - already gone
                     pass
-        self.gateway, self.scheduler, self.model_actors = None, None, []
+        for group in self.devices:
+            if group is not None:
+                try:
+                    ray.util.remove_placement_group(group)
+                except Exception:  # noqa: BLE001 - already removed, or the cluster is gone
+                    pass
+        self.gateway, self.scheduler, self.model_actors, self.devices = None, None, [], []
 
     def __enter__(self) -> "ActorService":
         return self.start() if self.scheduler is None else self
@@ -679,13 +781,15 @@ def uneven_burst(
     if not ray.get(scheduler.wait_idle.remote(timeout_s)):
         raise WorkbookError(f"The burst was not answered within {timeout_s:.0f} s.",
                             "use fewer or shorter requests, or a larger timeout_s.")
-    log, batch_log = ray.get([scheduler.request_log.remote(), scheduler.batch_log.remote()])
-    workers = len(service.model_actors)
-    tokens = [sum(r["tokens"] for r in log if r["worker"] == w) for w in range(workers)]
+    log, batch_log, status = ray.get([scheduler.request_log.remote(), scheduler.batch_log.remote(),
+                                      scheduler.queue_status.remote(session_id)])
+    # The model actors of the session's language pair, in order: the balancer's choices.
+    workers = [m["index"] for m in service.models if m["language_pair"] == status["language_pair"]]
+    tokens = [sum(r["tokens"] for r in log if r["worker"] == w) for w in workers]
     latencies = sorted(r["done_at"] - r["submitted_at"] for r in log)
     return {"strategy": strategy, "requests": len(log), "tokens_per_actor": tokens,
             "busiest_share": round(max(tokens) / max(1, sum(tokens)), 3),
             "makespan_s": round(max(r["done_at"] for r in log) - min(r["submitted_at"] for r in log), 3),
             "p50_latency_s": round(statistics.median(latencies), 3),
             "p90_latency_s": round(latencies[int(0.9 * (len(latencies) - 1))], 3),
-            "batches_per_actor": [sum(1 for b in batch_log if b["worker"] == w) for w in range(workers)]}
+            "batches_per_actor": [sum(1 for b in batch_log if b["worker"] == w) for w in workers]}

@@ -6,7 +6,8 @@ with the service's endpoints:
 =========================  =====================================================================
 ``GET /``                  a small web page: open it in a browser and watch tokens stream
 ``GET /health``            ``{"status": "ok", "backend": ...}``
-``POST /init``             ``{"client_id"}`` -> a new session ``{"session_id", ...}``
+``POST /init``             ``{"client_id", "language_pair"}`` -> a new session
+                           ``{"session_id", ...}`` (the pair: a backend that serves several)
 ``GET /queue_status/ID``   the session's state: requests waiting, generating, done, tokens
 ``POST /delete_session``   ``{"session_id"}``: close it (a stream in progress ends cleanly)
 ``WS /wss/ID``             send ``{"prompt", "max_tokens"}`` (or a plain-text prompt); receive
@@ -42,7 +43,9 @@ A backend is any object with these coroutine methods: ``init_session(client_id)`
 max_tokens)`` (an async iterator of text pieces, raising :class:`SessionClosed` when the
 session is deleted), ``stats()``, ``configure(changes)``; and the attributes ``name`` and
 ``max_tokens_limit`` / ``default_max_tokens`` / ``max_prompt_chars``. Unknown sessions raise
-``KeyError``; ``init_session`` raises ``OverflowError`` at the session limit.
+``KeyError``; ``init_session`` raises ``OverflowError`` at the session limit. A backend with
+several models has ``language_pairs`` and takes ``init_session(client_id, language_pair)``
+(``ValueError`` for a pair it does not serve).
 
 Introduced in notebooks/12_streaming_sessions.ipynb.
 """
@@ -55,7 +58,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -64,8 +67,9 @@ from typing import Any
 from fastapi import Body, Depends, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse
 
-__all__ = ["SessionClosed", "ConfigureRejected", "SessionTable", "build_api", "new_token",
-           "PAGE", "DELETED_REASON", "EXPIRED_REASON"]
+__all__ = ["SessionClosed", "ConfigureRejected", "SessionTable", "build_api", "admit",
+           "next_request", "close_deleted", "allowed_origin_set", "new_token", "PAGE",
+           "DELETED_REASON", "EXPIRED_REASON"]
 
 DELETED_REASON = "session deleted"
 EXPIRED_REASON = "session expired"
@@ -272,24 +276,84 @@ def _token_problem(presented: str | None, token: str) -> str | None:
     return None
 
 
+def allowed_origin_set(allowed_origins: Sequence[str]) -> set[str]:
+    """The configured origins, each checked (ValueError names a malformed one)."""
+    from helpers.streaming.config import check_origin
+
+    return {check_origin(o) for o in allowed_origins}
+
+
 def own_origin(scheme: str, host: str | None) -> str:
     """The origin of the service as the client reached it (``http://HOST``)."""
     web = "https" if scheme in ("https", "wss") else "http"
     return f"{web}://{host or ''}"
 
 
-def build_api(backend: Any, *, token: str, allowed_origins: Sequence[str] = ()) -> Any:
+async def admit(websocket: WebSocket, session_id: str, backend: Any, *, token: str,
+                origins: Collection[str]) -> bool:
+    """Accept ``websocket``; True if it may stream ``session_id``. Else it is closed with a code
+    and a reason the client can read (4403 another page's origin, 4401 no or a wrong token,
+    4404 no such session) and False is returned."""
+    origin = websocket.headers.get("origin")
+    own = own_origin(websocket.url.scheme, websocket.headers.get("host"))
+    await websocket.accept()  # then closed with a code and a reason the client can read
+    if origin is not None and origin != own and origin not in origins:
+        await websocket.close(code=4403, reason=f"origin {origin[:40]} is not allowed: add it "
+                                                "to serving.allowed_origins")
+        return False
+    problem = _token_problem(_presented_token(websocket.headers.get("authorization"),
+                                              websocket.query_params.get("token")), token)
+    if problem:
+        await websocket.close(code=4401, reason=("no token: send 'Authorization: Bearer "
+                                                 "TOKEN' or ?token=TOKEN")
+                              if "needs" in problem else "wrong token")
+        return False
+    try:
+        await backend.queue_status(session_id)
+    except KeyError:
+        await websocket.close(code=4404, reason=f"no session {session_id!r}")
+        return False
+    return True
+
+
+async def next_request(websocket: WebSocket, backend: Any) -> tuple[str, int] | None:
+    """The next ``(prompt, max_tokens)`` the client sends; None once it sent ``EOF`` (the socket
+    is then closed, code 1000). A malformed message is answered with an ``error`` message (400,
+    or 413 for a prompt over the limit) and skipped: the socket stays open."""
+    while True:
+        message = await websocket.receive_text()
+        if message.strip() == "EOF":
+            await websocket.close(code=1000, reason="EOF")
+            return None
+        try:
+            return _read_request(message, backend.default_max_tokens, backend.max_tokens_limit,
+                                 getattr(backend, "max_prompt_chars", None))
+        except PromptTooLarge as err:
+            await websocket.send_json({"type": "error", "code": 413, "message": str(err)})
+        except ValueError as err:
+            await websocket.send_json({"type": "error", "code": 400, "message": str(err)})
+
+
+async def close_deleted(websocket: WebSocket) -> None:
+    """Tell the client its session was deleted while it streamed, and close normally (1000)."""
+    await websocket.send_json({"type": "closed", "reason": DELETED_REASON})
+    await websocket.close(code=1000, reason=DELETED_REASON)
+
+
+def build_api(backend: Any, *, token: str, allowed_origins: Sequence[str] = (),
+              stream_route: bool = True) -> Any:
     """The FastAPI app of the service, on top of ``backend`` (see the module doc).
 
     ``token`` guards ``/ray/stats``, ``/ray/configure`` and the WebSocket; ``allowed_origins``
     are the web pages, besides the service's own, whose scripts may open the WebSocket.
+    ``stream_route=False`` leaves out ``/wss/ID``: the Serve version adds its own (lesson 12
+    writes it), built from :func:`admit`, :func:`next_request` and :func:`close_deleted`.
     """
-    from helpers.streaming.config import ConfigError, check_origin
+    from helpers.streaming.config import ConfigError
 
     if not isinstance(token, str) or len(token) < 16:
         raise ValueError("build_api needs a token of at least 16 characters (new_token() makes one)")
-    origins = {check_origin(o) for o in allowed_origins}
-    max_prompt_chars = getattr(backend, "max_prompt_chars", None)
+    origins = allowed_origin_set(allowed_origins)
     app = FastAPI(title=f"Streaming sessions ({backend.name})")
 
     def authorized(request: Request) -> None:
@@ -316,10 +380,20 @@ def build_api(backend: Any, *, token: str, allowed_origins: Sequence[str] = ()) 
         client_id = body.get("client_id", "anonymous")
         if not isinstance(client_id, str) or not client_id:
             raise HTTPException(400, "client_id must be a non-empty string")
+        pair = body.get("language_pair")
+        pairs = getattr(backend, "language_pairs", None)
+        if pair is not None and pairs is None:
+            raise HTTPException(400, "this backend serves one model: leave language_pair out")
+        if pair is not None and not isinstance(pair, str):
+            raise HTTPException(400, "language_pair must be a string such as 'en-zh'")
         try:
-            return await backend.init_session(client_id)
+            if pair is None:
+                return await backend.init_session(client_id)
+            return await backend.init_session(client_id, pair)
         except OverflowError as err:
             raise HTTPException(429, str(err)) from None
+        except ValueError as err:  # a language pair the service does not serve
+            raise HTTPException(400, str(err)) from None
 
     @app.get("/queue_status/{session_id}")
     async def queue_status(session_id: str) -> dict[str, Any]:
@@ -345,55 +419,25 @@ def build_api(backend: Any, *, token: str, allowed_origins: Sequence[str] = ()) 
         except ConfigureRejected as err:
             raise HTTPException(409, str(err)) from None
 
-    @app.websocket("/wss/{session_id}")
-    async def stream(websocket: WebSocket, session_id: str) -> None:
-        origin = websocket.headers.get("origin")
-        own = own_origin(websocket.url.scheme, websocket.headers.get("host"))
-        await websocket.accept()  # then closed with a code and a reason the client can read
-        if origin is not None and origin != own and origin not in origins:
-            await websocket.close(code=4403, reason=f"origin {origin[:40]} is not allowed: add it "
-                                                    "to serving.allowed_origins")
-            return
-        problem = _token_problem(_presented_token(websocket.headers.get("authorization"),
-                                                  websocket.query_params.get("token")), token)
-        if problem:
-            await websocket.close(code=4401, reason=("no token: send 'Authorization: Bearer "
-                                                     "TOKEN' or ?token=TOKEN")
-                                  if "needs" in problem else "wrong token")
-            return
-        try:
-            await backend.queue_status(session_id)
-        except KeyError:
-            await websocket.close(code=4404, reason=f"no session {session_id!r}")
-            return
-        try:
-            while True:
-                message = await websocket.receive_text()
-                if message.strip() == "EOF":
-                    await websocket.close(code=1000, reason="EOF")
-                    return
-                try:
-                    prompt, max_tokens = _read_request(message, backend.default_max_tokens,
-                                                       backend.max_tokens_limit, max_prompt_chars)
-                except PromptTooLarge as err:
-                    await websocket.send_json({"type": "error", "code": 413, "message": str(err)})
-                    continue
-                except ValueError as err:
-                    await websocket.send_json({"type": "error", "code": 400, "message": str(err)})
-                    continue
-                started, tokens = time.perf_counter(), 0
-                try:
-                    async for piece, count in backend.stream(session_id, prompt, max_tokens):
-                        tokens += count
-                        if piece:
-                            await websocket.send_json({"type": "text", "text": piece})
-                except (SessionClosed, KeyError):
-                    await websocket.send_json({"type": "closed", "reason": DELETED_REASON})
-                    await websocket.close(code=1000, reason=DELETED_REASON)
-                    return
-                await websocket.send_json({"type": "done", "tokens": tokens,
-                                           "seconds": round(time.perf_counter() - started, 4)})
-        except WebSocketDisconnect:
-            return
+    if stream_route:
+        @app.websocket("/wss/{session_id}")
+        async def stream(websocket: WebSocket, session_id: str) -> None:
+            if not await admit(websocket, session_id, backend, token=token, origins=origins):
+                return
+            try:
+                while (request := await next_request(websocket, backend)) is not None:
+                    started, tokens = time.perf_counter(), 0
+                    try:
+                        async for piece, count in backend.stream(session_id, *request):
+                            tokens += count
+                            if piece:
+                                await websocket.send_json({"type": "text", "text": piece})
+                    except (SessionClosed, KeyError):
+                        await close_deleted(websocket)
+                        return
+                    await websocket.send_json({"type": "done", "tokens": tokens,
+                                               "seconds": round(time.perf_counter() - started, 4)})
+            except WebSocketDisconnect:
+                return
 
     return app

@@ -164,8 +164,12 @@ class StreamingClient:
     async def health(self) -> dict[str, Any]:
         return await self._call("GET", "/health")
 
-    async def init_session(self, client_id: str = "notebook") -> dict[str, Any]:
-        return await self._call("POST", "/init", {"client_id": client_id})
+    async def init_session(self, client_id: str = "notebook",
+                           language_pair: str | None = None) -> dict[str, Any]:
+        """A new session; ``language_pair`` picks the model that serves it (default: the
+        service's first pair)."""
+        body = {"client_id": client_id, **({"language_pair": language_pair} if language_pair else {})}
+        return await self._call("POST", "/init", body)
 
     async def queue_status(self, session_id: str) -> dict[str, Any]:
         return await self._call("GET", f"/queue_status/{session_id}")

@@ -7,7 +7,11 @@ model instead of speech translation). Three sections:
   GPUs of a local head node, the dashboard's host and port;
 * ``model`` - which model (``"tiny"``: the workbook's local model; a folder; a hub id), how
   many tokens an answer gets by default and at most, torch threads per engine;
-* ``serving`` - the HTTP host and port, how many model actors ("devices") and CPUs each, the
+* ``languages`` - the language pairs the service serves (``"en-zh"``: English to Chinese),
+  each with its model (here every pair runs the tiny model unless it names another);
+* ``serving`` - the HTTP host and port, how many devices (logical: each a placement-group
+  bundle) and which language pairs each holds (``device_language_map``: one model actor per
+  device and pair, as such services map GPUs to language pairs), CPUs per model actor, the
   dynamic batching (``max_batch_size``, ``batch_timeout_ms``, ``enable_dynamic_batching``),
   the load-balancing strategy, how often streamed text is flushed, and the limits that keep a
   long-running service bounded: ``max_sessions``, ``session_idle_timeout_s`` (a session with
@@ -67,6 +71,7 @@ __all__ = [
     "RayClusterSection",
     "ModelSection",
     "ServingSection",
+    "LanguagePair",
     "StreamingConfig",
     "BatchSettings",
     "parse_config",
@@ -142,9 +147,12 @@ class ServingSection(BatchSettings):
 
     host: str = Field("127.0.0.1", description="HTTP host (0.0.0.0 exposes it to the network)")
     port: int = Field(0, ge=0, le=65535, description="HTTP port; 0: a free port")
-    model_actors: int = Field(2, ge=1, le=64, description="model actors ('devices')")
+    model_actors: int = Field(2, ge=1, le=64,
+                              description="devices (logical), each a model actor per pair it holds")
     model_actor_num_cpus: float = Field(1.0, ge=0.0, le=64.0, description="CPUs per model actor")
     model_actor_num_gpus: float = Field(0.0, ge=0.0, le=8.0, description="GPUs per model actor")
+    device_language_map: dict[str, list[str]] = Field(
+        default_factory=dict, description="device -> its language pairs; unlisted: every pair")
     load_balance_strategy: Literal["least_loaded", "round_robin", "by_memory"] = Field(
         "least_loaded", description="how the scheduler picks a model actor for a batch")
     stream_interval_ms: float = Field(10.0, ge=0.0, le=1000.0,
@@ -165,9 +173,32 @@ class ServingSection(BatchSettings):
     def _origins_are_origins(cls, origins: list[str]) -> list[str]:
         return [check_origin(origin) for origin in origins]
 
+    @field_validator("device_language_map")
+    @classmethod
+    def _devices_are_numbers(cls, mapping: dict[str, list[str]]) -> dict[str, list[str]]:
+        for device, pairs in mapping.items():
+            if not device.isdigit():
+                raise ValueError(f"device {device!r} is not a device number: write \"0\", \"1\", ...")
+            if not pairs or len(set(pairs)) != len(pairs):
+                raise ValueError(f"device {device} needs its language pairs, each once (got {pairs})")
+        return mapping
+
     def batch_settings(self) -> BatchSettings:
         """The live-changeable part of this section."""
         return BatchSettings(**{k: getattr(self, k) for k in BatchSettings.model_fields})
+
+
+class LanguagePair(_Section):
+    """One language pair the service serves, and the model that serves it."""
+
+    source_lang: str = Field(min_length=1, description="the language of the input")
+    target_lang: str = Field(min_length=1, description="the language of the output")
+    model_source: str | None = Field(None, min_length=1,
+                                     description="its model; None: model.model_source")
+
+
+def _default_languages() -> dict[str, LanguagePair]:
+    return {"en-zh": LanguagePair(source_lang="English", target_lang="Chinese")}
 
 
 class StreamingConfig(_Section):
@@ -175,7 +206,27 @@ class StreamingConfig(_Section):
 
     ray_cluster: RayClusterSection = Field(default_factory=RayClusterSection)
     model: ModelSection = Field(default_factory=ModelSection)
+    languages: dict[str, LanguagePair] = Field(default_factory=_default_languages,
+                                               min_length=1)
     serving: ServingSection = Field(default_factory=ServingSection)
+
+    @property
+    def default_language_pair(self) -> str:
+        """The pair of a session that names none: the first in ``languages``."""
+        return next(iter(self.languages))
+
+    def device_pairs(self, device: int) -> list[str]:
+        """The language pairs whose models ``device`` holds (one model actor each)."""
+        return list(self.serving.device_language_map.get(str(device), self.languages))
+
+    def model_placement(self) -> list[tuple[int, str]]:
+        """``(device, language pair)`` of every model actor, devices in order."""
+        return [(device, pair) for device in range(self.serving.model_actors)
+                for pair in self.device_pairs(device)]
+
+    def model_source_of(self, pair: str) -> str:
+        """The model that serves ``pair``."""
+        return self.languages[pair].model_source or self.model.model_source
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=2) + "\n"
@@ -220,13 +271,37 @@ def _validate(model: type[BaseModel], data: Any, source: str) -> Any:
         raise ConfigError([_describe(model, e) for e in err.errors()], source=source) from None
 
 
+def _placement_problems(config: StreamingConfig) -> list[str]:
+    """What is wrong with the devices' language pairs (each pair must have a device)."""
+    problems = []
+    mapping, devices = config.serving.device_language_map, config.serving.model_actors
+    for device, pairs in mapping.items():
+        if int(device) >= devices:
+            problems.append(f"serving.device_language_map: device {device} does not exist "
+                            f"(serving.model_actors is {devices}: devices 0 to {devices - 1})")
+        for pair in pairs:
+            if pair not in config.languages:
+                close = difflib.get_close_matches(pair, list(config.languages), n=1)
+                problems.append(f"serving.device_language_map: device {device} names the language "
+                                f"pair {pair!r}, which languages does not define"
+                                + (f"; did you mean {close[0]!r}?" if close else ""))
+    if not problems:
+        served = {pair for _, pair in config.model_placement()}
+        problems += [f"languages.{pair}: no device serves it (add it to a device in "
+                     "serving.device_language_map, or leave a device out of the map)"
+                     for pair in config.languages if pair not in served]
+    return problems
+
+
 def parse_config(data: Any, *, source: str = "the configuration") -> StreamingConfig:
     """A :class:`StreamingConfig` from a mapping; :class:`ConfigError` lists every problem."""
     config = _validate(StreamingConfig, data, source)
+    problems = _placement_problems(config)
     if config.model.default_max_tokens > config.model.max_tokens_limit:
-        raise ConfigError([f"model.default_max_tokens ({config.model.default_max_tokens}) "
-                           f"is above model.max_tokens_limit ({config.model.max_tokens_limit})"],
-                          source=source)
+        problems.append(f"model.default_max_tokens ({config.model.default_max_tokens}) "
+                        f"is above model.max_tokens_limit ({config.model.max_tokens_limit})")
+    if problems:
+        raise ConfigError(problems, source=source)
     return config
 
 
@@ -346,6 +421,12 @@ def _show(config: StreamingConfig, overridden: frozenset[str] | set[str] = froze
     for section_name in StreamingConfig.model_fields:
         section = getattr(config, section_name)
         lines.append(f"[{section_name}]")
+        if isinstance(section, dict):  # languages: one line per pair
+            for name, pair in section.items():
+                value = json.dumps(pair.model_dump(exclude_none=True))
+                mark = " (environment)" if f"{section_name}.{name}" in overridden else ""
+                lines.append(f"  {name:<24} {value}{mark}")
+            continue
         for name, field in type(section).model_fields.items():
             value = json.dumps(getattr(section, name))
             mark = " (environment)" if f"{section_name}.{name}" in overridden else ""
@@ -379,7 +460,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 given = ", ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items())
                 print("from the environment: " + given)
             serving = config.serving
-            print(f"{args.path} is valid: {serving.model_actors} model actor(s), batches of up "
+            placement = ", ".join(f"{pair} on device {device}" for device, pair in config.model_placement())
+            print(f"{args.path} is valid: {len(config.model_placement())} model actor(s) on "
+                  f"{serving.model_actors} device(s) ({placement}), batches of up "
                   f"to {serving.max_batch_size} within {serving.batch_timeout_ms:g} ms, "
                   f"{serving.load_balance_strategy}")
     except WorkbookError as err:

@@ -7,9 +7,11 @@
   generator*, so every caller receives its own text step by step. The batch settings are the
   deployment's ``user_config``: Serve hands them to ``reconfigure`` at start and on every
   change, in place, without restarting the replica.
-* ``StreamingIngress`` is the FastAPI ingress (the service's API with its WebSocket route,
-  ``helpers.streaming.api.build_api``, built in the replica by ``__serve_build_asgi_app__``);
-  it keeps the sessions in memory and relays the generator's text to each WebSocket.
+* ``StreamingIngress`` is the FastAPI ingress, built in the replica by
+  ``__serve_build_asgi_app__``: the service's HTTP routes (``helpers.streaming.api.build_api``,
+  shared with the actors version) and its WebSocket route ``/wss/{session_id}``, written here,
+  which relays the generator's text to the client piece by piece. Sessions live in the
+  replica's memory.
 * With ``engine="llm"`` the generator is ``ray.serve.llm``'s ``LLMServer`` (vLLM's continuous
   batching) instead, behind the same API.
 
@@ -23,8 +25,9 @@ deploys a new ``user_config`` the declared settings win again. Deploy with a con
 Introduced in notebooks/12_streaming_sessions.ipynb.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Serve ships these classes to the replicas by
+# value (cloudpickle), with only the names their code uses, and FastAPI must find the
+# WebSocket route's annotations (`websocket: WebSocket`) as objects, not as strings to look up.
 import asyncio
 import json
 import os
@@ -35,9 +38,19 @@ from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from fastapi import WebSocket, WebSocketDisconnect
 from ray import serve
 
-from helpers.streaming.api import ConfigureRejected, SessionClosed, SessionTable, build_api
+from helpers.streaming.api import (
+    ConfigureRejected,
+    SessionClosed,
+    SessionTable,
+    admit,
+    allowed_origin_set,
+    build_api,
+    close_deleted,
+    next_request,
+)
 from helpers.streaming.config import BatchSettings, check_batch_settings
 from helpers.streaming.serve_deploy import GENERATOR, INGRESS, AppArgs
 
@@ -158,8 +171,38 @@ class StreamingIngress:
             self.model_id = (self.args.llm_config or {})["model_loading_config"]["model_id"]
             self.name = "ray-serve + vLLM"
 
-    def __serve_build_asgi_app__(self) -> Any:  # the FastAPI app: routes, WebSocket, token
-        return build_api(self, token=self.args.api_token, allowed_origins=self.args.allowed_origins)
+    def __serve_build_asgi_app__(self) -> Any:
+        """The FastAPI app Serve routes this application's HTTP and WebSocket traffic to."""
+        # The HTTP routes (/init, /queue_status, /delete_session, /ray/stats, /ray/configure)
+        # are the service's API, shared with the actors version; the WebSocket is written here.
+        app = build_api(self, token=self.args.api_token, allowed_origins=self.args.allowed_origins,
+                        stream_route=False)
+        origins = allowed_origin_set(self.args.allowed_origins)
+
+        @app.websocket("/wss/{session_id}")
+        async def wss(websocket: WebSocket, session_id: str) -> None:
+            # Accepted, then closed with a code and a reason if another page's origin, no or a
+            # wrong token, or an unknown session (4403, 4401, 4404).
+            if not await admit(websocket, session_id, self, token=self.args.api_token, origins=origins):
+                return
+            try:  # one request after another on the same socket, until the client sends EOF
+                while (request := await next_request(websocket, self)) is not None:
+                    prompt, max_tokens = request
+                    started, tokens = time.perf_counter(), 0
+                    try:
+                        async for text, count in self.stream(session_id, prompt, max_tokens):
+                            tokens += count
+                            if text:  # each piece leaves as soon as the generator yields it
+                                await websocket.send_json({"type": "text", "text": text})
+                    except (SessionClosed, KeyError):  # deleted meanwhile: say so, close normally
+                        await close_deleted(websocket)
+                        return
+                    await websocket.send_json({"type": "done", "tokens": tokens,
+                                               "seconds": round(time.perf_counter() - started, 4)})
+            except WebSocketDisconnect:  # the client left: stream()'s finally cancelled its call
+                return
+
+        return app
 
     async def _expire(self, session_id: str) -> None:
         self.expired += 1  # counted first: /ray/stats agrees once the session is gone
