@@ -72,12 +72,12 @@ def _source(cell: dict) -> str:
 # --- the transformation ---------------------------------------------------------------------
 
 
-def test_there_are_seven_labs_with_checks() -> None:
-    assert [lab_id(p) for p in SOURCES] == [f"lab0{i}" for i in range(1, 8)]
+def test_there_are_eight_labs_with_checks() -> None:
+    assert [lab_id(p) for p in SOURCES] == [f"lab0{i}" for i in range(1, 9)]
     for path in SOURCES:
         lab = lab_id(path)
         assert checks_for(lab, hidden=False), lab
-    assert sum(bool(checks_for(lab, hidden=True)) for lab in CHECKS) == 7
+    assert sum(bool(checks_for(lab, hidden=True)) for lab in CHECKS) == 8
 
 
 def test_student_versions_are_up_to_date() -> None:
@@ -487,7 +487,7 @@ def test_the_grader_restores_edited_checks_and_scores_a_good_submission(
     assert tampered.score == 0.0  # editing the check cells did not help
 
     summary = pd.read_csv(classroom.out / "summary.csv")
-    assert len(summary) == 8 and set(summary["student"]) == {"starter", "solved"}
+    assert len(summary) == len(SOURCES) + 1 and set(summary["student"]) == {"starter", "solved"}
     row = summary[(summary.student == "solved") & (summary.lab == "lab01")].iloc[0]
     assert (row.visible_passed, row.hidden_passed, row.score_percent) == (3, 3, 100.0)
     assert (row.hints_used, row.hints_by_task) == (3, "1:2 2:1")
@@ -548,3 +548,29 @@ def test_grader_ended_by_sigterm_stops_the_running_kernel(tmp_path: Path) -> Non
     assert "interrupted: SIGTERM received while grading ada's lab01" in output, output
     _, alive = psutil.wait_procs(kernels, timeout=10)
     assert alive == [], f"the kernel outlived the grader: {alive}\n{output[-2000:]}"
+
+
+def test_a_check_waits_out_a_redeploy_of_an_unchanged_app_but_not_a_failure(monkeypatch) -> None:
+    """Anyone's `serve deploy` on a shared cluster shows every config-deployed application
+    DEPLOYING until the controller's next pass: a check waits for RUNNING (up to
+    REBUILD_GRACE_S); a failed application, or one DEPLOYING past the grace, still fails."""
+    from types import SimpleNamespace as NS
+
+    from helpers.check_feedback import CheckProblem
+    from helpers.labs import checks as lab_checks
+
+    session = NS(app_name=lambda short: f"me-lab02-{short}", prefix="me-lab02")
+    states = iter(["DEPLOYING", "DEPLOYING", "RUNNING"])
+    monkeypatch.setattr(lab_checks, "_serve_apps",
+                        lambda _: {"me-lab02-app": {"status": next(states, "RUNNING")}})
+    monkeypatch.setattr(lab_checks.time, "sleep", lambda _: None)
+    assert lab_checks._app(session, "app", task=1)["status"] == "RUNNING"
+    monkeypatch.setattr(lab_checks, "_serve_apps",
+                        lambda _: {"me-lab02-app": {"status": "DEPLOY_FAILED", "message": "boom"}})
+    with pytest.raises(CheckProblem, match="DEPLOY_FAILED, not RUNNING: boom"):
+        lab_checks._app(session, "app", task=1)
+    monkeypatch.setattr(lab_checks, "REBUILD_GRACE_S", 0.05)
+    monkeypatch.setattr(lab_checks, "_serve_apps",
+                        lambda _: {"me-lab02-app": {"status": "DEPLOYING"}})
+    with pytest.raises(CheckProblem, match="DEPLOYING, not RUNNING"):
+        lab_checks._app(session, "app", task=1)

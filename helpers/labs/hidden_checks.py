@@ -22,6 +22,10 @@ from helpers.labs.checks import (
     _L03_LOOK,
     _L05_CONFIG,
     _L06_ROUTER,
+    _L08_METRICS,
+    _L08_P95,
+    _L08_SHARE,
+    LAB08_LATENCY_MS_BUCKETS,
     CheckProblem,
     _app,
     _call,
@@ -34,10 +38,14 @@ from helpers.labs.checks import (
     _l03_autoscaling,
     _l05_config_dict,
     _l05_messages,
+    _l08_call,
+    _l08_p95_against_the_client,
     _post,
     _running_replicas,
     _window,
     lab_check,
+    mixed_load,
+    scrape_until,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,6 +67,9 @@ __all__ = [
     "lab05_server_streams",
     "lab06_router_reuses_the_apps",
     "lab07_fixed_config_is_clean",
+    "lab08_histogram_as_specified",
+    "lab08_p95_follows_another_load",
+    "lab08_error_share_without_errors",
 ]
 
 
@@ -291,3 +302,48 @@ def lab07_fixed_config_is_clean(session: "LabSession", fixed_config_path: Any) -
             check_user_config(dep.get("user_config"))
         except ValueError as err:
             raise CheckProblem(f"beta's user_config is still invalid: {err}", "Task 2") from err
+
+
+
+@lab_check("lab08", 1, hidden=True)
+def lab08_histogram_as_specified(session: "LabSession") -> None:
+    """The histogram has the lab's bucket bounds, on every replica that reports it."""
+    from helpers.metrics import scrape_cluster
+
+    _app(session, "timed", task=1, look=_L08_METRICS)
+    name = session.app_name("timed")
+    samples = scrape_cluster(session.cluster, prefixes=("ray_lab08_latency_ms_bucket",))
+    rows = samples[samples["labels"].map(lambda labels: labels.get("application") == name)] \
+        if not samples.empty else samples
+    _expect(not rows.empty, "No ray_lab08_latency_ms_bucket of this application in the scrape.",
+            _L08_METRICS)
+    per_replica: dict[str, set[float]] = {}
+    for labels in rows["labels"]:
+        if labels.get("le") not in (None, "+Inf"):
+            per_replica.setdefault(labels.get("replica", "?"), set()).add(float(labels["le"]))
+    wanted = {float(b) for b in LAB08_LATENCY_MS_BUCKETS}
+    wrong = {replica: sorted(bounds) for replica, bounds in per_replica.items() if bounds != wanted}
+    _expect(bool(per_replica) and not wrong,
+            f"Bucket bounds {wrong or 'none'}; the lab gives {LAB08_LATENCY_MS_BUCKETS}.",
+            _L08_METRICS + ": boundaries=LATENCY_MS_BUCKETS")
+
+
+@lab_check("lab08", 2, hidden=True)
+def lab08_p95_follows_another_load(session: "LabSession", p95_ms: Any) -> None:
+    """p95_ms follows a different load too (50 to 300 ms of work): no constant answer."""
+    work = [50 + 250 * i / 39 for i in range(40)]
+    _l08_p95_against_the_client(session, p95_ms, work, _L08_P95)
+
+
+@lab_check("lab08", 3, hidden=True)
+def lab08_error_share_without_errors(session: "LabSession", error_share: Any) -> None:
+    """error_share is 0.0 when every request was answered."""
+    from helpers.metrics import scrape_cluster
+
+    _app(session, "timed", task=3, look=_L08_METRICS)
+    before = scrape_cluster(session.cluster, prefixes=("ray_lab08_",))
+    mixed_load(session.url("timed"), answered=12, refused=0)
+    after = scrape_until(session, before, "ray_lab08_requests_total", 12)
+    share = _l08_call(error_share, before, after, _L08_SHARE)
+    _expect(share == 0.0, f"error_share gave {share:.4f} when none of 12 requests was refused.",
+            _L08_SHARE + ": only outcome bad_request's increase counts as an error")
