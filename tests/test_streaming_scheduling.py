@@ -136,3 +136,16 @@ def test_unknown_strategies_and_no_workers_are_clear_errors() -> None:
         LoadBalancer("gpu_memory")
     with pytest.raises(WorkbookError, match="model actor"):
         LoadBalancer().pick([])
+
+
+def test_devices_whose_models_reserve_nothing_have_no_placement_group_to_wait_for() -> None:
+    """A model actor of 0 CPUs and 0 GPUs reserves nothing: its device has no bundle (Ray
+    refuses an empty one), and starting the service does not wait on any."""
+    from helpers.streaming.actors import ActorService
+    from helpers.streaming.config import StreamingConfig
+
+    config = StreamingConfig()
+    config.serving.model_actor_num_cpus = 0.0
+    service = ActorService(config)
+    assert service._device(2) is None and service.devices == [None]
+    service._wait_for_devices(service.devices, timeout_s=0.1)  # returns at once, no Ray call

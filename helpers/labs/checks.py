@@ -955,16 +955,22 @@ def lab08_p95_matches_the_client(session: "LabSession", p95_ms: Any) -> None:
     _l08_p95_against_the_client(session, p95_ms, work, _L08_P95)
 
 
-@lab_check("lab08", 3)
-def lab08_error_share_matches(session: "LabSession", error_share: Any) -> None:
-    """error_share, on two scrapes around 30 answered and 10 refused requests, is 0.25."""
+def _l08_share_of(session: "LabSession", error_share: Any, *, answered: int,
+                  refused: int) -> float:
+    """error_share on two scrapes around ``answered`` and ``refused`` requests."""
     from helpers.metrics import scrape_cluster
 
     _app(session, "timed", task=3, look=_L08_METRICS)
     before = scrape_cluster(session.cluster, prefixes=("ray_lab08_",))
-    mixed_load(session.url("timed"), answered=30, refused=10)
-    after = scrape_until(session, before, "ray_lab08_requests_total", 40)
-    share = _l08_call(error_share, before, after, _L08_SHARE)
+    mixed_load(session.url("timed"), answered=answered, refused=refused)
+    after = scrape_until(session, before, "ray_lab08_requests_total", answered + refused)
+    return _l08_call(error_share, before, after, _L08_SHARE)
+
+
+@lab_check("lab08", 3)
+def lab08_error_share_matches(session: "LabSession", error_share: Any) -> None:
+    """error_share, on two scrapes around 30 answered and 10 refused requests, is 0.25."""
+    share = _l08_share_of(session, error_share, answered=30, refused=10)
     _expect(abs(share - 0.25) < 1e-6, f"error_share gave {share:.4f} for 10 refused of 40 "
             "requests (0.25).",
             _L08_SHARE + ": the increase of outcome bad_request over the increase of all outcomes")

@@ -38,14 +38,12 @@ from helpers.labs.checks import (
     _l03_autoscaling,
     _l05_config_dict,
     _l05_messages,
-    _l08_call,
     _l08_p95_against_the_client,
+    _l08_share_of,
     _post,
     _running_replicas,
     _window,
     lab_check,
-    mixed_load,
-    scrape_until,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -338,12 +336,6 @@ def lab08_p95_follows_another_load(session: "LabSession", p95_ms: Any) -> None:
 @lab_check("lab08", 3, hidden=True)
 def lab08_error_share_without_errors(session: "LabSession", error_share: Any) -> None:
     """error_share is 0.0 when every request was answered."""
-    from helpers.metrics import scrape_cluster
-
-    _app(session, "timed", task=3, look=_L08_METRICS)
-    before = scrape_cluster(session.cluster, prefixes=("ray_lab08_",))
-    mixed_load(session.url("timed"), answered=12, refused=0)
-    after = scrape_until(session, before, "ray_lab08_requests_total", 12)
-    share = _l08_call(error_share, before, after, _L08_SHARE)
+    share = _l08_share_of(session, error_share, answered=12, refused=0)
     _expect(share == 0.0, f"error_share gave {share:.4f} when none of 12 requests was refused.",
             _L08_SHARE + ": only outcome bad_request's increase counts as an error")

@@ -641,7 +641,7 @@ class ActorService:
         serving = self.config.serving
         bundle = {k: v * pairs for k, v in (("CPU", serving.model_actor_num_cpus),
                                             ("GPU", serving.model_actor_num_gpus)) if v > 0}
-        group = placement_group([bundle], strategy="SPREAD") if bundle else None
+        group = placement_group([bundle]) if bundle else None
         self.devices.append(group)
         return group
 
@@ -663,6 +663,8 @@ class ActorService:
 
     def _wait_for_devices(self, groups: list[Any], timeout_s: float) -> None:
         waiting = [g for g in groups if g is not None]
+        if not waiting:
+            return
         ready, _ = ray.wait([g.ready() for g in waiting], num_returns=len(waiting), timeout=timeout_s)
         if len(ready) < len(waiting):
             serving = self.config.serving
