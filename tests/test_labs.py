@@ -349,10 +349,11 @@ def _solution_under_nbval(notebook: Path, results: Path) -> SimpleNamespace:
     learner's kernel has), the check results appended to ``results``."""
     env = dict(os.environ, WORKBOOK_SCRATCH=tempfile.mkdtemp(prefix="rswl"),
                WORKBOOK_LAB_RESULTS=str(results))
+    started = time.monotonic()
     run = _run([sys.executable, "-m", "pytest", str(notebook), "--nbval-lax",
                 "--nbval-current-env", "--nbval-cell-timeout=900", "--nbval-sanitize-with",
                 "tests/nbval_sanitize.cfg", "-p", "no:cacheprovider", "-q"], env, 900)
-    return SimpleNamespace(lab=notebook.stem, run=run)
+    return SimpleNamespace(lab=notebook.stem, run=run, seconds=round(time.monotonic() - started, 1))
 
 
 def _class_folder(root: Path) -> Path:
@@ -424,6 +425,12 @@ def classroom(workbook_scratch: Path) -> Iterator[SimpleNamespace]:
                 lab_parameters={stem: s.parameters for stem, s in profile.labs.items()},
                 cell_timeout_s=300, progress=False)
             runs += [future.result() for future in pending]
+        # Each lab's time in this run (its proof: the solution plus every task once blank),
+        # for labs/README.md's table: one at a time for the labs that measure, two at a time
+        # beside the grading for the others.
+        timings = [{"lab": r.lab, "seconds": r.seconds, "beside": r.lab not in
+                    {nb.stem for nb in alone}} for r in runs]
+        (BUILD_DIR / "classroom-times.json").write_text(json.dumps(timings, indent=1))
         yield SimpleNamespace(
             cluster=cluster, nbval=runs, alone=[nb.stem for nb in alone], same_lab=same_lab.stem,
             solution=read_results(solution_results), grades=grades, out=work / "grades",

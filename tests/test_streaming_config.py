@@ -187,3 +187,11 @@ def test_a_device_map_that_cannot_be_served_is_refused(serving: dict, expected: 
     with pytest.raises(ConfigError) as caught:
         parse_config({"languages": TWO_PAIRS, "serving": serving})
     assert expected in str(caught.value), caught.value.problems
+
+
+def test_a_misspelt_key_of_a_language_pair_gets_the_pairs_spelling() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"languages": {"en-it": {"source_lang": "English", "target_lang": "Italian",
+                                              "model_sorce": "other"}}})
+    assert caught.value.problems == [
+        "languages.en-it.model_sorce: unknown key; did you mean 'model_source'?"]

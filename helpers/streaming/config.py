@@ -1,7 +1,7 @@
 """The streaming service's configuration: a validated schema, a JSON file, and a command line.
 
 One JSON file describes the service (as such services keep theirs, for a text
-model instead of speech translation). Three sections:
+model instead of speech translation). Four sections:
 
 * ``ray_cluster`` - where to run: ``ray_address`` (empty: a local cluster), logical CPUs and
   GPUs of a local head node, the dashboard's host and port;
@@ -56,6 +56,7 @@ import argparse
 import difflib
 import json
 import sys
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -235,9 +236,13 @@ class StreamingConfig(_Section):
 def _model_at(model: type[BaseModel], loc: Sequence[Any]) -> type[BaseModel] | None:
     """The schema class that holds the field at ``loc`` (for suggesting a key's spelling)."""
     current: type[BaseModel] = model
-    for part in loc:
-        field = current.model_fields.get(str(part))
+    parts = list(loc)
+    while parts:
+        field = current.model_fields.get(str(parts.pop(0)))
         annotation = getattr(field, "annotation", None)
+        if typing.get_origin(annotation) is dict and parts:  # languages: {name: LanguagePair}
+            annotation = typing.get_args(annotation)[1]
+            parts.pop(0)  # the entry's name
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return current
         current = annotation
