@@ -72,12 +72,12 @@ def _source(cell: dict) -> str:
 # --- the transformation ---------------------------------------------------------------------
 
 
-def test_there_are_eight_labs_with_checks() -> None:
-    assert [lab_id(p) for p in SOURCES] == [f"lab0{i}" for i in range(1, 9)]
+def test_there_are_nine_labs_with_checks() -> None:
+    assert [lab_id(p) for p in SOURCES] == [f"lab0{i}" for i in range(1, 10)]
     for path in SOURCES:
         lab = lab_id(path)
         assert checks_for(lab, hidden=False), lab
-    assert sum(bool(checks_for(lab, hidden=True)) for lab in CHECKS) == 8
+    assert sum(bool(checks_for(lab, hidden=True)) for lab in CHECKS) == 9
 
 
 def test_student_versions_are_up_to_date() -> None:
@@ -391,7 +391,9 @@ def classroom(workbook_scratch: Path) -> Iterator[SimpleNamespace]:
     from helpers.serve_status import app_statuses
 
     started = time.monotonic()
-    cluster = start_local_cluster(num_cpus=8)
+    # Two nodes with two logical GPUs each: lab 09 places models on them (a classroom's GPU
+    # nodes); the other labs ask for no GPU.
+    cluster = start_local_cluster(num_cpus=8, num_gpus=2, workers=[{"num_cpus": 1, "num_gpus": 2}])
     try:
         cluster.run_cli(["serve", "start", "--http-host", "127.0.0.1",
                          "--http-port", str(free_port())])

@@ -25,6 +25,7 @@ from helpers.labs.checks import (
     _L08_METRICS,
     _L08_P95,
     _L08_SHARE,
+    _L09_LOOK,
     LAB08_LATENCY_MS_BUCKETS,
     CheckProblem,
     _app,
@@ -43,6 +44,7 @@ from helpers.labs.checks import (
     _post,
     _running_replicas,
     _window,
+    lab09_where,
     lab_check,
 )
 
@@ -68,6 +70,9 @@ __all__ = [
     "lab08_histogram_as_specified",
     "lab08_p95_follows_another_load",
     "lab08_error_share_without_errors",
+    "lab09_embed_says_one_per_node",
+    "lab09_rerank_says_one_per_node",
+    "lab09_generate_on_its_own_gpu",
 ]
 
 
@@ -339,3 +344,41 @@ def lab08_error_share_without_errors(session: "LabSession", error_share: Any) ->
     share = _l08_share_of(session, error_share, answered=12, refused=0)
     _expect(share == 0.0, f"error_share gave {share:.4f} when none of 12 requests was refused.",
             _L08_SHARE + ": only outcome bad_request's increase counts as an error")
+
+
+
+def _l09_declares_one_per_node(session: "LabSession", short: str, task: int) -> None:
+    app = _app(session, short, task=task, look=_L09_LOOK[short])
+    config = _deployment(app, "ResourceProbe", look=_L09_LOOK[short]).get("deployment_config") or {}
+    _expect(config.get("max_replicas_per_node") == 1,
+            f"{short}'s deployment declares max_replicas_per_node "
+            f"{config.get('max_replicas_per_node')!r}: its replicas are apart by chance, not by "
+            "its config.", _L09_LOOK[short])
+
+
+@lab_check("lab09", 1, hidden=True)
+def lab09_embed_says_one_per_node(session: "LabSession") -> None:
+    """embed's config itself keeps its replicas one per node (max_replicas_per_node 1)."""
+    _l09_declares_one_per_node(session, "embed", 1)
+
+
+@lab_check("lab09", 2, hidden=True)
+def lab09_rerank_says_one_per_node(session: "LabSession") -> None:
+    """rerank's config itself keeps its replicas one per node (max_replicas_per_node 1)."""
+    _l09_declares_one_per_node(session, "rerank", 2)
+
+
+@lab_check("lab09", 3, hidden=True)
+def lab09_generate_on_its_own_gpu(session: "LabSession") -> None:
+    """On each node generate has a GPU of its own, apart from the one embed and rerank share."""
+    _l09_declares_one_per_node(session, "generate", 3)
+    gpus: dict[str, dict[str, set[str]]] = {}
+    for short in ("embed", "rerank", "generate"):
+        for replica in lab09_where(session, short):
+            gpus.setdefault(replica["node_id"], {}).setdefault(short, set()).update(replica["gpu_ids"])
+    for node, by_model in gpus.items():
+        halves = by_model.get("embed", set()) | by_model.get("rerank", set())
+        mine = by_model.get("generate", set())
+        _expect(bool(mine) and not (mine & halves),
+                f"On node {node[:8]} generate has GPU(s) {sorted(mine)}, embed and rerank "
+                f"{sorted(halves)}.", _L09_LOOK["generate"])
