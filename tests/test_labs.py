@@ -583,3 +583,31 @@ def test_a_check_waits_out_a_redeploy_of_an_unchanged_app_but_not_a_failure(monk
                         lambda _: {"me-lab02-app": {"status": "DEPLOYING"}})
     with pytest.raises(CheckProblem, match="DEPLOYING, not RUNNING"):
         lab_checks._app(session, "app", task=1)
+
+
+def test_lab09_names_a_pending_replica_and_does_not_wait_for_a_missing_app(monkeypatch) -> None:
+    """A share no node can give leaves a replica pending: the check waits (bounded), then says
+    what is pending; an application that `serve deploy` never created fails within seconds."""
+    from types import SimpleNamespace as NS
+
+    from helpers.check_feedback import CheckProblem
+    from helpers.labs import checks as lab_checks
+
+    session = NS(app_name=lambda short: f"me-lab09-{short}", cluster=None)
+    clock = iter(range(0, 10_000, 5))  # each reading of the clock: 5 s later
+    monkeypatch.setattr(lab_checks.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(lab_checks.time, "sleep", lambda _: None)
+    monkeypatch.setattr("helpers.serve_status.pending_demands",
+                        lambda _: ["{'GPU': 1.5, 'CPU': 0.0}: 1+ pending tasks/actors"])
+    deploying = {"me-lab09-generate": {"status": "DEPLOYING", "deployments": {"ResourceProbe": {
+        "deployment_config": {"num_replicas": 2},
+        "replicas": [{"state": "RUNNING", "node_id": "a"}, {"state": "PENDING_ALLOCATION"}]}}}}
+    monkeypatch.setattr(lab_checks, "_serve_apps", lambda _: deploying)
+    with pytest.raises(CheckProblem, match=r"DEPLOYING with 1 replica\(s\) running of 2; pending "
+                                           r"on the cluster: \[\"\{'GPU': 1.5"):
+        lab_checks._l09_replicas(session, "generate")
+    monkeypatch.setattr(lab_checks, "_serve_apps", lambda _: {})
+    clock = iter(range(0, 10_000, 1))
+    with pytest.raises(CheckProblem, match="Serve has no application 'me-lab09-embed'"):
+        lab_checks._l09_replicas(session, "embed")
+    assert next(clock) < 10, "a missing application is not waited for a minute"
