@@ -14,9 +14,11 @@ Usage::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = [
+    "closest",
     "WorkbookError",
     "ClusterStartError",
     "ClusterNotRunningError",
@@ -33,6 +35,13 @@ __all__ = [
     "NoFreePortError",
     "WorkbookTimeoutError",
 ]
+
+
+def closest(word: str, options: Iterable[str], *, cutoff: float = 0.6) -> str | None:
+    """The option most like ``word`` (a misspelt key, a lesson's name), or None: what every
+    "did you mean ...?" in the workbook's messages suggests."""
+    found = difflib.get_close_matches(word, sorted(options), n=1, cutoff=cutoff)
+    return found[0] if found else None
 
 
 class WorkbookError(Exception):

@@ -34,7 +34,6 @@ Usage::
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Mapping
@@ -44,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from helpers.errors import ParameterError, ProfileError
+from helpers.errors import ParameterError, ProfileError, closest
 from helpers.paths import CONFIGS_DIR, LABS_DIR, NOTEBOOKS_DIR
 
 __all__ = [
@@ -65,8 +64,8 @@ _DEFAULT_TIMEOUT_S = 900.0
 
 
 def _suggest(word: str, options: Any) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
-    return f" Did you mean {close[0]!r}?" if close else ""
+    close = closest(word, options, cutoff=0.5)
+    return f" Did you mean {close!r}?" if close else ""
 
 
 def list_notebooks(folder: Path = NOTEBOOKS_DIR) -> list[Path]:

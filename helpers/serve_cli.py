@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from helpers.errors import ServeDeployError, ServeTimeoutError, WorkbookError
+from helpers.errors import ServeDeployError, ServeTimeoutError, WorkbookError, closest
 from helpers.paths import scratch_root
 from helpers.processes import register, stop_session, unregister
 
@@ -458,8 +458,7 @@ def _fields(model: Any) -> set[str]:
 def _suggest(key: str, known: set[str]) -> str:
     if key in RENAMED_OPTIONS:
         return RENAMED_OPTIONS[key]
-    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
-    return close[0] if close else ""
+    return closest(key, known) or ""
 
 
 def _check(mapping: Any, known: set[str], where: str, out: list[ConfigProblem]) -> None:

@@ -413,3 +413,13 @@ def test_helpers_raise_the_workbooks_errors_that_old_callers_still_catch(closed_
         assert isinstance(again.value, AlreadyStartedError) and "new LoadGenerator" in again.value.fix
     finally:
         gen.stop()
+
+
+def test_one_closest_spelling_behind_every_did_you_mean() -> None:
+    """Profiles, Serve configs and the streaming config suggest through one function."""
+    from helpers.errors import closest
+
+    assert closest("max_batch_sise", ["port", "max_batch_size"]) == "max_batch_size"
+    assert closest("zzz", ["port", "host"]) is None
+    assert closest("05_autoscale", {"05_autoscaling": 1, "06_batching": 2}, cutoff=0.5) == \
+        "05_autoscaling"

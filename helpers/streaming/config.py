@@ -53,7 +53,6 @@ Introduced in notebooks/12_streaming_sessions.ipynb.
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import sys
 import typing
@@ -63,7 +62,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from helpers.errors import WorkbookError
+from helpers.errors import WorkbookError, closest
 
 __all__ = [
     "STRATEGIES",
@@ -257,8 +256,8 @@ def _describe(model: type[BaseModel], error: Mapping[str, Any]) -> str:
     if kind == "extra_forbidden":
         owner = _model_at(model, loc[:-1])
         known = sorted(owner.model_fields) if owner else []
-        close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
+        close = closest(loc[-1], known)
+        hint = f"; did you mean {close!r}?" if close else f"; known keys: {', '.join(known)}"
         return f"{where}: unknown key{hint}"
     message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
     if kind == "literal_error":
@@ -286,10 +285,10 @@ def _placement_problems(config: StreamingConfig) -> list[str]:
                             f"(serving.model_actors is {devices}: devices 0 to {devices - 1})")
         for pair in pairs:
             if pair not in config.languages:
-                close = difflib.get_close_matches(pair, list(config.languages), n=1)
+                close = closest(pair, config.languages)
                 problems.append(f"serving.device_language_map: device {device} names the language "
                                 f"pair {pair!r}, which languages does not define"
-                                + (f"; did you mean {close[0]!r}?" if close else ""))
+                                + (f"; did you mean {close!r}?" if close else ""))
     if not problems:
         served = {pair for _, pair in config.model_placement()}
         problems += [f"languages.{pair}: no device serves it (add it to a device in "
@@ -329,9 +328,9 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             continue
         section, key = parts
         if section not in StreamingConfig.model_fields:
-            close = difflib.get_close_matches(section, list(StreamingConfig.model_fields), n=1)
+            close = closest(section, StreamingConfig.model_fields)
             problems.append(f"{name}: unknown section {section!r}"
-                            + (f"; did you mean {close[0].upper()!r}?" if close else ""))
+                            + (f"; did you mean {close.upper()!r}?" if close else ""))
             continue
         raw = environ[name]
         try:
