@@ -846,12 +846,13 @@ def mixed_load(url: str, *, answered: int, refused: int) -> None:
                                     "a text), then run this again.")
 
 
-def _l08_total(samples: "pd.DataFrame", app: str, name: str) -> float:
-    """``sum(NAME{application=APP})`` in one scrape."""
+def _l08_total(samples: "pd.DataFrame", app: str, name: str, **tags: str) -> float:
+    """``sum(NAME{application=APP, TAGS})`` in one scrape."""
     if samples.empty:
         return 0.0
-    rows = samples[(samples["name"] == name)
-                   & samples["labels"].map(lambda labels: labels.get("application") == app)]
+    rows = samples[(samples["name"] == name) & samples["labels"].map(
+        lambda labels: labels.get("application") == app
+        and all(labels.get(k) == v for k, v in tags.items()))]
     return float(rows["value"].sum())
 
 
@@ -922,14 +923,7 @@ def lab08_metrics_count_requests(session: "LabSession") -> None:
     app = session.app_name("timed")
 
     def grew(name: str, **tags: str) -> float:
-        def rows(samples: "pd.DataFrame") -> float:
-            if samples.empty:
-                return 0.0
-            keep = samples[(samples["name"] == name) & samples["labels"].map(
-                lambda labels: labels.get("application") == app
-                and all(labels.get(k) == v for k, v in tags.items()))]
-            return float(keep["value"].sum())
-        return rows(after) - rows(before)
+        return _l08_total(after, app, name, **tags) - _l08_total(before, app, name, **tags)
 
     ok, refused = grew("ray_lab08_requests_total", outcome="ok"), \
         grew("ray_lab08_requests_total", outcome="bad_request")
