@@ -47,7 +47,10 @@ echo "lint and types: ruff check, mypy"
 lint=$?
 t_lint=$((SECONDS - t0l))
 t1=$SECONDS
-rm -f build/test-unit.xml build/test-alone.xml
+rm -f build/test-unit.xml build/test-alone.xml build/proof-results.jsonl
+# Each "Your turn" proof step records how long its check took (scripts/time_table.py prints the
+# slowest checks of blank tasks: a check that waits out a timeout before failing).
+export WORKBOOK_PROOF_RESULTS="${WORKBOOK_PROOF_RESULTS:-$PWD/build/proof-results.jsonl}"
 TARGETS=(tests)
 NBVAL=(--nbval-lax --nbval-current-env --nbval-cell-timeout=900
        --nbval-sanitize-with tests/nbval_sanitize.cfg)
@@ -76,7 +79,7 @@ t3=$SECONDS
 lessons=$?
 t_alone=$((SECONDS - t3))
 set -e
-"$PY" scripts/time_table.py build/test-unit.xml build/test-alone.xml || true
+"$PY" scripts/time_table.py build/test-unit.xml build/test-alone.xml "$WORKBOOK_PROOF_RESULTS" || true
 minutes() { awk -v s="$1" 'BEGIN { printf "%.1f", s / 60 }'; }
 printf '\n%-48s %8s %8s\n' "phase of make test" "minutes" "seconds"
 row() { printf '%-48s %8s %8s\n' "$1" "$(minutes "$2")" "$2"; }

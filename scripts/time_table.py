@@ -1,6 +1,6 @@
 """Where make test's time went: the seconds of each test file or notebook, from pytest's JUnit XML.
 
-    python scripts/time_table.py build/test-unit.xml build/test-alone.xml
+    python scripts/time_table.py build/test-unit.xml build/test-alone.xml build/proof-results.jsonl
     python scripts/time_table.py --save tests/durations.json build/test-*.xml
 
 Prints, per phase, the files and notebooks that took longest (setup, call and teardown of
@@ -8,6 +8,8 @@ their items together), so that each run says where to look first when it grows. 
 ``--save``, also records each file's seconds in that JSON file (``{"test_labs": 251.5, ...}``,
 merged into what it holds): the phases that run on two workers start the longest files first
 (``conftest.py`` reads it), so that no long file starts last while the other worker idles.
+A ``.jsonl`` argument is the lessons' proof record (``WORKBOOK_PROOF_RESULTS``): the "Your
+turn" checks that took longest on a blank task, time each run pays for a check to fail.
 """
 
 from __future__ import annotations
@@ -46,6 +48,19 @@ def save(paths: list[str], target: Path) -> None:
     print(f"saved the seconds of {len(durations)} files and notebooks in {target}")
 
 
+def slowest_blanks(path: Path, rows: int = 10) -> None:
+    """The proof's blank-task checks that took longest (a check that waits out its whole
+    timeout before it can fail is the first place to look)."""
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    blanks = sorted((r for r in records if r.get("step") == "blank" and "seconds" in r),
+                    key=lambda r: -r["seconds"])
+    total = sum(r["seconds"] for r in blanks)
+    print(f"\n{path.name}: {len(blanks)} checks run on a blank task, {total:.0f} s in all")
+    print(f"{'lesson, task':<60} {'seconds':>8}")
+    for r in blanks[:rows]:
+        print(f"{r['lesson'] + ', Your turn ' + str(r['task']):<60} {r['seconds']:8.1f}")
+
+
 def main(paths: list[str]) -> int:
     if paths[:1] == ["--save"]:
         target, paths = Path(paths[1]), paths[2:]
@@ -54,6 +69,9 @@ def main(paths: list[str]) -> int:
         path = Path(raw)
         if not path.is_file():
             print(f"(no {path}: that phase did not run)")
+            continue
+        if path.suffix == ".jsonl":
+            slowest_blanks(path)
             continue
         seconds = per_file(path)
         total = sum(seconds.values())

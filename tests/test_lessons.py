@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -96,6 +97,8 @@ def _execute(nb: nbformat.NotebookNode, cwd: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
     if results is not None:
         monkeypatch.setenv(RESULTS_ENV, str(results))
+    else:  # not into the record of the run's lessons (scripts/test.sh sets it)
+        monkeypatch.delenv(RESULTS_ENV, raising=False)
     cwd.mkdir(parents=True, exist_ok=True)
     NotebookClient(nb, timeout=60, kernel_name="python3",
                    resources={"metadata": {"path": str(cwd)}}).execute()
@@ -318,8 +321,14 @@ def test_expect_check_to_fail_returns_the_feedback_and_records_it(tmp_path, monk
     assert message == "y is 1.\nExpected: 4\nLook at: Your turn 2"
     assert "✓ Proof, Your turn 2 of 98_demo: while the task is blank its check fails" in \
         capsys.readouterr().out
-    assert json.loads(results.read_text()) == {"lesson": "98_demo", "task": 2, "step": "blank",
-                                               "passed": False, "feedback": message}
+    record = json.loads(results.read_text())
+    assert 0 <= record.pop("seconds") < 5  # how long the check took: what CI pays for a blank
+    assert record == {"lesson": "98_demo", "task": 2, "step": "blank", "passed": False,
+                      "feedback": message}
+    slow = {"check_equal": check_equal, "y": 1, "wait": lambda: time.sleep(0.3)}
+    expect_check_to_fail(3, check="wait(); check_equal(y, 4, what='y', look='Your turn 3')",
+                         lesson="98_demo", namespace=slow)
+    assert json.loads(results.read_text().splitlines()[-1])["seconds"] >= 0.3
     # A lab's check failing counts as feedback too (the same base class).
     def lab_check():
         raise LabCheckFailed("Task 1 check failed:\nx\nLook at: y")

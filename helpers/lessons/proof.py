@@ -38,6 +38,7 @@ import copy
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,8 @@ __all__ = [
 ]
 
 #: When set, each proof step appends one JSON line to this file: lesson, task, step
-#: ("blank" or "answer"), whether the check passed, and its feedback.
+#: ("blank" or "answer"), whether the check passed, its feedback, and the seconds the check
+#: took (a blank's check that waits out a long timeout is time every CI run pays).
 RESULTS_ENV = "WORKBOOK_PROOF_RESULTS"
 
 
@@ -217,12 +219,14 @@ def _run(code: str, namespace: dict[str, Any], name: str) -> None:
         _show(eval(shown, namespace))  # noqa: S307 - the check cell's last expression
 
 
-def _record(lesson: str, task: int, step: str, passed: bool, message: str) -> None:
+def _record(lesson: str, task: int, step: str, passed: bool, message: str,
+            started: float) -> None:
     target = os.environ.get(RESULTS_ENV)
     if target:
         with open(target, "a") as handle:
             handle.write(json.dumps({"lesson": lesson, "task": task, "step": step,
-                                     "passed": passed, "feedback": message}) + "\n")
+                                     "passed": passed, "feedback": message,
+                                     "seconds": round(time.monotonic() - started, 1)}) + "\n")
 
 
 def _where(task: int, lesson: str) -> str:
@@ -238,16 +242,17 @@ def expect_check_to_fail(task: int, *, check: str, lesson: str = "",
     """
     namespace = _namespace() if namespace is None else namespace
     where = _where(task, lesson)
+    started = time.monotonic()
     try:
         _run(check, namespace, f"<check of {where}>")
     except CheckFailed as failure:
         message = str(failure)
-        _record(lesson, task, "blank", False, message)
+        _record(lesson, task, "blank", False, message, started)
         report_pass(f"Proof, {where}: while the task is blank its check fails, telling the "
                     "learner:\n    " + message.replace("\n", "\n    "))
         return message
     except Exception as err:
-        _record(lesson, task, "blank", False, f"{type(err).__name__}: {err}")
+        _record(lesson, task, "blank", False, f"{type(err).__name__}: {err}", started)
         raise ProofFailed(
             f"{where}: while the task is left blank, its check raises {type(err).__name__}: "
             f"{str(err)[:300]} instead of failing with feedback (what is wrong, what was "
@@ -256,7 +261,7 @@ def expect_check_to_fail(task: int, *, check: str, lesson: str = "",
             "before the solution region, e.g. `handle = None`), or read the learner's work "
             "inside `with checking(expected=..., look=...):` so an error becomes feedback."
         ) from err
-    _record(lesson, task, "blank", True, "")
+    _record(lesson, task, "blank", True, "", started)
     raise ProofFailed(
         f"{where}: its check PASSES while the task is left blank (as in the practice version), "
         "so it cannot tell a learner that the task is not done.",
@@ -269,13 +274,14 @@ def expect_check_to_pass(task: int, *, check: str, lesson: str = "",
     """Run a task's check after its answer: it must pass (:class:`ProofFailed` otherwise)."""
     namespace = _namespace() if namespace is None else namespace
     where = _where(task, lesson)
+    started = time.monotonic()
     try:
         _run(check, namespace, f"<check of {where}>")
     except Exception as err:
-        _record(lesson, task, "answer", False, str(err))
+        _record(lesson, task, "answer", False, str(err), started)
         kind = "fails" if isinstance(err, CheckFailed) else f"raises {type(err).__name__}"
         raise ProofFailed(
             f"{where}: its check {kind} on the answer (the lesson's solution):\n{err}",
             "fix the answer or the check: on the lesson as written the check must pass.") from err
-    _record(lesson, task, "answer", True, "")
+    _record(lesson, task, "answer", True, "", started)
     report_pass(f"Proof, {where}: on the answer its check passes.")
