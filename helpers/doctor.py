@@ -22,7 +22,7 @@ What it recognizes (``Finding.kind``):
 ``proxy-unhealthy``   a Serve HTTP proxy is not HEALTHY
 ``port-conflict``     Serve's HTTP port is held by a process that is not Serve
 ``app-failed``        an application is DEPLOY_FAILED or UNHEALTHY: the replica's own error,
-                      what it means (``helpers.serve_cli.explain_serve_error``) and its log
+                      what it means (the table ``helpers.serve_cli.SERVE_ERRORS``) and its log
 ``app-waiting``       an application has been DEPLOYING with replicas that cannot start
 ``oom-killed``        Ray's memory monitor killed replicas (death cause: out of memory)
 ``replica-crashed``   replica processes died unexpectedly (a crash, a signal)

@@ -36,7 +36,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +69,8 @@ __all__ = [
     "config_diff",
     "check_config_fields",
     "validate_serve_config",
+    "ErrorRule",
+    "SERVE_ERRORS",
     "explain_serve_error",
 ]
 
@@ -551,91 +553,112 @@ def _key_line(text: str, patterns: Sequence[str]) -> str:
     return lines[-1][:300] if lines else ""
 
 
+@dataclass(frozen=True)
+class ErrorRule:
+    """One kind of error Serve reports: how to recognise it and what to tell the learner.
+
+    ``detect`` finds the kind in the text; ``name`` (a pattern with one group) picks the thing
+    it is about (a field, a module, a command, an address) for ``meaning`` and ``fix``, which
+    may say ``{name}``; ``fix_for`` gives a different fix for particular names. ``said`` are
+    the patterns of the line quoted as what Serve said, the first that matches; ``said_is``
+    (with ``{name}``) replaces that line when the name was found.
+    """
+
+    kind: str
+    detect: str
+    meaning: str
+    fix: str
+    said: tuple[str, ...]
+    name: tuple[str, ...] = ()
+    default_name: str = ""
+    fix_for: Mapping[str, str] = field(default_factory=dict)
+    said_is: str = ""
+
+    def advice(self, text: str) -> Advice:
+        found = next((m.group(1) for pattern in self.name
+                      if (m := re.search(pattern, text))), None)
+        name = found or self.default_name
+        fix = self.fix_for.get(name, self.fix)
+        said = (self.said_is.format(name=name) if found and self.said_is
+                else _key_line(text, self.said))
+        return Advice(self.kind, self.meaning.format(name=name), fix.format(name=name), said)
+
+
+#: What Serve's errors mean, most specific first: :func:`explain_serve_error` (the Serve CLI
+#: helpers here) and :mod:`helpers.doctor` (an application's failure) both read this table.
+SERVE_ERRORS: tuple[ErrorRule, ...] = (
+    ErrorRule(
+        "missing-field", r"Field required|type=missing",
+        "the config lacks {name}: a required key is absent, usually because it is misspelled "
+        "(import_pth, aplications).",
+        "spell the key as in `serve build` output; check the file first with "
+        "validate_serve_config(path), which also names keys Serve would ignore.",
+        said=(r"Field required",), name=(r"([\w.\[\]]+)\n\s+Field required",),
+        default_name="a required field", said_is="{name}: Field required"),
+    ErrorRule(
+        "unknown-field", r"extra_forbidden|Extra inputs are not permitted",
+        "a section with a closed schema (logging_config, ...) has a key Serve does not know.",
+        "fix the key's spelling; see the schema in ray.serve.schema.",
+        said=(r"Extra inputs", r"validation error")),
+    ErrorRule(
+        "invalid-value", r"validation error",
+        "a value in the config has the wrong type or range.",
+        "correct the value named in the message; `serve build` output shows valid ones.",
+        said=(r"Value error", r"validation error")),
+    ErrorRule(
+        "import-path-module", r"No module named|ModuleNotFoundError",
+        "the import_path's module {name!r} cannot be imported where the application is built "
+        "(on the cluster, not on your laptop).",
+        "fix the spelling (module.path:variable), and make the code importable on every node: "
+        "install the package there, or ship it with runtime_env working_dir.",
+        said=(r"No module named", r"ModuleNotFoundError"), name=(r"No module named '([^']+)'",),
+        default_name="the module"),
+    ErrorRule(
+        "import-path-attribute", r"has no attribute|AttributeError",
+        "the module imports, but the name after ':' is not in it.",
+        "use module:variable where variable is the bound application (app = X.bind()) or a "
+        "builder function that returns one.",
+        said=(r"has no attribute", r"AttributeError")),
+    ErrorRule(
+        "no-such-command", r"No such command",
+        "this Ray's `serve` CLI has no `{name}` command.",
+        "run `serve --help` for the commands of this Ray.",
+        said=(r"No such command",), name=(r"No such command '([^']+)'",), default_name="?",
+        fix_for={"delete": "remove the application from the config and `serve deploy` it again "
+                           "(a config is the complete set of apps), or call serve.delete(name) "
+                           "from Python."}),
+    ErrorRule(
+        "auth", r"InvalidAuthToken|Unauthenticated|AuthenticationError|Missing authentication "
+                r"token|\b401 Unauthorized\b|status(?: code)?:? 401\b",
+        "the cluster requires its token and the CLI did not send it.",
+        "run the CLI with RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (cluster.env).",
+        said=(r"InvalidAuthToken", r"AuthenticationError:", r"Unauthenticated", r"\b401\b")),
+    ErrorRule(
+        "no-cluster", r"Connection refused|Failed to establish a new connection|"
+                      r"Max retries exceeded|ConnectionError|Failed to connect",
+        "nothing answers at {name}: no Ray cluster (dashboard) runs there. `serve deploy` only "
+        "talks to a running cluster; it never starts one.",
+        "start a cluster first (`ray start --head`, or start_local_cluster()), then pass its "
+        "dashboard address: serve deploy config.yaml -a http://HEAD:8265 (or set "
+        "RAY_DASHBOARD_ADDRESS).",
+        said=(r"Failed to connect to Ray", r"ConnectionError:", r"Connection refused",
+              r"Failed to establish"),
+        name=(r"address: (https?://[\w.\-]+:\d+)", r"(https?://[\w.\-]+:\d+)"),
+        default_name="that address"),
+    ErrorRule(
+        "deploy-failed", r"DEPLOY_FAILED|RayActorError|Exception",
+        "the application's code raised an error while starting.",
+        "read the exception; the replica's full log is in the cluster's logs under serve/.",
+        said=(r"Error", r"Exception")),
+)
+
+_UNKNOWN = ErrorRule("unknown", "", "Serve reported a problem this helper does not recognise.",
+                     "read Serve's message above; `serve status` shows each app's message.",
+                     said=(r"Error", r"error"))
+
+
 def explain_serve_error(text: str) -> Advice:
-    """Turn the output of a failed Serve command (or a replica's error) into advice."""
-    if re.search(r"Field required|type=missing", text):
-        field = re.search(r"([\w.\[\]]+)\n\s+Field required", text)
-        name = field.group(1) if field else "a required field"
-        return Advice(
-            "missing-field",
-            f"the config lacks {name}: a required key is absent, usually because it is "
-            "misspelled (import_pth, aplications).",
-            "spell the key as in `serve build` output; check the file first with "
-            "validate_serve_config(path), which also names keys Serve would ignore.",
-            f"{name}: Field required" if field else _key_line(text, [r"Field required"]),
-        )
-    if re.search(r"extra_forbidden|Extra inputs are not permitted", text):
-        return Advice(
-            "unknown-field",
-            "a section with a closed schema (logging_config, ...) has a key Serve does not know.",
-            "fix the key's spelling; see the schema in ray.serve.schema.",
-            _key_line(text, [r"Extra inputs", r"validation error"]),
-        )
-    if re.search(r"validation error", text):
-        return Advice(
-            "invalid-value",
-            "a value in the config has the wrong type or range.",
-            "correct the value named in the message; `serve build` output shows valid ones.",
-            _key_line(text, [r"Value error", r"validation error"]),
-        )
-    if re.search(r"No module named|ModuleNotFoundError", text):
-        mod = re.search(r"No module named '([^']+)'", text)
-        name = mod.group(1) if mod else "the module"
-        return Advice(
-            "import-path-module",
-            f"the import_path's module {name!r} cannot be imported where the application "
-            "is built (on the cluster, not on your laptop).",
-            "fix the spelling (module.path:variable), and make the code importable on every "
-            "node: install the package there, or ship it with runtime_env working_dir.",
-            _key_line(text, [r"No module named", r"ModuleNotFoundError"]),
-        )
-    if re.search(r"has no attribute|AttributeError", text):
-        return Advice(
-            "import-path-attribute",
-            "the module imports, but the name after ':' is not in it.",
-            "use module:variable where variable is the bound application (app = X.bind()) "
-            "or a builder function that returns one.",
-            _key_line(text, [r"has no attribute", r"AttributeError"]),
-        )
-    if re.search(r"No such command", text):
-        cmd = re.search(r"No such command '([^']+)'", text)
-        name = cmd.group(1) if cmd else "?"
-        fix = ("remove the application from the config and `serve deploy` it again (a config "
-               "is the complete set of apps), or call serve.delete(name) from Python."
-               if name == "delete" else "run `serve --help` for the commands of this Ray.")
-        return Advice("no-such-command", f"this Ray's `serve` CLI has no `{name}` command.",
-                      fix, _key_line(text, [r"No such command"]))
-    if re.search(r"InvalidAuthToken|Unauthenticated|AuthenticationError|Missing authentication "
-                 r"token|\b401 Unauthorized\b|status(?: code)?:? 401\b", text):
-        return Advice(
-            "auth",
-            "the cluster requires its token and the CLI did not send it.",
-            "run the CLI with RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (cluster.env).",
-            _key_line(text, [r"InvalidAuthToken", r"AuthenticationError:", r"Unauthenticated",
-                             r"\b401\b"]),
-        )
-    if re.search(r"Connection refused|Failed to establish a new connection|"
-                 r"Max retries exceeded|ConnectionError|Failed to connect", text):
-        addr = (re.search(r"address: (https?://[\w.\-]+:\d+)", text)
-                or re.search(r"(https?://[\w.\-]+:\d+)", text))
-        where = addr.group(1) if addr else "that address"
-        return Advice(
-            "no-cluster",
-            f"nothing answers at {where}: no Ray cluster (dashboard) runs there. "
-            "`serve deploy` only talks to a running cluster; it never starts one.",
-            "start a cluster first (`ray start --head`, or start_local_cluster()), then pass "
-            "its dashboard address: serve deploy config.yaml -a http://HEAD:8265 "
-            "(or set RAY_DASHBOARD_ADDRESS).",
-            _key_line(text, [r"Failed to connect to Ray", r"ConnectionError:",
-                             r"Connection refused", r"Failed to establish"]),
-        )
-    if re.search(r"DEPLOY_FAILED|RayActorError|Exception", text):
-        return Advice(
-            "deploy-failed",
-            "the application's code raised an error while starting.",
-            "read the exception; the replica's full log is in the cluster's logs under serve/.",
-            _key_line(text, [r"Error", r"Exception"]),
-        )
-    return Advice("unknown", "Serve reported a problem this helper does not recognise.",
-                  "read Serve's message above; `serve status` shows each app's message.",
-                  _key_line(text, [r"Error", r"error"]))
+    """Turn the output of a failed Serve command (or a replica's error) into advice: the first
+    rule of :data:`SERVE_ERRORS` that recognises it."""
+    rule = next((r for r in SERVE_ERRORS if re.search(r.detect, text)), _UNKNOWN)
+    return rule.advice(text)

@@ -34,6 +34,7 @@ from helpers.kuberay import (
 from helpers.paths import CONFIGS_DIR, IMAGES_DIR
 from helpers.ports import free_port
 from helpers.serve_cli import (
+    SERVE_ERRORS,
     ServeConfigError,
     check_config_fields,
     config_diff,
@@ -244,3 +245,27 @@ def test_serve_run_from_a_typed_command_line() -> None:
         with pytest.raises(WorkbookError) as err:
             ServeRun.from_command(bad, cluster)
         assert phrase in str(err.value) + err.value.fix, (bad, str(err.value))
+
+
+def test_every_rule_of_the_error_table_is_reachable() -> None:
+    """Each kind in SERVE_ERRORS is what a typical message of that kind gets (a rule shadowed
+    by an earlier, broader one would never be told), and the names found reach the advice."""
+    samples = {
+        "missing-field": "1 validation error\napplications.0.import_path\n  Field required",
+        "unknown-field": "logging_config.levl\n  Extra inputs are not permitted",
+        "invalid-value": "1 validation error for ServeDeploySchema\n  Value error, not a port",
+        "import-path-module": "ModuleNotFoundError: No module named 'helpers.apps.configurabel'",
+        "import-path-attribute": "AttributeError: module 'helpers.apps' has no attribute 'ap'",
+        "no-such-command": "Error: No such command 'delete'.",
+        "auth": "ray.exceptions.AuthenticationError: InvalidAuthToken",
+        "no-cluster": "ConnectionError: Failed to connect to Ray at address: http://127.0.0.1:9",
+        "deploy-failed": "DEPLOY_FAILED: RuntimeError: the model folder is missing",
+    }
+    assert set(samples) == {rule.kind for rule in SERVE_ERRORS}
+    for kind, text in samples.items():
+        assert explain_serve_error(text).kind == kind, text
+    assert "import_path" in explain_serve_error(samples["missing-field"]).meaning
+    assert "'helpers.apps.configurabel'" in explain_serve_error(samples["import-path-module"]).meaning
+    assert "serve.delete" in explain_serve_error(samples["no-such-command"]).fix
+    assert "http://127.0.0.1:9" in explain_serve_error(samples["no-cluster"]).meaning
+    assert explain_serve_error("something else entirely").kind == "unknown"
