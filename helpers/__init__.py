@@ -18,7 +18,8 @@ Cluster
   * :mod:`helpers.health_check` (01) - CPU, GPU and object-store probes on every node (the
     harness's copy of the script lesson 01 has the learner write).
   * :mod:`helpers.envcheck` (00) - versions, CPU or GPU path, imports: the environment verdict.
-  * :mod:`helpers.shared_cluster` (02a) - on someone else's cluster: one's own names and clean-up.
+  * :mod:`helpers.shared_cluster` (02a) - on someone else's cluster: one's own names and clean-up;
+    ``end_lesson``, every lesson's last cell.
   * :mod:`helpers.placement` (08) - nodes, resources in use, replicas per node, placement groups.
   * :mod:`helpers.faults` (09) - kill replicas, proxies, the controller or a raylet; await recovery.
   * :mod:`helpers.doctor` (09) - one call, a list of findings about a cluster and its applications.

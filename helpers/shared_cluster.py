@@ -35,7 +35,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from helpers.serve_status import serve_details
 __all__ = ["Workspace", "keeping_the_others", "learner_name", "letters_and_digits",
            "not_run_sections", "read_serve_config", "serve_http_address", "take_deploy_lease",
            "deploy_lease",
-           "NOT_RUN_FILE", "DEPLOY_LEASE_S"]
+           "end_lesson", "NOT_RUN_FILE", "DEPLOY_LEASE_S"]
 
 NOT_RUN_FILE = "not_run.jsonl"  # in the runner's per-notebook scratch folder
 
@@ -355,3 +355,64 @@ def not_run_sections(scratch: Path) -> list[str]:
         except (ValueError, KeyError, TypeError):
             continue
     return sections
+
+
+def end_lesson(cluster: Any, *, work_dir: str | os.PathLike[str] | None = None,
+               workspace: Workspace | None = None, apps: Iterable[str] = (),
+               stop: Iterable[Any] = (), shutdown_serve: bool = False) -> str:
+    """A lesson's last cell: stop what it started, delete only its own applications on a
+    cluster it did not start, stop its cluster (on someone else's: disconnect), remove its
+    folder, and prove that nothing this kernel started still runs. Returns ``"stopped"``.
+
+    ``stop``: what the lesson started beside the cluster, each with a ``stop()`` (a load loop,
+    a recorder, a ``serve run``, a server) or a process id (ended if it still runs); ``None``
+    is skipped (a cell that failed early never made it). ``workspace``: its ``cleanup`` deletes
+    the workspace's applications on a shared cluster (and runs ``serve.shutdown()`` on one's
+    own when ``shutdown_serve``); otherwise ``apps`` are deleted on a cluster that is not ours
+    (on one's own, stopping it ends them). Every step runs even when one before it failed, so
+    a lesson that broke midway still cleans up; the first error is raised at the end.
+    """
+    import shutil
+
+    import psutil
+
+    from helpers.cluster import LocalCluster
+    from helpers.llm import delete_app
+    from helpers.processes import find_leftovers
+
+    errors: list[BaseException] = []
+
+    def step(action: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            action(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - raised after the other steps ran
+            errors.append(err)
+
+    def end_process(pid: int) -> None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).kill()
+
+    for item in stop:
+        if item is None:
+            continue
+        if isinstance(item, int):
+            step(end_process, item)
+        else:
+            step(item.stop)
+    if workspace is not None:
+        step(workspace.cleanup, local_shutdown=shutdown_serve)
+    elif not isinstance(cluster, LocalCluster):
+        for name in apps:
+            step(delete_app, name, cluster=cluster)
+    step(cluster.stop)
+    if work_dir is not None:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    leftovers = find_leftovers(owner=os.getpid())
+    if errors:
+        raise errors[0]
+    if leftovers or (work_dir is not None and Path(work_dir).exists()):
+        raise WorkbookError(
+            f"The lesson's clean-up left {leftovers or work_dir} behind.",
+            "end them by id: from helpers.processes import end_leftovers, find_leftovers; "
+            "end_leftovers(find_leftovers(owner=os.getpid())), then remove the folder.")
+    return "stopped"

@@ -228,3 +228,53 @@ def test_a_deploy_lease_ends_when_the_holders_deploy_shows_or_after_its_time():
     assert _lease_is_over(lease, serve_holds(**{"alice-a": 130.0}), 1.0)  # deployed again
     assert _lease_is_over(lease, serve_holds(**{"alice-a": 100.0, "alice-b": 131.0}), 1.0)  # new app
     assert _lease_is_over(lease, serve_holds(**{"alice-a": 100.0}), held_for_s=DEPLOY_LEASE_S)
+
+
+def test_end_lesson_on_a_shared_cluster_deletes_only_its_own_and_finishes_after_a_failure(
+        two_node_cluster, tmp_path):
+    """A lesson's last cell on a cluster it did not start: its own applications deleted,
+    someone else's left RUNNING, what it started ended, its folder removed, the cluster left
+    running (only disconnected); a ``stop()`` that fails does not stop the rest, and its error
+    is raised at the end."""
+    import subprocess
+
+    from ray import serve
+
+    from helpers.cluster import connect_to_cluster
+    from helpers.ports import free_port
+    from helpers.serve_cli import deploy_config
+    from helpers.serve_status import app_statuses, wait_until_running
+    from helpers.shared_cluster import end_lesson
+
+    cluster = two_node_cluster
+    cluster.connect()
+    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
+    apps = [{"name": name, "route_prefix": f"/{name}", "import_path": "helpers.apps.classifier:app",
+             "deployments": [{"name": "TextClassifier", "ray_actor_options": {"num_cpus": 0}}]}
+            for name in ("carol-echo", "dave-echo")]
+    try:
+        deploy_config(cluster, {"applications": apps})
+        for app in apps:
+            wait_until_running(app["name"], cluster=cluster, timeout_s=120)
+        cluster.disconnect()
+
+        class Broken:
+            def stop(self) -> None:
+                raise RuntimeError("this loop could not stop")
+
+        sleeper = subprocess.Popen(["sleep", "300"])
+        work_dir = tmp_path / "lesson"
+        work_dir.mkdir()
+        daves = connect_to_cluster(cluster.address, dashboard_url=cluster.dashboard_url,
+                                   token_path=cluster.token_path)
+        with pytest.raises(RuntimeError, match="could not stop"):
+            end_lesson(daves, work_dir=work_dir, apps=("dave-echo",),
+                       stop=[Broken(), None, sleeper.pid])
+        assert sleeper.wait(timeout=10) != 0  # ended by its id
+        assert not work_dir.exists()
+        statuses = app_statuses(cluster)
+        assert "dave-echo" not in statuses and statuses.get("carol-echo") == "RUNNING", statuses
+    finally:
+        cluster.connect()
+        serve.shutdown()
+        cluster.disconnect()
