@@ -62,9 +62,9 @@ def _timed_client_class() -> type:
     class TimedServeSubmissionClient(ServeSubmissionClient):
         """Ray's Serve REST client, with a timeout on every request (Ray's has none)."""
 
-        def __init__(self, dashboard_url: str, timeout_s: float) -> None:
+        def __init__(self, dashboard_url: str, timeout_s: float, headers: dict[str, str]) -> None:
             self.timeout_s = timeout_s
-            super().__init__(dashboard_url)
+            super().__init__(dashboard_url, headers=headers)
 
         def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
             kwargs.setdefault("timeout", self.timeout_s)
@@ -92,12 +92,15 @@ def serve_client(cluster: "ClusterHandle", what: str, call: Callable[[Any], _T],
 
         serve_client(cluster, "GET /api/serve/applications/", lambda c: c.get_serve_details())
     """
-    from helpers.auth import activate_in_process
+    from helpers.auth import auth_headers
 
     timeout = dashboard_timeout_s() if timeout_s is None else timeout_s
-    activate_in_process(cluster.env)
+    # The cluster's token goes in the request's header (Ray's client keeps a header it is
+    # given): reading Serve's status never touches this process's environment or Ray's
+    # cached token, which a status poll every fraction of a second did before.
+    headers = auth_headers(getattr(cluster, "token_path", None))
     try:
-        return call(_timed_client_class()(cluster.dashboard_url, timeout))
+        return call(_timed_client_class()(cluster.dashboard_url, timeout, headers))
     except Exception as err:
         if _timed_out(err):
             raise DashboardTimeoutError(cluster.dashboard_url, timeout, what) from err

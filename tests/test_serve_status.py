@@ -136,3 +136,22 @@ def test_unplaceable_app_times_out_with_gpu_demand(
     finally:
         serve.delete("greedy_app")
     assert "greedy_app" not in app_statuses(cluster)
+
+
+def test_a_status_read_sends_the_token_itself_and_leaves_the_environment(
+        serve_cluster: tuple[LocalCluster, int]) -> None:
+    """Reading Serve's status presents the cluster's token in the request's header: it works
+    in a process whose environment names no token (Ray's cached view refreshed to match), and
+    it leaves that environment as it was (a poll used to write the token into it each time)."""
+    import os
+
+    from helpers.auth import activate_in_process, restore_in_process
+
+    cluster, _ = serve_cluster
+    previous = activate_in_process({})  # no RAY_AUTH_* here, and Ray's cache says so
+    try:
+        before = dict(os.environ)
+        assert isinstance(app_statuses(cluster), dict)  # a 401 would raise ClusterNotRunningError
+        assert dict(os.environ) == before
+    finally:
+        restore_in_process(previous)
