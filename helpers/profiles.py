@@ -16,7 +16,9 @@ the learner defaults)::
         parameters:
           replicas: 2
 
-Everything is checked against the notebooks themselves: an unknown notebook, key or
+The file's shape is a pydantic model with unknown keys forbidden (as the streaming config's),
+its errors said in the file's terms; the entries are then checked against the notebooks
+themselves. Everything is checked: an unknown notebook, key or
 parameter, or a value of the wrong type, is a :class:`ProfileError` / :class:`ParameterError`
 that names the closest valid spelling. Values out of range are refused too: a ``timeout_s``
 that is not a number > 0; a negative number for any parameter (also inside a list); 0 for a
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from helpers.errors import ParameterError, ProfileError, closest
 from helpers.paths import CONFIGS_DIR, LABS_DIR, NOTEBOOKS_DIR
@@ -58,9 +61,37 @@ __all__ = [
 ]
 
 PROFILES_DIR = CONFIGS_DIR / "profiles"
-_TOP_KEYS = {"description", "defaults", "notebooks", "labs"}
-_ENTRY_KEYS = {"timeout_s", "parameters", "skip", "shares_machine"}
 _DEFAULT_TIMEOUT_S = 900.0
+_SECONDS = Field(default=None, gt=0, allow_inf_nan=False, strict=True)  # a number > 0, no text
+
+
+class _Entry(BaseModel):
+    """One notebook's entry in a profile (the file's shape; its parameters are checked
+    against the notebook itself)."""
+
+    model_config = ConfigDict(extra="forbid")
+    timeout_s: float | None = _SECONDS
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    skip: StrictBool = False
+    shares_machine: StrictBool = False
+
+
+class _Defaults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    timeout_s: float | None = _SECONDS
+    skip: StrictBool = False
+
+
+class _ProfileFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str = ""
+    defaults: _Defaults = Field(default_factory=_Defaults)
+    notebooks: dict[str, _Entry] = Field(default_factory=dict)
+    labs: dict[str, _Entry] = Field(default_factory=dict)
+
+
+_TOP_KEYS = set(_ProfileFile.model_fields)
+_ENTRY_KEYS = set(_Entry.model_fields)
 
 
 def _suggest(word: str, options: Any) -> str:
@@ -175,15 +206,6 @@ def check_parameters(notebook: Path, parameters: Mapping[str, Any]) -> None:
             )
 
 
-def _timeout(path: Path, where: str, value: Any) -> float:
-    """A profile's ``timeout_s``, checked: a number of seconds > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ProfileError(f"{path.name}: {where}timeout_s must be a number of seconds > 0, "
-                           f"not {value!r}.",
-                           "write a number without quotes or units, e.g. timeout_s: 600.")
-    return float(value)
-
-
 @dataclass
 class NotebookSettings:
     timeout_s: float
@@ -233,82 +255,102 @@ def load_profile(name_or_path: str | Path, *, notebooks_dir: Path = NOTEBOOKS_DI
                            details=str(err)) from err
     if not isinstance(data, dict):
         raise ProfileError(f"{path.name} must be a mapping.", "see configs/profiles/ci.yaml.")
-    for key in data:
-        if key not in _TOP_KEYS:
-            raise ProfileError(
-                f"{path.name}: unknown key {key!r}.{_suggest(key, _TOP_KEYS)}",
-                f"top-level keys are {', '.join(sorted(_TOP_KEYS))}.",
-            )
-    if not isinstance(data.get("defaults") or {}, dict):
-        raise ProfileError(f"{path.name}: defaults must be a mapping, not "
-                           f"{type(data['defaults']).__name__}.",
-                           "write defaults: then indented key: value lines (timeout_s, skip).")
-    defaults = dict(data.get("defaults") or {})
-    if "timeout_s" in defaults:
-        _timeout(path, "defaults: ", defaults["timeout_s"])
-    for key in defaults:
-        if key not in _ENTRY_KEYS - {"parameters"}:
-            raise ProfileError(f"{path.name}: unknown default {key!r}.{_suggest(key, _ENTRY_KEYS)}",
-                               "defaults may set timeout_s and skip.")
+    # A key with nothing under it (`notebooks:`, `01_ok:`) is YAML's null: an empty mapping.
+    for key in ("defaults", "notebooks", "labs"):
+        if data.get(key) is None:
+            data.pop(key, None)
+        elif isinstance(data[key], dict) and key != "defaults":
+            data[key] = {stem: entry if entry is not None else {}
+                         for stem, entry in data[key].items()}
+    try:
+        shape = _ProfileFile.model_validate(data)
+    except ValidationError as err:
+        raise _shape_error(path, err.errors()[0]) from None
     sections = {"notebooks": list_notebooks(notebooks_dir), "labs": list_labs(labs_dir)}
-    entries = {section: _entries(path, data, section, paths, defaults)
+    defaults = shape.defaults.model_dump(exclude_unset=True)
+    entries = {section: _entries(path, getattr(shape, section), section, paths, shape.defaults)
                for section, paths in sections.items()}
-    return Profile(path.stem, str(data.get("description", "")), defaults, entries["notebooks"],
-                   path, entries["labs"])
+    return Profile(path.stem, shape.description, defaults, entries["notebooks"], path,
+                   entries["labs"])
 
 
-def _entries(path: Path, data: dict[str, Any], section: str, notebooks: list[Path],
-             defaults: dict[str, Any]) -> dict[str, NotebookSettings]:
-    """The validated settings of one section (``notebooks`` or ``labs``) of a profile."""
+def _shape_error(path: Path, error: Mapping[str, Any]) -> ProfileError:
+    """The first thing wrong with a profile's shape, said in the file's terms (its keys, a
+    notebook's entry) with the closest valid spelling of an unknown key."""
+    loc = [str(part) for part in error["loc"]]
+    kind, value = error["type"], error.get("input")
+    section = loc[0] if loc else ""
+    if section in ("notebooks", "labs") and len(loc) >= 2:
+        stem, rest, keys = loc[1], loc[2:], _ENTRY_KEYS
+        where = f"{stem}: "
+    elif section == "defaults":
+        stem, rest, keys, where = "", loc[1:], _ENTRY_KEYS - {"parameters", "shares_machine"}, ""
+    else:
+        stem, rest, keys, where = "", loc, _TOP_KEYS, ""
+    key = rest[-1] if rest else ""
+    if kind == "extra_forbidden":
+        if section == "defaults":
+            return ProfileError(f"{path.name}: unknown default {key!r}.{_suggest(key, keys)}",
+                                "defaults may set timeout_s and skip.")
+        if stem:
+            return ProfileError(f"{path.name}: {stem}: unknown key {key!r}.{_suggest(key, keys)}",
+                                f"a notebook entry may have {', '.join(sorted(keys))}.")
+        return ProfileError(f"{path.name}: unknown key {key!r}.{_suggest(key, keys)}",
+                            f"top-level keys are {', '.join(sorted(keys))}.")
+    if key == "timeout_s":
+        prefix = "defaults: " if section == "defaults" else where
+        return ProfileError(f"{path.name}: {prefix}timeout_s must be a number of seconds > 0, "
+                            f"not {value!r}.",
+                            "write a number without quotes or units, e.g. timeout_s: 600.")
+    if key in ("shares_machine", "skip"):
+        return ProfileError(
+            f"{path.name}: {where}{key} must be true or false, not {value!r}.",
+            "write shares_machine: true only for a notebook that asserts nothing about speed "
+            "or timing." if key == "shares_machine" else "write skip: true or skip: false.")
+    if key == "parameters":
+        return ProfileError(f"{path.name}: {where}parameters must be a mapping, not a "
+                            f"{type(value).__name__}.",
+                            "write one indented 'name: value' line per parameter below "
+                            "'parameters:'.")
+    if stem and not rest:  # the entry itself is not a mapping
+        return ProfileError(
+            f"{path.name}: {stem}: the entry must be a mapping, not a {type(value).__name__} "
+            f"({value!r}).",
+            f"write its keys ({', '.join(sorted(_ENTRY_KEYS))}) on indented lines below "
+            f"'{stem}:', e.g. '    parameters:' then '      name: value'.")
+    if section in ("notebooks", "labs") and len(loc) == 1:
+        return ProfileError(f"{path.name}: {section} must be a mapping of notebook names, not "
+                            f"{type(value).__name__}.",
+                            f"write {section}: then one indented 'name:' line per notebook.")
+    if section == "defaults" and len(loc) == 1:
+        return ProfileError(f"{path.name}: defaults must be a mapping, not "
+                            f"{type(value).__name__}.",
+                            "write defaults: then indented key: value lines (timeout_s, skip).")
+    return ProfileError(f"{path.name}: {'.'.join(loc)}: {error['msg']} (got {value!r}).",
+                        "see configs/profiles/ci.yaml for the shape of a profile.")
+
+
+def _entries(path: Path, entries_in: Mapping[str, _Entry], section: str, notebooks: list[Path],
+             defaults: _Defaults) -> dict[str, NotebookSettings]:
+    """The settings of one section (``notebooks`` or ``labs``) of a profile, each checked
+    against its notebook: that it exists, and its parameters' names, types and ranges."""
     stems = {p.stem: p for p in notebooks}
     entries: dict[str, NotebookSettings] = {}
-    if not isinstance(data.get(section) or {}, dict):
-        raise ProfileError(f"{path.name}: {section} must be a mapping of notebook names, not "
-                           f"{type(data[section]).__name__}.",
-                           f"write {section}: then one indented 'name:' line per notebook.")
-    for stem, entry in (data.get(section) or {}).items():
+    for stem, entry in entries_in.items():
         if stem not in stems:
             raise ProfileError(
                 f"{path.name}: no notebook {stem!r}.{_suggest(stem, stems)}",
                 f"name {section} by file name without .ipynb, as in {section}/"
                 + ("source/." if section == "labs" else "."),
             )
-        entry = entry or {}
-        if not isinstance(entry, dict):
-            raise ProfileError(
-                f"{path.name}: {stem}: the entry must be a mapping, not a "
-                f"{type(entry).__name__} ({entry!r}).",
-                f"write its keys ({', '.join(sorted(_ENTRY_KEYS))}) on indented lines below "
-                f"'{stem}:', e.g. '    parameters:' then '      name: value'.",
-            )
-        for key in entry:
-            if key not in _ENTRY_KEYS:
-                raise ProfileError(
-                    f"{path.name}: {stem}: unknown key {key!r}.{_suggest(key, _ENTRY_KEYS)}",
-                    f"a notebook entry may have {', '.join(sorted(_ENTRY_KEYS))}.",
-                )
-        if not isinstance(entry.get("parameters") or {}, dict):
-            raise ProfileError(
-                f"{path.name}: {stem}: parameters must be a mapping, not a "
-                f"{type(entry['parameters']).__name__}.",
-                "write one indented 'name: value' line per parameter below 'parameters:'.")
-        if "timeout_s" in entry:
-            _timeout(path, f"{stem}: ", entry["timeout_s"])
-        if not isinstance(entry.get("shares_machine", False), bool):
-            raise ProfileError(
-                f"{path.name}: {stem}: shares_machine must be true or false, not "
-                f"{entry['shares_machine']!r}.",
-                "write shares_machine: true only for a notebook that asserts nothing about "
-                "speed or timing.")
-        params = dict(entry.get("parameters") or {})
         try:
-            check_parameters(stems[stem], params)
+            check_parameters(stems[stem], entry.parameters)
         except ParameterError as err:
             raise ParameterError(f"{path.name}: {err.problem}", err.fix) from err
+        timeout = entry.timeout_s or defaults.timeout_s or _DEFAULT_TIMEOUT_S
         entries[stem] = NotebookSettings(
-            timeout_s=float(entry.get("timeout_s", defaults.get("timeout_s", _DEFAULT_TIMEOUT_S))),
-            parameters=params,
-            skip=bool(entry.get("skip", defaults.get("skip", False))),
-            shares_machine=entry.get("shares_machine", False),
+            timeout_s=float(timeout), parameters=dict(entry.parameters),
+            skip=entry.skip if "skip" in entry.model_fields_set else defaults.skip,
+            shares_machine=entry.shares_machine,
         )
     return entries

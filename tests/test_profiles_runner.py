@@ -110,6 +110,15 @@ def test_load_good_profile(tmp_path: Path, nb_dir: Path) -> None:
          ["parameter 'x' must be int, got bool True"]),
         ("notebooks:\n  01_ok:\n    shares_machine: yes please\n", ProfileError,
          ["shares_machine must be true or false"]),
+        ("notebooks:\n  01_ok:\n    timeout_s: ten\n", ProfileError,
+         ["01_ok: timeout_s must be a number of seconds > 0, not 'ten'"]),
+        ("defaults:\n  timeout_s: 0\n", ProfileError, ["defaults: timeout_s must be a number"]),
+        ("defaults:\n  timeot_s: 3\n", ProfileError,
+         ["unknown default 'timeot_s'", "Did you mean 'timeout_s'?"]),
+        ("notebooks:\n  01_ok: 5\n", ProfileError, ["01_ok: the entry must be a mapping, not a int"]),
+        ("notebooks:\n  01_ok:\n    parameters: [1]\n", ProfileError,
+         ["01_ok: parameters must be a mapping, not a list"]),
+        ("notebooks: [01_ok]\n", ProfileError, ["notebooks must be a mapping of notebook names"]),
         ("- just\n- a list\n", ProfileError, ["must be a mapping"]),
         ("notebooks: [unclosed\n", ProfileError, ["not valid YAML"]),
     ],
@@ -122,6 +131,13 @@ def test_load_profile_errors(
     for fragment in expected:
         assert fragment in str(info.value)
     assert "Fix:" in str(info.value)
+
+
+def test_an_entry_with_nothing_under_it_takes_the_defaults(tmp_path: Path, nb_dir: Path) -> None:
+    profile = load_profile(_profile(tmp_path, "defaults:\n  timeout_s: 42\nnotebooks:\n  01_ok:\n"),
+                           notebooks_dir=nb_dir)
+    settings = profile.settings_for("01_ok")
+    assert (settings.timeout_s, settings.parameters, settings.skip) == (42, {}, False)
 
 
 def test_unknown_profile_name() -> None:
@@ -320,14 +336,16 @@ def test_the_parts_of_a_split_lesson_are_lessons_in_order(tmp_path: Path) -> Non
 
 def test_make_test_runs_beside_each_other_only_lessons_that_claim_nothing_about_speed() -> None:
     """The CI profile's shares_machine lessons (scripts/test.sh runs them two at a time): none
-    of the lessons whose claims are measured speeds (vLLM, batching, autoscaling, streaming)."""
+    of the lessons whose claims are measured speeds (vLLM against transformers, batching,
+    autoscaling, streaming) or rates read from one-second metric samples (09). 04a shares: its
+    one timing claim, deploy to first token under 120 s, has room (75 s beside another)."""
     from helpers.profiles import load_profile
 
     ci = load_profile("ci")
     sharing = {stem for stem, s in ci.notebooks.items() if s.shares_machine}
     assert "08_resources_and_placement" in sharing
-    assert not sharing & {"04a_llm_config_and_openai_api", "04b_batching_and_mistakes",
-                          "05_autoscaling", "06_batching", "12_streaming_sessions"}
+    assert not sharing & {"04b_batching_and_mistakes", "05_autoscaling", "06_batching",
+                          "09_observability", "12_streaming_sessions"}
     listed = subprocess.run([sys.executable, "-m", "helpers.runner", "--profile", "ci",
                              "--list-sharing"], capture_output=True, text=True, check=True)
     assert set(listed.stdout.split()) == sharing
