@@ -37,7 +37,9 @@ Serve
 
 Load
   * :mod:`helpers.traffic` (02b) - a burst of requests, or a loop that runs during an update.
-  * :mod:`helpers.load` (05) - closed- or open-loop load, JSON or OpenAI chat, every request timed.
+  * :mod:`helpers.load` (05) - closed- or open-loop load, JSON or OpenAI chat, every request timed;
+    ``run_in_new_loop``, the one way the package runs a coroutine or a blocking call from
+    inside Jupyter's event loop.
   * :mod:`helpers.locust_run` (05) - real Locust, headless, from Python.
   * :mod:`helpers.echo_server` (-) - a bare HTTP server: the load tools' fastest endpoint.
   * :mod:`helpers.evaluation` (06) - parameter sweeps: heatmaps, ``summary.json``, a report.
@@ -61,7 +63,9 @@ Notebooks and runs
 
 Labs
   * :mod:`helpers.labs` (-) - the classroom labs: their checks, sessions, student versions,
-    proofs, grader and student kit (``labs/README.md``).
+    proofs, grader and student kit (``labs/README.md``). The checks: one module per lab
+    (``helpers/labs/checks/lab01.py`` ...) on a shared ``framework.py``; the hidden ones in
+    ``helpers/labs/hidden_checks.py``.
 """
 
 from helpers.cluster import (

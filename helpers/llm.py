@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
 import json
 import os
 import shutil
@@ -50,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from helpers.errors import WorkbookError
+from helpers.load import run_in_new_loop
 from helpers.tiny_llm import TINY, resolve_model_source
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -499,12 +499,6 @@ class LoadResult:
                 "p90_latency_s": round(self.p90_latency_s, 3), "errors": len(self.errors)}
 
 
-def _in_thread(coro_factory: Callable[[], Any]) -> Any:
-    """Run a coroutine on a fresh event loop in a thread (works inside Jupyter's loop)."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(lambda: asyncio.run(coro_factory())).result()
-
-
 async def _load(
     url: str, model: str, prompts: Sequence[str], max_tokens: int, concurrency: int,
     timeout_s: float,
@@ -565,7 +559,7 @@ def run_load(
     tokens; tokens are counted from each response's ``usage``. Failed requests are listed in
     ``errors``, not raised.
     """
-    tokens, seconds, latencies, errors = _in_thread(
+    tokens, seconds, latencies, errors = run_in_new_loop(
         lambda: _load(url.rstrip("/"), model, prompts, max_tokens, concurrency, timeout_s))
     return LoadResult(label, concurrency, len(prompts), tokens, seconds, latencies, errors)
 

@@ -54,6 +54,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import copy
+import inspect
 import json
 import math
 import os
@@ -439,18 +440,27 @@ class LoadResult:
 # --- the generator --------------------------------------------------------------------------
 
 
-def run_in_new_loop(coro_factory: Callable[[], Any]) -> Any:
-    """Run ``coro_factory()`` to completion on a fresh event loop and return its result.
+def run_in_new_loop(work: Callable[[], Any]) -> Any:
+    """Call ``work()`` where no event loop is running and return its result; a coroutine it
+    returns is run to completion on a fresh event loop first.
 
-    In a plain script this is ``asyncio.run``; inside a running loop (a Jupyter cell) the
-    coroutine runs on its own loop in a helper thread, and this call blocks until it is done.
+    A Jupyter cell already runs inside the kernel's event loop: ``asyncio.run`` refuses to
+    start a second loop there, and Serve's blocking ``DeploymentResponse.result()`` refuses
+    to block it. So inside a running loop ``work`` runs in a helper thread that has none, and
+    this call blocks until it is done; in a plain script it runs here. The workbook's one
+    such runner: the load generator, the LLM client load and the labs' handle calls use it.
     """
+
+    def call() -> Any:
+        result = work()
+        return asyncio.run(result) if inspect.iscoroutine(result) else result
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro_factory())
+        return call()
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(lambda: asyncio.run(coro_factory())).result()
+        return pool.submit(call).result()
 
 
 def _check_level(name: str, value: float | None) -> None:

@@ -80,6 +80,36 @@ def test_there_are_nine_labs_with_checks() -> None:
     assert sum(bool(checks_for(lab, hidden=True)) for lab in CHECKS) == 9
 
 
+def test_each_labs_checks_are_in_its_own_module_and_named_by_the_package() -> None:
+    """A lab's visible checks are defined in helpers/labs/checks/labNN.py and nowhere else, its
+    hidden ones in hidden_checks.py; every check, by its name, is the registered one on
+    ``helpers.labs.checks`` (what the notebooks call), and no two labs share a name."""
+    from helpers.labs import checks
+
+    modules = {module.__name__.rsplit(".", 1)[1]: module.__name__ for module in checks.LAB_MODULES}
+    assert sorted(modules) == sorted(CHECKS)
+    names = [info.name for infos in CHECKS.values() for info in infos]
+    assert len(names) == len(set(names)), "two checks share a name: one hides the other"
+    for lab, infos in CHECKS.items():
+        for info in infos:
+            check = getattr(checks, info.name)
+            assert check.info == info, info.name
+            home = "helpers.labs.hidden_checks" if info.hidden else modules[lab]
+            assert check.__module__ == home, (info.name, check.__module__)
+
+
+def test_importing_one_labs_module_registers_every_lab() -> None:
+    """Registration does not depend on what was imported first: a lab module imported alone
+    (as a maintainer or a test might) brings the package, hence every lab's checks."""
+    code = ("import helpers.labs.checks.lab05\n"
+            "from helpers.labs.checks.framework import CHECKS\n"
+            "print(sum(len(v) for v in CHECKS.values()))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert int(run.stdout) == sum(len(v) for v in CHECKS.values())
+
+
 def test_student_versions_are_up_to_date() -> None:
     """The generated student notebooks in the repo match their sources (the CI check)."""
     result = subprocess.run([sys.executable, "-m", "helpers.labs", "generate", "--check"],
@@ -201,7 +231,7 @@ def test_lab07_tells_the_fixes_only_after_the_diagnosis() -> None:
     task2 = next(_source(c) for c in nb.cells if _source(c).startswith("## Task 2"))
     for fix in ("0.25", "quarter", "threshold", "0.5", "num_replicas", "spelled", "gamma_replicas"):
         assert fix not in task2, fix
-    checks_source = (REPO_ROOT / "helpers" / "labs" / "checks.py").read_text()
+    checks_source = (REPO_ROOT / "helpers" / "labs" / "checks" / "lab07.py").read_text()
     diagnosis = checks_source[checks_source.index("def lab07_diagnosis"):
                               checks_source.index("def lab07_intent")]
     for cause in ("unschedulable", "crashes", "ignored-key", "healthy", "observed[app] in"):
@@ -566,7 +596,7 @@ def test_a_check_waits_out_a_redeploy_of_an_unchanged_app_but_not_a_failure(monk
     from types import SimpleNamespace as NS
 
     from helpers.check_feedback import CheckProblem
-    from helpers.labs import checks as lab_checks
+    from helpers.labs.checks import framework as lab_checks
 
     session = NS(app_name=lambda short: f"me-lab02-{short}", prefix="me-lab02")
     states = iter(["DEPLOYING", "DEPLOYING", "RUNNING"])
@@ -591,7 +621,7 @@ def test_lab09_names_a_pending_replica_and_does_not_wait_for_a_missing_app(monke
     from types import SimpleNamespace as NS
 
     from helpers.check_feedback import CheckProblem
-    from helpers.labs import checks as lab_checks
+    from helpers.labs.checks import lab09 as lab_checks
 
     session = NS(app_name=lambda short: f"me-lab09-{short}", cluster=None)
     clock = iter(range(0, 10_000, 5))  # each reading of the clock: 5 s later

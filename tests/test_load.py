@@ -64,6 +64,37 @@ def test_echo_server_answers_refuses_a_taken_port_and_stops() -> None:
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
+def test_run_in_new_loop_runs_work_where_no_event_loop_runs() -> None:
+    """The workbook's one runner for a coroutine or a blocking call (Serve's ``.result()``):
+    outside a loop it runs here; inside one (a Jupyter cell) in a helper thread without a loop."""
+    import threading
+
+    from helpers.load import run_in_new_loop
+
+    def where() -> tuple[int, bool]:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return threading.get_ident(), False
+        return threading.get_ident(), True
+
+    async def coroutine() -> tuple[int, bool]:
+        await asyncio.sleep(0)
+        return where()
+
+    here = threading.get_ident()
+    assert run_in_new_loop(where) == (here, False)
+    assert run_in_new_loop(coroutine) == (here, True)
+
+    async def in_a_cell() -> list[tuple[int, bool]]:
+        return [run_in_new_loop(where), run_in_new_loop(coroutine)]
+
+    (plain, plain_loop), (coro, coro_loop) = asyncio.run(in_a_cell())
+    assert here not in (plain, coro) and (plain_loop, coro_loop) == (False, True)
+    with pytest.raises(ZeroDivisionError):  # the work's error reaches the caller
+        run_in_new_loop(lambda: 1 / 0)
+
+
 def test_unreachable_server_is_counted_not_raised() -> None:
     result = load_test(f"http://127.0.0.1:{free_port()}/", concurrency=2, requests=6)
     summary = result.summary()

@@ -4,7 +4,8 @@
   names of the student's own (so a class can share one cluster), and ``lab.hint(N)``, the
   tiered hints (counted; the grader reports the count);
 * :mod:`helpers.labs.checks` - the checks, visible and hidden, that inspect the real cluster
-  and say what is wrong and where to look;
+  and say what is wrong and where to look: a package, one module per lab (``lab01`` ...) on
+  ``framework`` (the registry and the shared plumbing); importing it registers every lab's;
 * :mod:`helpers.labs.notebooks` - solution and hidden-check regions; the student versions;
 * :mod:`helpers.labs.grading` - grading a folder of submissions headless, with reports;
 * :mod:`helpers.labs.apps` - workloads the labs deploy (a model on a simulated accelerator).

@@ -5,7 +5,9 @@ A lab's student version has no hidden-check cells; the grader puts them back
 with their lab and task like the visible checks. This module is not in the student kit
 (``python -m helpers.labs kit``): what students install says nothing of what is checked behind
 their backs. Importing :mod:`helpers.labs.checks` imports this module when it is present, so
-``checks.lab01_rejects_missing_text(lab)`` works in a hidden cell as before.
+``checks.lab01_rejects_missing_text(lab)`` works in a hidden cell as before. One section per
+lab, each using its lab module's helpers (:mod:`helpers.labs.checks.lab01` ...): one file, so
+that the kit leaves out one file.
 """
 
 from __future__ import annotations
@@ -15,38 +17,32 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from helpers.labs.checks import (
-    _L01_CLASS,
-    _L02_DEP,
-    _L02_IMPORT,
-    _L03_LOOK,
-    _L05_CONFIG,
-    _L06_ROUTER,
-    _L08_METRICS,
-    _L08_P95,
-    _L08_SHARE,
-    _L09_LOOK,
-    LAB08_LATENCY_MS_BUCKETS,
+from helpers.labs.checks.framework import (
     CheckProblem,
     _app,
     _call,
     _deployment,
     _expect,
-    _in_thread,
     _json,
-    _l02_deployment,
-    _l02_entry,
-    _l03_autoscaling,
-    _l05_config_dict,
-    _l05_messages,
-    _l08_p95_against_the_client,
-    _l08_share_of,
     _post,
     _running_replicas,
-    _window,
-    lab09_where,
     lab_check,
 )
+from helpers.labs.checks.lab01 import _L01_CLASS
+from helpers.labs.checks.lab02 import _L02_DEP, _L02_IMPORT, _l02_deployment, _l02_entry
+from helpers.labs.checks.lab03 import _L03_LOOK, _l03_autoscaling, _window
+from helpers.labs.checks.lab05 import _L05_CONFIG, _l05_config_dict, _l05_messages
+from helpers.labs.checks.lab06 import _L06_ROUTER
+from helpers.labs.checks.lab08 import (
+    _L08_METRICS,
+    _L08_P95,
+    _L08_SHARE,
+    LAB08_LATENCY_MS_BUCKETS,
+    _l08_p95_against_the_client,
+    _l08_share_of,
+)
+from helpers.labs.checks.lab09 import _L09_LOOK, lab09_where
+from helpers.load import run_in_new_loop
 
 if TYPE_CHECKING:  # pragma: no cover
     from helpers.labs.session import LabSession
@@ -118,7 +114,7 @@ def lab01_handle_calls_spread(session: "LabSession", handle: Any = None, *,
 
     app = _app(session, "counter", task=3)
     replicas = len(_running_replicas(_deployment(app, "WordCounter", look=_L01_CLASS)))
-    seen = {answer.get("replica") for answer in _in_thread(many)}
+    seen = {answer.get("replica") for answer in run_in_new_loop(many)}
     _expect(len(seen) == replicas >= 2,
             f"{calls} concurrent calls reached {len(seen)} replica(s) of {replicas}.",
             "Task 1: num_replicas, and count() returning replica_identity()")
