@@ -58,7 +58,7 @@ def _shortened(text: str) -> str:
 
 
 def wait_for(
-    check: Callable[[], _T],
+    check: Callable[[], _T | None],
     *,
     timeout_s: float,
     what: str,
