@@ -198,21 +198,18 @@ def kill_replica(
     # The handles are looked up once: between a count that says "busy" and the kill, no
     # other round trip to the GCS, so the requests counted are still running when it lands.
     handles = [ray.get_actor(a["name"], namespace=SERVE_NAMESPACE) for a in actors]
-    deadline = time.monotonic() + busy_timeout_s
-    while True:
+
+    def busiest() -> tuple[int, int] | None:
         counts = _ongoing_requests(handles)
         in_flight = max(counts)
-        i = counts.index(in_flight)
-        actor, handle = actors[i], handles[i]
-        if not busy or in_flight > 0:
-            break
-        if time.monotonic() > deadline:
-            raise WorkbookError(
-                f"No replica of {app}/{deployment} had a request in flight within "
-                f"{busy_timeout_s:.0f} s.",
-                "send load while killing (RequestLoop), or pass busy=False.",
-            )
-        time.sleep(0.02)
+        return (counts.index(in_flight), in_flight) if not busy or in_flight > 0 else None
+
+    # Polled fast: under light load a replica is busy only for moments.
+    i, in_flight = waiting.wait_for(
+        busiest, timeout_s=busy_timeout_s, poll_s=0.02,
+        what=f"a replica of {app}/{deployment} with a request in flight",
+        fix="send load while killing (RequestLoop), or pass busy=False.")
+    actor, handle = actors[i], handles[i]
     return _kill_actor(cluster, actor, "replica", no_restart=True,
                        in_flight=in_flight if in_flight >= 0 else None, handle=handle)
 

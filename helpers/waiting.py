@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from helpers.errors import BadValueError, WorkbookTimeoutError
+from helpers.errors import BadValueError, WorkbookError, WorkbookTimeoutError
 
 __all__ = ["DEFAULT_POLL_S", "Waited", "wait_for"]
 
@@ -66,7 +66,7 @@ def wait_for(
     not_yet: tuple[type[BaseException], ...] = (),
     fix: str = _DEFAULT_FIX,
     report: Callable[[], Any] | None = None,
-    on_timeout: Callable[[Waited], WorkbookTimeoutError] | None = None,
+    on_timeout: Callable[[Waited], WorkbookError] | None = None,
 ) -> _T:
     """Call ``check()`` until it returns something truthy, and return that value.
 
@@ -76,9 +76,11 @@ def wait_for(
     ``TimeoutError``): "Waited N s for ``what``", ``fix``, and in its details the last value
     seen and, when given, what ``report()`` returns then (for a check whose value, often just
     False, does not say what the cluster looked like; a report that fails is noted, never
-    raised instead of the timeout). ``on_timeout`` builds another error from the
-    :class:`Waited` record instead, e.g. a :class:`~helpers.errors.ServeTimeoutError` with the
-    pending resource demand.
+    raised instead of the timeout). ``on_timeout`` builds the error to raise from the
+    :class:`Waited` record instead: a subclass such as
+    :class:`~helpers.errors.ServeTimeoutError` with the pending resource demand, or the error
+    a helper's callers already catch for that wait (a node that does not join:
+    :class:`~helpers.errors.ClusterStartError`).
 
     Exceptions: only those in ``not_yet`` mean "not yet" (the last one is what was seen);
     any other propagates at once. A caller names the transient ones it expects, e.g.
