@@ -110,7 +110,7 @@ def wait_for(
         time.sleep(min(poll_s, left))
     waited = Waited(what, timeout_s, last, error)
     if on_timeout is not None:
-        raise on_timeout(waited)
+        raise on_timeout(waited) from error
     details = f"last seen: {waited.last_seen()}"
     if report is not None:
         try:
@@ -118,4 +118,4 @@ def wait_for(
         except Exception as err:  # noqa: BLE001 - the timeout is the error to raise, not this
             details += f"\nthen: the report itself failed ({type(err).__name__}: {err})"
     raise WorkbookTimeoutError(f"Waited {timeout_s:g} s for {what}; it did not happen.", fix,
-                               details=details)
+                               details=details) from error  # the last "not yet" error, if any

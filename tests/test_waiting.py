@@ -62,6 +62,7 @@ def test_not_yet_errors_are_retried_and_the_last_one_is_what_was_seen() -> None:
         wait_for(answers(0, ConnectionError("refused\nmore lines")), timeout_s=0.1,
                  poll_s=0.01, what="up", not_yet=(ConnectionError,))
     assert caught.value.details == "last seen: ConnectionError: refused"
+    assert isinstance(caught.value.__cause__, ConnectionError)  # its traceback, for the curious
 
 
 def test_any_other_error_propagates_at_once() -> None:
