@@ -60,6 +60,8 @@ Notebooks and runs
   * :mod:`helpers.solution_regions`, :mod:`helpers.check_feedback` (-) - what lessons and labs
     share: the solution-region parser and the checks' feedback.
   * :mod:`helpers.errors` (04b) - the workbook's exceptions, each with the fix in its message.
+  * :mod:`helpers.waiting` (02a) - one way to wait: a check called until it says yes, a
+    timeout that says what it saw last (behind every ``wait_until_*`` and ``wait_for``).
 
 Labs
   * :mod:`helpers.labs` (-) - the classroom labs: their checks, sessions, student versions,

@@ -65,6 +65,7 @@ from helpers.processes import (
     sweep_orphans,
     unregister,
 )
+from helpers.waiting import wait_for
 
 __all__ = [
     "NodeInfo",
@@ -604,21 +605,21 @@ class LocalCluster(ClusterHandle):
     def _wait_for_nodes(self, expected: int, timeout_s: float) -> None:
         if not self.include_dashboard:
             return  # the node count is read through the dashboard; "started" must suffice
-        deadline = time.monotonic() + timeout_s
         seen = 0
-        while time.monotonic() < deadline:
-            try:
-                seen = len(self.nodes())
-            except ClusterNotRunningError:
-                seen = 0
-            if seen >= expected:
-                return
-            time.sleep(0.5)
-        raise ClusterStartError(
-            f"Only {seen} of {expected} nodes registered within {timeout_s:.0f} s.",
-            "look at the node logs in the cluster folder.",
-            details="\n".join(str(n.log_path) for n in self.nodes_started),
-        )
+
+        def registered() -> bool:
+            nonlocal seen
+            seen = len(self.nodes())
+            return seen >= expected
+
+        # The dashboard may not answer yet while the nodes come up: not yet.
+        wait_for(registered, timeout_s=timeout_s, what=f"{expected} nodes registered",
+                 not_yet=(ClusterNotRunningError,),
+                 on_timeout=lambda waited: ClusterStartError(
+                     f"Only {0 if waited.error else seen} of {expected} nodes registered "
+                     f"within {timeout_s:.0f} s.",
+                     "look at the node logs in the cluster folder.",
+                     details="\n".join(str(n.log_path) for n in self.nodes_started)))
 
     def _save_registry(self) -> None:
         register(
@@ -871,14 +872,12 @@ def _run_node_command(cluster: ClusterHandle, command: str, folder: Path, *, tim
                 f"`{command}` " + (f"did not finish within {timeout_s:.0f} s." if code is None
                                    else f"exited with code {code}."),
                 _advice_from_log(log), details=_tail(log))
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if {n["node_id"] for n in cluster.nodes()} - before:
-            return node
-        time.sleep(0.5)
-    raise ClusterStartError(f"`{command}` ran, but no new node joined within {timeout_s:.0f} s.",
-                            "read the command's output below, and the node's logs.",
-                            details=_tail(log_path.read_text(errors="replace")))
+    wait_for(lambda: {n["node_id"] for n in cluster.nodes()} - before, timeout_s=timeout_s,
+             what="a new node", on_timeout=lambda waited: ClusterStartError(
+                 f"`{command}` ran, but no new node joined within {timeout_s:.0f} s.",
+                 "read the command's output below, and the node's logs.",
+                 details=_tail(log_path.read_text(errors="replace"))))
+    return node
 
 
 def _tail(text: str, lines: int = 25) -> str:

@@ -119,7 +119,15 @@ class ServeDeployError(WorkbookError):
         )
 
 
-class ServeTimeoutError(WorkbookError):
+class WorkbookTimeoutError(WorkbookError, TimeoutError):
+    """Something awaited did not happen in time; the message says what was last seen.
+
+    Every wait of :func:`helpers.waiting.wait_for` raises one (or a subclass, like
+    :class:`ServeTimeoutError`). Also a ``TimeoutError``, so a caller's ``except
+    TimeoutError`` catches a wait that ran out, whichever helper waited."""
+
+
+class ServeTimeoutError(WorkbookTimeoutError):
     """A Serve application did not become RUNNING (or, with waiting_for="deleted", go) in time."""
 
     def __init__(
@@ -201,6 +209,3 @@ class AlreadyStartedError(WorkbookError, RuntimeError):
 class NoFreePortError(WorkbookError, RuntimeError):
     """No free TCP port was found in the range asked for."""
 
-
-class WorkbookTimeoutError(WorkbookError, TimeoutError):
-    """Something awaited did not happen in time; the message says what was last seen."""

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from helpers import waiting
 from helpers.errors import ClusterNotRunningError, WorkbookError
 from helpers.processes import session_members
 from helpers.serve_status import serve_details
@@ -197,21 +198,18 @@ def kill_replica(
     # The handles are looked up once: between a count that says "busy" and the kill, no
     # other round trip to the GCS, so the requests counted are still running when it lands.
     handles = [ray.get_actor(a["name"], namespace=SERVE_NAMESPACE) for a in actors]
-    deadline = time.monotonic() + busy_timeout_s
-    while True:
+
+    def busiest() -> tuple[int, int] | None:
         counts = _ongoing_requests(handles)
         in_flight = max(counts)
-        i = counts.index(in_flight)
-        actor, handle = actors[i], handles[i]
-        if not busy or in_flight > 0:
-            break
-        if time.monotonic() > deadline:
-            raise WorkbookError(
-                f"No replica of {app}/{deployment} had a request in flight within "
-                f"{busy_timeout_s:.0f} s.",
-                "send load while killing (RequestLoop), or pass busy=False.",
-            )
-        time.sleep(0.02)
+        return (counts.index(in_flight), in_flight) if not busy or in_flight > 0 else None
+
+    # Polled fast: under light load a replica is busy only for moments.
+    i, in_flight = waiting.wait_for(
+        busiest, timeout_s=busy_timeout_s, poll_s=0.02,
+        what=f"a replica of {app}/{deployment} with a request in flight",
+        fix="send load while killing (RequestLoop), or pass busy=False.")
+    actor, handle = actors[i], handles[i]
     return _kill_actor(cluster, actor, "replica", no_restart=True,
                        in_flight=in_flight if in_flight >= 0 else None, handle=handle)
 
@@ -420,34 +418,20 @@ def watch_exits(pids: "list[int] | set[int]", *, poll_s: float = 0.05,
 def wait_for(check: Callable[[], Any], *, timeout_s: float, what: str, poll_s: float = 0.25,
              since: float | None = None, report: Callable[[], Any] | None = None) -> float:
     """Poll ``check()`` until it returns something true; the seconds since ``since``
-    (a ``time.time()``, default: now). Raises :class:`WorkbookError` naming ``what`` and the
-    last value on timeout. A check that raises ClusterNotRunningError counts as not yet.
+    (a ``time.time()``, default: now), for measuring a recovery from its fault.
 
-    ``report``: called once on timeout, its value goes into the error's details, for a check
-    whose own last value (often just ``False``) does not say what the cluster looked like."""
+    :func:`helpers.waiting.wait_for` with what recovery needs: a check that raises
+    ClusterNotRunningError counts as not yet (Serve's status cannot be read while the
+    controller restarts), and the timeout (a :class:`~helpers.errors.WorkbookTimeoutError`)
+    names ``what`` and the last value. ``report``: called once on timeout, its value goes
+    into the error's details, for a check whose own last value (often just ``False``) does
+    not say what the cluster looked like."""
     start = time.time() if since is None else since
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except ClusterNotRunningError as err:
-            last = f"unreachable: {err.problem}"
-        else:
-            if last:
-                return round(time.time() - start, 2)
-        time.sleep(poll_s)
-    details = f"last seen: {last!r}"
-    if report is not None:
-        try:
-            details += f"\nthen: {report()!r}"
-        except Exception as err:  # noqa: BLE001 - the timeout is the error to raise, not this
-            details += f"\nthen: the report itself failed ({type(err).__name__}: {err})"
-    raise WorkbookError(
-        f"{what} did not happen within {timeout_s:.0f} s.",
-        "look at serve status and the controller log; on a busy machine raise the timeout.",
-        details=details[-1500:],
-    )
+    waiting.wait_for(check, timeout_s=timeout_s, what=what, poll_s=poll_s,
+                     not_yet=(ClusterNotRunningError,), report=report,
+                     fix="look at serve status and the controller log; on a busy machine "
+                         "raise the timeout.")
+    return round(time.time() - start, 2)
 
 
 def wait_until_proxy_replaced(cluster: "ClusterHandle", fault: Fault, *,
@@ -457,7 +441,7 @@ def wait_until_proxy_replaced(cluster: "ClusterHandle", fault: Fault, *,
         proxy = (serve_details(cluster).get("proxies") or {}).get(fault.node_id) or {}
         return proxy.get("status") == "HEALTHY" and proxy.get("actor_id") not in (None, fault.actor_id)
 
-    return wait_for(check, timeout_s=timeout_s, what="A new HTTP proxy", since=fault.t)
+    return wait_for(check, timeout_s=timeout_s, what="a new HTTP proxy", since=fault.t)
 
 
 def wait_until_controller_restarted(cluster: "ClusterHandle", fault: Fault, *,
@@ -470,7 +454,7 @@ def wait_until_controller_restarted(cluster: "ClusterHandle", fault: Fault, *,
         serve_details(cluster)  # raises (not yet) while the new controller cannot answer
         return alive[0]["pid"]
 
-    return wait_for(check, timeout_s=timeout_s, what="The Serve controller's restart",
+    return wait_for(check, timeout_s=timeout_s, what="the Serve controller's restart",
                     since=fault.t)
 
 
@@ -483,7 +467,7 @@ def wait_until_node_processes_exit(cluster: "LocalCluster", fault: Fault, *,
     if node is None:
         return 0.0
     return wait_for(lambda: not session_members(node.pid), timeout_s=timeout_s,
-                    what=f"The processes of node {fault.target} exiting", since=fault.t, poll_s=0.1)
+                    what=f"the processes of node {fault.target} exiting", since=fault.t, poll_s=0.1)
 
 
 def wait_until_node_dead(cluster: "ClusterHandle", fault: Fault, *,
@@ -492,5 +476,5 @@ def wait_until_node_dead(cluster: "ClusterHandle", fault: Fault, *,
     def gone() -> bool:
         return all(n["node_id"] != fault.node_id for n in cluster.nodes())
 
-    return wait_for(gone, timeout_s=timeout_s, what=f"Node {fault.target} marked dead",
+    return wait_for(gone, timeout_s=timeout_s, what=f"node {fault.target} marked dead",
                     since=fault.t, poll_s=0.5)

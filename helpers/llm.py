@@ -323,15 +323,18 @@ def wait_until_updated(
     """
     from helpers.errors import ServeTimeoutError
     from helpers.serve_status import serve_details, wait_until_running
+    from helpers.waiting import wait_for
 
     started = time.monotonic()
-    while True:
-        details = (serve_details(cluster).get("applications") or {}).get(app) or {}
-        if (details.get("last_deployed_time_s") or 0) >= deployed_after - 1.0:
-            break
-        if time.monotonic() - started > timeout_s:
-            raise ServeTimeoutError(app, timeout_s, details.get("status", "NOT_STARTED"))
-        time.sleep(0.5)
+    seen: dict[str, Any] = {}
+
+    def took_the_new_config() -> bool:
+        seen["app"] = (serve_details(cluster).get("applications") or {}).get(app) or {}
+        return (seen["app"].get("last_deployed_time_s") or 0) >= deployed_after - 1.0
+
+    wait_for(took_the_new_config, timeout_s=timeout_s, what=f"Serve to take {app}'s new config",
+             on_timeout=lambda waited: ServeTimeoutError(
+                 app, timeout_s, seen["app"].get("status", "NOT_STARTED")))
     remaining = max(1.0, timeout_s - (time.monotonic() - started))
     return wait_until_running(app, cluster=cluster, timeout_s=remaining, grace_s=0)
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from helpers.errors import ClusterNotRunningError, WorkbookError
+from helpers.waiting import wait_for
 
 if TYPE_CHECKING:  # pragma: no cover
     import matplotlib.axes
@@ -197,23 +198,26 @@ def wait_for_running_replicas(
     from helpers.errors import ServeTimeoutError
     from helpers.serve_status import pending_demands
 
-    deadline = time.monotonic() + timeout_s
     held_since: float | None = None
     states: list[Any] = []
-    while time.monotonic() < deadline:
+
+    def held() -> tuple[pd.DataFrame] | None:  # a tuple: a DataFrame has no truth value
+        nonlocal held_since, states
         table = serve_replicas(cluster, app=app)
         mine = table[table["deployment"] == deployment]
         states = list(mine["state"])
-        if states.count("RUNNING") == running:
-            held_since = held_since or time.monotonic()
-            if time.monotonic() - held_since >= settle_s:
-                return mine.reset_index(drop=True)
-        else:
+        if states.count("RUNNING") != running:
             held_since = None
-        time.sleep(0.3)
-    raise ServeTimeoutError(f"{app}/{deployment}", timeout_s,
-                            f"{states.count('RUNNING')} of {len(states)} replicas RUNNING, "
-                            f"waiting for {running}", pending_demands(cluster))
+            return None
+        held_since = held_since or time.monotonic()
+        return (mine.reset_index(drop=True),) if time.monotonic() - held_since >= settle_s else None
+
+    return wait_for(
+        held, timeout_s=timeout_s, what=f"{running} RUNNING replicas of {app}/{deployment}",
+        poll_s=0.3, on_timeout=lambda waited: ServeTimeoutError(
+            f"{app}/{deployment}", timeout_s,
+            f"{states.count('RUNNING')} of {len(states)} replicas RUNNING, waiting for {running}",
+            pending_demands(cluster)))[0]
 
 
 def replicas_per_node(replicas: "pd.DataFrame", nodes: Sequence[str] = ()) -> "pd.DataFrame":

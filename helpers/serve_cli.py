@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from helpers.errors import ServeDeployError, ServeTimeoutError, WorkbookError, closest
+from helpers.errors import WorkbookError, closest
 from helpers.paths import scratch_root
 from helpers.processes import register, stop_session, unregister
 
@@ -195,13 +195,12 @@ class ServeRun:
         :class:`ServeTimeoutError` after ``timeout_s``.
         """
         from helpers.errors import ClusterNotRunningError
-        from helpers.serve_status import pending_demands, serve_details
+        from helpers.serve_status import wait_until_apps_running
 
         if self.started_at is None:
             self.start()
-        deadline = time.monotonic() + timeout_s
-        statuses: dict[str, Any] = {}
-        while True:
+
+        def still_running() -> None:
             if not self.running:
                 self.returncode = self.proc.returncode if self.proc else None
                 log = self.log_text()
@@ -212,23 +211,12 @@ class ServeRun:
                     advice.fix,
                     details=_tail(log, 30),
                 )
-            try:
-                statuses = serve_details(self.cluster).get("applications") or {}
-            except ClusterNotRunningError:
-                statuses = {}
-            states = {a: (statuses.get(a) or {}).get("status", "NOT_STARTED") for a in apps}
-            if all(s == "RUNNING" for s in states.values()):
-                return round(time.monotonic() - (self.started_at or 0.0), 2)
-            for app, state in states.items():
-                if state in ("DEPLOY_FAILED", "UNHEALTHY") and \
-                        time.monotonic() - (self.started_at or 0.0) > grace_s:
-                    details = statuses.get(app) or {}
-                    messages = {"application": details.get("message", "")}
-                    raise ServeDeployError(app, state, messages)
-            if time.monotonic() > deadline:
-                first = next(a for a, s in states.items() if s != "RUNNING")
-                raise ServeTimeoutError(first, timeout_s, states[first], pending_demands(self.cluster))
-            time.sleep(0.5)
+
+        # Serve's status may not be readable until `serve run` has started Serve: not yet.
+        wait_until_apps_running(apps, cluster=self.cluster, timeout_s=timeout_s, poll_s=0.5,
+                                grace_s=grace_s, since=self.started_at, watch=still_running,
+                                not_yet=(ClusterNotRunningError,))
+        return round(time.monotonic() - (self.started_at or 0.0), 2)
 
     def stop(self, *, sig: int = signal.SIGINT, timeout_s: float = 60.0) -> int | None:
         """Stop ``serve run``: send ``sig`` to its pid, wait, then end its session. Idempotent.

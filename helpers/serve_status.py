@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from helpers.errors import (
@@ -25,6 +25,7 @@ from helpers.errors import (
     ServeDeployError,
     ServeTimeoutError,
 )
+from helpers.waiting import Waited, wait_for
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -39,6 +40,7 @@ __all__ = [
     "pending_demands",
     "resource_demands",
     "wait_until_running",
+    "wait_until_apps_running",
     "wait_until_deleted",
     "status_table",
     "controller_log_lines",
@@ -233,41 +235,71 @@ def wait_until_running(
     constructor a few times before giving up), and :class:`ServeTimeoutError` with the pending
     resource demand after ``timeout_s``.
     """
-    start = time.monotonic()
-    deadline = start + timeout_s
-    last_status = "NOT_STARTED"
-    details: dict[str, Any] = {}
-    while True:
-        apps = serve_details(cluster).get("applications") or {}
-        details = apps.get(app) or {}
-        last_status = details.get("status", "NOT_STARTED")
-        if last_status == "RUNNING":
-            return details
-        if last_status in _FAILED and time.monotonic() - start >= min(grace_s, timeout_s):
-            raise ServeDeployError(app, last_status, _deployment_messages(details))
-        if time.monotonic() >= deadline:
-            raise ServeTimeoutError(
-                app,
-                timeout_s,
-                last_status,
-                pending_demands(cluster),
-                _deployment_messages(details),
-            )
-        time.sleep(poll_s)
+    return wait_until_apps_running([app], cluster=cluster, timeout_s=timeout_s, poll_s=poll_s,
+                                   grace_s=grace_s)[app]
+
+
+def wait_until_apps_running(
+    apps: Sequence[str],
+    *,
+    cluster: "ClusterHandle",
+    timeout_s: float = 120.0,
+    poll_s: float = 1.0,
+    grace_s: float = 20.0,
+    since: float | None = None,
+    watch: Callable[[], None] | None = None,
+    not_yet: tuple[type[BaseException], ...] = (),
+) -> dict[str, dict[str, Any]]:
+    """Block until every application in ``apps`` is RUNNING; return their details by name.
+
+    As :func:`wait_until_running`, for the applications one ``serve run`` or ``serve deploy``
+    starts together; the timeout names the first one not RUNNING. ``since``: the
+    ``time.monotonic()`` the ``grace_s`` before a DEPLOY_FAILED counts is measured from
+    (default: now; a ``serve run`` process: its start). ``watch``: called before each look,
+    and what it raises ends the wait at once (:class:`helpers.serve_cli.ServeRun`: its
+    process exited). ``not_yet``: errors of a look that only mean "not yet", e.g.
+    :class:`ClusterNotRunningError` while ``serve run`` is still starting Serve.
+    """
+    start = time.monotonic() if since is None else since
+    seen: dict[str, dict[str, Any]] = {}
+
+    def all_running() -> dict[str, dict[str, Any]] | None:
+        if watch is not None:
+            watch()
+        seen.clear()  # a look that fails leaves nothing seen: NOT_STARTED, as before any look
+        found = serve_details(cluster).get("applications") or {}
+        seen.update({name: found.get(name) or {} for name in apps})
+        statuses = {name: app.get("status", "NOT_STARTED") for name, app in seen.items()}
+        if all(status == "RUNNING" for status in statuses.values()):
+            return dict(seen)
+        if time.monotonic() - start >= min(grace_s, timeout_s):
+            for name, status in statuses.items():
+                if status in _FAILED:
+                    raise ServeDeployError(name, status, _deployment_messages(seen[name]))
+        return None
+
+    def timed_out(waited: Waited) -> ServeTimeoutError:
+        first = next(name for name in apps if (seen.get(name) or {}).get("status") != "RUNNING")
+        details = seen.get(first) or {}
+        status = waited.last_seen() if waited.error else details.get("status", "NOT_STARTED")
+        return ServeTimeoutError(first, timeout_s, status, pending_demands(cluster),
+                                 _deployment_messages(details))
+
+    return wait_for(all_running, timeout_s=timeout_s, what=f"{', '.join(apps)} RUNNING",
+                    poll_s=poll_s, not_yet=not_yet, on_timeout=timed_out)
 
 
 def wait_until_deleted(
     app: str, *, cluster: "ClusterHandle", timeout_s: float = 60.0
 ) -> None:
     """Block until ``app`` no longer appears in Serve's status."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if app not in app_statuses(cluster):
-            return
-        time.sleep(0.5)
-    details = serve_details(cluster)["applications"].get(app) or {}
-    raise ServeTimeoutError(app, timeout_s, details.get("status", "DELETING"),
-                            messages=_deployment_messages(details), waiting_for="deleted")
+    def still_there(waited: Waited) -> ServeTimeoutError:
+        details = serve_details(cluster)["applications"].get(app) or {}
+        return ServeTimeoutError(app, timeout_s, details.get("status", "DELETING"),
+                                 messages=_deployment_messages(details), waiting_for="deleted")
+
+    wait_for(lambda: app not in app_statuses(cluster), timeout_s=timeout_s,
+             what=f"{app} deleted", on_timeout=still_there)
 
 
 def status_table(cluster: "ClusterHandle") -> "pd.DataFrame":

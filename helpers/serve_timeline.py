@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from helpers.errors import ClusterNotRunningError
 from helpers.serve_status import serve_details
+from helpers.waiting import wait_for
 
 if TYPE_CHECKING:  # pragma: no cover
     import matplotlib.figure
@@ -216,22 +217,27 @@ def _settle(
     from helpers.errors import ServeTimeoutError
 
     start = time.monotonic()
-    last = "NOT_STARTED"
-    while time.monotonic() - start < timeout_s:
-        try:
-            details = (serve_details(cluster).get("applications") or {}).get(app) or {}
-        except ClusterNotRunningError:
-            details = {}
+    last_status = "NOT_STARTED"
+    pids: list[int] = []
+
+    def settled() -> bool:
+        nonlocal last_status, pids
+        details = (serve_details(cluster).get("applications") or {}).get(app) or {}
         dep = (details.get("deployments") or {}).get(deployment) or {}
         found = dep.get("replicas") or []
         states = [r.get("state") for r in found]
-        last = f"{details.get('status', 'NOT_STARTED')}/{dep.get('status')}/{states}"
+        last_status = f"{details.get('status', 'NOT_STARTED')}/{dep.get('status')}/{states}"
+        pids = sorted(r["pid"] for r in found if r.get("pid"))
         wanted = bool(states) if replicas is None else len(states) == replicas
-        if (details.get("status") == "RUNNING" and dep.get("status") == "HEALTHY" and wanted
-                and all(s == "RUNNING" for s in states)):
-            return round(time.monotonic() - start, 2), sorted(r["pid"] for r in found if r.get("pid"))
-        time.sleep(poll_s)
-    raise ServeTimeoutError(app, timeout_s, last)
+        return (details.get("status") == "RUNNING" and dep.get("status") == "HEALTHY"
+                and wanted and all(s == "RUNNING" for s in states))
+
+    # Unreadable (the controller restarting) is "not yet": what a rollout may pass through.
+    wait_for(settled, timeout_s=timeout_s, what=f"{app}/{deployment} settled", poll_s=poll_s,
+             not_yet=(ClusterNotRunningError,),
+             on_timeout=lambda waited: ServeTimeoutError(
+                 app, timeout_s, waited.last_seen() if waited.error else last_status))
+    return round(time.monotonic() - start, 2), pids
 
 
 def running_pids(cluster: "ClusterHandle", app: str, deployment: str) -> list[int]:
@@ -260,17 +266,19 @@ def wait_until_replaced(
     start = time.monotonic()
     old = set(old_pids)
     pids: list[int] = []
-    while time.monotonic() - start < timeout_s:
-        try:
-            pids = running_pids(cluster, app, deployment)
-        except ClusterNotRunningError:
-            pids = []
-        if len(pids) == replicas and not old & set(pids):
-            remaining = max(1.0, timeout_s - (time.monotonic() - start))
-            wait_until_settled(cluster, app, deployment, replicas=replicas, timeout_s=remaining)
-            return round(time.monotonic() - start, 2)
-        time.sleep(0.25)
-    raise ServeTimeoutError(app, timeout_s, f"still running pids {sorted(old & set(pids))}")
+
+    def replaced() -> bool:
+        nonlocal pids
+        pids = running_pids(cluster, app, deployment)
+        return len(pids) == replicas and not old & set(pids)
+
+    wait_for(replaced, timeout_s=timeout_s, what=f"{app}/{deployment}'s replicas replaced",
+             poll_s=0.25, not_yet=(ClusterNotRunningError,),
+             on_timeout=lambda waited: ServeTimeoutError(
+                 app, timeout_s, f"still running pids {sorted(old & set(pids))}"))
+    remaining = max(1.0, timeout_s - (time.monotonic() - start))
+    wait_until_settled(cluster, app, deployment, replicas=replicas, timeout_s=remaining)
+    return round(time.monotonic() - start, 2)
 
 
 def status_changes(status: "pd.DataFrame", t0: float | None = None) -> "pd.DataFrame":

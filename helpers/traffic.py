@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from helpers.errors import AlreadyStartedError, BadValueError, WorkbookTimeoutError
+from helpers.waiting import wait_for
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -317,18 +318,22 @@ class RequestLoop:
         """
         start = time.time()
         seen: list[Any] = []
-        while time.time() - start < timeout_s:
+
+        def serving() -> bool:
+            nonlocal seen
             with self._lock:
                 recent = [r for r in self._records if r["t_start"] >= start and r["ok"]]
             seen = [r.get(field) for r in recent[-last:]]
-            if len(seen) == last and all(v == value for v in seen):
-                return round(time.time() - start, 2)
-            time.sleep(0.1)
-        raise WorkbookTimeoutError(
-            f"After {timeout_s:.0f} s the last {last} answers had {field}={seen}, not all {value!r}.",
-            f"check that the new version was deployed and is RUNNING (`serve status`), and that "
-            f"its answers carry {field!r}; a slow rollout needs a larger timeout_s.",
-        )
+            return len(seen) == last and all(v == value for v in seen)
+
+        wait_for(serving, timeout_s=timeout_s, poll_s=0.1, what=f"{field}={value!r}",
+                 on_timeout=lambda waited: WorkbookTimeoutError(
+                     f"After {timeout_s:.0f} s the last {last} answers had {field}={seen}, "
+                     f"not all {value!r}.",
+                     f"check that the new version was deployed and is RUNNING (`serve status`), "
+                     f"and that its answers carry {field!r}; a slow rollout needs a larger "
+                     "timeout_s."))
+        return round(time.time() - start, 2)
 
     def __enter__(self) -> "RequestLoop":
         return self.start()

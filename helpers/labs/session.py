@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +47,7 @@ from helpers.shared_cluster import (
     read_serve_config,
     take_deploy_lease,
 )
+from helpers.waiting import wait_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from helpers.cluster import ClusterHandle
@@ -218,18 +218,14 @@ class LabSession:
                  poll_s: float = 0.5) -> Any:
         """Poll ``condition()`` until it returns something truthy; return that.
 
-        Raises :class:`WorkbookError` naming ``what`` was awaited after ``timeout_s``.
+        :func:`helpers.waiting.wait_for`: an error the condition raises ends the wait at once
+        (a student's mistake shows now, not after ``timeout_s``); after ``timeout_s`` a
+        :class:`~helpers.errors.WorkbookTimeoutError` (a WorkbookError) names ``what`` was
+        awaited and what the condition returned last.
         """
-        deadline = time.monotonic() + timeout_s
-        while True:
-            value = condition()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise WorkbookError(f"Waited {timeout_s:.0f} s for {what}, in vain.",
-                                    "look at `serve status` (status_table(cluster)) and the "
-                                    "replica logs; the machine may also just be slow.")
-            time.sleep(poll_s)
+        return wait_for(condition, timeout_s=timeout_s, what=what, poll_s=poll_s,
+                        fix="look at `serve status` (status_table(cluster)) and the replica "
+                            "logs; the machine may also just be slow.")
 
     # -- hints --------------------------------------------------------------------------------
 

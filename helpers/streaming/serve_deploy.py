@@ -23,7 +23,6 @@ Introduced in notebooks/12_streaming_sessions.ipynb.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -31,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from helpers.streaming.api import new_token
 from helpers.streaming.config import BatchSettings, check_origin
+from helpers.waiting import wait_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from helpers.cluster import ClusterHandle
@@ -127,16 +127,19 @@ def set_generator_settings(cluster: "ClusterHandle", app: str, settings: BatchSe
     config = with_deployment_options({"applications": deployed_configs(cluster)}, app, GENERATOR,
                                      user_config=settings.model_dump())
     deploy_config(cluster, config)
-    started = time.monotonic()
-    while wait:
+    last = ""
+
+    def reconfigured() -> bool:
+        nonlocal last
         details = (serve_details(cluster).get("applications") or {}).get(app) or {}
         generator = (details.get("deployments") or {}).get(GENERATOR) or {}
         target = (generator.get("deployment_config") or {}).get("user_config")
-        if target == settings.model_dump() and generator.get("status") == "HEALTHY" \
-                and details.get("status") == "RUNNING":
-            break
-        if time.monotonic() - started > timeout_s:
-            raise ServeTimeoutError(app, timeout_s, f"{details.get('status')}, {GENERATOR} "
-                                                    f"{generator.get('status')}")
-        time.sleep(0.2)
+        last = f"{details.get('status')}, {GENERATOR} {generator.get('status')}"
+        return (target == settings.model_dump() and generator.get("status") == "HEALTHY"
+                and details.get("status") == "RUNNING")
+
+    if wait:
+        wait_for(reconfigured, timeout_s=timeout_s, poll_s=0.2,
+                 what=f"{app}'s {GENERATOR} reconfigured",
+                 on_timeout=lambda waited: ServeTimeoutError(app, timeout_s, last))
     return config
