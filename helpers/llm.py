@@ -13,9 +13,9 @@ OpenAI API); this module holds the parts that are not the lesson:
   failed replica's log;
 * :func:`render_config` - fill the ``${TINY_MODEL}`` placeholder of ``configs/llm/`` files;
 * :func:`stream_completion` - stream one completion, measuring time to first token;
-* :func:`run_load` / :func:`naive_generate_baseline` - the same prompts at a given
-  concurrency through an OpenAI-compatible server, or one at a time through transformers'
-  ``generate``, as tokens per second and latencies;
+* :class:`BenchRun` / :func:`naive_generate_baseline` - a benchmark run's tokens per second
+  and latencies (lesson 04b writes the load loop that fills one), and the same prompts one at
+  a time through transformers' ``generate``; load in general is :mod:`helpers.load`'s;
 * :class:`VllmServer` - vLLM's own OpenAI server on loopback, the engine without Serve.
 
 Usage::
@@ -33,7 +33,6 @@ Introduced in notebooks/04a_llm_config_and_openai_api.ipynb and 04b_batching_and
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import json
 import os
@@ -49,7 +48,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from helpers.errors import WorkbookError
-from helpers.load import run_in_new_loop
 from helpers.tiny_llm import TINY, resolve_model_source
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,8 +64,7 @@ __all__ = [
     "delete_app",
     "StreamResult",
     "stream_completion",
-    "LoadResult",
-    "run_load",
+    "BenchRun",
     "naive_generate_baseline",
     "VllmServer",
     "engine_kwargs_to_cli",
@@ -468,8 +465,10 @@ def bench_prompts(count: int, *, seed: int = 0) -> list[str]:
 
 
 @dataclass
-class LoadResult:
-    """Requests sent at one concurrency: what came back and how fast."""
+class BenchRun:
+    """One benchmark run: requests sent at one concurrency (by lesson 04b's own load loop, or
+    one at a time through transformers' ``generate``), what came back and how fast. The
+    workbook's load engine, with a row per request, is :mod:`helpers.load`."""
 
     label: str
     concurrency: int
@@ -502,71 +501,6 @@ class LoadResult:
                 "p90_latency_s": round(self.p90_latency_s, 3), "errors": len(self.errors)}
 
 
-async def _load(
-    url: str, model: str, prompts: Sequence[str], max_tokens: int, concurrency: int,
-    timeout_s: float,
-) -> tuple[int, float, list[float], list[str]]:
-    import aiohttp
-
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for prompt in prompts:
-        queue.put_nowait(prompt)
-    tokens = 0
-    latencies: list[float] = []
-    errors: list[str] = []
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
-    connector = aiohttp.TCPConnector(limit=concurrency)
-
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-
-        async def worker() -> None:
-            nonlocal tokens
-            while True:
-                try:
-                    prompt = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                body = {"model": model, "prompt": prompt, "max_tokens": max_tokens,
-                        "temperature": 0.0, "ignore_eos": True}
-                sent = time.perf_counter()
-                try:
-                    async with session.post(f"{url}/v1/completions", json=body) as resp:
-                        payload = await resp.json(content_type=None)
-                        if resp.status != 200:
-                            errors.append(f"HTTP {resp.status}: {str(payload)[:200]}")
-                            continue
-                except (aiohttp.ClientError, asyncio.TimeoutError) as err:
-                    errors.append(f"{type(err).__name__}: {err}")
-                    continue
-                latencies.append(time.perf_counter() - sent)
-                tokens += int(payload["usage"]["completion_tokens"])
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return tokens, time.perf_counter() - started, latencies, errors
-
-
-def run_load(
-    url: str,
-    *,
-    model: str,
-    prompts: Sequence[str],
-    max_tokens: int,
-    concurrency: int,
-    label: str = "serve",
-    timeout_s: float = 300.0,
-) -> LoadResult:
-    """Send every prompt to ``url``'s ``/v1/completions`` with ``concurrency`` in flight.
-
-    Greedy decoding with ``ignore_eos`` so every request produces exactly ``max_tokens``
-    tokens; tokens are counted from each response's ``usage``. Failed requests are listed in
-    ``errors``, not raised.
-    """
-    tokens, seconds, latencies, errors = run_in_new_loop(
-        lambda: _load(url.rstrip("/"), model, prompts, max_tokens, concurrency, timeout_s))
-    return LoadResult(label, concurrency, len(prompts), tokens, seconds, latencies, errors)
-
-
 def naive_generate_baseline(
     model_path: str | os.PathLike[str],
     *,
@@ -575,7 +509,7 @@ def naive_generate_baseline(
     dtype: str = "float32",
     device: str = "cpu",
     threads: int | None = None,
-) -> LoadResult:
+) -> BenchRun:
     """The naive way: transformers ``generate``, one prompt at a time, greedy, exactly
     ``max_tokens`` new tokens each (no batching, no server), on ``device`` ("cpu"/"cuda")."""
     import torch
@@ -604,7 +538,7 @@ def naive_generate_baseline(
         seconds = time.perf_counter() - started
     finally:
         torch.set_num_threads(previous)
-    return LoadResult("transformers generate", 1, len(prompts), tokens, seconds, latencies)
+    return BenchRun("transformers generate", 1, len(prompts), tokens, seconds, latencies)
 
 
 # --- the engine without Serve ------------------------------------------------------------------
@@ -634,7 +568,7 @@ class VllmServer:
     registry and stopped by process id (``stop()``, the context manager, or at exit)::
 
         with VllmServer.from_llm_config(config) as server:
-            run_load(server.url, model=config.model_id, ...)
+            load_test(server.url, chat_request(config.model_id, "Return the"), requests=32)
     """
 
     def __init__(self, model_source: str, *, model_id: str, engine_kwargs: Mapping[str, Any],

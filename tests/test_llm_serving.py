@@ -22,7 +22,6 @@ from helpers.llm import (
     deploy_app,
     engine_kwargs_to_cli,
     make_llm_config,
-    run_load,
     stream_completion,
 )
 
@@ -176,13 +175,16 @@ def test_openai_api_errors_are_clear(served: SimpleNamespace) -> None:
 def test_load_and_streaming_helpers(served: SimpleNamespace) -> None:
     from openai import OpenAI
 
-    result = run_load(served.llm.url, model="tiny-llama", prompts=bench_prompts(8), max_tokens=6,
-                      concurrency=4)
-    assert result.errors == [] and result.completion_tokens == 8 * 6
-    assert len(result.latencies_s) == 8 and result.tokens_per_s > 0
-    failed = run_load(served.llm.url, model="nope", prompts=bench_prompts(2), max_tokens=2,
-                      concurrency=2)
-    assert len(failed.errors) == 2 and failed.completion_tokens == 0
+    from helpers.load import chat_request, load_test
+
+    # The workbook's one load engine on the OpenAI API: every answer exactly max_tokens long.
+    result = load_test(served.llm.url, chat_request("tiny-llama", "Return the", max_tokens=6),
+                       concurrency=4, requests=8).summary()
+    assert (result["requests"], result["failed"], result["output_tokens"]) == (8, 0, 8 * 6)
+    assert result["output_tokens_per_s"] > 0
+    failed = load_test(served.llm.url, chat_request("nope", "Return the", max_tokens=2),
+                       concurrency=2, requests=2).summary()
+    assert failed["failed"] == 2 and failed.get("output_tokens", 0) == 0
     client = OpenAI(base_url=f"{served.llm.url}/v1", api_key="x", max_retries=0)
     stream = stream_completion(client, model="tiny-llama", prompt="Return the", max_tokens=16,
                                temperature=0, extra_body={"ignore_eos": True})
