@@ -57,6 +57,8 @@ Notebooks and runs
   * :mod:`helpers.solution_regions`, :mod:`helpers.check_feedback` (-) - what lessons and labs
     share: the solution-region parser and the checks' feedback.
   * :mod:`helpers.errors` (04b) - the workbook's exceptions, each with the fix in its message.
+  * :mod:`helpers.recording` (-) - the background recorders' base: threads that sample until
+    stopped, keep rows in order, and raise a failed sample's error from ``stop()``.
 
 Labs
   * :mod:`helpers.labs` (-) - the classroom labs: their checks, sessions, student versions,
