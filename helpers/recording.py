@@ -127,8 +127,7 @@ class Recorder(Generic[RowT, ResultT]):
         """
         self._stop.set()
         for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join(timeout=self.join_timeout_s)
+            thread.join(timeout=self.join_timeout_s)
         with self._lock:  # a dashboard's thread and the notebook may both stop a recorder
             first, self._stopped = not self._stopped, True
         if first and self._threads and self._error is None:

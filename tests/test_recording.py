@@ -43,7 +43,8 @@ class Counter(Recorder[int, list[int]]):
         return self.rows()
 
 
-def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+def _until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    # Generous: only a broken recorder waits this long, and the machine may be busy.
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, "the recorder did not get there in time"
@@ -69,7 +70,7 @@ def test_stop_is_quick_idempotent_and_runs_on_stop_once() -> None:
     _until(lambda: counter.rows() == [0])
     started = time.monotonic()
     assert counter.stop() == [0]
-    assert time.monotonic() - started < 2.0, "stop() ends the wait between samples"
+    assert time.monotonic() - started < 10.0, "stop() ends the minute's wait between samples"
     assert counter.stop() == [0] and counter.stops == 1
     assert not _alive("counter")
 
@@ -148,7 +149,8 @@ def test_marks_share_the_recorders_clock() -> None:
     with Clock(period_s=0.01) as clock:
         _until(lambda: len(clock.rows()) >= 2)
         clock.mark("halfway")
-        _until(lambda: clock.rows()[-1] > clock.events()["t"].iloc[0])
+        marked = clock.events()["t"].iloc[0]
+        _until(lambda: clock.rows()[-1] > marked)
     events, times = clock.events(), clock.results()
     assert list(events.columns) == ["t", "event"] and list(events["event"]) == ["halfway"]
     assert times[0] < events["t"].iloc[0] < times[-1]
