@@ -62,6 +62,8 @@ Notebooks and runs
   * :mod:`helpers.errors` (04b) - the workbook's exceptions, each with the fix in its message.
   * :mod:`helpers.waiting` (02a) - one way to wait: a check called until it says yes, a
     timeout that says what it saw last (behind every ``wait_until_*`` and ``wait_for``).
+  * :mod:`helpers.recording` (-) - the background recorders' base: threads that sample until
+    stopped, keep rows in order, and raise a failed sample's error from ``stop()``.
 
 Labs
   * :mod:`helpers.labs` (-) - the classroom labs: their checks, sessions, student versions,

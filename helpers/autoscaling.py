@@ -32,6 +32,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from helpers.errors import ClusterNotRunningError
+from helpers.recording import MarkedRecorder
+
 if TYPE_CHECKING:  # pragma: no cover
     import matplotlib.figure
     import pandas as pd
@@ -133,7 +136,7 @@ def sample_deployment(cluster: "ClusterHandle", app: str, deployment: str) -> di
             "stopping": states.count("STOPPING"), "message": dep.get("message", "")}
 
 
-class ReplicaSampler:
+class ReplicaSampler(MarkedRecorder[dict[str, Any], "pd.DataFrame"]):
     """Samples one deployment's autoscaling state every ``period_s`` in a background thread.
 
     Unlike :class:`~helpers.serve_timeline.StatusRecorder` (every deployment's replicas by
@@ -143,73 +146,38 @@ class ReplicaSampler:
 
     def __init__(self, cluster: "ClusterHandle", app: str, deployment: str, *,
                  period_s: float = 0.5) -> None:
-        self.cluster, self.app, self.deployment, self.period_s = cluster, app, deployment, period_s
-        self._rows: list[dict[str, Any]] = []
-        self._events: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._halt = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(period_s=period_s, name="replica-sampler")
+        self.cluster, self.app, self.deployment = cluster, app, deployment
         self.failed_polls = 0
 
-    def _loop(self) -> None:
-        from helpers.errors import ClusterNotRunningError
-
-        while not self._halt.is_set():
-            try:
-                row = sample_deployment(self.cluster, self.app, self.deployment)
-            except ClusterNotRunningError:
-                self.failed_polls += 1
-            else:
-                with self._lock:
-                    self._rows.append(row)
-            self._halt.wait(self.period_s)
+    def sample(self) -> list[dict[str, Any]]:
+        try:
+            return [sample_deployment(self.cluster, self.app, self.deployment)]
+        except ClusterNotRunningError:
+            self.failed_polls += 1
+            return []
 
     def start(self) -> "ReplicaSampler":
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, daemon=True, name="replica-sampler")
-            self._thread.start()
-        return self
-
-    def stop(self) -> "pd.DataFrame":
-        self._halt.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-        return self.results()
-
-    def mark(self, label: str) -> None:
-        """Note an event (a config change, a burst) on the same clock."""
-        with self._lock:
-            self._events.append({"t": time.time(), "event": label})
+        """Start sampling; a sampler already started (by a dashboard, say) is left as it is."""
+        return self if self.started else super().start()
 
     def results(self, t0: float | None = None) -> "pd.DataFrame":
         """The samples; with ``t0`` (wall clock) also ``t_s``, the seconds since then."""
         import pandas as pd
 
-        with self._lock:
-            df = pd.DataFrame.from_records(list(self._rows), columns=SAMPLE_COLUMNS)
+        df = pd.DataFrame.from_records(self.rows(), columns=SAMPLE_COLUMNS)
         df["target"] = pd.to_numeric(df["target"], errors="coerce")  # None before it exists
         if t0 is not None:
             df.insert(1, "t_s", (df["t"] - t0).round(2))
         return df
 
-    def events(self) -> "pd.DataFrame":
-        import pandas as pd
-
-        with self._lock:
-            return pd.DataFrame.from_records(list(self._events), columns=["t", "event"])
-
     def changes(self, t0: float | None = None) -> "pd.DataFrame":
         """Only the samples where status, target or a replica count changed: a transcript."""
-        df = self.results(t0=t0 if t0 is not None else (self._rows[0]["t"] if self._rows else 0.0))
+        rows = self.rows()
+        df = self.results(t0=t0 if t0 is not None else (rows[0]["t"] if rows else 0.0))
         keys = ["status", "target", "running", "starting", "stopping"]
         changed = df[keys].astype(str).ne(df[keys].astype(str).shift()).any(axis=1)
         return df[changed].drop(columns=["t", "message"]).reset_index(drop=True)
-
-    def __enter__(self) -> "ReplicaSampler":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def seconds_until(samples: "pd.DataFrame", column: str, value: int, *, after_s: float = 0.0,
@@ -386,21 +354,26 @@ class AutoscalingDashboard:
         self.generator.start(duration_s=duration_s)
 
         def refresh() -> None:
-            while not self._done.is_set() and self.generator.running:
-                n = self.numbers()
-                numbers.value = (f"<b>offered</b> {n['offered_rps']:.0f} req/s &nbsp; "
-                                 f"<b>answered</b> {n['throughput_rps']} req/s &nbsp; "
-                                 f"<b>p50</b> {n['latency_p50_s']} s &nbsp; "
-                                 f"<b>replicas</b> {n['running_replicas']} running "
-                                 f"(target {n['target_replicas']})")
+            try:
+                while not self._done.is_set() and self.generator.running:
+                    n = self.numbers()
+                    numbers.value = (f"<b>offered</b> {n['offered_rps']:.0f} req/s &nbsp; "
+                                     f"<b>answered</b> {n['throughput_rps']} req/s &nbsp; "
+                                     f"<b>p50</b> {n['latency_p50_s']} s &nbsp; "
+                                     f"<b>replicas</b> {n['running_replicas']} running "
+                                     f"(target {n['target_replicas']})")
+                    image.value = png_bytes(self._snapshot_figure(), dpi=80)
+                    self.refreshes += 1
+                    self._done.wait(self.refresh_s)
+                self.generator.stop()
+                self.sampler.stop()
                 image.value = png_bytes(self._snapshot_figure(), dpi=80)
-                self.refreshes += 1
-                self._done.wait(self.refresh_s)
-            self.generator.stop()
-            self.sampler.stop()
-            image.value = png_bytes(self._snapshot_figure(), dpi=80)
-            numbers.value += " &nbsp; <i>(finished)</i>"
-            self._done.set()
+                numbers.value += " &nbsp; <i>(finished)</i>"
+            finally:
+                # Even when a refresh raised (a failed sampler raises from results()): no load
+                # left running, and wait() returns (it raises the sampler's error).
+                self.generator.stop()
+                self._done.set()
 
         self._thread = threading.Thread(target=refresh, daemon=True, name="autoscaling-dashboard")
         self._thread.start()
@@ -427,6 +400,7 @@ class AutoscalingDashboard:
         if self._thread is not None:
             self._thread.join(timeout=timeout_s)
         self._done.wait(timeout=timeout_s)
+        self.sampler.stop()  # raises what ended the sampling, if something did
         return self.generator.stop()
 
     def figure(self) -> "matplotlib.figure.Figure":

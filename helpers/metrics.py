@@ -31,7 +31,6 @@ Introduced in notebooks/09_observability.ipynb.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING
 import requests
 
 from helpers.errors import ClusterNotRunningError, WorkbookError
+from helpers.recording import Recorder
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -184,10 +184,11 @@ def metric_names(samples: "pd.DataFrame", prefix: str = "") -> list[str]:
     return sorted(n for n in samples["name"].unique() if n.startswith(prefix))
 
 
-class MetricsRecorder:
+class MetricsRecorder(Recorder["pd.DataFrame", "pd.DataFrame"]):
     """Scrape the cluster every ``period_s`` in a background thread; keep every sample.
 
-    Failed scrapes (a node restarting) are counted in ``errors`` and skipped.
+    Failed scrapes (a node restarting) are counted in ``errors`` and skipped. ``stop()`` takes
+    one last scrape and returns everything recorded, as :meth:`results` does.
     """
 
     def __init__(
@@ -197,62 +198,36 @@ class MetricsRecorder:
         prefixes: Sequence[str] | None = (SERVE_PREFIX,),
         period_s: float = 1.0,
     ) -> None:
+        super().__init__(period_s=period_s, name="metrics-recorder")
         self.cluster = cluster
         self.prefixes = tuple(prefixes) if prefixes else None
-        self.period_s = period_s
         self.errors = 0
-        self.scrapes = 0
-        self._frames: list["pd.DataFrame"] = []
         self._targets: list[str] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                frame = scrape_cluster(self.cluster, prefixes=self.prefixes, targets=self._targets)
-                with self._lock:
-                    self._frames.append(frame)
-                    self.scrapes += 1
-            except WorkbookError:
-                self.errors += 1
-            self._stop.wait(self.period_s)
-
-    def start(self) -> "MetricsRecorder":
-        if self._thread is not None:
-            raise WorkbookError("This MetricsRecorder was already started.", "make a new one.")
+    def on_start(self) -> None:
+        # Once, at start: a dashboard that cannot list the nodes fails the cell, not the thread.
         self._targets = prometheus_targets(self.cluster)
-        self._thread = threading.Thread(target=self._run, daemon=True, name="metrics-recorder")
-        self._thread.start()
-        return self
 
-    def stop(self) -> "pd.DataFrame":
-        """Stop scraping (after one last scrape) and return everything recorded."""
-        if self._thread is not None and not self._stop.is_set():
-            self._stop.set()
-            self._thread.join(timeout=30)
-            try:  # a last scrape, so the end of the load is in the data
-                frame = scrape_cluster(self.cluster, prefixes=self.prefixes, targets=self._targets)
-                with self._lock:
-                    self._frames.append(frame)
-                    self.scrapes += 1
-            except WorkbookError:
-                self.errors += 1
-        return self.results()
+    def sample(self) -> list["pd.DataFrame"]:
+        try:
+            return [scrape_cluster(self.cluster, prefixes=self.prefixes, targets=self._targets)]
+        except WorkbookError:
+            self.errors += 1
+            return []
+
+    def on_stop(self) -> None:
+        self.keep(self.sample())  # a last scrape, so the end of the load is in the data
+
+    @property
+    def scrapes(self) -> int:
+        """Scrapes that answered so far."""
+        return len(self.rows())
 
     def results(self) -> "pd.DataFrame":
         import pandas as pd
 
-        with self._lock:
-            frames = [f for f in self._frames if not f.empty]
+        frames = [f for f in self.rows() if not f.empty]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_COLUMNS)
-
-    def __enter__(self) -> "MetricsRecorder":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _select(samples: "pd.DataFrame", name: str, where: dict[str, str]) -> "pd.DataFrame":

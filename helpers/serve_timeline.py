@@ -23,12 +23,12 @@ notebooks/11_fault_tolerance.ipynb.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from helpers.errors import ClusterNotRunningError
+from helpers.recording import MarkedRecorder
 from helpers.serve_status import serve_details
 from helpers.waiting import wait_for
 
@@ -98,7 +98,7 @@ def _snapshot(cluster: "ClusterHandle", app: str | None) -> list[dict[str, Any]]
     return rows
 
 
-class StatusRecorder:
+class StatusRecorder(MarkedRecorder[dict[str, Any], "pd.DataFrame"]):
     """Poll Serve's status every ``period_s`` in a background thread.
 
     Each row also counts Serve's proxies and the HEALTHY ones. A poll that fails (the Serve
@@ -108,66 +108,28 @@ class StatusRecorder:
 
     def __init__(self, cluster: "ClusterHandle", *, app: str | None = None,
                  period_s: float = 0.5, record_unreachable: bool = False) -> None:
+        super().__init__(period_s=period_s, name="status-recorder")
         self.cluster = cluster
         self.app = app
-        self.period_s = period_s
         self.record_unreachable = record_unreachable
-        self._rows: list[dict[str, Any]] = []
-        self._events: list[dict[str, Any]] = []
         self._errors = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                rows = _snapshot(self.cluster, self.app)
-            except ClusterNotRunningError:
-                self._errors += 1
-                rows = [_unreachable_row(time.time(), self.app)] if self.record_unreachable else []
-            with self._lock:
-                self._rows.extend(rows)
-            self._stop.wait(self.period_s)
-
-    def start(self) -> "StatusRecorder":
-        self._thread = threading.Thread(target=self._run, daemon=True, name="status-recorder")
-        self._thread.start()
-        return self
+    def sample(self) -> list[dict[str, Any]]:
+        try:
+            return _snapshot(self.cluster, self.app)
+        except ClusterNotRunningError:
+            self._errors += 1
+            return [_unreachable_row(time.time(), self.app)] if self.record_unreachable else []
 
     @property
     def errors(self) -> int:
         """Polls that got no answer so far."""
         return self._errors
 
-    def mark(self, label: str) -> None:
-        """Record an event (a deploy, a restart) at the current time."""
-        with self._lock:
-            self._events.append({"t": time.time(), "event": label})
-
-    def stop(self) -> "pd.DataFrame":
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-        return self.results()
-
     def results(self) -> "pd.DataFrame":
         import pandas as pd
 
-        with self._lock:
-            return pd.DataFrame.from_records(list(self._rows))
-
-    def events(self) -> "pd.DataFrame":
-        import pandas as pd
-
-        with self._lock:
-            return pd.DataFrame.from_records(list(self._events), columns=["t", "event"])
-
-    def __enter__(self) -> "StatusRecorder":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return pd.DataFrame.from_records(self.rows())
 
 
 def wait_until_settled(

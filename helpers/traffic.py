@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from helpers.errors import AlreadyStartedError, BadValueError, WorkbookTimeoutError
+from helpers.errors import BadValueError, WorkbookTimeoutError
+from helpers.recording import Recorder
 from helpers.waiting import wait_for
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -202,7 +203,7 @@ def send_requests(
     return _frame(records)
 
 
-class RequestLoop:
+class RequestLoop(Recorder[dict[str, Any], "pd.DataFrame"]):
     """Threads that send requests back to back until stopped, recording every one.
 
     After a failed request a thread waits ``pause_after_failure_s`` so that a service that is
@@ -216,7 +217,8 @@ class RequestLoop:
     ``send``: a client of your own instead, called as ``send(session, url, json=...,
     timeout_s=...)`` for each logical request and returning its record (built on
     :func:`one_request`, with ``attempts`` and ``first_error`` if it retries), as lesson 11's
-    retry policy is; the ``retr*`` options are then unused.
+    retry policy is; the ``retr*`` options are then unused. If it raises, the loop ends and
+    :meth:`stop` and :meth:`results` raise that error.
     """
 
     def __init__(
@@ -248,65 +250,46 @@ class RequestLoop:
         self.timeout_s = timeout_s
         self.pause_s = pause_s
         self.pause_after_failure_s = pause_after_failure_s
-        self._records: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        # stop() lets each thread finish its request, all the attempts of one being retried
+        # included, so that every outcome is known.
+        longest = (send_timeout_s if send is not None
+                   else (retries + 1) * timeout_s + sum(self.retry_delays))
+        super().__init__(period_s=pause_s, name="request-loop", threads=concurrency,
+                         join_timeout_s=longest + 5)
+        self._sessions = threading.local()  # one HTTP session (its connections) per thread
         self.started_at: float | None = None
         self.stopped_at: float | None = None
 
-    def _run(self) -> None:
-        session = requests.Session()
-        while not self._stop.is_set():
-            if self.send is not None:
-                record = self.send(session, self.url, json=self.json, timeout_s=self.timeout_s)
-            else:
-                record = request_with_retries(
-                    session, self.url, json=self.json, timeout_s=self.timeout_s,
-                    retries=self.retries, backoff_s=self.retry_backoff_s,
-                    max_backoff_s=self.max_backoff_s, retry_statuses=self.retry_statuses)
-            with self._lock:
-                self._records.append(record)
-            wait = self.pause_s if record["ok"] else max(self.pause_s, self.pause_after_failure_s)
-            if wait:
-                self._stop.wait(wait)
+    def sample(self) -> list[dict[str, Any]]:
+        if not hasattr(self._sessions, "session"):
+            self._sessions.session = requests.Session()
+        session = self._sessions.session
+        if self.send is not None:
+            return [self.send(session, self.url, json=self.json, timeout_s=self.timeout_s)]
+        return [request_with_retries(
+            session, self.url, json=self.json, timeout_s=self.timeout_s,
+            retries=self.retries, backoff_s=self.retry_backoff_s,
+            max_backoff_s=self.max_backoff_s, retry_statuses=self.retry_statuses)]
 
-    def start(self) -> "RequestLoop":
-        if self._threads:
-            raise AlreadyStartedError("RequestLoop")
+    def wait_after(self, rows: list[dict[str, Any]]) -> float:
+        return self.pause_s if rows[0]["ok"] else max(self.pause_s, self.pause_after_failure_s)
+
+    def on_start(self) -> None:
         self.started_at = time.time()
-        self._threads = [threading.Thread(target=self._run, daemon=True, name=f"request-loop-{i}")
-                         for i in range(self.concurrency)]
-        for thread in self._threads:
-            thread.start()
-        return self
 
-    def stop(self) -> "pd.DataFrame":
-        """Stop the threads (each finishes its current request) and return the records.
-
-        A request being retried is finished (all its attempts), so that its outcome is known.
-        """
-        self._stop.set()
-        longest = (self.send_timeout_s if self.send is not None
-                   else (self.retries + 1) * self.timeout_s + sum(self.retry_delays))
-        for thread in self._threads:
-            thread.join(timeout=longest + 5)
-        if self.stopped_at is None:
-            self.stopped_at = time.time()
-        return self.results()
+    def on_stop(self) -> None:
+        self.stopped_at = time.time()
 
     @property
     def counts(self) -> dict[str, int]:
         """Requests sent, succeeded and failed so far, and attempts (safe to call while running)."""
-        with self._lock:
-            ok = sum(1 for r in self._records if r["ok"])
-            attempts = sum(r.get("attempts", 1) for r in self._records)
-            return {"sent": len(self._records), "ok": ok, "failed": len(self._records) - ok,
-                    "attempts": attempts}
+        records = self.rows()
+        ok = sum(1 for r in records if r["ok"])
+        attempts = sum(r.get("attempts", 1) for r in records)
+        return {"sent": len(records), "ok": ok, "failed": len(records) - ok, "attempts": attempts}
 
     def results(self) -> "pd.DataFrame":
-        with self._lock:
-            return _frame(list(self._records))
+        return _frame(self.rows())
 
     def wait_until_serving(self, field: str, value: Any, *, last: int = 10,
                            timeout_s: float = 120.0) -> float:
@@ -321,8 +304,7 @@ class RequestLoop:
 
         def serving() -> bool:
             nonlocal seen
-            with self._lock:
-                recent = [r for r in self._records if r["t_start"] >= start and r["ok"]]
+            recent = [r for r in self.rows() if r["t_start"] >= start and r["ok"]]
             seen = [r.get(field) for r in recent[-last:]]
             return len(seen) == last and all(v == value for v in seen)
 
@@ -334,12 +316,6 @@ class RequestLoop:
                      f"and that its answers carry {field!r}; a slow rollout needs a larger "
                      "timeout_s."))
         return round(time.time() - start, 2)
-
-    def __enter__(self) -> "RequestLoop":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def failure_summary(df: "pd.DataFrame") -> dict[str, Any]:
