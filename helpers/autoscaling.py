@@ -33,7 +33,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from helpers.errors import ClusterNotRunningError
+from helpers.load import LoadGenerator
 from helpers.recording import MarkedRecorder
+from helpers.serve_status import serve_details
 
 if TYPE_CHECKING:  # pragma: no cover
     import matplotlib.figure
@@ -124,7 +126,6 @@ def sample_deployment(cluster: "ClusterHandle", app: str, deployment: str) -> di
     """One look at a deployment: status and trigger, the autoscaler's target
     (``target_num_replicas``) and its replicas by state. A deployment (or application) that
     does not exist (yet) gives status ``"NOT_STARTED"`` and zero replicas."""
-    from helpers.serve_status import serve_details
 
     now = time.time()
     details = (serve_details(cluster).get("applications") or {}).get(app) or {}
@@ -300,8 +301,6 @@ class AutoscalingDashboard:
     def __init__(self, cluster: "ClusterHandle", *, app: str, deployment: str, url: str,
                  request: "RequestSpec | None" = None, max_rate: float = 50.0,
                  initial_rate: float = 5.0, refresh_s: float = 1.0) -> None:
-        from helpers.load import LoadGenerator
-
         self.cluster, self.app, self.deployment = cluster, app, deployment
         self.max_rate, self.refresh_s = max_rate, refresh_s
         self.generator = LoadGenerator(url, request, rate=initial_rate)

@@ -63,7 +63,19 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from helpers.auth import activate_in_process, auth_headers, restore_in_process
+from helpers.cluster import ExistingCluster, connect_to_cluster
 from helpers.errors import WorkbookError
+from helpers.llm import engine_root_cause
+from helpers.metrics import scrape_cluster
+from helpers.ports import port_owner
+from helpers.serve_cli import (
+    ServeConfigError,
+    explain_serve_error,
+    load_config,
+    validate_serve_config,
+)
+from helpers.serve_status import resource_demands, serve_details
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -162,8 +174,6 @@ class _Context:
 
 
 def _get(ctx: _Context, path: str, *, auth: bool = True) -> requests.Response:
-    from helpers.auth import auth_headers
-
     headers = auth_headers(ctx.cluster.token_path) if auth else {}
     return requests.get(f"{ctx.cluster.dashboard_url}{path}", headers=headers,
                         timeout=ctx.timeout_s)
@@ -249,8 +259,6 @@ def _check_auth(ctx: _Context) -> list[Finding]:
 def _check_nodes(ctx: _Context) -> list[Finding]:
     from ray.util.state import list_nodes
 
-    from helpers.auth import activate_in_process
-
     activate_in_process(ctx.cluster.env)
     nodes = list_nodes(address=ctx.cluster.dashboard_url, detail=True, timeout=ctx.timeout_s)
     dead = [n for n in nodes if n.state != "ALIVE"]
@@ -274,8 +282,6 @@ def _fits(bundle: Mapping[str, float], nodes: list[dict[str, Any]]) -> bool:
 
 
 def _check_demands(ctx: _Context) -> list[Finding]:
-    from helpers.serve_status import resource_demands
-
     demands = resource_demands(ctx.cluster)
     if not demands:
         return []
@@ -322,8 +328,6 @@ def _check_demands(ctx: _Context) -> list[Finding]:
 
 
 def _serve(ctx: _Context) -> dict[str, Any]:
-    from helpers.serve_status import serve_details
-
     if ctx.details is None:
         ctx.details = serve_details(ctx.cluster)
     return ctx.details
@@ -332,8 +336,6 @@ def _serve(ctx: _Context) -> dict[str, Any]:
 def _port_holder(port: int) -> tuple[str | None, bool]:
     """(who listens on ``port`` on this machine, whether that is a Ray process)."""
     import psutil
-
-    from helpers.ports import port_owner
 
     owner = port_owner(port)
     if owner is None:
@@ -406,8 +408,6 @@ def _port_conflict(port: int, owner: str, *, started: bool) -> Finding:
 
 
 def _app_failure(ctx: _Context, app_name: str, app: dict[str, Any]) -> Finding:
-    from helpers.serve_cli import explain_serve_error
-
     messages = [app.get("message") or ""]
     for dep_name, dep in (app.get("deployments") or {}).items():
         if dep.get("message"):
@@ -419,8 +419,6 @@ def _app_failure(ctx: _Context, app_name: str, app: dict[str, Any]) -> Finding:
     logs = _where_to_read(_serve(ctx), app_name, app)
     root: list[str] = []
     if "Engine core initialization failed" in text:
-        from helpers.llm import engine_root_cause
-
         root = engine_root_cause(ctx.cluster, WorkbookError(text, ""))
         if root:
             evidence = evidence[-2:]
@@ -485,8 +483,6 @@ def replica_deaths(cluster: "ClusterHandle", *, app: str | None = None,
     the application's status message and the controller's log, not to the death cause).
     """
     from ray.util.state import list_actors
-
-    from helpers.auth import activate_in_process
 
     activate_in_process(cluster.env)
     actors = list_actors(address=cluster.dashboard_url, detail=True, limit=limit,
@@ -573,7 +569,6 @@ def node_memory(cluster: "ClusterHandle", *, timeout_s: float = 10.0) -> list[di
     limit is not the binding one (``MemTotal - MemAvailable``): on such a machine the two
     can differ by a GiB. For a threshold on this machine use :func:`monitor_memory`.
     """
-    from helpers.auth import auth_headers
 
     resp = requests.get(f"{cluster.dashboard_url}/nodes?view=summary",
                         headers=auth_headers(cluster.token_path), timeout=timeout_s)
@@ -651,8 +646,6 @@ def _check_memory(ctx: _Context) -> list[Finding]:
 
 
 def _check_backpressure(ctx: _Context) -> list[Finding]:
-    from helpers.metrics import scrape_cluster
-
     samples = scrape_cluster(ctx.cluster, prefixes=("ray_serve_deployment_queued_queries",
                                                     "ray_serve_replica_processing_queries"))
     if samples.empty:
@@ -684,8 +677,6 @@ def _check_backpressure(ctx: _Context) -> list[Finding]:
 
 
 def _check_config(ctx: _Context) -> list[Finding]:
-    from helpers.serve_cli import ServeConfigError, load_config, validate_serve_config
-
     config = ctx.config
     data = load_config(config) if isinstance(config, (str, Path)) else dict(config)
     findings = []
@@ -748,7 +739,6 @@ def diagnose(
     not running yet). ``metrics=False`` skips the check that scrapes the nodes' Prometheus
     endpoints. A check that fails to run becomes an ``info`` finding, never an exception.
     """
-    from helpers.auth import activate_in_process, restore_in_process
 
     started = time.monotonic()
     ctx = _Context(cluster=cluster, config=config, http_port=http_port,
@@ -793,7 +783,6 @@ def _run_checks(ctx: _Context, *, metrics: bool) -> Diagnosis:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m helpers.doctor``: diagnose a running cluster from a shell."""
-    from helpers.cluster import connect_to_cluster
 
     parser = argparse.ArgumentParser(prog="python -m helpers.doctor", description=__doc__.split("\n")[0])
     parser.add_argument("--address", default=None, help="GCS address host:port (default RAY_ADDRESS)")
@@ -816,8 +805,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cluster = connect_to_cluster(address, dashboard_url=dashboard, token_path=token)
     except WorkbookError:
-        from helpers.cluster import ExistingCluster
-
         host = address.removeprefix("ray://").rpartition(":")[0] or "127.0.0.1"
         cluster = ExistingCluster(address.removeprefix("ray://"),
                                   dashboard or f"http://{host}:8265", Path(token) if token else None)

@@ -42,6 +42,8 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from helpers import waiting
+from helpers.auth import activate_in_process
+from helpers.cluster import LocalCluster
 from helpers.errors import ClusterNotRunningError, WorkbookError
 from helpers.processes import session_members
 from helpers.serve_status import serve_details
@@ -101,8 +103,6 @@ def serve_actors(cluster: "ClusterHandle", *, class_prefix: str = "") -> list[di
     ``"ServeController"``).
     """
     from ray.util.state import list_actors
-
-    from helpers.auth import activate_in_process
 
     activate_in_process(cluster.env)
     try:
@@ -278,7 +278,6 @@ def refuse_shared_cluster(cluster: "ClusterHandle", what: str) -> "LocalCluster"
     """Raise :class:`WorkbookError` unless this process started ``cluster`` (a
     :class:`~helpers.cluster.LocalCluster`): ``what`` would hit everyone who shares it.
     Returns the cluster, as the LocalCluster it is."""
-    from helpers.cluster import LocalCluster
 
     if not isinstance(cluster, LocalCluster):
         raise WorkbookError(

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 import requests
 
+from helpers.auth import auth_headers
 from helpers.errors import ClusterNotRunningError, WorkbookError
 from helpers.recording import Recorder
 
@@ -72,7 +73,6 @@ def prometheus_targets(cluster: "ClusterHandle", *, timeout_s: float = 10.0) -> 
     That is what Prometheus itself reads with ``http_sd_configs`` pointed at
     ``DASHBOARD/api/prometheus/sd`` (the request needs the cluster's token).
     """
-    from helpers.auth import auth_headers
 
     url = f"{cluster.dashboard_url}/api/prometheus/sd"
     try:

@@ -39,7 +39,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from helpers.errors import ClusterNotRunningError, WorkbookError
+from helpers.auth import activate_in_process
+from helpers.cluster import connect_to_cluster
+from helpers.errors import ClusterNotRunningError, ServeTimeoutError, WorkbookError
+from helpers.serve_status import pending_demands, serve_details
 from helpers.waiting import wait_for
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -79,8 +82,6 @@ def node_usage(cluster: "ClusterHandle") -> "pd.DataFrame":
     import pandas as pd
     from ray.autoscaler.v2.sdk import get_cluster_status
 
-    from helpers.auth import activate_in_process
-
     names = _node_names(cluster)
     activate_in_process(cluster.env)
     try:
@@ -117,8 +118,6 @@ def serve_replicas(cluster: "ClusterHandle", *, app: str | None = None) -> "pd.D
     """One row per Serve replica (of ``app``, or of all applications) with its node's name."""
     import pandas as pd
 
-    from helpers.serve_status import serve_details
-
     names = _node_names(cluster)
     rows = []
     for app_name, details in (serve_details(cluster).get("applications") or {}).items():
@@ -148,8 +147,6 @@ def placement_groups(cluster: "ClusterHandle", *, include_removed: bool = False)
     """One row per bundle of every placement group: its resources and the node it is on."""
     import pandas as pd
     from ray.util.state import list_placement_groups
-
-    from helpers.auth import activate_in_process
 
     names = _node_names(cluster)
     activate_in_process(cluster.env)
@@ -195,8 +192,6 @@ def wait_for_running_replicas(
     lesson waits for "four run, the fifth waits". The count must hold for ``settle_s``.
     Raises :class:`~helpers.errors.ServeTimeoutError` with the pending resource demand.
     """
-    from helpers.errors import ServeTimeoutError
-    from helpers.serve_status import pending_demands
 
     held_since: float | None = None
     states: list[Any] = []
@@ -343,7 +338,6 @@ def probe_replicas(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m helpers.placement --address HOST:PORT [--dashboard-url URL] [--app NAME]``."""
-    from helpers.cluster import connect_to_cluster
 
     parser = argparse.ArgumentParser(
         prog="python -m helpers.placement",

@@ -27,7 +27,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from helpers.errors import ClusterNotRunningError
+from helpers.errors import ClusterNotRunningError, ServeTimeoutError
 from helpers.recording import MarkedRecorder
 from helpers.serve_status import serve_details
 from helpers.waiting import wait_for
@@ -176,8 +176,6 @@ def _settle(
     timeout_s: float,
     poll_s: float,
 ) -> tuple[float, list[int]]:
-    from helpers.errors import ServeTimeoutError
-
     start = time.monotonic()
     last_status = "NOT_STARTED"
     pids: list[int] = []
@@ -223,7 +221,6 @@ def wait_until_replaced(
 
     For watching Serve replace a replica whose health check fails. Returns the seconds it took.
     """
-    from helpers.errors import ServeTimeoutError
 
     start = time.monotonic()
     old = set(old_pids)

@@ -39,7 +39,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from helpers.cluster import LocalCluster
 from helpers.errors import WorkbookError, WorkbookTimeoutError
+from helpers.llm import delete_app
+from helpers.processes import find_leftovers
 from helpers.serve_status import serve_details
 
 __all__ = ["Workspace", "keeping_the_others", "learner_name", "letters_and_digits",
@@ -375,10 +378,6 @@ def end_lesson(cluster: Any, *, work_dir: str | os.PathLike[str] | None = None,
     import shutil
 
     import psutil
-
-    from helpers.cluster import LocalCluster
-    from helpers.llm import delete_app
-    from helpers.processes import find_leftovers
 
     errors: list[BaseException] = []
 

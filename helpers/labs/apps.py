@@ -32,6 +32,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from helpers.apps.model import SentimentModel
+
 __all__ = ["SimulatedAccelerator", "AcceleratorBacked", "measure_throughput", "lab_texts"]
 
 
@@ -39,8 +41,6 @@ class SimulatedAccelerator:
     """One device: runs one batch at a time, each costing ``overhead_s + per_item_s * n``."""
 
     def __init__(self, overhead_s: float = 0.5, per_item_s: float = 0.001) -> None:
-        from helpers.apps.model import SentimentModel
-
         self.overhead_s = overhead_s
         self.per_item_s = per_item_s
         self.model = SentimentModel.train()

@@ -62,10 +62,17 @@ from typing import Any
 import nbformat
 
 from helpers.errors import WorkbookError
-from helpers.labs.checks import RESULTS_ENV, CheckResult, checks_for, parse_result
+from helpers.labs.checks import (
+    HIDDEN_CHECKS_INSTALLED,
+    RESULTS_ENV,
+    CheckResult,
+    checks_for,
+    parse_result,
+)
 from helpers.labs.notebooks import LAB_PATTERN, RestoreReport, lab_id, restore_checks, source_for
-from helpers.labs.session import letters_and_digits
-from helpers.processes import interrupt_on_termination, stop_session
+from helpers.labs.session import HINT_METADATA, lab_hints, letters_and_digits
+from helpers.processes import end_leftovers, find_leftovers, interrupt_on_termination, stop_session
+from helpers.profiles import check_parameters
 
 __all__ = ["Submission", "LabGrade", "grading_id", "find_submissions", "prepare_submission",
            "grade_submission", "grade_folder", "write_reports", "read_results_file", "hints_in"]
@@ -267,7 +274,6 @@ def hints_in(nb: nbformat.NotebookNode, lab: str) -> tuple[dict[str, int], list[
     was wrong with records left out (another lab's, a task or tier the lab has not): a student
     can edit outputs, so a record is believed only as far as the lab's hints go, and the
     count is only ever reported."""
-    from helpers.labs.session import HINT_METADATA, lab_hints
 
     try:
         tiers = {str(task): len(h) for task, h in lab_hints(lab).items()}
@@ -297,8 +303,6 @@ def prepare_submission(submission: Submission,
                        parameters: Mapping[str, Any]) -> tuple[nbformat.NotebookNode, RestoreReport]:
     """The notebook the grader runs: checks restored, hidden checks in, parameters injected."""
     from papermill.parameterize import parameterize_notebook
-
-    from helpers.profiles import check_parameters
 
     source_path = source_for(submission.lab)
     source = nbformat.read(str(source_path), as_version=4)
@@ -392,8 +396,6 @@ def grade_submission(submission: Submission, out_dir: Path, parameters: Mapping[
     from nbclient import NotebookClient
     from nbclient.exceptions import DeadKernelError
 
-    from helpers.processes import end_leftovers, find_leftovers
-
     grade = LabGrade(submission.student, submission.lab, "graded", notes=list(submission.notes))
     if submission.problem:
         grade.status = f"not graded: {submission.problem}"
@@ -462,8 +464,6 @@ def grade_folder(folder: Path, out_dir: Path, *, parameters: Mapping[str, Any] |
     maps a lab's file stem to parameters for that lab only (a run profile's ``labs:``).
     """
     from tqdm.auto import tqdm
-
-    from helpers.labs.checks import HIDDEN_CHECKS_INSTALLED
 
     if not HIDDEN_CHECKS_INSTALLED:  # before any work: grades without them would be wrong
         raise WorkbookError(

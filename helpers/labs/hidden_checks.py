@@ -43,6 +43,9 @@ from helpers.labs.checks.lab08 import (
 )
 from helpers.labs.checks.lab09 import _L09_LOOK, lab09_where
 from helpers.load import run_in_new_loop
+from helpers.metrics import scrape_cluster
+from helpers.serve_cli import check_config_fields
+from helpers.serve_timeline import settled_pids
 
 if TYPE_CHECKING:  # pragma: no cover
     from helpers.labs.session import LabSession
@@ -154,7 +157,6 @@ def lab02_running_config_is_the_file(session: "LabSession", config_path: Any) ->
 @lab_check("lab02", 3, hidden=True)
 def lab02_reconfigured_in_place(session: "LabSession", *, pids_before: Sequence[int]) -> None:
     """A user_config change kept the replicas that were running (no restart)."""
-    from helpers.serve_timeline import settled_pids
 
     # No replicas before, or no application now: nothing to wait for (fail at once).
     _expect(bool(pids_before), "No replicas of the classifier were running before the update.",
@@ -287,7 +289,6 @@ def lab07_fixed_config_is_clean(session: "LabSession", fixed_config_path: Any) -
     import yaml
 
     from helpers.apps.configurable import check_user_config
-    from helpers.serve_cli import check_config_fields
 
     path = Path(fixed_config_path) if fixed_config_path else None
     _expect(path is not None and path.exists(), "There is no fixed config file.", "Task 2")
@@ -307,7 +308,6 @@ def lab07_fixed_config_is_clean(session: "LabSession", fixed_config_path: Any) -
 @lab_check("lab08", 1, hidden=True)
 def lab08_histogram_as_specified(session: "LabSession") -> None:
     """The histogram has the lab's bucket bounds, on every replica that reports it."""
-    from helpers.metrics import scrape_cluster
 
     _app(session, "timed", task=1, look=_L08_METRICS)
     name = session.app_name("timed")

@@ -20,7 +20,9 @@ import subprocess
 from pathlib import Path
 
 from helpers.errors import WorkbookError
+from helpers.labs.checks import CHECKS, HIDDEN_CHECKS_INSTALLED
 from helpers.paths import REPO_ROOT
+from helpers.solution_regions import BEGIN_SOLUTION as BEGIN
 
 __all__ = ["INSTRUCTOR_ONLY", "build_kit", "leaks_in"]
 
@@ -40,8 +42,6 @@ def _tracked_files(root: Path) -> list[str]:
 
 
 def _hidden_check_names() -> list[str]:
-    from helpers.labs.checks import CHECKS, HIDDEN_CHECKS_INSTALLED
-
     if not HIDDEN_CHECKS_INSTALLED:
         raise WorkbookError("This copy of the workbook has no hidden checks: it is a student kit.",
                             "build the kit from the instructor's checkout (the repository).")
@@ -51,7 +51,6 @@ def _hidden_check_names() -> list[str]:
 def leaks_in(kit: Path) -> list[str]:
     """What in ``kit`` gives the instructor's part away: a solution region in a lab notebook, a
     hidden check's name in any text file, an instructor-only path. Empty when none."""
-    from helpers.solution_regions import BEGIN_SOLUTION as BEGIN
 
     names = _hidden_check_names()
     found = []

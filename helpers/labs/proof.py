@@ -44,6 +44,7 @@ from helpers.labs.notebooks import (
     lab_id,
     task_sections,
 )
+from helpers.lessons.proof import _namespace, _run
 from helpers.solution_regions import SolutionRegion, Where, split_regions
 
 __all__ = ["LabProofFailed", "build_lab_proof", "write_lab_proof", "expect_lab_checks_to_fail"]
@@ -141,7 +142,6 @@ def expect_lab_checks_to_fail(task: int, *, lab: str, checks: list[str],
                               namespace: dict[str, Any] | None = None) -> list[str]:
     """Run a task's check cells while the task is undone: every check registered for the task
     must run and fail with feedback. Returns the feedback lines (also printed)."""
-    from helpers.lessons.proof import _namespace, _run
 
     namespace = _namespace() if namespace is None else namespace
     expected = {c.name for c in checks_for(lab) if c.task == task}

@@ -39,7 +39,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from helpers.cluster import LocalCluster
 from helpers.errors import WorkbookError
+from helpers.llm import delete_app, deploy_app, serve_http_url
+from helpers.ports import free_port
+from helpers.serve_status import app_statuses, serve_details, status_table
 from helpers.shared_cluster import (
     deploy_lease,
     keeping_the_others,
@@ -119,8 +123,6 @@ class LabSession:
 
     def __init__(self, lab: str, cluster: "ClusterHandle", *, student: str = "me",
                  http_port: int | None = None) -> None:
-        from helpers.cluster import LocalCluster
-
         self.lab = lab
         self.cluster = cluster
         self.student = student_slug(student)
@@ -134,10 +136,6 @@ class LabSession:
 
     def _ensure_serve(self, http_port: int | None) -> str:
         from ray import serve
-
-        from helpers.llm import serve_http_url
-        from helpers.ports import free_port
-        from helpers.serve_status import serve_details
 
         if not (serve_details(self.cluster).get("controller_info") or {}).get("actor_id"):
             if self.local:
@@ -165,13 +163,11 @@ class LabSession:
 
     def my_apps(self) -> list[str]:
         """This lab's applications of this student that Serve knows now."""
-        from helpers.serve_status import app_statuses
 
         return sorted(a for a in app_statuses(self.cluster) if a.startswith(self.prefix + "-"))
 
     def status(self) -> Any:
         """``status_table`` of this lab's applications only (one row per replica)."""
-        from helpers.serve_status import status_table
 
         table = status_table(self.cluster)
         return table[table["application"].str.startswith(self.prefix + "-")].reset_index(drop=True)
@@ -185,7 +181,6 @@ class LabSession:
         place, or :class:`~helpers.errors.ServeDeployError` with the replica's own error,
         instead of waiting forever.
         """
-        from helpers.llm import deploy_app
 
         return deploy_app(app, cluster=self.cluster, name=self.app_name(short),
                           route_prefix=self.route(short), timeout_s=timeout_s)
@@ -251,8 +246,6 @@ class LabSession:
         """Delete this lab's applications; on a laptop also shut Serve down and stop the
         cluster. Returns the applications that were deleted. Idempotent."""
         import shutil
-
-        from helpers.llm import delete_app
 
         deleted = []
         try:

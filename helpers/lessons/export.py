@@ -28,7 +28,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from helpers.lessons.tasks import cell_source, read_lesson
 from helpers.paths import NOTEBOOKS_DIR, REPO_ROOT
+from helpers.profiles import list_notebooks
 from helpers.solution_regions import NotebookSourceError, Where, answer_code
 
 __all__ = ["Export", "exports", "exported_text", "write_exports", "stale_exports",
@@ -91,8 +93,6 @@ def exports(lessons_dir: Path = NOTEBOOKS_DIR) -> list[Export]:
 
     Raises :class:`NotebookSourceError` when two cells export to the same file.
     """
-    from helpers.lessons.tasks import cell_source, read_lesson
-    from helpers.profiles import list_notebooks
 
     found: list[Export] = []
     for path in list_notebooks(lessons_dir):

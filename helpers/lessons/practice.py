@@ -46,6 +46,7 @@ from helpers.lessons.tasks import (
     syntax_error,
 )
 from helpers.paths import NOTEBOOKS_DIR, REPO_ROOT
+from helpers.profiles import list_notebooks
 from helpers.solution_regions import (
     NotebookSourceError,
     SolutionRegion,
@@ -170,8 +171,6 @@ def render_practice(source: Path) -> str | None:
 
 
 def _lessons(folder: Path) -> list[Path]:
-    from helpers.profiles import list_notebooks
-
     return list_notebooks(folder)
 
 

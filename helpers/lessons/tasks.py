@@ -36,6 +36,7 @@ import nbformat
 
 from helpers.errors import WorkbookError
 from helpers.paths import NOTEBOOKS_DIR
+from helpers.profiles import list_notebooks
 from helpers.solution_regions import (
     CHECK_TAG,
     NotebookSourceError,
@@ -94,7 +95,6 @@ def lesson_id(path: Path | str) -> str:
 
 def find_lesson(lesson: str | int | Path, folder: Path = NOTEBOOKS_DIR) -> Path:
     """The lesson's source notebook from its id (``"02a"``, ``"03"``, ``3``), its stem, or a path."""
-    from helpers.profiles import list_notebooks
 
     if isinstance(lesson, Path) or str(lesson).endswith(".ipynb"):
         path = Path(str(lesson))

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from helpers.check_feedback import CheckFailed, CheckProblem, feedback, report_pass
 from helpers.errors import WorkbookError
 from helpers.load import run_in_new_loop
+from helpers.serve_status import serve_details
 
 if TYPE_CHECKING:  # pragma: no cover
     from helpers.labs.session import LabSession
@@ -195,8 +196,6 @@ def lab_check(
 
 
 def _serve_apps(session: "LabSession") -> dict[str, Any]:
-    from helpers.serve_status import serve_details
-
     return serve_details(session.cluster).get("applications") or {}
 
 

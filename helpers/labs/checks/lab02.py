@@ -25,6 +25,7 @@ from helpers.labs.checks.framework import (
     _running_replicas,
     lab_check,
 )
+from helpers.serve_cli import validate_serve_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from helpers.labs.session import LabSession
@@ -42,8 +43,6 @@ _L02_IMPORT = "helpers.apps.configurable:app"
 
 def _l02_entry(session: "LabSession", path: Any, look: str) -> dict[str, Any]:
     import yaml
-
-    from helpers.serve_cli import validate_serve_config
 
     path = Path(path) if path else None
     _expect(path is not None and path.exists(), f"The config file {path} does not exist.",

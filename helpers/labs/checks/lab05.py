@@ -21,6 +21,7 @@ from helpers.labs.checks.framework import (
     _post,
     lab_check,
 )
+from helpers.llm import llm_config_as_dict
 
 if TYPE_CHECKING:  # pragma: no cover
     from helpers.labs.session import LabSession
@@ -36,8 +37,6 @@ _L05_CONFIG = "Task 1: llm_config = LLMConfig(...)"
 
 
 def _l05_config_dict(llm_config: Any) -> dict[str, Any]:
-    from helpers.llm import llm_config_as_dict
-
     if llm_config is None or not hasattr(llm_config, "model_dump"):
         raise CheckProblem(f"llm_config is {type(llm_config).__name__}, not an LLMConfig.",
                            _L05_CONFIG)

@@ -22,6 +22,8 @@ from helpers.labs.checks.framework import (
     _serve_apps,
     lab_check,
 )
+from helpers.serve_cli import check_config_fields
+from helpers.serve_status import pending_demands
 
 if TYPE_CHECKING:  # pragma: no cover
     from helpers.labs.session import LabSession
@@ -48,9 +50,6 @@ _L07_APPS = ("alpha", "beta", "gamma")
 def lab07_observed_causes(session: "LabSession", broken_config_path: Any) -> dict[str, str]:
     """What the live cluster shows for each of lab 07's applications (see :data:`CAUSES`)."""
     import yaml
-
-    from helpers.serve_cli import check_config_fields
-    from helpers.serve_status import pending_demands
 
     config = yaml.safe_load(Path(broken_config_path).read_text())
     entries = {a["name"]: a for a in config["applications"]}

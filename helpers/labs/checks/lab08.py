@@ -27,6 +27,7 @@ from helpers.labs.checks.framework import (
     _expect,
     lab_check,
 )
+from helpers.metrics import scrape_cluster
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -111,7 +112,6 @@ def scrape_until(session: "LabSession", before: "pd.DataFrame", name: str, incre
     """Scrape the lab's metrics until ``sum(NAME)`` of this lab's "timed" application grew by
     ``increase`` since ``before`` (the replicas report every second; a cluster's agents may
     take longer); that scrape. A :class:`CheckProblem` after ``timeout_s`` says what it saw."""
-    from helpers.metrics import scrape_cluster
 
     app = session.app_name("timed")
     start = _l08_total(before, app, name)
@@ -145,8 +145,6 @@ def _l08_p95_against_the_client(session: "LabSession", p95_ms: Any, work_ms: "Se
                                 look: str) -> None:
     import numpy as np
 
-    from helpers.metrics import scrape_cluster
-
     _app(session, "timed", task=2, look=_L08_METRICS)
     before = scrape_cluster(session.cluster, prefixes=("ray_lab08_",))
     client_ms = timed_load(session.url("timed"), work_ms)
@@ -164,7 +162,6 @@ def _l08_p95_against_the_client(session: "LabSession", p95_ms: Any, work_ms: "Se
 @lab_check("lab08", 1)
 def lab08_metrics_count_requests(session: "LabSession") -> None:
     """TimedService's histogram and counter record every request, by outcome."""
-    from helpers.metrics import scrape_cluster
 
     _app(session, "timed", task=1, look=_L08_METRICS)
     before = scrape_cluster(session.cluster, prefixes=("ray_lab08_",))
@@ -202,7 +199,6 @@ def lab08_p95_matches_the_client(session: "LabSession", p95_ms: Any) -> None:
 def _l08_share_of(session: "LabSession", error_share: Any, *, answered: int,
                   refused: int) -> float:
     """error_share on two scrapes around ``answered`` and ``refused`` requests."""
-    from helpers.metrics import scrape_cluster
 
     _app(session, "timed", task=3, look=_L08_METRICS)
     before = scrape_cluster(session.cluster, prefixes=("ray_lab08_",))

@@ -22,6 +22,7 @@ from helpers.labs.checks.framework import (
     lab_check,
 )
 from helpers.load import run_in_new_loop
+from helpers.serve_status import pending_demands
 
 if TYPE_CHECKING:  # pragma: no cover
     from helpers.labs.session import LabSession
@@ -90,7 +91,6 @@ def lab09_where(session: "LabSession", short: str, replicas: int | None = None, 
 
 def _l09_replicas(session: "LabSession", short: str) -> list[dict[str, Any]]:
     """The model's RUNNING replicas, after waiting for them; a problem naming what is pending."""
-    from helpers.serve_status import pending_demands
 
     look = _L09_LOOK[short]
     started = time.monotonic()
