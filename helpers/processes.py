@@ -469,7 +469,7 @@ def ray_executable(name: str = "ray") -> str:
 
 #: What to stop when the interpreter exits, in the order it was started.
 _AT_EXIT: dict[int, Callable[[], Any]] = {}
-#: Seconds each process gets to stop at exit: a kernel shutting down has only a few.
+#: Seconds each process gets to stop at exit at most (killed after): an exit should not hang.
 AT_EXIT_STOP_S = 20.0
 
 
