@@ -106,8 +106,8 @@ class ServeRun(ManagedProcess):
         self.id = f"serve-run-{uuid.uuid4().hex[:8]}"
         super().__init__(
             [ray_executable("serve"), "run", self.target, "--address", cluster.address, *args],
-            kind="serve-run", name=self.id, log_path=log_path, env=cluster.env,
-            cwd=cwd or scratch_root(), stop_signal=signal.SIGINT, stop_timeout_s=60.0)
+            kind="serve-run", name=self.id, log_path=log_path, cwd=cwd or scratch_root(),
+            stop_signal=signal.SIGINT, stop_timeout_s=60.0)
         self.started_at: float | None = None
 
     @classmethod
@@ -165,6 +165,7 @@ class ServeRun(ManagedProcess):
         """Start the process (returns at once; see :meth:`wait_until_running`)."""
         if self.popen is not None:
             raise WorkbookError("This serve run was already started.", "make a new ServeRun.")
+        self.env = self.cluster.env  # its address and token as they are now
         super().start()
         self.started_at = time.monotonic()
         return self
