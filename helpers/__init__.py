@@ -12,7 +12,8 @@ first uses it (``-`` where only the runner, the labs or the tests do):
 Cluster
   * :mod:`helpers.cluster` (01) - start a local multi-node Ray cluster, or connect to one; stop it.
   * :mod:`helpers.auth` (01) - Ray's token authentication for clusters and CLI clients.
-  * :mod:`helpers.processes` (01) - start a command in a session of its own; stop exactly that.
+  * :mod:`helpers.processes` (01) - a command in a session of its own (``ManagedProcess``):
+    registered, stopped by id and at exit; the leftover registry.
   * :mod:`helpers.ports` (02a) - free ports; who holds a busy one.
   * :mod:`helpers.paths` (01) - the repository's folders and the private scratch folder.
   * :mod:`helpers.health_check` (01) - CPU, GPU and object-store probes on every node (the

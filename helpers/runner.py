@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -204,7 +203,7 @@ def run_one(
     nb: Path, out_dir: Path, parameters: dict[str, Any], timeout_s: float, scratch: Path
 ) -> NotebookResult:
     """Execute one notebook in a papermill subprocess; check and clean what it left."""
-    from helpers.processes import find_leftovers
+    from helpers.processes import ManagedProcess, find_leftovers
 
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / nb.name
@@ -214,23 +213,18 @@ def run_one(
     env = dict(os.environ, WORKBOOK_SCRATCH=str(scratch), PYTHONUNBUFFERED="1")
     argv = [sys.executable, "-m", "papermill", str(nb), str(executed), "-f", str(params_path),
             "--cwd", str(nb.parent), "--no-progress-bar", "--log-output", "-k", "python3"]
+    log_path.unlink(missing_ok=True)  # the log is appended to: this run's alone
+    papermill = ManagedProcess(argv, kind="papermill", log_path=log_path, env=env,
+                               stop_timeout_s=10.0)
     started, started_wall = time.monotonic(), time.time()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        interrupted = ""
+    interrupted = ""
+    # Leaving the block ends papermill's session (papermill, its kernel) by id, however the
+    # wait ended: in time, at the timeout, or by Ctrl-C, SIGTERM or SIGHUP (see main).
+    with papermill:
         try:
-            code = proc.wait(timeout=timeout_s)
-            status = PASSED if code == 0 else FAILED
-        except subprocess.TimeoutExpired:
-            from helpers.processes import stop_session
-
-            stop_session(proc.pid, grace_s=10)
-            status = TIMEOUT
+            code = papermill.wait_exit(timeout_s)
+            status = TIMEOUT if code is None else PASSED if code == 0 else FAILED
         except BaseException as err:  # noqa: BLE001 - Ctrl-C, SIGTERM or SIGHUP: stop the notebook first
-            from helpers.processes import stop_session
-
-            stop_session(proc.pid, grace_s=10)
             interrupted = str(err) or "Ctrl-C"
             status = FAILED
     duration = round(time.monotonic() - started, 1)

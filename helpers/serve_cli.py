@@ -3,8 +3,9 @@
 * :class:`ServeRun` - ``serve run TARGET`` as a background process attached to the notebook's
   cluster (``--address`` and the cluster's token), waited on until its applications are
   RUNNING, and stopped by its process id: SIGINT (what Ctrl-C sends: ``serve run`` then shuts
-  Serve down) or SIGTERM (the process ends, the applications stay). Registered so the leak
-  checks see it; stopped at interpreter exit if a cell failed first.
+  Serve down) or SIGTERM (the process ends, the applications stay). A
+  :class:`~helpers.processes.ManagedProcess`: registered so the leak checks see it; stopped
+  at interpreter exit if a cell failed first.
 * Config files: :func:`serve_build` (``serve build`` plus naming the applications),
   :func:`load_config` / :func:`write_config`, :func:`local_run_config` (this machine's free
   port), :func:`with_deployment_options`, :func:`with_import_path`, :func:`config_diff`.
@@ -25,16 +26,13 @@ Usage::
 
 from __future__ import annotations
 
-import atexit
 import copy
 import difflib
-import os
 import re
 import signal
 import subprocess
 import time
 import uuid
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +42,7 @@ import yaml
 
 from helpers.errors import WorkbookError, closest
 from helpers.paths import scratch_root
-from helpers.processes import register, stop_session, unregister
+from helpers.processes import ManagedProcess, ray_executable
 
 if TYPE_CHECKING:  # pragma: no cover
     from ray.serve.schema import ServeDeploySchema
@@ -74,9 +72,6 @@ __all__ = [
     "explain_serve_error",
 ]
 
-_LIVE: "weakref.WeakSet[ServeRun]" = weakref.WeakSet()
-
-
 class ServeRunExited(WorkbookError):
     """``serve run`` ended before its applications were RUNNING."""
 
@@ -88,12 +83,15 @@ class ServeConfigError(WorkbookError):
 # -- serve run in the background --------------------------------------------------------
 
 
-class ServeRun:
+class ServeRun(ManagedProcess):
     """``serve run TARGET --address CLUSTER`` as a background process of this notebook.
 
     ``target`` is an import path (``helpers.apps.classifier:app``) or a YAML config file.
     Output goes to ``log_path``. The process runs in a session of its own, so stopping it
-    (by its pid) can never touch anything else.
+    (by its pid) can never touch anything else. :meth:`stop` sends SIGINT first, as Ctrl-C
+    does: ``serve run`` then shuts Serve down on the cluster (all applications);
+    ``stop(sig=signal.SIGTERM)`` ends the process without that, and the applications keep
+    running.
     """
 
     def __init__(
@@ -105,18 +103,14 @@ class ServeRun:
         log_path: Path | None = None,
         cwd: Path | None = None,
     ) -> None:
-        from helpers.cluster import ray_executable
-
         self.target = str(target)
         self.cluster = cluster
         self.id = f"serve-run-{uuid.uuid4().hex[:8]}"
-        self.log_path = log_path or scratch_root() / f"{self.id}.log"
-        self.cwd = cwd or scratch_root()
-        self.argv = [ray_executable("serve"), "run", self.target, "--address", cluster.address,
-                     *args]
-        self.proc: subprocess.Popen | None = None
+        super().__init__(
+            [ray_executable("serve"), "run", self.target, "--address", cluster.address, *args],
+            kind="serve-run", name=self.id, log_path=log_path, cwd=cwd or scratch_root(),
+            stop_signal=signal.SIGINT, stop_timeout_s=60.0)
         self.started_at: float | None = None
-        self.returncode: int | None = None
 
     @classmethod
     def from_command(
@@ -158,33 +152,25 @@ class ServeRun:
         return " ".join(["serve", *self.argv[1:]])
 
     @property
-    def pid(self) -> int:
-        if self.proc is None:
-            raise WorkbookError("This serve run was not started.", "call .start() first.")
-        return self.proc.pid
+    def proc(self) -> subprocess.Popen | None:
+        """The ``serve run`` process, None before :meth:`start`."""
+        return self.popen
 
     @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+    def pid(self) -> int:
+        """Its process id, also once stopped (what the log and the registry name)."""
+        if self.popen is None:
+            raise WorkbookError("This serve run was not started.", "call .start() first.")
+        return self.popen.pid
 
     def start(self) -> "ServeRun":
         """Start the process (returns at once; see :meth:`wait_until_running`)."""
-        from helpers.processes import start_session
-
-        if self.proc is not None:
+        if self.popen is not None:
             raise WorkbookError("This serve run was already started.", "make a new ServeRun.")
-        self.proc = start_session(self.argv, self.log_path, env=self.cluster.env, cwd=self.cwd)
+        self.env = self.cluster.env  # its address and token as they are now
+        super().start()
         self.started_at = time.monotonic()
-        register(self.id, {"kind": "serve-run", "owner_pid": os.getpid(),
-                           "command": self.command, "sessions": [self.proc.pid], "ports": []})
-        _LIVE.add(self)
         return self
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
 
     def wait_until_running(self, apps: Sequence[str], *, timeout_s: float = 180.0,
                            grace_s: float = 20.0) -> float:
@@ -202,7 +188,6 @@ class ServeRun:
 
         def still_running() -> None:
             if not self.running:
-                self.returncode = self.proc.returncode if self.proc else None
                 log = self.log_text()
                 advice = explain_serve_error(log)
                 raise ServeRunExited(
@@ -218,54 +203,10 @@ class ServeRun:
                                 not_yet=(ClusterNotRunningError,))
         return round(time.monotonic() - (self.started_at or 0.0), 2)
 
-    def stop(self, *, sig: int = signal.SIGINT, timeout_s: float = 60.0) -> int | None:
-        """Stop ``serve run``: send ``sig`` to its pid, wait, then end its session. Idempotent.
-
-        SIGINT is Ctrl-C: ``serve run`` catches it and shuts Serve down on the cluster (all
-        applications). SIGTERM ends the process without that: the applications keep running.
-        Returns the exit code (None if it had to be killed).
-        """
-        if self.proc is None:
-            return None
-        if self.running:
-            try:
-                os.kill(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                pass
-        stop_session(self.proc.pid, grace_s=10)  # anything left in its session, by its id
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        self.returncode = self.proc.returncode
-        unregister(self.id)
-        _LIVE.discard(self)
-        return self.returncode
-
-    def __enter__(self) -> "ServeRun":
-        return self if self.proc is not None else self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
-        state = "running" if self.running else ("not started" if self.proc is None else "stopped")
-        pid = f" pid {self.proc.pid}" if self.proc else ""
+        state = "running" if self.running else ("not started" if self.popen is None else "stopped")
+        pid = f" pid {self.popen.pid}" if self.popen else ""
         return f"<ServeRun {self.target!r}{pid} {state}>"
-
-
-@atexit.register
-def _stop_serve_runs_on_exit() -> None:
-    """Stop ``serve run`` processes still running when the interpreter exits."""
-    for run in list(_LIVE):
-        try:
-            run.stop(timeout_s=20)
-        except Exception:  # noqa: BLE001 - exiting anyway
-            pass
 
 
 def _tail(text: str, lines: int = 25) -> str:
@@ -309,8 +250,6 @@ def serve_build(
     ``names`` maps those to real names (``{"app1": "gateway"}``); the route prefix becomes
     ``/<name>``. Returns the config that was written. Needs no cluster.
     """
-    from helpers.cluster import ray_executable
-
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     argv = [ray_executable("serve"), "build", *import_paths, "-o", str(output)]

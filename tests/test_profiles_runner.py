@@ -300,23 +300,31 @@ def test_a_missing_program_stops_the_run_before_anything_runs(
 def test_the_summary_says_what_a_failed_notebook_left_running_and_that_it_was_ended(
     tmp_path: Path, nb_dir: Path, isolated_workbook_scratch: Path
 ) -> None:
-    pidfile = tmp_path / "echo.pid"
-    _write_notebook(
-        nb_dir / "05_leaves_a_server.ipynb",
-        "from helpers.echo_server import EchoServer\n"
-        f"echo = EchoServer().start()\nopen({str(pidfile)!r}, 'w').write(str(echo.pid))",
-        "raise RuntimeError('failing before the cleanup cell')",
-        "echo.stop()",
-    )
+    """A notebook that fails before its clean-up cell: its kernel's exit stops the echo server
+    (a ManagedProcess). One whose kernel dies (the OOM killer, a crash) runs no exit handler:
+    the runner finds the server by its record, ends it and says so."""
+    failing = {"05_fails": "raise RuntimeError('failing before the cleanup cell')",
+               "06_dies": "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"}
+    for stem, cell in failing.items():
+        _write_notebook(
+            nb_dir / f"{stem}.ipynb",
+            "from helpers.echo_server import EchoServer\n"
+            f"echo = EchoServer().start()\nopen({str(tmp_path / stem)!r}, 'w').write(str(echo.pid))",
+            cell,
+            "echo.stop()",
+        )
     profile = load_profile(_profile(tmp_path, GOOD_PROFILE), notebooks_dir=nb_dir)
     out = tmp_path / "out"
-    (result,) = run_notebooks([nb_dir / "05_leaves_a_server.ipynb"], profile, out, progress=False)
+    fails, dies = run_notebooks([nb_dir / f"{stem}.ipynb" for stem in failing], profile, out,
+                                progress=False)
 
-    assert result.status == FAILED and "failing before the cleanup cell" in result.error
-    assert "echo-" in result.cleanup and result.cleanup.endswith("the runner ended all of it")
-    assert not _is_alive(int(pidfile.read_text()))
+    assert fails.status == FAILED and "failing before the cleanup cell" in fails.error
+    assert fails.cleanup == "nothing left running"
+    assert dies.status == FAILED and "DeadKernelError" in dies.error, dies.error
+    assert "echo-" in dies.cleanup and dies.cleanup.endswith("the runner ended all of it")
+    assert not any(_is_alive(int((tmp_path / stem).read_text())) for stem in failing)
     table = (out / "summary.md").read_text()
-    assert "Nothing is left running: the runner ended what 05_leaves_a_server left behind" in table
+    assert "Nothing is left running: the runner ended what 06_dies left behind" in table
 
 
 def test_the_parts_of_a_split_lesson_are_lessons_in_order(tmp_path: Path) -> None:
