@@ -45,9 +45,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from helpers.errors import WorkbookError
+from helpers.auth import activate_in_process
+from helpers.errors import ServeTimeoutError, WorkbookError
+from helpers.paths import scratch_root
+from helpers.ports import free_port
 from helpers.processes import ManagedProcess
+from helpers.serve_status import app_statuses, serve_details, wait_until_deleted, wait_until_running
 from helpers.tiny_llm import TINY, resolve_model_source
+from helpers.waiting import wait_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from helpers.cluster import ClusterHandle
@@ -217,7 +222,6 @@ def render_config(
 
 def serve_http_url(cluster: "ClusterHandle") -> str:
     """``http://host:port`` of the Serve HTTP proxy on ``cluster`` (Serve must be running)."""
-    from helpers.serve_status import serve_details
 
     options = serve_details(cluster).get("http_options") or {}
     host = options.get("host") or "127.0.0.1"
@@ -264,9 +268,6 @@ def _start_serve(cluster: "ClusterHandle", http_host: str, http_port: int | None
     """Start Serve with our HTTP options unless Serve already runs (then its port stays)."""
     from ray import serve
 
-    from helpers.ports import free_port
-    from helpers.serve_status import serve_details
-
     if (serve_details(cluster).get("controller_info") or {}).get("actor_id"):
         return
     serve.start(http_options={"host": http_host, "port": http_port or free_port()})
@@ -294,8 +295,6 @@ def deploy_app(
     """
     from ray import serve
 
-    from helpers.serve_status import wait_until_running
-
     _check_connected_to(cluster)
     _start_serve(cluster, http_host, http_port)
     started = time.monotonic()
@@ -317,9 +316,6 @@ def wait_until_updated(
     ``deployed_after`` is ``time.time()`` taken before the deploy; an application that was
     RUNNING before counts as updated only once Serve records a later deploy time.
     """
-    from helpers.errors import ServeTimeoutError
-    from helpers.serve_status import serve_details, wait_until_running
-    from helpers.waiting import wait_for
 
     started = time.monotonic()
     seen: dict[str, Any] = {}
@@ -347,8 +343,6 @@ def engine_root_cause(cluster: "ClusterHandle", error: Exception, *, max_lines: 
 
     from ray.util.state import get_log
 
-    from helpers.auth import activate_in_process
-
     activate_in_process(cluster.env)
     found: list[str] = []
     for actor_id in dict.fromkeys(re.findall(r"actor_id=([0-9a-f]{16,})", str(error))):
@@ -375,8 +369,6 @@ def delete_app(name: str, *, cluster: "ClusterHandle", timeout_s: float = 120.0)
     deployed with ``serve deploy`` can also drop an application by not listing it).
     """
     from ray import serve
-
-    from helpers.serve_status import app_statuses, wait_until_deleted
 
     if name not in app_statuses(cluster):
         return
@@ -573,9 +565,6 @@ class VllmServer(ManagedProcess):
 
     def __init__(self, model_source: str, *, model_id: str, engine_kwargs: Mapping[str, Any],
                  env_vars: Mapping[str, str] | None = None, port: int | None = None) -> None:
-        from helpers.paths import scratch_root
-        from helpers.ports import free_port
-
         self.model_source = model_source
         self.model_id = model_id
         self.port = port or free_port()

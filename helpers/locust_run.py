@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from helpers.errors import WorkbookError
+from helpers.load import json_request, load_test
 from helpers.paths import CONFIGS_DIR, scratch_root
 from helpers.processes import ManagedProcess, ray_executable
 
@@ -206,8 +207,6 @@ def compare_with_locust(
     import json as _json
 
     import pandas as pd
-
-    from helpers.load import json_request, load_test
 
     body = {} if payload is None else payload
 

@@ -32,10 +32,23 @@ from typing import Any
 
 import yaml
 
+from helpers.browser import BrowserMissingError, chromium_path
 from helpers.errors import EnvironmentProblem, ParameterError, ProfileError, WorkbookError
+from helpers.labs.proof import write_lab_proof
+from helpers.lessons.proof import write_proof
+from helpers.lessons.tasks import read_tasks
 from helpers.paths import BUILD_DIR, LABS_DIR, NOTEBOOKS_DIR, REPO_ROOT
-from helpers.processes import interrupt_on_termination
+from helpers.processes import (
+    ManagedProcess,
+    end_leftovers,
+    find_leftovers,
+    interrupt_on_termination,
+    is_alive,
+    remove_orphan_shm,
+    sweep_orphans,
+)
 from helpers.profiles import Profile, check_parameters, list_labs, list_notebooks, load_profile
+from helpers.shared_cluster import not_run_sections
 
 __all__ = ["NotebookResult", "select_notebooks", "run_notebooks", "prepare_notebooks",
            "check_output_dir", "main"]
@@ -161,8 +174,6 @@ def _needs(nb: Path, parameters: dict[str, Any]) -> list[str]:
 def _program_problem(program: str) -> str | None:
     """Why ``program`` cannot be used here (and how to install it), or None when it can."""
     if program == "chromium":
-        from helpers.browser import BrowserMissingError, chromium_path
-
         try:
             chromium_path()
         except BrowserMissingError as err:
@@ -203,7 +214,6 @@ def run_one(
     nb: Path, out_dir: Path, parameters: dict[str, Any], timeout_s: float, scratch: Path
 ) -> NotebookResult:
     """Execute one notebook in a papermill subprocess; check and clean what it left."""
-    from helpers.processes import ManagedProcess, find_leftovers
 
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / nb.name
@@ -249,7 +259,6 @@ def run_one(
             os.environ["WORKBOOK_SCRATCH"] = previous
     if interrupted:
         raise KeyboardInterrupt(f"{interrupted} while {nb.name} ran; what it started was ended")
-    from helpers.shared_cluster import not_run_sections
 
     return NotebookResult(nb.stem, status, duration, cell, error, str(executed), cleanup,
                           not_run_sections(scratch))
@@ -262,7 +271,6 @@ def end_and_confirm(leftovers: Sequence[Any], *, since: float) -> str:
     Shared-memory files that the ended processes made since ``since`` and that nobody uses
     any more (vLLM's queues) are removed too.
     """
-    from helpers.processes import end_leftovers, is_alive, remove_orphan_shm
 
     end_leftovers(leftovers)
     remove_orphan_shm(since)
@@ -313,12 +321,8 @@ def _proof_of(nb: Path, folder: Path) -> Path | None:
 
     A lab's proof is :mod:`helpers.labs.proof`'s (each check must fail while only its task is
     undone); a lesson's is :mod:`helpers.lessons.proof`'s."""
-    from helpers.lessons.proof import write_proof
-    from helpers.lessons.tasks import read_tasks
 
     if nb.name.startswith("lab"):
-        from helpers.labs.proof import write_lab_proof
-
         return write_lab_proof(nb, folder / nb.name)
     return write_proof(nb, folder / nb.name) if read_tasks(nb) else None
 
@@ -366,8 +370,6 @@ def run_notebooks(
     ``honor_skip`` is False (the command line passes False when notebooks are named).
     """
     from tqdm.auto import tqdm
-
-    from helpers.processes import sweep_orphans
 
     overrides = overrides or {}
     # Validate everything before running anything: a typo should not cost a long run.

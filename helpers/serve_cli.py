@@ -40,9 +40,15 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from helpers.errors import WorkbookError, closest
+from helpers.errors import ClusterNotRunningError, WorkbookError, closest
 from helpers.paths import scratch_root
 from helpers.processes import ManagedProcess, ray_executable
+from helpers.serve_status import (
+    dashboard_timeout_s,
+    serve_client,
+    serve_details,
+    wait_until_apps_running,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ray.serve.schema import ServeDeploySchema
@@ -180,8 +186,6 @@ class ServeRun(ManagedProcess):
         first, :class:`ServeDeployError` if an application fails, and
         :class:`ServeTimeoutError` after ``timeout_s``.
         """
-        from helpers.errors import ClusterNotRunningError
-        from helpers.serve_status import wait_until_apps_running
 
         if self.started_at is None:
             self.start()
@@ -278,7 +282,6 @@ def deploy_config(cluster: "ClusterHandle", config: Mapping[str, Any] | str | Pa
     (those missing from it are deleted; applications started with ``serve.run`` are left
     alone), and a change of ``user_config`` alone reconfigures replicas in place.
     """
-    from helpers.serve_status import dashboard_timeout_s, serve_client
 
     schema = validate_serve_config(config)
     body = schema.model_dump(exclude_unset=True)
@@ -295,7 +298,6 @@ def apps_deleted_by(config: Mapping[str, Any] | str | Path, cluster: "ClusterHan
     ``serve deploy`` deletes them without a warning; check before deploying. Applications
     started from Python (``serve.run``) are never deleted by a config.
     """
-    from helpers.serve_status import serve_details
 
     data = load_config(config) if isinstance(config, (str, Path)) else dict(config)
     listed = {app.get("name") for app in data.get("applications") or []}
