@@ -627,7 +627,7 @@ def test_lab09_names_a_pending_replica_and_does_not_wait_for_a_missing_app(monke
     clock = iter(range(0, 10_000, 5))  # each reading of the clock: 5 s later
     monkeypatch.setattr(lab_checks.time, "monotonic", lambda: float(next(clock)))
     monkeypatch.setattr(lab_checks.time, "sleep", lambda _: None)
-    monkeypatch.setattr("helpers.serve_status.pending_demands",
+    monkeypatch.setattr(lab_checks, "pending_demands",
                         lambda _: ["{'GPU': 1.5, 'CPU': 0.0}: 1+ pending tasks/actors"])
     deploying = {"me-lab09-generate": {"status": "DEPLOYING", "deployments": {"ResourceProbe": {
         "deployment_config": {"num_replicas": 2},
