@@ -284,7 +284,7 @@ def _shape_error(path: Path, error: Mapping[str, Any]) -> ProfileError:
         stem, rest, keys = loc[1], loc[2:], _ENTRY_KEYS
         where = f"{stem}: "
     elif section == "defaults":
-        stem, rest, keys, where = "", loc[1:], _ENTRY_KEYS - {"parameters", "shares_machine"}, ""
+        stem, rest, keys, where = "", loc[1:], set(_Defaults.model_fields), ""
     else:
         stem, rest, keys, where = "", loc, _TOP_KEYS, ""
     key = rest[-1] if rest else ""

@@ -32,6 +32,7 @@ import getpass
 import json
 import os
 import re
+import shutil
 import socket
 import time
 import uuid
@@ -375,8 +376,6 @@ def end_lesson(cluster: Any, *, work_dir: str | os.PathLike[str] | None = None,
     (on one's own, stopping it ends them). Every step runs even when one before it failed, so
     a lesson that broke midway still cleans up; the first error is raised at the end.
     """
-    import shutil
-
     import psutil
 
     errors: list[BaseException] = []
