@@ -6,7 +6,7 @@ Nothing is downloaded. The builder
    :mod:`ast`, nothing is imported or fetched),
 2. trains a byte-level BPE tokenizer (``tokenizers``, ~2k tokens) with a chat template,
 3. trains a 2-layer Llama (hidden 128, 2 heads of 64: vLLM's CPU attention needs a head
-   dimension of at least 32) for a fixed number of steps (about a minute or two on 2 cores),
+   dimension of at least 32) for a fixed number of steps (about 100 s on one core),
 4. saves model and tokenizer with ``save_pretrained`` into a cache folder named after a hash of
    its configuration: ``~/.cache/ray-serve-workbook/models/tiny-llama-<hash>`` (set
    ``WORKBOOK_MODEL_CACHE`` to use another folder).
@@ -96,14 +96,19 @@ class TinyModelSpec:
     num_heads: int = 2  # head_dim = hidden_size / num_heads = 64 (vLLM CPU needs >= 32)
     max_position_embeddings: int = 2048  # the model's context window, tokens
     seed: int = 0
-    train_steps: int = 500  # about a minute on 2 idle cores
+    train_steps: int = 500  # about 100 s on one idle core
     batch_size: int = 16
     seq_len: int = 128
     learning_rate: float = 3e-3
     warmup_steps: int = 50
     chat_fraction: float = 0.3  # share of training samples written as chats
     max_corpus_chars: int = 1_500_000  # cap on the docstring text used
-    threads: int = 2  # torch threads during training (a fixed count keeps sums identical)
+    # Torch threads during training. One: the same sums in the same order whatever the load.
+    # With two, a build in the test run's busy phase once gave other weights than the same
+    # spec built just before (OpenMP and MKL may run fewer threads than asked when the machine
+    # is busy, and a matrix product split another way rounds differently); one thread also
+    # took less CPU (101 CPU-s against 176 for the default spec, measured).
+    threads: int = 1
 
     def __post_init__(self) -> None:
         head_dim = self.hidden_size // self.num_heads
@@ -485,7 +490,7 @@ def build_tiny_model(
             f"The tiny model needs at least one training step (train_steps={spec.train_steps}, "
             f"warmup_steps={spec.warmup_steps}).",
             f"give train_steps >= 1 (--steps N; the default, {DEFAULT_SPEC.train_steps}, "
-            "takes about a minute on 2 cores) and warmup_steps >= 0.")
+            "takes about 100 s on one core) and warmup_steps >= 0.")
     target = model_dir_for(spec, Path(cache_dir).expanduser() if cache_dir else None)
     if not force and (target / MANIFEST).exists():
         return target

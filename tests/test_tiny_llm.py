@@ -41,9 +41,11 @@ def short_builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_same_spec_builds_identical_weights(short_builds: tuple[Path, Path]) -> None:
     first, second = short_builds
     assert first != second and first.name == second.name == f"tiny-llama-{SHORT.key()}"
+    # The tokenizer first: the weights' digest covers it too, and a failure should say which.
+    assert (first / "tokenizer.json").read_bytes() == (second / "tokenizer.json").read_bytes()
+    assert (first / "model.safetensors").read_bytes() == (second / "model.safetensors").read_bytes()
     assert weights_digest(first) == weights_digest(second)
     assert read_manifest(first)["weights_sha256"] == weights_digest(first)
-    assert (first / "tokenizer.json").read_bytes() == (second / "tokenizer.json").read_bytes()
 
 
 def test_another_seed_builds_other_weights(short_builds: tuple[Path, Path], tmp_path: Path) -> None:
