@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,24 @@ def _notebook_of(item: pytest.Item | None) -> str | None:
         return None
     path = str(getattr(item, "path", ""))
     return path if path.endswith(".ipynb") else None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """With ``WORKBOOK_ITEM_TIMES`` set (scripts/test.sh sets it), one JSON line per test item:
+    when it ran, in which process and with which scratch folder, so that a sampler of the
+    machine's processes can tell which test or notebook each process's CPU time belongs to (a
+    cluster's processes name the scratch folder in their command lines)."""
+    started = time.time()
+    yield
+    path = os.environ.get("WORKBOOK_ITEM_TIMES")
+    if path:
+        record = {"file": Path(str(item.path)).stem, "item": item.nodeid, "pid": os.getpid(),
+                  "worker": os.environ.get("PYTEST_XDIST_WORKER", ""),
+                  "scratch": os.environ.get("WORKBOOK_SCRATCH", ""),
+                  "start": round(started, 2), "end": round(time.time(), 2)}
+        with open(path, "a") as handle:  # one short line per write: appends do not interleave
+            handle.write(json.dumps(record) + "\n")
 
 
 @pytest.hookimpl(hookwrapper=True)

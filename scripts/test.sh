@@ -47,10 +47,13 @@ echo "lint and types: ruff check, mypy"
 lint=$?
 t_lint=$((SECONDS - t0l))
 t1=$SECONDS
-rm -f build/test-unit.xml build/test-alone.xml build/proof-results.jsonl
+rm -f build/test-unit.xml build/test-alone.xml build/proof-results.jsonl build/item-times.jsonl
 # Each "Your turn" proof step records how long its check took (scripts/time_table.py prints the
 # slowest checks of blank tasks: a check that waits out a timeout before failing).
 export WORKBOOK_PROOF_RESULTS="${WORKBOOK_PROOF_RESULTS:-$PWD/build/proof-results.jsonl}"
+# Each test item's start, end, process and scratch folder (conftest.py), for a CPU profile of the
+# run: a sampler of /proc can then say which test each process's CPU time belongs to.
+export WORKBOOK_ITEM_TIMES="${WORKBOOK_ITEM_TIMES:-$PWD/build/item-times.jsonl}"
 TARGETS=(tests)
 NBVAL=(--nbval-lax --nbval-current-env --nbval-cell-timeout=900
        --nbval-sanitize-with tests/nbval_sanitize.cfg)
