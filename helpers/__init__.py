@@ -30,6 +30,8 @@ Serve
   * :mod:`helpers.serve_timeline` (02b) - Serve's status recorded over time, and its plot.
   * :mod:`helpers.serve_cli` (03a) - ``serve run/deploy/status/...`` on this cluster, in the background.
   * :mod:`helpers.kuberay` (03b) - a KubeRay RayService manifest around a ``serve build`` config.
+  * :mod:`helpers.serve_apps` (04a) - applications from Python: deploy one and wait for it, wait
+    after ``serve deploy``, delete one; the HTTP proxy's URL.
   * :mod:`helpers.autoscaling` (05) - autoscaling made visible: replicas under load, a dashboard.
   * :mod:`helpers.metrics` (05) - Ray's Prometheus metrics scraped: series, rates, quantiles.
   * :mod:`helpers.browser` (09) - headless Chromium (Playwright) for screenshots and page checks.
@@ -48,8 +50,11 @@ Load
 
 LLM
   * :mod:`helpers.tiny_llm` (04a) - the tiny Llama-architecture model, built on this machine.
-  * :mod:`helpers.llm` (04a) - LLM configs for CPU or GPU, deploying, clients, a direct engine.
+  * :mod:`helpers.llm` (04a) - LLM configs for CPU or GPU, the engine's own errors, streaming
+    and benchmark clients.
   * :mod:`helpers.llm_callbacks` (04a) - a start-up callback that skips "downloading" a local model.
+  * :mod:`helpers.vllm_server` (04b) - vLLM's own OpenAI server on loopback: the engine without
+    Serve.
   * :mod:`helpers.streaming` (12) - the streaming case study: config, model, scheduler, the
     actor and Serve implementations, client and evaluation.
 

@@ -1,26 +1,26 @@
-"""LLM serving plumbing: configs for CPU or GPU, deploying, clients, load, a direct engine.
+"""LLM serving plumbing: configs for CPU or GPU, the engine's own errors, clients, benchmarks.
 
 What lesson 04 teaches is ``ray.serve.llm`` itself (``LLMConfig``, ``build_openai_app``, the
 OpenAI API); this module holds the parts that are not the lesson:
 
 * :func:`make_llm_config` - an ``LLMConfig`` for ``accelerator="cpu"`` (vLLM's CPU build:
   ``accelerator_config={"kind": "cpu"}`` and the KV cache size in ``VLLM_CPU_KVCACHE_SPACE``)
-  or ``"gpu"`` (``gpu_memory_utilization``);
-* :func:`deploy_app` - start Serve on a chosen HTTP port, deploy an application, and wait for
-  it with a timeout that reports the pending resource demand (``serve.run`` waits forever);
-  :func:`wait_until_updated` does the waiting after ``serve deploy``, :func:`delete_app`
-  removes one application, :func:`engine_root_cause` digs the engine's own error out of a
-  failed replica's log;
+  or ``"gpu"`` (``gpu_memory_utilization``); :func:`llm_config_as_dict` its YAML entry;
 * :func:`render_config` - fill the ``${TINY_MODEL}`` placeholder of ``configs/llm/`` files;
+* :func:`engine_root_cause` - dig the engine's own error out of a failed replica's log;
 * :func:`stream_completion` - stream one completion, measuring time to first token;
 * :class:`BenchRun` / :func:`naive_generate_baseline` - a benchmark run's tokens per second
   and latencies (lesson 04b writes the load loop that fills one), and the same prompts one at
-  a time through transformers' ``generate``; load in general is :mod:`helpers.load`'s;
-* :class:`VllmServer` - vLLM's own OpenAI server on loopback, the engine without Serve.
+  a time through transformers' ``generate``; load in general is :mod:`helpers.load`'s.
+
+Deploying, waiting for and deleting applications is :mod:`helpers.serve_apps` (not about
+LLMs); vLLM's own server, the engine without Serve, is :mod:`helpers.vllm_server`. Their
+names are importable from here too, for the lessons and labs written before they moved.
 
 Usage::
 
-    from helpers.llm import make_llm_config, deploy_app
+    from helpers.llm import make_llm_config
+    from helpers.serve_apps import deploy_app
     from ray.serve.llm import build_openai_app
     config = make_llm_config("tiny", accelerator="cpu")
     result = deploy_app(build_openai_app({"llm_configs": [config]}), cluster=cluster,
@@ -33,26 +33,28 @@ Introduced in notebooks/04a_llm_config_and_openai_api.ipynb and 04b_batching_and
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import statistics
-import sys
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from helpers.auth import activate_in_process
-from helpers.errors import ServeTimeoutError, WorkbookError
-from helpers.paths import scratch_root
-from helpers.ports import free_port
-from helpers.processes import ManagedProcess
-from helpers.serve_status import app_statuses, serve_details, wait_until_deleted, wait_until_running
+from helpers.errors import WorkbookError
+
+# Kept importable from here for the lessons and labs that import them from helpers.llm: the
+# Serve deploy helpers (helpers.serve_apps) and vLLM's own server (helpers.vllm_server).
+from helpers.serve_apps import (
+    DeployResult,
+    delete_app,
+    deploy_app,
+    serve_http_url,
+    wait_until_updated,
+)
 from helpers.tiny_llm import TINY, resolve_model_source
-from helpers.waiting import wait_for
+from helpers.vllm_server import VllmServer, engine_kwargs_to_cli
 
 if TYPE_CHECKING:  # pragma: no cover
     from helpers.cluster import ClusterHandle
@@ -60,23 +62,24 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "ACCELERATORS",
     "TINY_MODEL_ID",
+    "LLM_CONFIGS_DIR",
     "make_llm_config",
     "llm_config_as_dict",
+    "render_config",
+    "engine_root_cause",
+    "StreamResult",
+    "stream_completion",
+    "bench_prompts",
+    "BenchRun",
+    "naive_generate_baseline",
+    # kept for the lessons and labs; defined in helpers.serve_apps and helpers.vllm_server
     "serve_http_url",
     "DeployResult",
     "deploy_app",
     "delete_app",
-    "StreamResult",
-    "stream_completion",
-    "BenchRun",
-    "naive_generate_baseline",
+    "wait_until_updated",
     "VllmServer",
     "engine_kwargs_to_cli",
-    "bench_prompts",
-    "LLM_CONFIGS_DIR",
-    "render_config",
-    "engine_root_cause",
-    "wait_until_updated",
 ]
 
 ACCELERATORS = ("cpu", "gpu")
@@ -217,118 +220,7 @@ def render_config(
     return target
 
 
-# --- deploying -------------------------------------------------------------------------------
-
-
-def serve_http_url(cluster: "ClusterHandle") -> str:
-    """``http://host:port`` of the Serve HTTP proxy on ``cluster`` (Serve must be running)."""
-
-    options = serve_details(cluster).get("http_options") or {}
-    host = options.get("host") or "127.0.0.1"
-    if host in ("0.0.0.0", "::"):
-        host = cluster.host
-    port = options.get("port") or 8000
-    return f"http://{host}:{port}"
-
-
-@dataclass
-class DeployResult:
-    """An application that reached RUNNING: its name, URL and how long that took."""
-
-    name: str
-    url: str  # base URL including the route prefix, no trailing slash
-    seconds: float
-    details: dict[str, Any] = field(repr=False, default_factory=dict)
-
-
-def _check_connected_to(cluster: "ClusterHandle") -> None:
-    """Refuse to deploy when this process's Ray driver belongs to another cluster.
-
-    ``build_openai_app`` reads the driver's runtime context, and Ray connects a process that
-    was not connected yet to a *new local* Ray instance: the app would then be deployed there.
-    Connect first (``cluster.connect()``), then build the app.
-    """
-    import ray
-
-    if not ray.is_initialized():
-        cluster.connect()
-        return
-    connected = ray.get_runtime_context().gcs_address or ""
-    if not connected.endswith(":" + cluster.address.rsplit(":", 1)[-1]):
-        raise WorkbookError(
-            f"This process is connected to the Ray cluster at {connected}, not to "
-            f"{cluster.address}.",
-            "call cluster.connect() before building the application (build_openai_app "
-            "reads the Ray context and would otherwise start a private local Ray), then "
-            "restart the kernel or ray.shutdown() and try again.",
-        )
-
-
-def _start_serve(cluster: "ClusterHandle", http_host: str, http_port: int | None) -> None:
-    """Start Serve with our HTTP options unless Serve already runs (then its port stays)."""
-    from ray import serve
-
-    if (serve_details(cluster).get("controller_info") or {}).get("actor_id"):
-        return
-    serve.start(http_options={"host": http_host, "port": http_port or free_port()})
-
-
-def deploy_app(
-    app: Any,
-    *,
-    cluster: "ClusterHandle",
-    name: str,
-    route_prefix: str | None = "/",
-    timeout_s: float = 300.0,
-    http_port: int | None = None,
-    http_host: str = "127.0.0.1",
-    wait: bool = True,
-) -> DeployResult:
-    """Deploy a Serve ``Application`` and wait until it is RUNNING (or fail with the reason).
-
-    Serve is started first if it does not run yet, on ``http_host``:``http_port`` (default: a
-    free port on 127.0.0.1); a Serve that already runs keeps its port. ``serve.run`` would wait
-    without a time limit; this deploys the same way
-    without waiting, then waits with :func:`helpers.serve_status.wait_until_running`, which
-    raises :class:`~helpers.errors.ServeTimeoutError` with the resource demand nobody can
-    place, or :class:`~helpers.errors.ServeDeployError` with the replica's own error.
-    """
-    from ray import serve
-
-    _check_connected_to(cluster)
-    _start_serve(cluster, http_host, http_port)
-    started = time.monotonic()
-    serve._run(app, _blocking=False, name=name, route_prefix=route_prefix)
-    details: dict[str, Any] = {}
-    if wait:
-        details = wait_until_running(name, cluster=cluster, timeout_s=timeout_s)
-    prefix = (route_prefix or "").rstrip("/")
-    return DeployResult(name, serve_http_url(cluster) + prefix,
-                        round(time.monotonic() - started, 1), details)
-
-
-def wait_until_updated(
-    app: str, *, cluster: "ClusterHandle", deployed_after: float, timeout_s: float = 300.0
-) -> dict[str, Any]:
-    """After ``serve deploy``: wait until Serve took the new config of ``app``, then until
-    it is RUNNING (or raise :class:`~helpers.errors.ServeDeployError` at once if it failed).
-
-    ``deployed_after`` is ``time.time()`` taken before the deploy; an application that was
-    RUNNING before counts as updated only once Serve records a later deploy time.
-    """
-
-    started = time.monotonic()
-    seen: dict[str, Any] = {}
-
-    def took_the_new_config() -> bool:
-        seen["app"] = (serve_details(cluster).get("applications") or {}).get(app) or {}
-        return (seen["app"].get("last_deployed_time_s") or 0) >= deployed_after - 1.0
-
-    wait_for(took_the_new_config, timeout_s=timeout_s, what=f"Serve to take {app}'s new config",
-             on_timeout=lambda waited: ServeTimeoutError(
-                 app, timeout_s, seen["app"].get("status", "NOT_STARTED")))
-    remaining = max(1.0, timeout_s - (time.monotonic() - started))
-    return wait_until_running(app, cluster=cluster, timeout_s=remaining, grace_s=0)
+# --- diagnosing ------------------------------------------------------------------------------
 
 
 def engine_root_cause(cluster: "ClusterHandle", error: Exception, *, max_lines: int = 3) -> list[str]:
@@ -360,21 +252,6 @@ def engine_root_cause(cluster: "ClusterHandle", error: Exception, *, max_lines: 
                 if message not in found:
                     found.append(message)
     return found[:max_lines]
-
-
-def delete_app(name: str, *, cluster: "ClusterHandle", timeout_s: float = 120.0) -> None:
-    """Delete application ``name`` (if it exists) and wait until Serve has removed it.
-
-    Ray 2.60's ``serve`` CLI has no ``delete`` command: this uses ``serve.delete`` (a config
-    deployed with ``serve deploy`` can also drop an application by not listing it).
-    """
-    from ray import serve
-
-    if name not in app_statuses(cluster):
-        return
-    _check_connected_to(cluster)
-    serve.delete(name, _blocking=False)
-    wait_until_deleted(name, cluster=cluster, timeout_s=timeout_s)
 
 
 # --- streaming ------------------------------------------------------------------------------
@@ -530,111 +407,3 @@ def naive_generate_baseline(
     finally:
         torch.set_num_threads(previous)
     return BenchRun("transformers generate", 1, len(prompts), tokens, seconds, latencies)
-
-
-# --- the engine without Serve ------------------------------------------------------------------
-
-
-def engine_kwargs_to_cli(engine_kwargs: Mapping[str, Any]) -> list[str]:
-    """``{"max_model_len": 512, "enable_prefix_caching": True}`` -> ``vllm serve`` flags."""
-    argv: list[str] = []
-    for key, value in engine_kwargs.items():
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            argv.append(flag)
-        elif value is False:
-            argv.append("--no-" + key.replace("_", "-"))
-        elif isinstance(value, (dict, list)):
-            argv += [flag, json.dumps(value)]
-        elif value is not None:
-            argv += [flag, str(value)]
-    return argv
-
-
-class VllmServer(ManagedProcess):
-    """vLLM's own OpenAI-compatible server (what ``vllm serve`` runs) on 127.0.0.1.
-
-    Started with the same model and engine settings as a Serve ``LLMConfig``, it is the
-    engine without Serve's proxy, ingress and handles. A :class:`ManagedProcess`: recorded
-    in the workbook's process registry and stopped by process id (``stop()``, the context
-    manager, or at exit)::
-
-        with VllmServer.from_llm_config(config) as server:
-            load_test(server.url, chat_request(config.model_id, "Return the"), requests=32)
-    """
-
-    def __init__(self, model_source: str, *, model_id: str, engine_kwargs: Mapping[str, Any],
-                 env_vars: Mapping[str, str] | None = None, port: int | None = None) -> None:
-        self.model_source = model_source
-        self.model_id = model_id
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        name = f"vllm-server-{uuid.uuid4().hex[:8]}"
-        env = dict(os.environ)
-        env.update(env_vars or {})
-        # vLLM leaves its ZMQ sockets in VLLM_RPC_BASE_PATH (default: /tmp): give it a folder
-        # of its own, removed by stop().
-        self.rpc_dir = scratch_root() / f"{name}-rpc"
-        env.setdefault("VLLM_RPC_BASE_PATH", str(self.rpc_dir))
-        # vLLM's HTTP server keeps connections alive 5 s by default (VLLM_HTTP_TIMEOUT_KEEP_ALIVE).
-        # Under load on two cores (64 in flight, two CPU hogs) requests were cut 5.2 s after
-        # they were sent, at that keep-alive's end (aiohttp's ServerDisconnectedError, up to 54
-        # of 128 requests, in 3 of 6 runs); with a keep-alive longer than any request, 0 of 6.
-        env.setdefault("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "300")
-        # `vllm serve` itself asks for the version of a package named "vllm", which the CPU
-        # build (package vllm-cpu) does not have: run the same server through its module.
-        super().__init__([sys.executable, "-W", "ignore::DeprecationWarning",
-                          "-m", "vllm.entrypoints.openai.api_server",
-                          "--model", model_source, "--served-model-name", model_id,
-                          "--host", "127.0.0.1", "--port", str(self.port),
-                          *engine_kwargs_to_cli(engine_kwargs)],
-                         kind="vllm-server", name=name, env=env, ports=[self.port],
-                         stop_timeout_s=15.0)
-        self.start_seconds: float | None = None  # from start() to the first answer
-        self._started_at = 0.0
-
-    @classmethod
-    def from_llm_config(cls, config: Any, **kwargs: Any) -> "VllmServer":
-        """A server with ``config``'s model, engine kwargs and runtime_env variables."""
-        loading = config.model_loading_config
-        env = dict(((config.runtime_env or {}).get("env_vars")) or {})
-        engine = {k: v for k, v in config.engine_kwargs.items()}
-        return cls(str(loading.model_source), model_id=loading.model_id, engine_kwargs=engine,
-                   env_vars=env, **kwargs)
-
-    def start(self, timeout_s: float = 300.0, *, wait: bool = True) -> "VllmServer":
-        """Start the server; with ``wait`` (the default) wait until ``/v1/models`` answers."""
-        self.rpc_dir.mkdir(parents=True, exist_ok=True)
-        super().start()
-        self._started_at = time.monotonic()
-        return self.wait_ready(timeout_s) if wait else self
-
-    def wait_ready(self, timeout_s: float = 300.0) -> "VllmServer":
-        """Wait until the started server answers ``/v1/models``; raise with its log if not."""
-        import requests
-
-        if self.pid is None:
-            raise WorkbookError("This vLLM server was not started.", "call start() first.")
-        while time.monotonic() - self._started_at < timeout_s:
-            if not self.running:
-                code = self.stop()
-                raise WorkbookError(
-                    f"The vLLM server exited with code {code} before it was ready.",
-                    "read the end of its log below.", details=self.tail())
-            try:
-                if requests.get(f"{self.url}/v1/models", timeout=2).status_code == 200:
-                    if self.start_seconds is None:
-                        self.start_seconds = round(time.monotonic() - self._started_at, 1)
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(1.0)
-        self.stop()
-        raise WorkbookError(f"The vLLM server was not ready within {timeout_s:.0f} s.",
-                            "the machine may be busy; raise timeout_s.", details=self.tail())
-
-    def stop(self, timeout_s: float | None = None, *, sig: int | None = None) -> int | None:
-        """Stop the server's whole process session (idempotent) and remove its sockets' folder."""
-        code = super().stop(timeout_s, sig=sig)
-        shutil.rmtree(self.rpc_dir, ignore_errors=True)
-        return code

@@ -16,6 +16,8 @@ import stat
 import tempfile
 from pathlib import Path
 
+from helpers.errors import WorkbookError
+
 __all__ = [
     "REPO_ROOT",
     "NOTEBOOKS_DIR",
@@ -42,8 +44,6 @@ def _private_folder(path: Path, *, ours: bool) -> Path:
     start lock): a folder another user owns or may write to could make it end the wrong
     processes. ``ours``: the workbook's own default folder, whose mode it may tighten.
     """
-    from helpers.errors import WorkbookError
-
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = path.lstat()

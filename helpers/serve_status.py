@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from helpers.auth import activate_in_process, auth_headers
 from helpers.errors import (
     ClusterNotRunningError,
     DashboardTimeoutError,
@@ -94,8 +95,6 @@ def serve_client(cluster: "ClusterHandle", what: str, call: Callable[[Any], _T],
 
         serve_client(cluster, "GET /api/serve/applications/", lambda c: c.get_serve_details())
     """
-    from helpers.auth import auth_headers
-
     timeout = dashboard_timeout_s() if timeout_s is None else timeout_s
     # The cluster's token goes in the request's header (Ray's client keeps a header it is
     # given): reading Serve's status never touches this process's environment or Ray's
@@ -139,8 +138,6 @@ def controller_log_lines(cluster: "ClusterHandle", containing: str, *,
     the decision).
     """
     from ray.util.state import get_log, list_logs
-
-    from helpers.auth import activate_in_process
 
     activate_in_process(cluster.env)
     deadline = time.monotonic() + wait_s
@@ -187,8 +184,6 @@ def resource_demands(cluster: "ClusterHandle") -> list[dict[str, Any]]:
     be read.
     """
     from ray.autoscaler.v2.sdk import get_cluster_status
-
-    from helpers.auth import activate_in_process
 
     activate_in_process(cluster.env)
     try:

@@ -42,8 +42,8 @@ from typing import Any
 
 from helpers.cluster import LocalCluster
 from helpers.errors import WorkbookError, WorkbookTimeoutError
-from helpers.llm import delete_app
 from helpers.processes import find_leftovers
+from helpers.serve_apps import delete_app
 from helpers.serve_status import serve_details
 
 __all__ = ["Workspace", "keeping_the_others", "learner_name", "letters_and_digits",

@@ -17,13 +17,9 @@ import requests
 
 from helpers.apps.completion_api import build_app as build_completion_api
 from helpers.errors import ServeTimeoutError, WorkbookError
-from helpers.llm import (
-    bench_prompts,
-    deploy_app,
-    engine_kwargs_to_cli,
-    make_llm_config,
-    stream_completion,
-)
+from helpers.llm import bench_prompts, make_llm_config, stream_completion
+from helpers.serve_apps import deploy_app
+from helpers.vllm_server import engine_kwargs_to_cli
 
 MAX_MODEL_LEN = 512
 
@@ -57,6 +53,19 @@ def test_engine_kwargs_become_vllm_flags() -> None:
                                  "enforce_eager": False, "dtype": "float32", "x": None})
     assert argv == ["--max-model-len", "512", "--enable-prefix-caching", "--no-enforce-eager",
                     "--dtype", "float32"]
+
+
+def test_moved_names_stay_importable_from_helpers_llm() -> None:
+    """The Serve deploy helpers and vLLM's server moved to modules of their own; lessons,
+    labs and learners' notebooks written against ``helpers.llm`` still find them there."""
+    import helpers.llm
+    import helpers.serve_apps
+    import helpers.vllm_server
+
+    for module in (helpers.serve_apps, helpers.vllm_server):
+        for name in module.__all__:
+            assert name in helpers.llm.__all__, name
+            assert getattr(helpers.llm, name) is getattr(module, name), name
 
 
 def test_a_model_folder_skips_the_download_task_and_a_hub_id_keeps_it() -> None:

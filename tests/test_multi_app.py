@@ -187,8 +187,8 @@ def test_multi_app_config_is_valid_for_the_installed_serve(path: Path, tmp_path:
 @pytest.fixture(scope="module")
 def canary_url(two_node_cluster: LocalCluster) -> Iterator[str]:
     """The canary application deployed with a config (as `serve deploy` does), then removed."""
-    from helpers.llm import delete_app, serve_http_url
     from helpers.ports import free_port
+    from helpers.serve_apps import delete_app, serve_http_url
     from helpers.serve_cli import deploy_config
     from helpers.serve_status import serve_details, wait_until_running
 

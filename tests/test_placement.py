@@ -97,8 +97,8 @@ def serve_url(two_node_cluster: LocalCluster) -> Iterator[str]:
     was not running before."""
     from ray import serve
 
-    from helpers.llm import serve_http_url
     from helpers.ports import free_port
+    from helpers.serve_apps import serve_http_url
     from helpers.serve_status import serve_details
 
     cluster = two_node_cluster
@@ -121,7 +121,7 @@ def serve_url(two_node_cluster: LocalCluster) -> Iterator[str]:
 def _deployed(cluster: LocalCluster, deployment: Any, name: str) -> Iterator[None]:
     """``deployment`` as application ``name`` on /name, without waiting (replicas may stay
     pending); deleted afterwards."""
-    from helpers.llm import delete_app, deploy_app
+    from helpers.serve_apps import delete_app, deploy_app
 
     deploy_app(deployment.bind(), cluster=cluster, name=name, route_prefix=f"/{name}", wait=False)
     try:

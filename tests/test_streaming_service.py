@@ -33,8 +33,8 @@ LONG_ANSWER = 1024  # tokens: an answer still generating when a mid-stream delet
 def services(two_node_cluster: LocalCluster) -> Iterator[SimpleNamespace]:
     from ray import serve
 
-    from helpers.llm import serve_http_url
     from helpers.ports import free_port
+    from helpers.serve_apps import serve_http_url
     from helpers.serve_cli import deploy_config
     from helpers.serve_status import wait_until_running
     from helpers.streaming.actors import ActorService

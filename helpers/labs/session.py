@@ -41,8 +41,8 @@ import yaml
 
 from helpers.cluster import LocalCluster
 from helpers.errors import WorkbookError
-from helpers.llm import delete_app, deploy_app, serve_http_url
 from helpers.ports import free_port
+from helpers.serve_apps import delete_app, deploy_app, serve_http_url
 from helpers.serve_status import app_statuses, serve_details, status_table
 from helpers.shared_cluster import (
     deploy_lease,
@@ -55,7 +55,7 @@ from helpers.waiting import wait_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from helpers.cluster import ClusterHandle
-    from helpers.llm import DeployResult
+    from helpers.serve_apps import DeployResult
 
 __all__ = ["LabSession", "letters_and_digits", "student_slug", "CLASSROOM_HTTP_PORT",
            "HINT_METADATA", "lab_hints", "next_hint"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
+from helpers.labs.apps import lab_texts, measure_throughput
 from helpers.labs.checks.framework import (
     _app,
     _call,
@@ -30,8 +31,6 @@ __all__ = [
 
 
 def _l04_texts(count: int) -> list[str]:
-    from helpers.labs.apps import lab_texts
-
     return lab_texts(count)
 
 
@@ -39,8 +38,6 @@ def _l04_texts(count: int) -> list[str]:
 def lab04_batched_answers_match(session: "LabSession") -> None:
     """BatchedScorer answers each text with the same score as the unbatched model."""
     from ray import serve
-
-    from helpers.labs.apps import measure_throughput
 
     look = "Task 1: BatchedScorer.score (return one result per input, in order)"
     _app(session, "batched", task=1, look="Task 1: the cell that deploys BatchedScorer")
@@ -60,8 +57,6 @@ def lab04_throughput_target(session: "LabSession", *, baseline_rps: float, speed
                             requests: int) -> None:
     """BatchedScorer reaches the throughput target."""
     from ray import serve
-
-    from helpers.labs.apps import measure_throughput
 
     look = "Task 2: max_batch_size, batch_wait_timeout_s and max_ongoing_requests"
     _app(session, "batched", task=2, look="Task 1")
