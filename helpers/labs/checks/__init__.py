@@ -32,17 +32,17 @@ Usage (a check cell of a lab)::
 from __future__ import annotations
 
 from helpers.labs.checks import lab01, lab02, lab03, lab04, lab05, lab06, lab07, lab08, lab09
-from helpers.labs.checks.framework import *  # noqa: F403 - the registry and results API
+from helpers.labs.checks.framework import *
 from helpers.labs.checks.framework import __all__ as _framework_names
-from helpers.labs.checks.lab01 import *  # noqa: F403 - each lab's checks, named here
-from helpers.labs.checks.lab02 import *  # noqa: F403
-from helpers.labs.checks.lab03 import *  # noqa: F403
-from helpers.labs.checks.lab04 import *  # noqa: F403
-from helpers.labs.checks.lab05 import *  # noqa: F403
-from helpers.labs.checks.lab06 import *  # noqa: F403
-from helpers.labs.checks.lab07 import *  # noqa: F403
-from helpers.labs.checks.lab08 import *  # noqa: F403
-from helpers.labs.checks.lab09 import *  # noqa: F403
+from helpers.labs.checks.lab01 import *
+from helpers.labs.checks.lab02 import *
+from helpers.labs.checks.lab03 import *
+from helpers.labs.checks.lab04 import *
+from helpers.labs.checks.lab05 import *
+from helpers.labs.checks.lab06 import *
+from helpers.labs.checks.lab07 import *
+from helpers.labs.checks.lab08 import *
+from helpers.labs.checks.lab09 import *
 
 #: The modules of the labs' visible checks, in the order they register (the lab id is each
 #: module's name).
@@ -55,7 +55,7 @@ __all__ = [*_framework_names, "HIDDEN_CHECKS_INSTALLED", "LAB_MODULES",
 # cells back into each submission. A student kit (python -m helpers.labs kit) leaves the module
 # out, and then only the visible checks exist here.
 try:
-    from helpers.labs.hidden_checks import *  # noqa: F403 - registers them, and names them here
+    from helpers.labs.hidden_checks import *
 except ModuleNotFoundError as _err:  # pragma: no cover - the student kit
     if _err.name != "helpers.labs.hidden_checks":
         raise
