@@ -92,10 +92,15 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     yield
     path = os.environ.get("WORKBOOK_ITEM_TIMES")
     if path:
-        record = {"file": Path(str(item.path)).stem, "item": item.nodeid, "pid": os.getpid(),
-                  "worker": os.environ.get("PYTEST_XDIST_WORKER", ""),
-                  "scratch": os.environ.get("WORKBOOK_SCRATCH", ""),
-                  "start": round(started, 2), "end": round(time.time(), 2)}
+        record = {
+            "file": Path(str(item.path)).stem,
+            "item": item.nodeid,
+            "pid": os.getpid(),
+            "worker": os.environ.get("PYTEST_XDIST_WORKER", ""),
+            "scratch": os.environ.get("WORKBOOK_SCRATCH", ""),
+            "start": round(started, 2),
+            "end": round(time.time(), 2),
+        }
         with open(path, "a") as handle:  # one short line per write: appends do not interleave
             handle.write(json.dumps(record) + "\n")
 

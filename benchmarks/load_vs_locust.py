@@ -41,10 +41,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="virtual users of each tool")
     parser.add_argument("--seconds", type=float, default=15.0, help="seconds of load per run")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each tool, alternating")
-    parser.add_argument("--against", choices=("echo", "serve"), default="echo",
-                        help="echo: a bare server faster than the clients; serve: a Serve app")
-    parser.add_argument("--tolerance", type=float, default=0.1,
-                        help="share by which Locust's standard client may beat helpers.load (noise)")
+    parser.add_argument(
+        "--against",
+        choices=("echo", "serve"),
+        default="echo",
+        help="echo: a bare server faster than the clients; serve: a Serve app",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.1,
+        help="share by which Locust's standard client may beat helpers.load (noise)",
+    )
     args = parser.parse_args(argv)
     try:
         check_arguments(args)
@@ -53,41 +61,66 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.against == "echo":
         with EchoServer() as echo:
-            runs = compare_with_locust(echo.url, path="/", payload={"text": "great service"},
-                                       concurrency=args.concurrency, seconds=args.seconds,
-                                       rounds=args.rounds)
+            runs = compare_with_locust(
+                echo.url,
+                path="/",
+                payload={"text": "great service"},
+                concurrency=args.concurrency,
+                seconds=args.seconds,
+                rounds=args.rounds,
+            )
         return report(runs, args)
 
     port = free_port()
-    config = {"http_options": {"host": "127.0.0.1", "port": port},
-              "applications": [{"name": "bench", "route_prefix": "/bench",
-                                "import_path": "helpers.apps.classifier:app",
-                                "deployments": [{"name": "TextClassifier", "num_replicas": 1,
-                                                 "max_ongoing_requests": 64}]}]}
+    config = {
+        "http_options": {"host": "127.0.0.1", "port": port},
+        "applications": [
+            {
+                "name": "bench",
+                "route_prefix": "/bench",
+                "import_path": "helpers.apps.classifier:app",
+                "deployments": [
+                    {"name": "TextClassifier", "num_replicas": 1, "max_ongoing_requests": 64}
+                ],
+            }
+        ],
+    }
     with start_local_cluster(num_cpus=4) as cluster:
         deploy_config(cluster, config)
         wait_until_running("bench", cluster=cluster, timeout_s=300)
-        runs = compare_with_locust(f"http://127.0.0.1:{port}/bench", path="/",
-                                   payload={"text": "great service"},
-                                   concurrency=args.concurrency, seconds=args.seconds,
-                                   rounds=args.rounds)
+        runs = compare_with_locust(
+            f"http://127.0.0.1:{port}/bench",
+            path="/",
+            payload={"text": "great service"},
+            concurrency=args.concurrency,
+            seconds=args.seconds,
+            rounds=args.rounds,
+        )
     return report(runs, args)
 
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Every option checked before a server or a cluster starts."""
     if args.rounds < 1:
-        raise ParameterError(f"--rounds must be >= 1, not {args.rounds} (no run, nothing to "
-                             "compare).", "give the runs of each tool, e.g. --rounds 3.")
+        raise ParameterError(
+            f"--rounds must be >= 1, not {args.rounds} (no run, nothing to compare).",
+            "give the runs of each tool, e.g. --rounds 3.",
+        )
     if args.concurrency < 1:
-        raise ParameterError(f"--concurrency must be >= 1, not {args.concurrency}.",
-                             "give the virtual users of each tool, e.g. --concurrency 32.")
+        raise ParameterError(
+            f"--concurrency must be >= 1, not {args.concurrency}.",
+            "give the virtual users of each tool, e.g. --concurrency 32.",
+        )
     if not 0 < args.seconds < math.inf:
-        raise ParameterError(f"--seconds must be > 0, not {args.seconds:g}.",
-                             "give the seconds of load per run, e.g. --seconds 15.")
+        raise ParameterError(
+            f"--seconds must be > 0, not {args.seconds:g}.",
+            "give the seconds of load per run, e.g. --seconds 15.",
+        )
     if not 0 <= args.tolerance < 1:
-        raise ParameterError(f"--tolerance must be a share from 0 up to (not including) 1, "
-                             f"not {args.tolerance:g}.", "e.g. --tolerance 0.1 (10%).")
+        raise ParameterError(
+            f"--tolerance must be a share from 0 up to (not including) 1, not {args.tolerance:g}.",
+            "e.g. --tolerance 0.1 (10%).",
+        )
 
 
 def report(runs, args: argparse.Namespace) -> int:
@@ -98,8 +131,17 @@ def report(runs, args: argparse.Namespace) -> int:
     print("\nmean throughput (requests/s):", means.round(1).to_dict())
     out = BUILD_DIR / "benchmarks" / "load_vs_locust.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "runs": runs.to_dict(orient="records"),
-                               "mean_throughput_rps": means.to_dict()}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "runs": runs.to_dict(orient="records"),
+                "mean_throughput_rps": means.to_dict(),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"written to {out}")
     ours = means["helpers.load"]
     ok = True
@@ -108,10 +150,12 @@ def report(runs, args: argparse.Namespace) -> int:
         checked = "(HttpUser)" in tool  # the usual locustfile's client; FastHttpUser is shown only
         if checked:
             ok &= ours >= floor * theirs and cpu["helpers.load"] < cpu[tool]
-        print(f"{tool}: helpers.load reached {ours / theirs:.2f}x its throughput "
-              f"{f'(needed {floor:.2f}x) ' if checked else ''}with "
-              f"{cpu['helpers.load'] / cpu[tool]:.2f}x its client CPU per request"
-              f"{' (needed < 1)' if checked else ''}")
+        print(
+            f"{tool}: helpers.load reached {ours / theirs:.2f}x its throughput "
+            f"{f'(needed {floor:.2f}x) ' if checked else ''}with "
+            f"{cpu['helpers.load'] / cpu[tool]:.2f}x its client CPU per request"
+            f"{' (needed < 1)' if checked else ''}"
+        )
     return 0 if ok else 1
 
 

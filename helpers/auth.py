@@ -63,9 +63,7 @@ def write_secret(path: Path, text: str) -> Path:
     return path
 
 
-def auth_env(
-    token_path: Path | None, base: Mapping[str, str] | None = None
-) -> dict[str, str]:
+def auth_env(token_path: Path | None, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """A copy of ``base`` (default: this process's environment) set up to use ``token_path``.
 
     With ``token_path=None`` authentication is switched off for the child

@@ -66,7 +66,7 @@ def _default_of(info: Any) -> Any:
     return info.default
 
 
-def autoscaling_fields() -> "pd.DataFrame":
+def autoscaling_fields() -> pd.DataFrame:
     """One row per field of the installed ``ray.serve.config.AutoscalingConfig``.
 
     Columns: field, default (as the library defines it, not typed in here), type, deprecated
@@ -84,17 +84,19 @@ def autoscaling_fields() -> "pd.DataFrame":
             default = default.value
         description = (info.description or "").strip()
         annotation = getattr(info.annotation, "__name__", None) or str(info.annotation)
-        rows.append({
-            "field": name,
-            "default": default,
-            "type": annotation.replace("typing.", ""),
-            "deprecated": "DEPRECATED" in description,
-            "description": " ".join(description.replace("[DEPRECATED]", "").split()),
-        })
+        rows.append(
+            {
+                "field": name,
+                "default": default,
+                "type": annotation.replace("typing.", ""),
+                "deprecated": "DEPRECATED" in description,
+                "description": " ".join(description.replace("[DEPRECATED]", "").split()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def legacy_names(old: Mapping[str, Any]) -> "pd.DataFrame":
+def legacy_names(old: Mapping[str, Any]) -> pd.DataFrame:
     """What the installed ``AutoscalingConfig`` does with each ``{old name: value}``.
 
     ``effect`` is ``"ignored silently"`` (accepted, and nothing changed), ``"accepted
@@ -122,7 +124,7 @@ def legacy_names(old: Mapping[str, Any]) -> "pd.DataFrame":
 SAMPLE_COLUMNS = ["t", "status", "trigger", "target", "running", "starting", "stopping", "message"]
 
 
-def sample_deployment(cluster: "ClusterHandle", app: str, deployment: str) -> dict[str, Any]:
+def sample_deployment(cluster: ClusterHandle, app: str, deployment: str) -> dict[str, Any]:
     """One look at a deployment: status and trigger, the autoscaler's target
     (``target_num_replicas``) and its replicas by state. A deployment (or application) that
     does not exist (yet) gives status ``"NOT_STARTED"`` and zero replicas."""
@@ -131,10 +133,16 @@ def sample_deployment(cluster: "ClusterHandle", app: str, deployment: str) -> di
     details = (serve_details(cluster).get("applications") or {}).get(app) or {}
     dep = (details.get("deployments") or {}).get(deployment) or {}
     states = [r.get("state") for r in dep.get("replicas") or []]
-    return {"t": now, "status": dep.get("status", "NOT_STARTED"),
-            "trigger": dep.get("status_trigger"), "target": dep.get("target_num_replicas"),
-            "running": states.count("RUNNING"), "starting": states.count("STARTING"),
-            "stopping": states.count("STOPPING"), "message": dep.get("message", "")}
+    return {
+        "t": now,
+        "status": dep.get("status", "NOT_STARTED"),
+        "trigger": dep.get("status_trigger"),
+        "target": dep.get("target_num_replicas"),
+        "running": states.count("RUNNING"),
+        "starting": states.count("STARTING"),
+        "stopping": states.count("STOPPING"),
+        "message": dep.get("message", ""),
+    }
 
 
 class ReplicaSampler(MarkedRecorder[dict[str, Any], "pd.DataFrame"]):
@@ -145,8 +153,9 @@ class ReplicaSampler(MarkedRecorder[dict[str, Any], "pd.DataFrame"]):
     which is what an autoscaling figure needs. Use as a context manager, or start/stop.
     """
 
-    def __init__(self, cluster: "ClusterHandle", app: str, deployment: str, *,
-                 period_s: float = 0.5) -> None:
+    def __init__(
+        self, cluster: ClusterHandle, app: str, deployment: str, *, period_s: float = 0.5
+    ) -> None:
         super().__init__(period_s=period_s, name="replica-sampler")
         self.cluster, self.app, self.deployment = cluster, app, deployment
         self.failed_polls = 0
@@ -158,11 +167,11 @@ class ReplicaSampler(MarkedRecorder[dict[str, Any], "pd.DataFrame"]):
             self.failed_polls += 1
             return []
 
-    def start(self) -> "ReplicaSampler":
+    def start(self) -> ReplicaSampler:
         """Start sampling; a sampler already started (by a dashboard, say) is left as it is."""
         return self if self.started else super().start()
 
-    def results(self, t0: float | None = None) -> "pd.DataFrame":
+    def results(self, t0: float | None = None) -> pd.DataFrame:
         """The samples; with ``t0`` (wall clock) also ``t_s``, the seconds since then."""
         import pandas as pd
 
@@ -172,7 +181,7 @@ class ReplicaSampler(MarkedRecorder[dict[str, Any], "pd.DataFrame"]):
             df.insert(1, "t_s", (df["t"] - t0).round(2))
         return df
 
-    def changes(self, t0: float | None = None) -> "pd.DataFrame":
+    def changes(self, t0: float | None = None) -> pd.DataFrame:
         """Only the samples where status, target or a replica count changed: a transcript."""
         rows = self.rows()
         df = self.results(t0=t0 if t0 is not None else (rows[0]["t"] if rows else 0.0))
@@ -181,8 +190,9 @@ class ReplicaSampler(MarkedRecorder[dict[str, Any], "pd.DataFrame"]):
         return df[changed].drop(columns=["t", "message"]).reset_index(drop=True)
 
 
-def seconds_until(samples: "pd.DataFrame", column: str, value: int, *, after_s: float = 0.0,
-                  at_most: bool = False) -> float | None:
+def seconds_until(
+    samples: pd.DataFrame, column: str, value: int, *, after_s: float = 0.0, at_most: bool = False
+) -> float | None:
     """Seconds after ``after_s`` until ``samples[column]`` first reached ``value`` (``>=``, or
     ``<=`` with ``at_most``); None if it never did. ``samples`` need a ``t_s`` column
     (``ReplicaSampler.results(t0=...)``)."""
@@ -194,7 +204,7 @@ def seconds_until(samples: "pd.DataFrame", column: str, value: int, *, after_s: 
 # --- the figure ---------------------------------------------------------------------------------
 
 
-def _level_steps(load: "LoadResult", t0: float, t_end: float) -> tuple[list[float], list[float]]:
+def _level_steps(load: LoadResult, t0: float, t_end: float) -> tuple[list[float], list[float]]:
     xs, ys = [], []
     for t, level in load.levels:
         xs.append(t - t0)
@@ -206,14 +216,14 @@ def _level_steps(load: "LoadResult", t0: float, t_end: float) -> tuple[list[floa
 
 
 def plot_autoscaling(
-    samples: "pd.DataFrame",
-    load: "LoadResult",
+    samples: pd.DataFrame,
+    load: LoadResult,
     *,
-    events: "pd.DataFrame | None" = None,
+    events: pd.DataFrame | None = None,
     title: str = "Autoscaling under a changing load",
     bin_s: float = 1.0,
-    figure: "matplotlib.figure.Figure | None" = None,
-) -> "matplotlib.figure.Figure":
+    figure: matplotlib.figure.Figure | None = None,
+) -> matplotlib.figure.Figure:
     """Three panels on one time axis (seconds since the load started): offered load and
     achieved throughput; the autoscaler's target and the running replicas (``samples`` of a
     :class:`ReplicaSampler`); latency p50/p90.
@@ -228,34 +238,76 @@ def plot_autoscaling(
     ax1, ax2, ax3 = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2.2, 2.5]})
     t0 = load.started_at or (float(load.df["t_start"].min()) if len(load.df) else time.time())
     per_bin = load.timeline(bin_s) if len(load.df) else None
-    t_end = max([t0 + 1.0]
-                + ([float(load.df["t_end"].max())] if len(load.df) else [])
-                + ([float(samples["t"].max())] if not samples.empty else []))
+    t_end = max(
+        [t0 + 1.0]
+        + ([float(load.df["t_end"].max())] if len(load.df) else [])
+        + ([float(samples["t"].max())] if not samples.empty else [])
+    )
 
     xs, ys = _level_steps(load, t0, t_end)
     unit = "requests/s" if load.mode == "open" else "requests in flight"
     if xs:
-        ax1.step(xs, ys, where="post", color="black", lw=1.5,
-                 label=f"offered load ({'rate' if load.mode == 'open' else 'concurrency'}, {unit})")
+        ax1.step(
+            xs,
+            ys,
+            where="post",
+            color="black",
+            lw=1.5,
+            label=f"offered load ({'rate' if load.mode == 'open' else 'concurrency'}, {unit})",
+        )
     if per_bin is not None and not per_bin.empty:
-        ax1.bar(per_bin["t_s"], per_bin["ok_rps"], width=bin_s, align="edge", alpha=0.45,
-                color="tab:blue", label="answered per second (ok)")
+        ax1.bar(
+            per_bin["t_s"],
+            per_bin["ok_rps"],
+            width=bin_s,
+            align="edge",
+            alpha=0.45,
+            color="tab:blue",
+            label="answered per second (ok)",
+        )
         if per_bin["failed_rps"].any():
-            ax1.bar(per_bin["t_s"], per_bin["failed_rps"], width=bin_s, align="edge",
-                    bottom=per_bin["ok_rps"], color="red", label="failed per second")
+            ax1.bar(
+                per_bin["t_s"],
+                per_bin["failed_rps"],
+                width=bin_s,
+                align="edge",
+                bottom=per_bin["ok_rps"],
+                color="red",
+                label="failed per second",
+            )
     ax1.set_ylabel("requests per second")
     ax1.set_title(title)
     ax1.legend(loc="upper left", fontsize=8)
 
     counts = samples.assign(t_s=samples["t"] - t0) if not samples.empty else samples
     if not counts.empty:
-        ax2.step(counts["t_s"], counts["target"], where="post", color="black", ls="--", lw=1.3,
-                 label="autoscaler's target")
-        ax2.step(counts["t_s"], counts["running"], where="post", color="tab:green", lw=2,
-                 label="RUNNING replicas")
+        ax2.step(
+            counts["t_s"],
+            counts["target"],
+            where="post",
+            color="black",
+            ls="--",
+            lw=1.3,
+            label="autoscaler's target",
+        )
+        ax2.step(
+            counts["t_s"],
+            counts["running"],
+            where="post",
+            color="tab:green",
+            lw=2,
+            label="RUNNING replicas",
+        )
         if counts["starting"].any():
-            ax2.fill_between(counts["t_s"], counts["running"], counts["running"] + counts["starting"],
-                             step="post", color="tab:orange", alpha=0.4, label="STARTING")
+            ax2.fill_between(
+                counts["t_s"],
+                counts["running"],
+                counts["running"] + counts["starting"],
+                step="post",
+                color="tab:orange",
+                alpha=0.4,
+                label="STARTING",
+            )
         top = max(1.0, float(counts[["target", "running"]].max().max()))
         ax2.set_ylim(-0.1, top + 0.9)
     ax2.set_ylabel("replicas (count)")
@@ -273,8 +325,15 @@ def plot_autoscaling(
             x = ev["t"] - t0
             for ax in (ax1, ax2, ax3):
                 ax.axvline(x, color="grey", ls=":", lw=1)
-            ax2.annotate(ev["event"], (x, 0), xytext=(3, 3), textcoords="offset points",
-                         fontsize=8, rotation=90, va="bottom")
+            ax2.annotate(
+                ev["event"],
+                (x, 0),
+                xytext=(3, 3),
+                textcoords="offset points",
+                fontsize=8,
+                rotation=90,
+                va="bottom",
+            )
     fig.tight_layout()
     return fig
 
@@ -298,9 +357,18 @@ class AutoscalingDashboard:
     returns when it is over; :meth:`figure` is then the static picture.
     """
 
-    def __init__(self, cluster: "ClusterHandle", *, app: str, deployment: str, url: str,
-                 request: "RequestSpec | None" = None, max_rate: float = 50.0,
-                 initial_rate: float = 5.0, refresh_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        cluster: ClusterHandle,
+        *,
+        app: str,
+        deployment: str,
+        url: str,
+        request: RequestSpec | None = None,
+        max_rate: float = 50.0,
+        initial_rate: float = 5.0,
+        refresh_s: float = 1.0,
+    ) -> None:
         self.cluster, self.app, self.deployment = cluster, app, deployment
         self.max_rate, self.refresh_s = max_rate, refresh_s
         self.generator = LoadGenerator(url, request, rate=initial_rate)
@@ -310,13 +378,17 @@ class AutoscalingDashboard:
         self._done = threading.Event()
         self.refreshes = 0
 
-    def _snapshot_figure(self) -> "matplotlib.figure.Figure":
+    def _snapshot_figure(self) -> matplotlib.figure.Figure:
         from helpers.plotting import NotebookFigure
 
         if self._figure is None:
             self._figure = NotebookFigure(figsize=(10, 7.5))
-        return plot_autoscaling(self.sampler.results(), self.generator.results(), figure=self._figure,
-                                title=f"{self.app}: offered load, replicas and latency (live)")
+        return plot_autoscaling(
+            self.sampler.results(),
+            self.generator.results(),
+            figure=self._figure,
+            title=f"{self.app}: offered load, replicas and latency (live)",
+        )
 
     def numbers(self) -> dict[str, Any]:
         """The latest values: offered rate, replicas, throughput and p50 latency (last 5 s)."""
@@ -330,7 +402,9 @@ class AutoscalingDashboard:
         return {
             "offered_rps": self.generator.level,
             "throughput_rps": round(len(recent) / 5.0, 1),
-            "latency_p50_s": round(float(np.median(recent["latency_s"])), 3) if len(recent) else None,
+            "latency_p50_s": round(float(np.median(recent["latency_s"])), 3)
+            if len(recent)
+            else None,
             "running_replicas": int(last["running"]) if last is not None else None,
             "target_replicas": last["target"] if last is not None else None,
         }
@@ -341,9 +415,15 @@ class AutoscalingDashboard:
 
         from helpers.plotting import png_bytes
 
-        slider = widgets.FloatSlider(value=self.generator.level, min=0.0, max=self.max_rate,
-                                     step=1.0, description="offered req/s",
-                                     continuous_update=False, layout={"width": "60%"})
+        slider = widgets.FloatSlider(
+            value=self.generator.level,
+            min=0.0,
+            max=self.max_rate,
+            step=1.0,
+            description="offered req/s",
+            continuous_update=False,
+            layout={"width": "60%"},
+        )
         slider.observe(lambda change: self.generator.set_level(change["new"]), names="value")
         stop_button = widgets.Button(description="stop now")
         stop_button.on_click(lambda _: self._done.set())
@@ -356,11 +436,13 @@ class AutoscalingDashboard:
             try:
                 while not self._done.is_set() and self.generator.running:
                     n = self.numbers()
-                    numbers.value = (f"<b>offered</b> {n['offered_rps']:.0f} req/s &nbsp; "
-                                     f"<b>answered</b> {n['throughput_rps']} req/s &nbsp; "
-                                     f"<b>p50</b> {n['latency_p50_s']} s &nbsp; "
-                                     f"<b>replicas</b> {n['running_replicas']} running "
-                                     f"(target {n['target_replicas']})")
+                    numbers.value = (
+                        f"<b>offered</b> {n['offered_rps']:.0f} req/s &nbsp; "
+                        f"<b>answered</b> {n['throughput_rps']} req/s &nbsp; "
+                        f"<b>p50</b> {n['latency_p50_s']} s &nbsp; "
+                        f"<b>replicas</b> {n['running_replicas']} running "
+                        f"(target {n['target_replicas']})"
+                    )
                     image.value = png_bytes(self._snapshot_figure(), dpi=80)
                     self.refreshes += 1
                     self._done.wait(self.refresh_s)
@@ -378,7 +460,7 @@ class AutoscalingDashboard:
         self._thread.start()
         return widgets.VBox([widgets.HBox([slider, stop_button]), numbers, image])
 
-    def run_scripted(self, levels: Sequence[tuple[float, float]]) -> "AutoscalingDashboard":
+    def run_scripted(self, levels: Sequence[tuple[float, float]]) -> AutoscalingDashboard:
         """Run the load with the rate following ``levels`` ``[(seconds, rate), ...]`` (the
         slider moved by a script), refreshing the figure as a live run would; block until done."""
         self.sampler.start()
@@ -394,7 +476,7 @@ class AutoscalingDashboard:
             self._done.set()
         return self
 
-    def wait(self, timeout_s: float | None = None) -> "LoadResult":
+    def wait(self, timeout_s: float | None = None) -> LoadResult:
         """Wait for the run to end (live or scripted) and return the load's results."""
         if self._thread is not None:
             self._thread.join(timeout=timeout_s)
@@ -402,7 +484,7 @@ class AutoscalingDashboard:
         self.sampler.stop()  # raises what ended the sampling, if something did
         return self.generator.stop()
 
-    def figure(self) -> "matplotlib.figure.Figure":
+    def figure(self) -> matplotlib.figure.Figure:
         """The figure as of now (after :meth:`wait`: the whole run)."""
         fig = self._snapshot_figure()
         fig.axes[0].set_title(f"{self.app}: offered load, replicas and latency")

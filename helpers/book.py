@@ -69,12 +69,17 @@ HIDDEN = "<token>"
 
 _SECRET_ASSIGNMENT = re.compile(
     r"(?i)(?P<key>token|api[_-]?key|secret|password|passwd)(?P<sep>[\"']?\s*[=:]\s*[\"']?)"
-    r"(?P<value>(?=[^\s\"'&<>,;)\]}]*\d)[^\s\"'&<>,;)\]}]{8,})")  # a secret has a digit
-_BEARER = re.compile(r"(?i)\b(bearer|token)\s+(?P<value>(?=[A-Za-z0-9._~+/=-]*\d)"
-                     r"[A-Za-z0-9._~+/=-]{16,})")
+    r"(?P<value>(?=[^\s\"'&<>,;)\]}]*\d)[^\s\"'&<>,;)\]}]{8,})"
+)  # a secret has a digit
+_BEARER = re.compile(
+    r"(?i)\b(bearer|token)\s+(?P<value>(?=[A-Za-z0-9._~+/=-]*\d)"
+    r"[A-Za-z0-9._~+/=-]{16,})"
+)
 _HEX_64 = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])")  # a Ray auth token's shape
 _LOCAL_PORT = re.compile(r"\b(?P<host>127\.0\.0\.1|localhost|0\.0\.0\.0):(?P<port>\d{2,5})\b")
-_TMP_PATH = re.compile(r"(?<![\w.~-])/tmp/(?!ray\b)(?P<first>[^\s/\"'`<>:,;)\]}]+)(?P<rest>/[^\s\"'`<>]*)?")
+_TMP_PATH = re.compile(
+    r"(?<![\w.~-])/tmp/(?!ray\b)(?P<first>[^\s/\"'`<>:,;)\]}]+)(?P<rest>/[^\s\"'`<>]*)?"
+)
 _HOME_PATH = re.compile(r"(?<![\w.~-])(?:/root|/home/[^/\s\"'`<>]+|/Users/[^/\s\"'`<>]+)(?=/|\b)")
 
 
@@ -92,18 +97,22 @@ def scrub_text(text: str, *, secrets: Iterable[str] = (), roots: Iterable[str] =
     """
     for secret in sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True):
         text = text.replace(secret, HIDDEN)
-    text = _SECRET_ASSIGNMENT.sub(lambda m: m["key"] + m["sep"] + (
-        m["value"] if m["value"] == HIDDEN else HIDDEN), text)
+    text = _SECRET_ASSIGNMENT.sub(
+        lambda m: m["key"] + m["sep"] + (m["value"] if m["value"] == HIDDEN else HIDDEN), text
+    )
     text = _BEARER.sub(lambda m: m.group(0).replace(m["value"], HIDDEN), text)
     text = _HEX_64.sub(HIDDEN, text)
-    for root in sorted({r.rstrip("/") for r in roots if len(r.rstrip("/")) > 1}, key=len,
-                       reverse=True):
+    for root in sorted(
+        {r.rstrip("/") for r in roots if len(r.rstrip("/")) > 1}, key=len, reverse=True
+    ):
         text = re.sub(re.escape(root) + r"(?=/|\b)", "<repo>", text)
-    text = _TMP_PATH.sub(lambda m: "<tmp>" + m["rest"] if m["rest"] else f"<tmp>/{m['first']}",
-                         text)
+    text = _TMP_PATH.sub(
+        lambda m: "<tmp>" + m["rest"] if m["rest"] else f"<tmp>/{m['first']}", text
+    )
     text = _HOME_PATH.sub("~", text)
-    return _LOCAL_PORT.sub(lambda m: m.group(0) if int(m["port"]) in KNOWN_PORTS
-                           else f"{m['host']}:<port>", text)
+    return _LOCAL_PORT.sub(
+        lambda m: m.group(0) if int(m["port"]) in KNOWN_PORTS else f"{m['host']}:<port>", text
+    )
 
 
 def _scrub_value(value: Any, **kw: Any) -> Any:
@@ -120,8 +129,9 @@ _BINARY_MIME = ("image/png", "image/jpeg", "image/gif", "image/webp")
 _WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
-def scrub_notebook(nb: dict[str, Any], *, secrets: Iterable[str] = (),
-                   roots: Iterable[str] = ()) -> dict[str, Any]:
+def scrub_notebook(
+    nb: dict[str, Any], *, secrets: Iterable[str] = (), roots: Iterable[str] = ()
+) -> dict[str, Any]:
     """A copy of the notebook ``nb`` (as JSON) with every output and the metadata scrubbed
     (:func:`scrub_text`), and the source of papermill's injected-parameters cell too.
 
@@ -130,8 +140,9 @@ def scrub_notebook(nb: dict[str, Any], *, secrets: Iterable[str] = (),
     """
     kw = {"secrets": list(secrets), "roots": list(roots)}
     out = copy.deepcopy(nb)
-    out["metadata"] = _scrub_value({k: v for k, v in out.get("metadata", {}).items()
-                                    if k != "widgets"}, **kw)
+    out["metadata"] = _scrub_value(
+        {k: v for k, v in out.get("metadata", {}).items() if k != "widgets"}, **kw
+    )
     for cell in out.get("cells", []):
         if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
             cell["source"] = _scrub_value(cell["source"], **kw)
@@ -152,8 +163,10 @@ def scrub_notebook(nb: dict[str, Any], *, secrets: Iterable[str] = (),
 def known_secrets() -> list[str]:
     """Token values this machine holds (Ray's default token file, RAY_AUTH_TOKEN, ...)."""
     found = [os.environ.get(name, "") for name in ("RAY_AUTH_TOKEN", "JUPYTER_TOKEN")]
-    for path in (Path.home() / ".ray" / "auth_token",
-                 Path(os.environ.get("RAY_AUTH_TOKEN_PATH", "/nonexistent"))):
+    for path in (
+        Path.home() / ".ray" / "auth_token",
+        Path(os.environ.get("RAY_AUTH_TOKEN_PATH", "/nonexistent")),
+    ):
         try:
             found.append(path.read_text().strip())
         except OSError:
@@ -162,6 +175,7 @@ def known_secrets() -> list[str]:
 
 
 # --- runs -----------------------------------------------------------------------------------
+
 
 @dataclass
 class Run:
@@ -173,7 +187,7 @@ class Run:
     folder: Path
     finished: str = ""
     summary_md: str = ""
-    notebooks: dict[str, Path] = field(default_factory=dict)   # stem -> executed notebook
+    notebooks: dict[str, Path] = field(default_factory=dict)  # stem -> executed notebook
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # stem -> status etc.
 
     def result(self, stem: str) -> dict[str, Any]:
@@ -185,18 +199,27 @@ class Run:
             return {"status": "not run", "duration_s": None, "error": "", "from": ""}
         meta = json.loads(path.read_text()).get("metadata", {}).get("papermill", {})
         exception = meta.get("exception")
-        return {"status": "failed" if exception else "passed" if meta.get("end_time") else
-                "did not finish", "duration_s": meta.get("duration"), "error": "",
-                "from": f"papermill's record ({(meta.get('end_time') or 'no end time')[:16]})"}
+        return {
+            "status": "failed"
+            if exception
+            else "passed"
+            if meta.get("end_time")
+            else "did not finish",
+            "duration_s": meta.get("duration"),
+            "error": "",
+            "from": f"papermill's record ({(meta.get('end_time') or 'no end time')[:16]})",
+        }
 
 
 def read_run(folder: Path) -> Run:
     """The run in ``folder`` (a ``build/runs/<profile>`` folder); its ``labs/`` sub-folder
     (the labs' solutions, executed) is never read."""
     if not folder.is_dir():
-        raise WorkbookError(f"There is no run folder {folder}.",
-                            "run the lessons first (make run, or make run PROFILE=ci), or name "
-                            "a folder that `python -m helpers.runner --build-dir` wrote.")
+        raise WorkbookError(
+            f"There is no run folder {folder}.",
+            "run the lessons first (make run, or make run PROFILE=ci), or name "
+            "a folder that `python -m helpers.runner --build-dir` wrote.",
+        )
     run = Run(profile=folder.name, folder=folder)
     summary = folder / "summary.json"
     if summary.exists():
@@ -208,26 +231,36 @@ def read_run(folder: Path) -> Run:
         run.summary_md = (folder / "summary.md").read_text()
     run.notebooks = {p.stem: p for p in sorted(folder.glob("*.ipynb"))}
     if not run.notebooks and not run.results:
-        raise WorkbookError(f"{folder} holds no executed notebook and no summary.json.",
-                            "run the lessons into it first (make run), or name another run.")
+        raise WorkbookError(
+            f"{folder} holds no executed notebook and no summary.json.",
+            "run the lessons into it first (make run), or name another run.",
+        )
     return run
 
 
 def find_runs(runs_dir: Path = BUILD_DIR / "runs") -> list[Run]:
     """Every run under ``runs_dir``: ``full`` first, then ``ci``, then the others by name."""
     order = {"full": 0, "ci": 1}
-    folders = sorted((p for p in runs_dir.glob("*") if p.is_dir()),
-                     key=lambda p: (order.get(p.name, 2), p.name)) if runs_dir.is_dir() else []
-    runs = [read_run(p) for p in folders
-            if any(p.glob("*.ipynb")) or (p / "summary.json").exists()]
+    folders = (
+        sorted(
+            (p for p in runs_dir.glob("*") if p.is_dir()),
+            key=lambda p: (order.get(p.name, 2), p.name),
+        )
+        if runs_dir.is_dir()
+        else []
+    )
+    runs = [read_run(p) for p in folders if any(p.glob("*.ipynb")) or (p / "summary.json").exists()]
     if not runs:
-        raise WorkbookError(f"No run in {runs_dir}: the book is built from executed notebooks.",
-                            "run them first: make run (about 40 minutes) or make run PROFILE=ci; "
-                            "a subset works too: make run NOTEBOOKS=\"00 01\".")
+        raise WorkbookError(
+            f"No run in {runs_dir}: the book is built from executed notebooks.",
+            "run them first: make run (about 40 minutes) or make run PROFILE=ci; "
+            'a subset works too: make run NOTEBOOKS="00 01".',
+        )
     return runs
 
 
 # --- measured claims --------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -243,6 +276,7 @@ def _printed(pattern: str, render: str) -> Callable[[str], str | None]:
     def find(text: str) -> str | None:
         match = re.search(pattern, text)
         return render.format(**match.groupdict()) if match else None
+
     return find
 
 
@@ -277,8 +311,11 @@ def _table_rows(text: str) -> list[list[str]]:
         return parser.rows
     # A DataFrame as text: a header line of column names, rows that start with their label.
     # pandas wraps a wide table in blocks that end with a backslash; each block lines up.
-    return [[cell for cell in line.split() if cell != "\\"] for line in text.splitlines()
-            if line.strip()]
+    return [
+        [cell for cell in line.split() if cell != "\\"]
+        for line in text.splitlines()
+        if line.strip()
+    ]
 
 
 def _batched_vs_unbatched(text: str) -> str | None:
@@ -289,7 +326,7 @@ def _batched_vs_unbatched(text: str) -> str | None:
         if "throughput_rps" not in header:
             continue
         rps: dict[str, float] = {}
-        for row in rows[i + 1:i + 6]:
+        for row in rows[i + 1 : i + 6]:
             # HTML rows hold the index label in the header's first (empty) cell; text rows
             # have one cell more than their header line.
             shift = len(row) - len(header)
@@ -302,23 +339,40 @@ def _batched_vs_unbatched(text: str) -> str | None:
                 except ValueError:
                     pass
         if len(rps) == 2 and rps["unbatched"] > 0:
-            return (f"{rps['batched'] / rps['unbatched']:.1f}x the requests/s of the unbatched "
-                    f"deployment ({rps['batched']:.0f} vs {rps['unbatched']:.0f} requests/s)")
+            return (
+                f"{rps['batched'] / rps['unbatched']:.1f}x the requests/s of the unbatched "
+                f"deployment ({rps['batched']:.0f} vs {rps['unbatched']:.0f} requests/s)"
+            )
     return None
 
 
 CLAIMS: tuple[Claim, ...] = (
-    Claim("deploy to first token", "04a (LLM config and the OpenAI API)",
-          _printed(r"the first token (?P<s>\d+(?:\.\d+)?) s after it",
-                   "{s} s from `serve deploy` to the first token")),
-    Claim("continuous batching vs transformers `generate`", "04b (batching and mistakes)",
-          _printed(r"continuous batching: (?P<x>\d+(?:\.\d+)?)x the tokens/s of transformers "
-                   r"generate \((?P<a>\d+) vs (?P<b>\d+) tokens/s\)",
-                   "{x}x the tokens/s of `generate` ({a} vs {b} tokens/s)")),
+    Claim(
+        "deploy to first token",
+        "04a (LLM config and the OpenAI API)",
+        _printed(
+            r"the first token (?P<s>\d+(?:\.\d+)?) s after it",
+            "{s} s from `serve deploy` to the first token",
+        ),
+    ),
+    Claim(
+        "continuous batching vs transformers `generate`",
+        "04b (batching and mistakes)",
+        _printed(
+            r"continuous batching: (?P<x>\d+(?:\.\d+)?)x the tokens/s of transformers "
+            r"generate \((?P<a>\d+) vs (?P<b>\d+) tokens/s\)",
+            "{x}x the tokens/s of `generate` ({a} vs {b} tokens/s)",
+        ),
+    ),
     Claim("`@serve.batch` vs unbatched", "06 (batching)", _batched_vs_unbatched),
-    Claim("time to scale up", "05 (autoscaling)",
-          _printed(r"2 replicas ran (?P<s>\d+(?:\.\d+)?) s after the step up",
-                   "{s} s from the step up in load to 2 running replicas")),
+    Claim(
+        "time to scale up",
+        "05 (autoscaling)",
+        _printed(
+            r"2 replicas ran (?P<s>\d+(?:\.\d+)?) s after the step up",
+            "{s} s from the step up in load to 2 running replicas",
+        ),
+    ),
 )
 
 
@@ -326,7 +380,9 @@ def _output_texts(nb: dict[str, Any]) -> Iterable[str]:
     for cell in nb.get("cells", []):
         for output in cell.get("outputs", []):
             if "text" in output:
-                yield "".join(output["text"]) if isinstance(output["text"], list) else output["text"]
+                yield (
+                    "".join(output["text"]) if isinstance(output["text"], list) else output["text"]
+                )
             for mime in ("text/plain", "text/html"):
                 value = output.get("data", {}).get(mime)
                 if value:
@@ -336,12 +392,21 @@ def _output_texts(nb: dict[str, Any]) -> Iterable[str]:
 def extract_claims(notebooks: dict[str, Path]) -> list[tuple[Claim, str | None, str]]:
     """For each of :data:`CLAIMS`: (claim, the value as a sentence or None when no output
     of these notebooks holds it, the notebook it came from)."""
-    texts = {stem: list(_output_texts(json.loads(path.read_text())))
-             for stem, path in sorted(notebooks.items())}
+    texts = {
+        stem: list(_output_texts(json.loads(path.read_text())))
+        for stem, path in sorted(notebooks.items())
+    }
     found: list[tuple[Claim, str | None, str]] = []
     for claim in CLAIMS:
-        hit = next(((value, stem) for stem, outputs in texts.items() for text in outputs
-                    if (value := claim.find(text))), (None, ""))
+        hit = next(
+            (
+                (value, stem)
+                for stem, outputs in texts.items()
+                for text in outputs
+                if (value := claim.find(text))
+            ),
+            (None, ""),
+        )
         found.append((claim, *hit))
     return found
 
@@ -369,8 +434,10 @@ def labs_after_lessons(readme: Path, lessons: Sequence[str]) -> dict[str, str]:
             bounds = [b.strip() for b in part.split("-") if b.strip()]
             if not bounds:
                 continue
+
             def matching(prefix: str) -> list[int]:
                 return [i for i, code in enumerate(codes) if code.startswith(prefix)]
+
             hits = matching(bounds[-1])  # a range "02a-04" ends at its last lesson
             wanted += hits
         if wanted:
@@ -379,6 +446,7 @@ def labs_after_lessons(readme: Path, lessons: Sequence[str]) -> dict[str, str]:
 
 
 # --- the site's source ------------------------------------------------------------------------
+
 
 def _title(nb: dict[str, Any], fallback: str) -> str:
     for cell in nb.get("cells", []):
@@ -410,18 +478,26 @@ def _publish(nb: dict[str, Any], target: Path, note: str) -> None:
 def _check_no_solution(nb: dict[str, Any], path: Path) -> None:
     for cell in nb.get("cells", []):
         if has_solution("".join(cell.get("source", ""))):
-            raise WorkbookError(f"{path} holds a solution region: it is not a student version.",
-                                "regenerate the student versions (python -m helpers.labs "
-                                "generate); the book publishes labs/student/ only.")
+            raise WorkbookError(
+                f"{path} holds a solution region: it is not a student version.",
+                "regenerate the student versions (python -m helpers.labs "
+                "generate); the book publishes labs/student/ only.",
+            )
 
 
 def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def write_book_source(runs: Sequence[Run], src: Path, *, notebooks_dir: Path = NOTEBOOKS_DIR,
-                      labs_dir: Path = LABS_DIR, site_dir: Path = BUILD_DIR / "book",
-                      secrets: Iterable[str] = ()) -> Path:
+def write_book_source(
+    runs: Sequence[Run],
+    src: Path,
+    *,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+    labs_dir: Path = LABS_DIR,
+    site_dir: Path = BUILD_DIR / "book",
+    secrets: Iterable[str] = (),
+) -> Path:
     """Write the site's source into ``src`` (emptied first) and return its ``mkdocs.yml``."""
     secrets = [*secrets, *known_secrets()]
     if src.exists():
@@ -457,41 +533,49 @@ def write_book_source(runs: Sequence[Run], src: Path, *, notebooks_dir: Path = N
         if taken_from is not None:
             run = taken_from
             path = run.notebooks[stem]
-            nb = scrub_notebook(json.loads(path.read_text()), secrets=secrets,
-                                roots=roots_of(path))
+            nb = scrub_notebook(json.loads(path.read_text()), secrets=secrets, roots=roots_of(path))
             result = run.result(stem)
             seconds = result["duration_s"]
             status = result["status"]
-            note = (f"> **Executed by `make run`, profile `{run.profile}`**: {status}"
-                    + (f" in {seconds:.0f} s" if seconds else "")
-                    + f". The outputs below are that run's ([the run](../runs/{run.folder.name}.html)); "
-                    "to run it yourself, open `notebooks/" + stem + ".ipynb` with `make lab`.")
+            note = (
+                f"> **Executed by `make run`, profile `{run.profile}`**: {status}"
+                + (f" in {seconds:.0f} s" if seconds else "")
+                + f". The outputs below are that run's ([the run](../runs/{run.folder.name}.html)); "
+                "to run it yourself, open `notebooks/" + stem + ".ipynb` with `make lab`."
+            )
         else:
             nb = json.loads((notebooks_dir / f"{stem}.ipynb").read_text())
             seconds, status = None, "not run"
-            note = ("> **Not run in this build**: the lesson as committed, without outputs. "
-                    f"`make run NOTEBOOKS={stem.split('_')[0]}` then `make book` shows them.")
+            note = (
+                "> **Not run in this build**: the lesson as committed, without outputs. "
+                f"`make run NOTEBOOKS={stem.split('_')[0]}` then `make book` shows them."
+            )
         title = _title(nb, stem)
         _publish(nb, docs / "lessons" / f"{stem}.ipynb", note)
         nav_lessons.append({title: f"lessons/{stem}.ipynb"})
-        lab_links = ", ".join(f"[{lab.stem}](labs/{lab.stem}.ipynb)" for lab in labs
-                              if after.get(lab.stem) == stem)
+        lab_links = ", ".join(
+            f"[{lab.stem}](labs/{lab.stem}.ipynb)" for lab in labs if after.get(lab.stem) == stem
+        )
         where = f"`{taken_from.folder.name}`" if taken_from else "not run"
         if stem in older:
             where += " (an older lesson name)"
-        rows.append(f"| [{_md_cell(title)}](lessons/{stem}.ipynb) | {_minutes(seconds)} | "
-                    f"{status} | {where} | {lab_links} |")
+        rows.append(
+            f"| [{_md_cell(title)}](lessons/{stem}.ipynb) | {_minutes(seconds)} | "
+            f"{status} | {where} | {lab_links} |"
+        )
 
     nav_labs = []
     for lab in labs:
         nb = json.loads(lab.read_text())
         _check_no_solution(nb, lab)
         follows = after.get(lab.stem)
-        note = ("> **Student version** (generated from the lab's source without its solutions): "
-                "each task raises `NotImplementedError` until you write it, and the check after "
-                "it says what is still missing. Open it with `make lab` or JupyterLab on "
-                "`labs/student/`." + (f" It follows lesson [{follows}](../lessons/{follows}.html)."
-                                      if follows else ""))
+        note = (
+            "> **Student version** (generated from the lab's source without its solutions): "
+            "each task raises `NotImplementedError` until you write it, and the check after "
+            "it says what is still missing. Open it with `make lab` or JupyterLab on "
+            "`labs/student/`."
+            + (f" It follows lesson [{follows}](../lessons/{follows}.html)." if follows else "")
+        )
         _publish(nb, docs / "labs" / f"{lab.stem}.ipynb", note)
         nav_labs.append({_title(nb, lab.stem): f"labs/{lab.stem}.ipynb"})
     unplaced = [lab.stem for lab in labs if lab.stem not in after]
@@ -499,12 +583,18 @@ def write_book_source(runs: Sequence[Run], src: Path, *, notebooks_dir: Path = N
     nav_runs = []
     for run in runs:
         (docs / "runs" / f"{run.folder.name}.md").write_text(
-            _run_page(run, secrets=secrets, roots=[str(REPO_ROOT)] + [
-                r for p in run.notebooks.values() for r in roots_of(p)]))
+            _run_page(
+                run,
+                secrets=secrets,
+                roots=[str(REPO_ROOT)] + [r for p in run.notebooks.values() for r in roots_of(p)],
+            )
+        )
         nav_runs.append({f"Run: {run.folder.name}": f"runs/{run.folder.name}.md"})
 
     (docs / "images").mkdir()
-    hero = IMAGES_DIR / "figures" / "lesson05_autoscaling.png"  # a run's figure, not a drawn diagram
+    hero = (
+        IMAGES_DIR / "figures" / "lesson05_autoscaling.png"
+    )  # a run's figure, not a drawn diagram
     if hero.exists():
         shutil.copy(hero, docs / "images" / hero.name)
     (docs / "index.md").write_text(_landing_page(rows, runs, unplaced, hero.exists()))
@@ -512,30 +602,47 @@ def write_book_source(runs: Sequence[Run], src: Path, *, notebooks_dir: Path = N
     config = {
         "site_name": "Ray Serve Workbook",
         "site_description": "Ray Serve and ray.serve.llm on vLLM, lesson by lesson, with the "
-                            "outputs of a real run on a 2-core machine.",
+        "outputs of a real run on a 2-core machine.",
         "docs_dir": "docs",
         "site_dir": str(site_dir.resolve()),
         "use_directory_urls": False,  # pages open from the file system too
-        "theme": {"name": "material", "font": False,  # no web fonts: the site works offline
-                  "features": ["navigation.sections", "navigation.top", "search.highlight",
-                               "toc.follow"]},
-        "plugins": ["search", {"mkdocs-jupyter": {
-            "execute": False, "include_source": True, "allow_errors": True,
-            "ignore_h1_titles": True,  # the nav's titles, which keep `code` in a heading
-            "cache": False, "toc_depth": 3}}],
+        "theme": {
+            "name": "material",
+            "font": False,  # no web fonts: the site works offline
+            "features": ["navigation.sections", "navigation.top", "search.highlight", "toc.follow"],
+        },
+        "plugins": [
+            "search",
+            {
+                "mkdocs-jupyter": {
+                    "execute": False,
+                    "include_source": True,
+                    "allow_errors": True,
+                    "ignore_h1_titles": True,  # the nav's titles, which keep `code` in a heading
+                    "cache": False,
+                    "toc_depth": 3,
+                }
+            },
+        ],
         "markdown_extensions": ["tables", "admonition", "toc"],
-        "nav": [{"Home": "index.md"}, {"Lessons": nav_lessons}, {"Labs": nav_labs},
-                {"Runs": nav_runs}],
+        "nav": [
+            {"Home": "index.md"},
+            {"Lessons": nav_lessons},
+            {"Labs": nav_labs},
+            {"Runs": nav_runs},
+        ],
     }
     config_path = src / "mkdocs.yml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     return config_path
 
 
-def _landing_page(rows: list[str], runs: Sequence[Run], unplaced: list[str],
-                  hero: bool) -> str:
-    runs_text = ", ".join(f"[`{r.folder.name}`](runs/{r.folder.name}.md)"
-                          + (f" (finished {r.finished})" if r.finished else "") for r in runs)
+def _landing_page(rows: list[str], runs: Sequence[Run], unplaced: list[str], hero: bool) -> str:
+    runs_text = ", ".join(
+        f"[`{r.folder.name}`](runs/{r.folder.name}.md)"
+        + (f" (finished {r.finished})" if r.finished else "")
+        for r in runs
+    )
     parts = [
         "# Ray Serve Workbook",
         "",
@@ -546,13 +653,16 @@ def _landing_page(rows: list[str], runs: Sequence[Run], unplaced: list[str],
         "",
     ]
     if hero:
-        parts += ["![A figure from lesson 05: replicas following a step in load]"
-                  "(images/lesson05_autoscaling.png)", ""]
+        parts += [
+            "![A figure from lesson 05: replicas following a step in load]"
+            "(images/lesson05_autoscaling.png)",
+            "",
+        ]
     parts += [
         "## Course map",
         "",
         f"Minutes are the lesson's running time in the run it was taken from ({runs_text}); "
-        "a learner adds the reading and the \"Your turn\" tasks.",
+        'a learner adds the reading and the "Your turn" tasks.',
         "",
         "| lesson | minutes | status | run | labs that follow it |",
         "|---|---|---|---|---|",
@@ -560,8 +670,12 @@ def _landing_page(rows: list[str], runs: Sequence[Run], unplaced: list[str],
         "",
     ]
     if unplaced:
-        parts += ["Labs that the labs' table does not place after a lesson: "
-                  + ", ".join(f"[{s}](labs/{s}.ipynb)" for s in unplaced) + ".", ""]
+        parts += [
+            "Labs that the labs' table does not place after a lesson: "
+            + ", ".join(f"[{s}](labs/{s}.ipynb)" for s in unplaced)
+            + ".",
+            "",
+        ]
     parts += [
         "## Run it yourself",
         "",
@@ -580,30 +694,45 @@ def _run_page(run: Run, *, secrets: Sequence[str], roots: Sequence[str]) -> str:
     lines = [f"# Run: profile `{run.profile}`", ""]
     if run.finished:
         lines += [f"The runner's last invocation in this folder finished {run.finished}.", ""]
-    lines += ["## Notebooks", "",
-              "| notebook | status | duration (s) | error | from |", "|---|---|---|---|---|"]
+    lines += [
+        "## Notebooks",
+        "",
+        "| notebook | status | duration (s) | error | from |",
+        "|---|---|---|---|---|",
+    ]
     for stem in stems:
         r = run.result(stem)
         link = f"[{stem}](../lessons/{stem}.ipynb)" if stem in run.notebooks else stem
         duration = "" if r["duration_s"] is None else f"{float(r['duration_s']):.1f}"
-        lines.append(f"| {link} | {r['status']} | {duration} | "
-                     f"{_md_cell(scrub_text(r.get('error') or '', secrets=secrets, roots=roots))}"
-                     f" | {r['from']} |")
-    lines += ["", "## Measured claims", "",
-              "Each value is read from the printed output of the lesson that measures and "
-              "asserts it, in this run.", "",
-              "| claim | measured in lesson | value in this run |", "|---|---|---|"]
+        lines.append(
+            f"| {link} | {r['status']} | {duration} | "
+            f"{_md_cell(scrub_text(r.get('error') or '', secrets=secrets, roots=roots))}"
+            f" | {r['from']} |"
+        )
+    lines += [
+        "",
+        "## Measured claims",
+        "",
+        "Each value is read from the printed output of the lesson that measures and "
+        "asserts it, in this run.",
+        "",
+        "| claim | measured in lesson | value in this run |",
+        "|---|---|---|",
+    ]
     for claim, value, where in extract_claims(run.notebooks):
-        text = (f"{value} ([{where}](../lessons/{where}.ipynb))" if value else
-                "not measured in this run (its lesson is not in this run, or did not get "
-                "that far)")
+        text = (
+            f"{value} ([{where}](../lessons/{where}.ipynb))"
+            if value
+            else "not measured in this run (its lesson is not in this run, or did not get that far)"
+        )
         lines.append(f"| {claim.name} | {claim.lesson} | {text} |")
     if run.summary_md:
         body = scrub_text(run.summary_md, secrets=secrets, roots=roots)
         body = re.sub(r"(?m)^# .*\n", "", body, count=1).strip()
         # the lines after the table are sentences: one paragraph each
-        body = "\n".join(line if line.startswith("|") or not line else line + "\n"
-                         for line in body.splitlines())
+        body = "\n".join(
+            line if line.startswith("|") or not line else line + "\n" for line in body.splitlines()
+        )
         lines += ["", "## The runner's summary (its last invocation)", "", body]
     return "\n".join(lines) + "\n"
 
@@ -611,26 +740,47 @@ def _run_page(run: Run, *, secrets: Sequence[str], roots: Sequence[str]) -> str:
 def build_book(config: Path, *, timeout_s: float = 600) -> float:
     """Build the site with mkdocs; return the seconds it took."""
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--clean", "-q",
-                             "-f", str(config)], check=False, capture_output=True, text=True,
-                            timeout=timeout_s, cwd=config.parent)
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--clean", "-q", "-f", str(config)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=config.parent,
+    )
     if result.returncode != 0:
-        raise WorkbookError("mkdocs could not build the book.",
-                            "read its message below; `make setup` installs mkdocs, "
-                            "mkdocs-jupyter and mkdocs-material (the notebooks extra).",
-                            details=(result.stdout + result.stderr)[-3000:])
+        raise WorkbookError(
+            "mkdocs could not build the book.",
+            "read its message below; `make setup` installs mkdocs, "
+            "mkdocs-jupyter and mkdocs-material (the notebooks extra).",
+            details=(result.stdout + result.stderr)[-3000:],
+        )
     return time.monotonic() - started
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.book",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", type=Path, action="append", default=[],
-                        help="a run folder (default: every folder in build/runs/, full first)")
-    parser.add_argument("--src", type=Path, default=BUILD_DIR / "book-src",
-                        help="where the site's source is written (default: build/book-src)")
-    parser.add_argument("--out", type=Path, default=BUILD_DIR / "book",
-                        help="where the site is built (default: build/book)")
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.book", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--run",
+        type=Path,
+        action="append",
+        default=[],
+        help="a run folder (default: every folder in build/runs/, full first)",
+    )
+    parser.add_argument(
+        "--src",
+        type=Path,
+        default=BUILD_DIR / "book-src",
+        help="where the site's source is written (default: build/book-src)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=BUILD_DIR / "book",
+        help="where the site is built (default: build/book)",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
@@ -642,9 +792,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     pages = len(list(args.out.rglob("*.html")))
     size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
-    print(f"book: {pages} pages, {size / 2**20:.1f} MiB in {args.out} "
-          f"({time.monotonic() - started:.0f} s); open {args.out / 'index.html'} or run "
-          f"python -m http.server -d {args.out} -b 127.0.0.1")
+    print(
+        f"book: {pages} pages, {size / 2**20:.1f} MiB in {args.out} "
+        f"({time.monotonic() - started:.0f} s); open {args.out / 'index.html'} or run "
+        f"python -m http.server -d {args.out} -b 127.0.0.1"
+    )
     return 0
 
 

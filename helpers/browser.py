@@ -93,7 +93,7 @@ def open_browser(
     width: int = 1280,
     height: int = 800,
     extra_args: tuple[str, ...] = (),
-) -> Iterator["BrowserContext"]:
+) -> Iterator[BrowserContext]:
     """Start headless Chromium with a fresh profile; yield its Playwright ``BrowserContext``.
 
     The browser and its profile folder are removed on exit, also when the block raises.
@@ -163,8 +163,12 @@ def screenshot(
     with open_browser(width=width, height=height) as context:
         if cookies:
             parts = urlsplit(url)
-            context.add_cookies([{"name": k, "value": v, "url": f"{parts.scheme}://{parts.netloc}/"}
-                                 for k, v in cookies.items()])
+            context.add_cookies(
+                [
+                    {"name": k, "value": v, "url": f"{parts.scheme}://{parts.netloc}/"}
+                    for k, v in cookies.items()
+                ]
+            )
         if headers:
             context.set_extra_http_headers(dict(headers))
         page = context.new_page()
@@ -172,7 +176,9 @@ def screenshot(
         if wait_for_text:
             try:
                 page.get_by_text(wait_for_text).first.wait_for(
-                    state="visible", timeout=max(1.0, timeout_s - (time.monotonic() - started)) * 1000)
+                    state="visible",
+                    timeout=max(1.0, timeout_s - (time.monotonic() - started)) * 1000,
+                )
             except Exception as err:
                 shown = _visible_text(page)[:800]
                 raise WorkbookError(
@@ -186,8 +192,13 @@ def screenshot(
                 page.wait_for_load_state("networkidle", timeout=min(10.0, timeout_s) * 1000)
         page.wait_for_timeout(settle_s * 1000)
         page.screenshot(path=str(target), full_page=full_page)
-        return PageShot(target, page.url, page.title(), _visible_text(page),
-                        round(time.monotonic() - started, 2))
+        return PageShot(
+            target,
+            page.url,
+            page.title(),
+            _visible_text(page),
+            round(time.monotonic() - started, 2),
+        )
 
 
 def dashboard_screenshot(
@@ -217,9 +228,16 @@ def dashboard_screenshot(
     url = f"{cluster.dashboard_url}/{page.lstrip('/')}"
     with ThreadPoolExecutor(max_workers=1) as browser_thread:
         return browser_thread.submit(
-            screenshot, url, path, wait_for_text=wait_for_text, settle_s=2.0,
+            screenshot,
+            url,
+            path,
+            wait_for_text=wait_for_text,
+            settle_s=2.0,
             cookies={"ray-authentication-token": token} if token else None,
-            width=width, height=height, timeout_s=timeout_s).result()
+            width=width,
+            height=height,
+            timeout_s=timeout_s,
+        ).result()
 
 
 def _visible_text(page: Any) -> str:

@@ -88,6 +88,7 @@ def _pid_max() -> int:
     except (OSError, ValueError):
         return 4194304  # Linux's upper limit
 
+
 # The longest names Ray gives a session folder (its pid as long as this machine's largest) and
 # a socket in it (the dashboard's modules listen on sockets/dash_<Module>).
 _LONGEST_SESSION_NAME = "session_2026-01-01_00-00-00_000000_" + "9" * len(str(_pid_max()))
@@ -326,7 +327,7 @@ class ClusterHandle:
     def stop(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def __enter__(self) -> "ClusterHandle":
+    def __enter__(self) -> ClusterHandle:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -411,8 +412,14 @@ class LocalCluster(ClusterHandle):
         return argv
 
     def _start_node(self, spec: NodeSpec, *, head: bool, timeout_s: float) -> NodeInfo:
-        names = ["node_manager", "object_manager", "dashboard_agent_http", "dashboard_agent_grpc",
-                 "runtime_env_agent", "metrics_export"]
+        names = [
+            "node_manager",
+            "object_manager",
+            "dashboard_agent_http",
+            "dashboard_agent_grpc",
+            "runtime_env_agent",
+            "metrics_export",
+        ]
         if head:
             names += ["ray_client_server", "dashboard_metrics", "autoscaler_metrics"]
         ports = {n: free_port() for n in names}
@@ -557,8 +564,15 @@ class LocalCluster(ClusterHandle):
                 "This cluster is not running.", "start it first with start_local_cluster()."
             )
         count = sum(1 for n in self.nodes_started if n.role == "worker")
-        spec = NodeSpec(name or f"worker-{count + 1}", num_cpus, num_gpus, resources, memory,
-                        object_store_memory, env)
+        spec = NodeSpec(
+            name or f"worker-{count + 1}",
+            num_cpus,
+            num_gpus,
+            resources,
+            memory,
+            object_store_memory,
+            env,
+        )
         node = self._start_with_retry(spec, head=False, timeout_s=timeout_s)
         self._wait_for_nodes(len(self.nodes_started), timeout_s)
         return node
@@ -580,8 +594,9 @@ class LocalCluster(ClusterHandle):
             raise ClusterNotRunningError(
                 "This cluster is not running.", "start it first with start_local_cluster()."
             )
-        node = _run_node_command(self, command, self.dir, timeout_s=timeout_s,
-                                 on_started=self._adopt)
+        node = _run_node_command(
+            self, command, self.dir, timeout_s=timeout_s, on_started=self._adopt
+        )
         return node
 
     def _adopt(self, node: NodeInfo) -> None:
@@ -599,13 +614,18 @@ class LocalCluster(ClusterHandle):
             return seen >= expected
 
         # The dashboard may not answer yet while the nodes come up: not yet.
-        wait_for(registered, timeout_s=timeout_s, what=f"{expected} nodes registered",
-                 not_yet=(ClusterNotRunningError,),
-                 on_timeout=lambda waited: ClusterStartError(
-                     f"Only {0 if waited.error else seen} of {expected} nodes registered "
-                     f"within {timeout_s:.0f} s.",
-                     "look at the node logs in the cluster folder.",
-                     details="\n".join(str(n.log_path) for n in self.nodes_started)))
+        wait_for(
+            registered,
+            timeout_s=timeout_s,
+            what=f"{expected} nodes registered",
+            not_yet=(ClusterNotRunningError,),
+            on_timeout=lambda waited: ClusterStartError(
+                f"Only {0 if waited.error else seen} of {expected} nodes registered "
+                f"within {timeout_s:.0f} s.",
+                "look at the node logs in the cluster folder.",
+                details="\n".join(str(n.log_path) for n in self.nodes_started),
+            ),
+        )
 
     def _save_registry(self) -> None:
         register(
@@ -658,7 +678,7 @@ class LocalCluster(ClusterHandle):
         forget_at_exit(self)
         self._stopped = True  # only now: every step above may be run again
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         return self
 
     def __repr__(self) -> str:
@@ -682,8 +702,9 @@ class ExistingCluster(ClusterHandle):
         folder = scratch_root() / f"joined-{uuid.uuid4().hex[:8]}"
         folder.mkdir(parents=True, exist_ok=True)
         stop_at_exit(self, self.stop)  # the joined node ends with this process
-        return _run_node_command(self, command, folder, timeout_s=timeout_s,
-                                 on_started=self.nodes_started.append)
+        return _run_node_command(
+            self, command, folder, timeout_s=timeout_s, on_started=self.nodes_started.append
+        )
 
     def stop(self) -> None:
         """Disconnect this process and end the nodes this machine joined to the cluster; the
@@ -828,8 +849,9 @@ def _node_env(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def _run_node_command(cluster: ClusterHandle, command: str, folder: Path, *, timeout_s: float,
-                      on_started: Any) -> NodeInfo:
+def _run_node_command(
+    cluster: ClusterHandle, command: str, folder: Path, *, timeout_s: float, on_started: Any
+) -> NodeInfo:
     """See :meth:`LocalCluster.run_node_command`; ``on_started`` records the node's session
     before anything can fail, so that stopping the cluster ends it whatever happens next."""
     words = shlex.split(command)
@@ -839,17 +861,29 @@ def _run_node_command(cluster: ClusterHandle, command: str, folder: Path, *, tim
             "write it as you would type it: ray start --address=$RAY_ADDRESS --num-cpus=...",
         )
     if any(w == "--block" for w in words):
-        raise WorkbookError(f"{command!r} has --block: it would never return here.",
-                            "leave --block out; the workbook stops the node by process id.")
+        raise WorkbookError(
+            f"{command!r} has --block: it would never return here.",
+            "leave --block out; the workbook stops the node by process id.",
+        )
     before = {n["node_id"] for n in cluster.nodes()}
-    name = next((w.split("=", 1)[1] for w in words if w.startswith("--node-name=")),
-                f"node-{len(before) + 1}")
+    name = next(
+        (w.split("=", 1)[1] for w in words if w.startswith("--node-name=")),
+        f"node-{len(before) + 1}",
+    )
     log_path = folder / f"{name}.command.log"
     env = _node_env(cluster.env)  # `ray` there is the one beside this Python
     with _node_start_turn(timeout_s):
         proc = start_session(["bash", "-c", command], log_path, env=env)
-        node = NodeInfo(name=name, role="worker", num_cpus=0, num_gpus=0, resources={},
-                        pid=proc.pid, log_path=log_path, argv=words)
+        node = NodeInfo(
+            name=name,
+            role="worker",
+            num_cpus=0,
+            num_gpus=0,
+            resources={},
+            pid=proc.pid,
+            log_path=log_path,
+            argv=words,
+        )
         on_started(node)
         try:
             code = proc.wait(timeout=timeout_s)
@@ -858,14 +892,25 @@ def _run_node_command(cluster: ClusterHandle, command: str, folder: Path, *, tim
         log = log_path.read_text(errors="replace")
         if code != 0:
             raise ClusterStartError(
-                f"`{command}` " + (f"did not finish within {timeout_s:.0f} s." if code is None
-                                   else f"exited with code {code}."),
-                _advice_from_log(log), details=_tail(log))
-    wait_for(lambda: {n["node_id"] for n in cluster.nodes()} - before, timeout_s=timeout_s,
-             what="a new node", on_timeout=lambda waited: ClusterStartError(
-                 f"`{command}` ran, but no new node joined within {timeout_s:.0f} s.",
-                 "read the command's output below, and the node's logs.",
-                 details=_tail(log_path.read_text(errors="replace"))))
+                f"`{command}` "
+                + (
+                    f"did not finish within {timeout_s:.0f} s."
+                    if code is None
+                    else f"exited with code {code}."
+                ),
+                _advice_from_log(log),
+                details=_tail(log),
+            )
+    wait_for(
+        lambda: {n["node_id"] for n in cluster.nodes()} - before,
+        timeout_s=timeout_s,
+        what="a new node",
+        on_timeout=lambda waited: ClusterStartError(
+            f"`{command}` ran, but no new node joined within {timeout_s:.0f} s.",
+            "read the command's output below, and the node's logs.",
+            details=_tail(log_path.read_text(errors="replace")),
+        ),
+    )
     return node
 
 

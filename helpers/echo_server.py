@@ -46,20 +46,33 @@ def serve_forever(host: str, port: int) -> None:
 class EchoServer(ManagedProcess):
     """:func:`serve_forever` in a process of its own session, on ``port`` (a free one if 0)."""
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1", start_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, port: int = 0, host: str = "127.0.0.1", start_timeout_s: float = 30.0
+    ) -> None:
         self.host = host
         self.port = port or free_port()
         self.start_timeout_s = start_timeout_s
-        super().__init__([sys.executable, "-m", "helpers.echo_server", "--host", self.host,
-                          "--port", str(self.port)],
-                         kind="echo-server", name=f"echo-{uuid.uuid4().hex[:8]}",
-                         ports=[self.port], stop_timeout_s=5.0)
+        super().__init__(
+            [
+                sys.executable,
+                "-m",
+                "helpers.echo_server",
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+            ],
+            kind="echo-server",
+            name=f"echo-{uuid.uuid4().hex[:8]}",
+            ports=[self.port],
+            stop_timeout_s=5.0,
+        )
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "EchoServer":
+    def start(self) -> EchoServer:
         """Start the server and wait until it answers (stopped again if it does not)."""
         import requests
 
@@ -71,20 +84,25 @@ class EchoServer(ManagedProcess):
         while time.monotonic() < deadline:
             if not self.running:
                 code = self.stop()
-                raise WorkbookError(f"The echo server exited with code {code} at start.",
-                                    f"read its log: {self.log_path}", details=self.tail())
+                raise WorkbookError(
+                    f"The echo server exited with code {code} at start.",
+                    f"read its log: {self.log_path}",
+                    details=self.tail(),
+                )
             try:
                 if requests.get(self.url + "/", timeout=1).ok:
                     return self
             except requests.RequestException:
                 time.sleep(0.1)
         self.stop()
-        raise WorkbookError(f"The echo server did not answer on {self.url} within "
-                            f"{self.start_timeout_s:.0f} s.", f"read its log: {self.log_path}")
+        raise WorkbookError(
+            f"The echo server did not answer on {self.url} within {self.start_timeout_s:.0f} s.",
+            f"read its log: {self.log_path}",
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Answer every HTTP request with {\"ok\": true}.")
+    parser = argparse.ArgumentParser(description='Answer every HTTP request with {"ok": true}.')
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8123)
     args = parser.parse_args(argv)

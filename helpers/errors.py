@@ -208,4 +208,3 @@ class AlreadyStartedError(WorkbookError, RuntimeError):
 
 class NoFreePortError(WorkbookError, RuntimeError):
     """No free TCP port was found in the range asked for."""
-

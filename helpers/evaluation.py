@@ -43,7 +43,7 @@ def grid_sweep(
     measure: Callable[[dict[str, Any]], Mapping[str, Any]],
     *,
     progress: bool = True,
-) -> "pd.DataFrame":
+) -> pd.DataFrame:
     """Call ``measure(point)`` for every combination of ``grid``'s values; one row per point.
 
     The first key of ``grid`` changes slowest. A row holds the point's values, then what
@@ -63,7 +63,7 @@ def grid_sweep(
 
 
 def plot_heatmaps(
-    df: "pd.DataFrame",
+    df: pd.DataFrame,
     *,
     x: str,
     y: str,
@@ -71,7 +71,7 @@ def plot_heatmaps(
     metrics: Mapping[str, str],
     title: str = "",
     formats: Mapping[str, str] | None = None,
-) -> "matplotlib.figure.Figure":
+) -> matplotlib.figure.Figure:
     """Heatmaps of ``metrics`` (rows; the value is the colour bar's label) over ``x`` and ``y``,
     one column per value of ``panel``. Cells show the number (``formats[metric]``, default
     ``"{:.3g}"``); each row shares one colour scale so panels compare."""
@@ -90,14 +90,29 @@ def plot_heatmaps(
         image = None
         for col, value in enumerate(panels):
             ax = axes[row][col]
-            part = df[df[panel] == value].pivot_table(index=y, columns=x, values=metric, aggfunc="mean")
+            part = df[df[panel] == value].pivot_table(
+                index=y, columns=x, values=metric, aggfunc="mean"
+            )
             part = part.reindex(index=ys, columns=xs)
-            image = ax.imshow(part.to_numpy(dtype=float), origin="lower", aspect="auto",
-                              cmap="viridis", vmin=vmin, vmax=vmax)
+            image = ax.imshow(
+                part.to_numpy(dtype=float),
+                origin="lower",
+                aspect="auto",
+                cmap="viridis",
+                vmin=vmin,
+                vmax=vmax,
+            )
             for (i, j), cell in np.ndenumerate(part.to_numpy(dtype=float)):
                 if not math.isnan(cell):
-                    ax.text(j, i, fmt.format(cell), ha="center", va="center", fontsize=8,
-                            color="white" if cell < (vmin + vmax) / 2 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        fmt.format(cell),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if cell < (vmin + vmax) / 2 else "black",
+                    )
             ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
             ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys])
             ax.set_xlabel(x)
@@ -116,7 +131,7 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def markdown_table(df: "pd.DataFrame") -> str:
+def markdown_table(df: pd.DataFrame) -> str:
     """``df`` as a GitHub-flavoured Markdown table (the index is left out)."""
     header = "| " + " | ".join(map(str, df.columns)) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
@@ -128,7 +143,7 @@ def write_evaluation(
     folder: str | Path,
     *,
     summary: Mapping[str, Any],
-    figures: Mapping[str, "matplotlib.figure.Figure"],
+    figures: Mapping[str, matplotlib.figure.Figure],
     report_md: str,
 ) -> dict[str, Path]:
     """Write ``summary.json``, ``<name>.png`` per figure and ``README.md`` into ``folder``.

@@ -95,7 +95,7 @@ class Fault:
         return row
 
 
-def serve_actors(cluster: "ClusterHandle", *, class_prefix: str = "") -> list[dict[str, Any]]:
+def serve_actors(cluster: ClusterHandle, *, class_prefix: str = "") -> list[dict[str, Any]]:
     """Alive actors in Serve's namespace (controller, proxies, replicas), from the state API.
 
     Each is ``{"class_name", "name", "actor_id", "pid", "node_id", "num_restarts"}``;
@@ -106,8 +106,13 @@ def serve_actors(cluster: "ClusterHandle", *, class_prefix: str = "") -> list[di
 
     activate_in_process(cluster.env)
     try:
-        actors = list_actors(address=cluster.dashboard_url, filters=[("state", "=", "ALIVE")],
-                             detail=True, limit=10_000, timeout=30)
+        actors = list_actors(
+            address=cluster.dashboard_url,
+            filters=[("state", "=", "ALIVE")],
+            detail=True,
+            limit=10_000,
+            timeout=30,
+        )
     except Exception as err:
         raise ClusterNotRunningError(
             f"Could not list the actors of the cluster at {cluster.dashboard_url}.",
@@ -115,15 +120,28 @@ def serve_actors(cluster: "ClusterHandle", *, class_prefix: str = "") -> list[di
             details=str(err)[-1500:],
         ) from err
     return [
-        {"class_name": a.class_name, "name": a.name, "actor_id": a.actor_id, "pid": a.pid,
-         "node_id": a.node_id, "num_restarts": int(a.num_restarts or 0)}
+        {
+            "class_name": a.class_name,
+            "name": a.name,
+            "actor_id": a.actor_id,
+            "pid": a.pid,
+            "node_id": a.node_id,
+            "num_restarts": int(a.num_restarts or 0),
+        }
         for a in actors
         if a.ray_namespace == SERVE_NAMESPACE and a.class_name.startswith(class_prefix)
     ]
 
 
-def _kill_actor(cluster: "ClusterHandle", actor: dict[str, Any], kind: str, *,
-                no_restart: bool, in_flight: int | None = None, handle: Any = None) -> Fault:
+def _kill_actor(
+    cluster: ClusterHandle,
+    actor: dict[str, Any],
+    kind: str,
+    *,
+    no_restart: bool,
+    in_flight: int | None = None,
+    handle: Any = None,
+) -> Fault:
     import ray
 
     cluster.connect()
@@ -131,8 +149,16 @@ def _kill_actor(cluster: "ClusterHandle", actor: dict[str, Any], kind: str, *,
         handle = ray.get_actor(actor["name"], namespace=SERVE_NAMESPACE)
     t = time.time()
     ray.kill(handle, no_restart=no_restart)
-    return Fault(kind, actor["name"], actor["pid"], actor["actor_id"], actor["node_id"], t,
-                 f"ray.kill(actor, no_restart={no_restart})", in_flight)
+    return Fault(
+        kind,
+        actor["name"],
+        actor["pid"],
+        actor["actor_id"],
+        actor["node_id"],
+        t,
+        f"ray.kill(actor, no_restart={no_restart})",
+        in_flight,
+    )
 
 
 def _ongoing_requests(handles: list[Any]) -> list[int]:
@@ -150,14 +176,14 @@ def _ongoing_requests(handles: list[Any]) -> list[int]:
     return counts
 
 
-def _running_replicas(cluster: "ClusterHandle", app: str, deployment: str) -> list[dict[str, Any]]:
+def _running_replicas(cluster: ClusterHandle, app: str, deployment: str) -> list[dict[str, Any]]:
     details = (serve_details(cluster).get("applications") or {}).get(app) or {}
     dep = (details.get("deployments") or {}).get(deployment) or {}
     return [r for r in dep.get("replicas") or [] if r.get("state") == "RUNNING"]
 
 
 def kill_replica(
-    cluster: "ClusterHandle",
+    cluster: ClusterHandle,
     app: str,
     deployment: str,
     *,
@@ -175,8 +201,11 @@ def kill_replica(
     many (read from the replica actor's ``get_num_ongoing_requests``, Serve's own count).
     """
     replicas = _running_replicas(cluster, app, deployment)
-    candidates = [r for r in replicas if (node_id is None or r.get("node_id") == node_id)
-                  and (pid is None or r.get("pid") == pid)]
+    candidates = [
+        r
+        for r in replicas
+        if (node_id is None or r.get("node_id") == node_id) and (pid is None or r.get("pid") == pid)
+    ]
     if not candidates:
         raise WorkbookError(
             f"No RUNNING replica of {app}/{deployment} matches node_id={node_id} pid={pid}.",
@@ -206,12 +235,21 @@ def kill_replica(
 
     # Polled fast: under light load a replica is busy only for moments.
     i, in_flight = waiting.wait_for(
-        busiest, timeout_s=busy_timeout_s, poll_s=0.02,
+        busiest,
+        timeout_s=busy_timeout_s,
+        poll_s=0.02,
         what=f"a replica of {app}/{deployment} with a request in flight",
-        fix="send load while killing (RequestLoop), or pass busy=False.")
+        fix="send load while killing (RequestLoop), or pass busy=False.",
+    )
     actor, handle = actors[i], handles[i]
-    return _kill_actor(cluster, actor, "replica", no_restart=True,
-                       in_flight=in_flight if in_flight >= 0 else None, handle=handle)
+    return _kill_actor(
+        cluster,
+        actor,
+        "replica",
+        no_restart=True,
+        in_flight=in_flight if in_flight >= 0 else None,
+        handle=handle,
+    )
 
 
 def _call_without_event_loop(fn: Callable[[], Any]) -> Any:
@@ -233,8 +271,14 @@ def _call_without_event_loop(fn: Callable[[], Any]) -> Any:
     return box["value"]
 
 
-def fail_health_check(cluster: "ClusterHandle", app: str, deployment: str, *,
-                      method: str = "make_unhealthy", timeout_s: float = 30.0) -> Fault:
+def fail_health_check(
+    cluster: ClusterHandle,
+    app: str,
+    deployment: str,
+    *,
+    method: str = "make_unhealthy",
+    timeout_s: float = 30.0,
+) -> Fault:
     """Make one replica's health check fail by calling its ``method`` through a handle.
 
     The replica keeps answering requests; Serve notices the failing ``check_health`` after
@@ -247,15 +291,28 @@ def fail_health_check(cluster: "ClusterHandle", app: str, deployment: str, *,
     handle = serve.get_deployment_handle(deployment, app)
     t = time.time()
     identity = _call_without_event_loop(
-        lambda: getattr(handle, method).remote().result(timeout_s=timeout_s))
-    actor_id = next((r.get("actor_id") for r in _running_replicas(cluster, app, deployment)
-                     if r.get("pid") == identity.get("pid")), None)
-    return Fault("health check", f"{app}/{deployment} replica {identity.get('replica')}",
-                 identity.get("pid"), actor_id, identity.get("node_id"), t,
-                 f"handle.{method}(): check_health raises from now on")
+        lambda: getattr(handle, method).remote().result(timeout_s=timeout_s)
+    )
+    actor_id = next(
+        (
+            r.get("actor_id")
+            for r in _running_replicas(cluster, app, deployment)
+            if r.get("pid") == identity.get("pid")
+        ),
+        None,
+    )
+    return Fault(
+        "health check",
+        f"{app}/{deployment} replica {identity.get('replica')}",
+        identity.get("pid"),
+        actor_id,
+        identity.get("node_id"),
+        t,
+        f"handle.{method}(): check_health raises from now on",
+    )
 
 
-def proxy_connections(cluster: "ClusterHandle", port: int) -> dict[str, int]:
+def proxy_connections(cluster: ClusterHandle, port: int) -> dict[str, int]:
     """``{node_id: open client connections}`` of each alive Serve proxy on HTTP ``port``.
 
     Read from the proxies' processes (psutil), so only for proxies running on this machine
@@ -269,12 +326,15 @@ def proxy_connections(cluster: "ClusterHandle", port: int) -> dict[str, int]:
             conns = psutil.Process(proxy["pid"]).net_connections(kind="tcp")
         except (psutil.Error, TypeError):
             conns = []
-        counts[proxy["node_id"]] = sum(1 for c in conns if c.laddr and c.laddr.port == port
-                                       and c.status == psutil.CONN_ESTABLISHED)
+        counts[proxy["node_id"]] = sum(
+            1
+            for c in conns
+            if c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED
+        )
     return counts
 
 
-def refuse_shared_cluster(cluster: "ClusterHandle", what: str) -> "LocalCluster":
+def refuse_shared_cluster(cluster: ClusterHandle, what: str) -> LocalCluster:
     """Raise :class:`WorkbookError` unless this process started ``cluster`` (a
     :class:`~helpers.cluster.LocalCluster`): ``what`` would hit everyone who shares it.
     Returns the cluster, as the LocalCluster it is."""
@@ -288,8 +348,9 @@ def refuse_shared_cluster(cluster: "ClusterHandle", what: str) -> "LocalCluster"
     return cluster
 
 
-def kill_proxy(cluster: "ClusterHandle", *, node_id: str | None = None,
-               busiest_on_port: int | None = None) -> Fault:
+def kill_proxy(
+    cluster: ClusterHandle, *, node_id: str | None = None, busiest_on_port: int | None = None
+) -> Fault:
     """Kill the HTTP proxy actor on ``node_id`` (default: the head node's).
 
     ``busiest_on_port``: instead, the proxy holding the most client connections on that
@@ -305,8 +366,11 @@ def kill_proxy(cluster: "ClusterHandle", *, node_id: str | None = None,
             held = counts[node_id]
     if node_id is None:
         node_id = next((n["node_id"] for n in cluster.nodes() if n["is_head"]), None)
-    proxies = [a for a in serve_actors(cluster, class_prefix="ProxyActor")
-               if a["node_id"] == node_id and "fallback" not in (a["name"] or "")]
+    proxies = [
+        a
+        for a in serve_actors(cluster, class_prefix="ProxyActor")
+        if a["node_id"] == node_id and "fallback" not in (a["name"] or "")
+    ]
     if not proxies:
         raise WorkbookError(
             f"No Serve proxy is alive on node {node_id}.",
@@ -316,10 +380,12 @@ def kill_proxy(cluster: "ClusterHandle", *, node_id: str | None = None,
     return _kill_actor(cluster, proxies[0], "proxy", no_restart=True, in_flight=held)
 
 
-def wait_until_proxies_healthy(cluster: "ClusterHandle", count: int, *,
-                               timeout_s: float = 120.0) -> float:
+def wait_until_proxies_healthy(
+    cluster: ClusterHandle, count: int, *, timeout_s: float = 120.0
+) -> float:
     """Wait until Serve reports ``count`` proxies, all HEALTHY (a new node's proxy starts a
     little after its first replica). Returns the seconds it took."""
+
     def check() -> Any:
         statuses = [p.get("status") for p in (serve_details(cluster).get("proxies") or {}).values()]
         return len(statuses) == count and all(s == "HEALTHY" for s in statuses)
@@ -327,7 +393,7 @@ def wait_until_proxies_healthy(cluster: "ClusterHandle", count: int, *,
     return wait_for(check, timeout_s=timeout_s, what=f"{count} healthy HTTP proxies")
 
 
-def kill_controller(cluster: "ClusterHandle") -> Fault:
+def kill_controller(cluster: ClusterHandle) -> Fault:
     """Kill the Serve controller. Ray restarts it (it is created with ``max_restarts=-1``)
     and it recovers its state from the GCS; replicas and proxies are not touched.
     Only on a cluster this process started (:func:`refuse_shared_cluster`)."""
@@ -341,7 +407,7 @@ def kill_controller(cluster: "ClusterHandle") -> Fault:
     return _kill_actor(cluster, controllers[0], "controller", no_restart=False)
 
 
-def raylet_pid(cluster: "LocalCluster", node_name: str) -> int:
+def raylet_pid(cluster: LocalCluster, node_name: str) -> int:
     """Process id of the raylet of node ``node_name``, found in that node's process session."""
     node = next((n for n in cluster.nodes_started if n.name == node_name), None)
     if node is None:
@@ -358,7 +424,7 @@ def raylet_pid(cluster: "LocalCluster", node_name: str) -> int:
     return raylets[0].pid
 
 
-def kill_raylet(cluster: "ClusterHandle", node_name: str) -> Fault:
+def kill_raylet(cluster: ClusterHandle, node_name: str) -> Fault:
     """SIGKILL the raylet of worker node ``node_name``: the node fails as a machine would.
 
     Its worker processes (replicas, its proxy) lose their raylet and exit; the node's
@@ -384,8 +450,9 @@ def kill_raylet(cluster: "ClusterHandle", node_name: str) -> Fault:
 # -- recovery ---------------------------------------------------------------------------------
 
 
-def watch_exits(pids: "list[int] | set[int]", *, poll_s: float = 0.05,
-                timeout_s: float = 600.0) -> dict[int, float]:
+def watch_exits(
+    pids: list[int] | set[int], *, poll_s: float = 0.05, timeout_s: float = 600.0
+) -> dict[int, float]:
     """Note when each of ``pids`` (processes on this machine) exits, in a background thread.
 
     Returns a dict that fills in as they go: ``{pid: time.time() of its exit}``. For
@@ -413,9 +480,15 @@ def watch_exits(pids: "list[int] | set[int]", *, poll_s: float = 0.05,
     return exits
 
 
-
-def wait_for(check: Callable[[], Any], *, timeout_s: float, what: str, poll_s: float = 0.25,
-             since: float | None = None, report: Callable[[], Any] | None = None) -> float:
+def wait_for(
+    check: Callable[[], Any],
+    *,
+    timeout_s: float,
+    what: str,
+    poll_s: float = 0.25,
+    since: float | None = None,
+    report: Callable[[], Any] | None = None,
+) -> float:
     """Poll ``check()`` until it returns something true; the seconds since ``since``
     (a ``time.time()``, default: now), for measuring a recovery from its fault.
 
@@ -426,26 +499,38 @@ def wait_for(check: Callable[[], Any], *, timeout_s: float, what: str, poll_s: f
     into the error's details, for a check whose own last value (often just ``False``) does
     not say what the cluster looked like."""
     start = time.time() if since is None else since
-    waiting.wait_for(check, timeout_s=timeout_s, what=what, poll_s=poll_s,
-                     not_yet=(ClusterNotRunningError,), report=report,
-                     fix="look at serve status and the controller log; on a busy machine "
-                         "raise the timeout.")
+    waiting.wait_for(
+        check,
+        timeout_s=timeout_s,
+        what=what,
+        poll_s=poll_s,
+        not_yet=(ClusterNotRunningError,),
+        report=report,
+        fix="look at serve status and the controller log; on a busy machine raise the timeout.",
+    )
     return round(time.time() - start, 2)
 
 
-def wait_until_proxy_replaced(cluster: "ClusterHandle", fault: Fault, *,
-                              timeout_s: float = 120.0) -> float:
+def wait_until_proxy_replaced(
+    cluster: ClusterHandle, fault: Fault, *, timeout_s: float = 120.0
+) -> float:
     """Seconds from ``fault`` until a new proxy (another actor id) is HEALTHY on its node."""
+
     def check() -> Any:
         proxy = (serve_details(cluster).get("proxies") or {}).get(fault.node_id) or {}
-        return proxy.get("status") == "HEALTHY" and proxy.get("actor_id") not in (None, fault.actor_id)
+        return proxy.get("status") == "HEALTHY" and proxy.get("actor_id") not in (
+            None,
+            fault.actor_id,
+        )
 
     return wait_for(check, timeout_s=timeout_s, what="a new HTTP proxy", since=fault.t)
 
 
-def wait_until_controller_restarted(cluster: "ClusterHandle", fault: Fault, *,
-                                    timeout_s: float = 120.0) -> float:
+def wait_until_controller_restarted(
+    cluster: ClusterHandle, fault: Fault, *, timeout_s: float = 120.0
+) -> float:
     """Seconds from ``fault`` until the controller runs again (a new process) and answers."""
+
     def check() -> Any:
         alive = serve_actors(cluster, class_prefix="ServeController")
         if not alive or alive[0]["pid"] == fault.pid:
@@ -453,27 +538,41 @@ def wait_until_controller_restarted(cluster: "ClusterHandle", fault: Fault, *,
         serve_details(cluster)  # raises (not yet) while the new controller cannot answer
         return alive[0]["pid"]
 
-    return wait_for(check, timeout_s=timeout_s, what="the Serve controller's restart",
-                    since=fault.t)
+    return wait_for(
+        check, timeout_s=timeout_s, what="the Serve controller's restart", since=fault.t
+    )
 
 
-def wait_until_node_processes_exit(cluster: "LocalCluster", fault: Fault, *,
-                                   timeout_s: float = 60.0) -> float:
+def wait_until_node_processes_exit(
+    cluster: LocalCluster, fault: Fault, *, timeout_s: float = 60.0
+) -> float:
     """Seconds from a :func:`kill_raylet` ``fault`` until every process of that node's
     session has exited by itself (its workers notice the raylet is gone; its
     ``ray start --block`` stops the rest)."""
     node = next((n for n in cluster.nodes_started if n.name == fault.target), None)
     if node is None:
         return 0.0
-    return wait_for(lambda: not session_members(node.pid), timeout_s=timeout_s,
-                    what=f"the processes of node {fault.target} exiting", since=fault.t, poll_s=0.1)
+    return wait_for(
+        lambda: not session_members(node.pid),
+        timeout_s=timeout_s,
+        what=f"the processes of node {fault.target} exiting",
+        since=fault.t,
+        poll_s=0.1,
+    )
 
 
-def wait_until_node_dead(cluster: "ClusterHandle", fault: Fault, *,
-                         timeout_s: float = 120.0) -> float:
+def wait_until_node_dead(
+    cluster: ClusterHandle, fault: Fault, *, timeout_s: float = 120.0
+) -> float:
     """Seconds from ``fault`` until Ray's GCS reports the node of ``fault`` DEAD."""
+
     def gone() -> bool:
         return all(n["node_id"] != fault.node_id for n in cluster.nodes())
 
-    return wait_for(gone, timeout_s=timeout_s, what=f"node {fault.target} marked dead",
-                    since=fault.t, poll_s=0.5)
+    return wait_for(
+        gone,
+        timeout_s=timeout_s,
+        what=f"node {fault.target} marked dead",
+        since=fault.t,
+        poll_s=0.5,
+    )

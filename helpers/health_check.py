@@ -75,10 +75,14 @@ class HealthReport:
         lines.append(f"\n[CPU] {len(self.cpu_tasks)} tasks ran on {len(by_node)} nodes: {by_node}")
         lines.append(f"[GPU] {len(self.gpu_tasks)} tasks on nodes with GPUs")
         for t in self.gpu_tasks:
-            lines.append(f"  {t['node_name']}: gpu_ids={t['gpu_ids']} "
-                         f"CUDA_VISIBLE_DEVICES={t['cuda_visible_devices']!r} {t['gpu_info']}")
+            lines.append(
+                f"  {t['node_name']}: gpu_ids={t['gpu_ids']} "
+                f"CUDA_VISIBLE_DEVICES={t['cuda_visible_devices']!r} {t['gpu_info']}"
+            )
         good = sum(r["ok"] for r in self.object_store)
-        lines.append(f"[Object store] object read correctly on {good}/{len(self.object_store)} nodes")
+        lines.append(
+            f"[Object store] object read correctly on {good}/{len(self.object_store)} nodes"
+        )
         lines.append("\n=== Summary ===")
         for key, value in self.summary().items():
             lines.append(f"{key}: {value}")
@@ -104,7 +108,9 @@ def _gpu_info() -> str:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=index,name", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10,
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "nvidia-smi failed"
@@ -127,8 +133,15 @@ def run_health_check(
         res = n.get("Resources", {})
         name = n.get("NodeName") or n.get("NodeManagerAddress")
         names[n["NodeID"]] = name
-        report.nodes.append({"name": name, "node_id": n["NodeID"], "ip": n["NodeManagerAddress"],
-                             "CPU": res.get("CPU", 0.0), "GPU": res.get("GPU", 0.0)})
+        report.nodes.append(
+            {
+                "name": name,
+                "node_id": n["NodeID"],
+                "ip": n["NodeManagerAddress"],
+                "CPU": res.get("CPU", 0.0),
+                "GPU": res.get("GPU", 0.0),
+            }
+        )
     report.nodes.sort(key=lambda n: n["name"])
 
     @ray.remote(num_cpus=0.01)
@@ -138,9 +151,13 @@ def run_health_check(
 
     @ray.remote(num_cpus=0.01, num_gpus=1)
     def on_gpu() -> dict[str, Any]:
-        return {"type": "gpu", **_where(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-                "gpu_info": _gpu_info()}
+        return {
+            "type": "gpu",
+            **_where(),
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+            "gpu_info": _gpu_info(),
+        }
 
     @ray.remote(num_cpus=0.01)
     def read(arr: Any) -> dict[str, Any]:
@@ -164,8 +181,13 @@ def run_health_check(
         return results
 
     # 1. CPU: one task per node, then SPREAD tasks.
-    refs = [where.options(scheduling_strategy=pinned(n["node_id"])).remote("cpu", 0) for n in report.nodes]
-    refs += [where.options(scheduling_strategy="SPREAD").remote("cpu", task_s) for _ in range(cpu_tasks)]
+    refs = [
+        where.options(scheduling_strategy=pinned(n["node_id"])).remote("cpu", 0)
+        for n in report.nodes
+    ]
+    refs += [
+        where.options(scheduling_strategy="SPREAD").remote("cpu", task_s) for _ in range(cpu_tasks)
+    ]
     report.cpu_tasks = gather(refs, "CPU tasks")
     ran_on = {t["node_id"] for t in report.cpu_tasks}
     for n in report.nodes:
@@ -205,21 +227,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m helpers.health_check", description="Ray cluster health check."
     )
-    parser.add_argument("--address", default=None,
-                        help="GCS address host:port (default: RAY_ADDRESS, or the job's cluster)")
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="GCS address host:port (default: RAY_ADDRESS, or the job's cluster)",
+    )
     parser.add_argument("--cpu-tasks", type=int, default=8)
     parser.add_argument("--object-mb", type=int, default=16)
     parser.add_argument("--timeout-s", type=float, default=60.0)
-    parser.add_argument("--json", metavar="PATH",
-                        help="also write the report as JSON to PATH ('-' prints it last)")
+    parser.add_argument(
+        "--json", metavar="PATH", help="also write the report as JSON to PATH ('-' prints it last)"
+    )
     args = parser.parse_args(argv)
 
     import ray
 
     ray.init(address=args.address, log_to_driver=False, logging_level="ERROR")
     try:
-        report = run_health_check(cpu_tasks=args.cpu_tasks, object_mb=args.object_mb,
-                                  timeout_s=args.timeout_s)
+        report = run_health_check(
+            cpu_tasks=args.cpu_tasks, object_mb=args.object_mb, timeout_s=args.timeout_s
+        )
     finally:
         ray.shutdown()
     print(report.render())

@@ -31,8 +31,14 @@ import yaml
 
 from helpers.errors import BadValueError
 
-__all__ = ["RAY_VERSION", "DEFAULT_IMAGE", "rayservice_manifest", "write_manifest",
-           "load_manifest", "embedded_serve_config"]
+__all__ = [
+    "RAY_VERSION",
+    "DEFAULT_IMAGE",
+    "rayservice_manifest",
+    "write_manifest",
+    "load_manifest",
+    "embedded_serve_config",
+]
 
 RAY_VERSION = "2.60.0"
 #: An image with Ray *and this project* installed: the import paths in the Serve config
@@ -66,8 +72,9 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_representer(_LiteralStr, _literal_representer)
 
 
-def _container(name: str, image: str, cpu: str, memory: str,
-               ports: Mapping[str, int] | None = None) -> dict[str, Any]:
+def _container(
+    name: str, image: str, cpu: str, memory: str, ports: Mapping[str, int] | None = None
+) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": name,
         "image": image,
@@ -119,20 +126,41 @@ def rayservice_manifest(
                     # Inside the pod network; KubeRay reaches the dashboard (Serve's REST
                     # API) through the head Service. Do not expose it outside the cluster.
                     "rayStartParams": {"dashboard-host": "0.0.0.0"},
-                    "template": {"spec": {"containers": [_container(
-                        "ray-head", image, head_cpu, head_memory,
-                        {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "serve": 8000},
-                    )]}},
+                    "template": {
+                        "spec": {
+                            "containers": [
+                                _container(
+                                    "ray-head",
+                                    image,
+                                    head_cpu,
+                                    head_memory,
+                                    {
+                                        "gcs-server": 6379,
+                                        "dashboard": 8265,
+                                        "client": 10001,
+                                        "serve": 8000,
+                                    },
+                                )
+                            ]
+                        }
+                    },
                 },
-                "workerGroupSpecs": [{
-                    "groupName": "cpu-workers",
-                    "replicas": worker_replicas,
-                    "minReplicas": worker_replicas,
-                    "maxReplicas": max(worker_replicas, 2),
-                    "rayStartParams": {},
-                    "template": {"spec": {"containers": [_container(
-                        "ray-worker", image, worker_cpu, worker_memory)]}},
-                }],
+                "workerGroupSpecs": [
+                    {
+                        "groupName": "cpu-workers",
+                        "replicas": worker_replicas,
+                        "minReplicas": worker_replicas,
+                        "maxReplicas": max(worker_replicas, 2),
+                        "rayStartParams": {},
+                        "template": {
+                            "spec": {
+                                "containers": [
+                                    _container("ray-worker", image, worker_cpu, worker_memory)
+                                ]
+                            }
+                        },
+                    }
+                ],
             },
         },
     }

@@ -133,8 +133,10 @@ def make_llm_config(
     from helpers.llm_callbacks import LOCAL_MODEL_CALLBACK, is_local_model_folder
 
     if accelerator not in ACCELERATORS:
-        raise WorkbookError(f"accelerator must be one of {ACCELERATORS}, not {accelerator!r}.",
-                            "use 'cpu' on a laptop, 'gpu' on a machine with an NVIDIA GPU.")
+        raise WorkbookError(
+            f"accelerator must be one of {ACCELERATORS}, not {accelerator!r}.",
+            "use 'cpu' on a laptop, 'gpu' on a machine with an NVIDIA GPU.",
+        )
     source = resolve_model_source(model_source)
     if model_id is None:
         model_id = TINY_MODEL_ID if model_source in ("", TINY) else Path(source).name.lower()
@@ -203,7 +205,7 @@ def render_config(
     source = Path(path)
     missing: list[str] = []
 
-    def fill(match: "re.Match[str]") -> str:
+    def fill(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in values:
             missing.append(name)
@@ -212,8 +214,10 @@ def render_config(
 
     text = re.sub(r"\$\{([A-Z_][A-Z0-9_]*)\}", fill, source.read_text())
     if missing:
-        raise WorkbookError(f"{source.name} needs a value for {', '.join(sorted(set(missing)))}.",
-                            "pass NAME=value to render_config for each ${NAME} in the file.")
+        raise WorkbookError(
+            f"{source.name} needs a value for {', '.join(sorted(set(missing)))}.",
+            "pass NAME=value to render_config for each ${NAME} in the file.",
+        )
     target = Path(out_dir) / source.name
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
@@ -223,7 +227,7 @@ def render_config(
 # --- diagnosing ------------------------------------------------------------------------------
 
 
-def engine_root_cause(cluster: "ClusterHandle", error: Exception, *, max_lines: int = 3) -> list[str]:
+def engine_root_cause(cluster: ClusterHandle, error: Exception, *, max_lines: int = 3) -> list[str]:
     """The engine's own error lines behind a failed ``LLMServer`` replica.
 
     When vLLM fails to start inside a replica, Serve reports only "Engine core initialization
@@ -240,8 +244,15 @@ def engine_root_cause(cluster: "ClusterHandle", error: Exception, *, max_lines: 
     for actor_id in dict.fromkeys(re.findall(r"actor_id=([0-9a-f]{16,})", str(error))):
         for suffix in ("err", "out"):
             try:
-                text = "".join(get_log(actor_id=actor_id, suffix=suffix, address=cluster.address,
-                                       tail=-1, timeout=30))
+                text = "".join(
+                    get_log(
+                        actor_id=actor_id,
+                        suffix=suffix,
+                        address=cluster.address,
+                        tail=-1,
+                        timeout=30,
+                    )
+                )
             except Exception:  # noqa: BLE001 - a log we cannot read adds nothing
                 continue
             for line in text.splitlines():
@@ -292,11 +303,13 @@ def stream_completion(
     """
     started = time.perf_counter()
     if messages is not None:
-        stream = client.chat.completions.create(model=model, messages=messages, stream=True,
-                                                max_tokens=max_tokens, **extra)
+        stream = client.chat.completions.create(
+            model=model, messages=messages, stream=True, max_tokens=max_tokens, **extra
+        )
     else:
-        stream = client.completions.create(model=model, prompt=prompt, stream=True,
-                                           max_tokens=max_tokens, **extra)
+        stream = client.completions.create(
+            model=model, prompt=prompt, stream=True, max_tokens=max_tokens, **extra
+        )
     pieces: list[tuple[float, str]] = []
     finish = None
     for chunk in stream:
@@ -311,8 +324,10 @@ def stream_completion(
         finish = choice.finish_reason or finish
     total = time.perf_counter() - started
     if not pieces:
-        raise WorkbookError("The stream ended without any text.",
-                            "check the model answers at all with a non-streaming request.")
+        raise WorkbookError(
+            "The stream ended without any text.",
+            "check the model answers at all with a non-streaming request.",
+        )
     return StreamResult("".join(p for _, p in pieces), pieces, pieces[0][0], total, finish)
 
 
@@ -323,11 +338,34 @@ def bench_prompts(count: int, *, seed: int = 0) -> list[str]:
     """``count`` distinct short prompts (docstring-like openings), the same for every run."""
     import random
 
-    openings = ["Return the", "Create a new", "This module provides", "Raise an error if",
-                "The default value of", "Read the data from", "Convert the given",
-                "If the argument is", "This class represents", "Write the contents of"]
-    subjects = ["file", "socket", "string", "list of names", "path", "object", "header",
-                "archive", "thread", "value", "buffer", "date", "message", "process"]
+    openings = [
+        "Return the",
+        "Create a new",
+        "This module provides",
+        "Raise an error if",
+        "The default value of",
+        "Read the data from",
+        "Convert the given",
+        "If the argument is",
+        "This class represents",
+        "Write the contents of",
+    ]
+    subjects = [
+        "file",
+        "socket",
+        "string",
+        "list of names",
+        "path",
+        "object",
+        "header",
+        "archive",
+        "thread",
+        "value",
+        "buffer",
+        "date",
+        "message",
+        "process",
+    ]
     rng = random.Random(seed)
     return [f"{rng.choice(openings)} {rng.choice(subjects)} {i}" for i in range(count)]
 
@@ -362,11 +400,17 @@ class BenchRun:
         return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
 
     def row(self) -> dict[str, Any]:
-        return {"server": self.label, "concurrency": self.concurrency,
-                "requests": self.requests, "completion_tokens": self.completion_tokens,
-                "seconds": round(self.seconds, 2), "tokens_per_s": round(self.tokens_per_s, 1),
-                "p50_latency_s": round(self.p50_latency_s, 3),
-                "p90_latency_s": round(self.p90_latency_s, 3), "errors": len(self.errors)}
+        return {
+            "server": self.label,
+            "concurrency": self.concurrency,
+            "requests": self.requests,
+            "completion_tokens": self.completion_tokens,
+            "seconds": round(self.seconds, 2),
+            "tokens_per_s": round(self.tokens_per_s, 1),
+            "p50_latency_s": round(self.p50_latency_s, 3),
+            "p90_latency_s": round(self.p90_latency_s, 3),
+            "errors": len(self.errors),
+        }
 
 
 def naive_generate_baseline(
@@ -391,7 +435,9 @@ def naive_generate_baseline(
         torch_dtype = torch.float32 if dtype in ("auto", "float32") else getattr(torch, dtype)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(device)
         model.eval()
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        pad = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
         latencies: list[float] = []
         tokens = 0
         started = time.perf_counter()
@@ -399,8 +445,13 @@ def naive_generate_baseline(
             for prompt in prompts:
                 sent = time.perf_counter()
                 ids = tokenizer(prompt, return_tensors="pt").to(device)
-                out = model.generate(**ids, max_new_tokens=max_tokens, min_new_tokens=max_tokens,
-                                     do_sample=False, pad_token_id=pad)
+                out = model.generate(
+                    **ids,
+                    max_new_tokens=max_tokens,
+                    min_new_tokens=max_tokens,
+                    do_sample=False,
+                    pad_token_id=pad,
+                )
                 tokens += int(out.shape[1] - ids["input_ids"].shape[1])
                 latencies.append(time.perf_counter() - sent)
         seconds = time.perf_counter() - started

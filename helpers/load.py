@@ -124,12 +124,17 @@ class RequestSpec:
         return None if body is None else json.dumps(body).encode()
 
 
-def json_request(body: Any = None, *, path: str = "", method: str | None = None,
-                 fields: Sequence[str] = ()) -> RequestSpec:
+def json_request(
+    body: Any = None, *, path: str = "", method: str | None = None, fields: Sequence[str] = ()
+) -> RequestSpec:
     """POST ``body`` as JSON (GET when there is no body) to the URL plus ``path``; keep the
     answers' ``fields`` (besides who served them) as columns."""
-    return RequestSpec(method=method or ("GET" if body is None else "POST"), path=path, body=body,
-                       fields=tuple(fields))
+    return RequestSpec(
+        method=method or ("GET" if body is None else "POST"),
+        path=path,
+        body=body,
+        fields=tuple(fields),
+    )
 
 
 def completion_request(prompt: str, *, max_tokens: int = 64, path: str = "") -> RequestSpec:
@@ -154,11 +159,15 @@ def chat_request(
     compare. With ``stream`` the server is asked for the token usage in the last event.
     """
     if (prompt is None) == (messages is None):
-        raise ParameterError("chat_request needs a prompt or messages (one of the two).",
-                             "pass prompt='...' or messages=[{'role': 'user', 'content': '...'}].")
+        raise ParameterError(
+            "chat_request needs a prompt or messages (one of the two).",
+            "pass prompt='...' or messages=[{'role': 'user', 'content': '...'}].",
+        )
     body: dict[str, Any] = {
         "model": model,
-        "messages": list(messages) if messages is not None else [{"role": "user", "content": prompt}],
+        "messages": list(messages)
+        if messages is not None
+        else [{"role": "user", "content": prompt}],
         "max_tokens": max_tokens,
         "temperature": temperature,
         "stream": stream,
@@ -180,7 +189,7 @@ def _percentile(values: Any, q: float) -> float:
     return float(np.percentile(values, q)) if values.size else float("nan")
 
 
-def summarize(df: "pd.DataFrame") -> dict[str, Any]:
+def summarize(df: pd.DataFrame) -> dict[str, Any]:
     """Counts, throughput and latency percentiles of a results table (one row per request).
 
     Throughput counts successful requests over the span from the first start to the last end.
@@ -188,8 +197,11 @@ def summarize(df: "pd.DataFrame") -> dict[str, Any]:
     """
     import numpy as np
 
-    failures = failure_summary(df) if len(df) else {"sent": 0, "ok": 0, "failed": 0,
-                                                    "failure_window_s": 0.0, "error_kinds": {}}
+    failures = (
+        failure_summary(df)
+        if len(df)
+        else {"sent": 0, "ok": 0, "failed": 0, "failure_window_s": 0.0, "error_kinds": {}}
+    )
     ok = df[df["ok"].astype(bool)] if len(df) else df
     span = float(df["t_end"].max() - df["t_start"].min()) if len(df) else 0.0
     lat = ok["latency_s"].to_numpy(dtype=float) if len(ok) else np.array([])
@@ -226,34 +238,48 @@ def summarize(df: "pd.DataFrame") -> dict[str, Any]:
     return out
 
 
-def timeline(df: "pd.DataFrame", *, bin_s: float = 1.0, t0: float | None = None) -> "pd.DataFrame":
+def timeline(df: pd.DataFrame, *, bin_s: float = 1.0, t0: float | None = None) -> pd.DataFrame:
     """Per time bin: requests started, answered (ok) per second, p50/p90 latency, the level.
 
     ``t0`` (wall clock) is the zero of the time axis, by default the first request's start.
     """
     import pandas as pd
 
-    columns = ["t_s", "started_rps", "ok_rps", "failed_rps", "latency_p50_s", "latency_p90_s", "level"]
+    columns = [
+        "t_s",
+        "started_rps",
+        "ok_rps",
+        "failed_rps",
+        "latency_p50_s",
+        "latency_p90_s",
+        "level",
+    ]
     if df.empty:
         return pd.DataFrame(columns=columns)
     t0 = float(df["t_start"].min()) if t0 is None else t0
-    data = df.assign(start_bin=((df["t_start"] - t0) // bin_s) * bin_s,
-                     end_bin=((df["t_end"] - t0) // bin_s) * bin_s)
+    data = df.assign(
+        start_bin=((df["t_start"] - t0) // bin_s) * bin_s,
+        end_bin=((df["t_end"] - t0) // bin_s) * bin_s,
+    )
     started = data.groupby("start_bin").size() / bin_s
     level = data.groupby("start_bin")["level"].mean()
     done = data[data["ok"].astype(bool)].groupby("end_bin")
     failed = data[~data["ok"].astype(bool)].groupby("end_bin").size() / bin_s
-    out = pd.DataFrame({
-        "started_rps": started,
-        "ok_rps": done.size() / bin_s,
-        "failed_rps": failed,
-        "latency_p50_s": done["latency_s"].median(),
-        "latency_p90_s": done["latency_s"].quantile(0.9),
-        "level": level,
-    })
+    out = pd.DataFrame(
+        {
+            "started_rps": started,
+            "ok_rps": done.size() / bin_s,
+            "failed_rps": failed,
+            "latency_p50_s": done["latency_s"].median(),
+            "latency_p90_s": done["latency_s"].quantile(0.9),
+            "level": level,
+        }
+    )
     bins = [i * bin_s for i in range(int(max(out.index) // bin_s) + 1)] if len(out) else []
     out = out.reindex(sorted(set(bins) | set(out.index))).rename_axis("t_s").reset_index()
-    out[["started_rps", "ok_rps", "failed_rps"]] = out[["started_rps", "ok_rps", "failed_rps"]].fillna(0.0)
+    out[["started_rps", "ok_rps", "failed_rps"]] = out[
+        ["started_rps", "ok_rps", "failed_rps"]
+    ].fillna(0.0)
     return out[columns]
 
 
@@ -290,7 +316,7 @@ class RunningSummary:
     def _bin(self, name: str, value: Any) -> None:
         if value is None or not isinstance(value, (int, float)) or math.isnan(value):
             return
-        key = -(10 ** 9) if value <= 0 else math.floor(math.log(value) / self._BIN)
+        key = -(10**9) if value <= 0 else math.floor(math.log(value) / self._BIN)
         hist = self._hist[name]
         hist[key] = hist.get(key, 0) + 1
 
@@ -330,7 +356,7 @@ class RunningSummary:
         for key in sorted(hist):
             seen += hist[key]
             if seen > rank:
-                return 0.0 if key == -(10 ** 9) else math.exp((key + 0.5) * self._BIN)
+                return 0.0 if key == -(10**9) else math.exp((key + 0.5) * self._BIN)
         return float("nan")  # pragma: no cover - the loop always returns
 
     def summary(self) -> dict[str, Any]:
@@ -372,7 +398,7 @@ class LoadResult:
     url: str
     mode: str  # "closed" (fixed concurrency) or "open" (fixed rate)
     level: float  # concurrency or requests per second at the start
-    df: "pd.DataFrame" = field(repr=False)
+    df: pd.DataFrame = field(repr=False)
     stream: bool = False
     started_at: float = 0.0  # wall clock
     levels: list[tuple[float, float]] = field(default_factory=list)  # (wall clock, level) changes
@@ -391,15 +417,19 @@ class LoadResult:
         Of every request, also when ``df`` is a sample (then percentiles are within 0.5%).
         """
         if self.totals is not None:
-            return {"mode": self.mode, "level": self.level, **self.totals.summary(),
-                    "rows_kept": len(self.df)}
+            return {
+                "mode": self.mode,
+                "level": self.level,
+                **self.totals.summary(),
+                "rows_kept": len(self.df),
+            }
         return {"mode": self.mode, "level": self.level, **summarize(self.df)}
 
     @property
     def throughput_rps(self) -> float:
         return float(self.summary()["throughput_rps"])
 
-    def timeline(self, bin_s: float = 1.0) -> "pd.DataFrame":
+    def timeline(self, bin_s: float = 1.0) -> pd.DataFrame:
         """Per-second rates and latencies (:func:`timeline`) of the rows in ``df``: of a
         sample when :attr:`sampled` (rates then scale down by ``rows_kept / requests``)."""
         return timeline(self.df, bin_s=bin_s, t0=self.started_at or None)
@@ -407,8 +437,11 @@ class LoadResult:
     def text(self) -> str:
         """The summary as a few lines of text (what ``python -m helpers.load`` prints)."""
         s = self.summary()
-        offered = (f"{self.level:g} concurrent" if self.mode == "closed"
-                   else f"{self.level:g} requests/s offered")
+        offered = (
+            f"{self.level:g} concurrent"
+            if self.mode == "closed"
+            else f"{self.level:g} requests/s offered"
+        )
         errors = ", ".join(f"{k} x{v}" for k, v in s["error_kinds"].items()) or "none"
         lines = [
             f"Load test: {self.mode} loop, {offered}, to {self.url}",
@@ -418,16 +451,22 @@ class LoadResult:
             f"p99 {s['latency_p99_s']:.3f} s, max {s['latency_max_s']:.3f} s",
         ]
         if "output_tokens" in s:
-            line = (f"  tokens     {s['output_tokens']} generated, "
-                    f"{s['output_tokens_per_s']:.1f} tokens/s in all")
+            line = (
+                f"  tokens     {s['output_tokens']} generated, "
+                f"{s['output_tokens_per_s']:.1f} tokens/s in all"
+            )
             if "ttft_p50_s" in s:
-                line += (f"; time to first token p50 {s['ttft_p50_s']:.3f} s, "
-                         f"p90 {s['ttft_p90_s']:.3f} s; {s.get('request_tokens_per_s_p50', 0):.1f} "
-                         "tokens/s per request (p50)")
+                line += (
+                    f"; time to first token p50 {s['ttft_p50_s']:.3f} s, "
+                    f"p90 {s['ttft_p90_s']:.3f} s; {s.get('request_tokens_per_s_p50', 0):.1f} "
+                    "tokens/s per request (p50)"
+                )
             lines.append(line)
         if self.sampled:
-            lines.append(f"  rows       a random sample of {len(self.df)} of {s['requests']} requests "
-                         "kept (max_rows); the numbers above count every request")
+            lines.append(
+                f"  rows       a random sample of {len(self.df)} of {s['requests']} requests "
+                "kept (max_rows); the numbers above count every request"
+            )
         if "max_start_lag_s" in s and self.mode == "open":
             lines.append(f"  schedule   requests started at most {s['max_start_lag_s']:.3f} s late")
         for col in ("node", "replica"):
@@ -464,9 +503,13 @@ def run_in_new_loop(work: Callable[[], Any]) -> Any:
 
 
 def _check_level(name: str, value: float | None) -> None:
-    if value is not None and (not isinstance(value, (int, float)) or value < 0 or math.isnan(value)):
-        raise ParameterError(f"{name} must be a number >= 0, not {value!r}.",
-                             f"pass {name} as a non-negative number.")
+    if value is not None and (
+        not isinstance(value, (int, float)) or value < 0 or math.isnan(value)
+    ):
+        raise ParameterError(
+            f"{name} must be a number >= 0, not {value!r}.",
+            f"pass {name} as a non-negative number.",
+        )
 
 
 class LoadGenerator:
@@ -494,24 +537,35 @@ class LoadGenerator:
             raise ParameterError(
                 "Give either concurrency (closed loop) or rate (open loop), not "
                 + ("both." if concurrency is not None else "neither."),
-                "concurrency=C keeps C requests in flight; rate=R starts R requests per second.")
+                "concurrency=C keeps C requests in flight; rate=R starts R requests per second.",
+            )
         _check_level("concurrency", concurrency)
         _check_level("rate", rate)
-        if (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
-                or not 0 < timeout_s < math.inf):
+        if (
+            isinstance(timeout_s, bool)
+            or not isinstance(timeout_s, (int, float))
+            or not 0 < timeout_s < math.inf
+        ):
             raise ParameterError(
                 f"timeout_s must be a number of seconds > 0, not {timeout_s!r} (0 or less would "
                 "leave a request that is never answered waiting forever).",
-                "pass timeout_s=S with S > 0, e.g. 30.")
+                "pass timeout_s=S with S > 0, e.g. 30.",
+            )
         if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
-            raise ParameterError(f"max_rows must be a positive integer, not {max_rows!r}.",
-                                 f"pass max_rows=N with N >= 1 (default {MAX_ROWS}).")
+            raise ParameterError(
+                f"max_rows must be a positive integer, not {max_rows!r}.",
+                f"pass max_rows=N with N >= 1 (default {MAX_ROWS}).",
+            )
         if arrivals not in ("uniform", "poisson"):
-            raise ParameterError(f"arrivals must be 'uniform' or 'poisson', not {arrivals!r}.",
-                                 "'uniform' spaces requests evenly; 'poisson' at random.")
+            raise ParameterError(
+                f"arrivals must be 'uniform' or 'poisson', not {arrivals!r}.",
+                "'uniform' spaces requests evenly; 'poisson' at random.",
+            )
         if not url.startswith(("http://", "https://")):
-            raise ParameterError(f"{url!r} is not an HTTP URL.",
-                                 "give the full URL, e.g. http://127.0.0.1:8000/classify.")
+            raise ParameterError(
+                f"{url!r} is not an HTTP URL.",
+                "give the full URL, e.g. http://127.0.0.1:8000/classify.",
+            )
         self.url = url.rstrip("/") if request is not None and request.path else url
         self.request = request or json_request()
         self.mode = "closed" if concurrency is not None else "open"
@@ -569,9 +623,16 @@ class LoadGenerator:
             records = list(self._records)
             sampled = self._totals.requests > len(records)
             totals = copy.deepcopy(self._totals) if sampled else None
-        return LoadResult(self.url, self.mode, self.initial_level, _frame(records),
-                          stream=self.request.stream, started_at=self.started_at,
-                          levels=list(self._levels), totals=totals)
+        return LoadResult(
+            self.url,
+            self.mode,
+            self.initial_level,
+            _frame(records),
+            stream=self.request.stream,
+            started_at=self.started_at,
+            levels=list(self._levels),
+            totals=totals,
+        )
 
     # -- running -----------------------------------------------------------------------------
 
@@ -588,11 +649,15 @@ class LoadGenerator:
         import aiohttp
 
         if requests is None and duration_s is None and schedule is None and self._thread is None:
-            raise ParameterError("The load needs an end: requests, duration_s or schedule.",
-                                 "pass requests=N, duration_s=S, or schedule=[(S, level), ...].")
+            raise ParameterError(
+                "The load needs an end: requests, duration_s or schedule.",
+                "pass requests=N, duration_s=S, or schedule=[(S, level), ...].",
+            )
         if requests is not None and (not isinstance(requests, int) or requests < 1):
-            raise ParameterError(f"requests must be a positive integer, not {requests!r}.",
-                                 "pass requests=N with N >= 1.")
+            raise ParameterError(
+                f"requests must be a positive integer, not {requests!r}.",
+                "pass requests=N with N >= 1.",
+            )
         if schedule is not None:
             phases = [(float(s), float(v)) for s, v in schedule]
             for seconds, level in phases:
@@ -604,9 +669,11 @@ class LoadGenerator:
             phases = []
         if self.level == 0 and not phases and duration_s is None and self._thread is None:
             name = "concurrency" if self.mode == "closed" else "rate"
-            raise ParameterError(f"A load with {name} 0 and no duration never ends (it would "
-                                 "wait for requests it never sends).",
-                                 f"give {name} > 0, or a duration_s.")
+            raise ParameterError(
+                f"A load with {name} 0 and no duration never ends (it would "
+                "wait for requests it never sends).",
+                f"give {name} > 0, or a duration_s.",
+            )
         self._stop_requested = False
         loop_t0 = time.perf_counter()
         wall_t0 = time.time()
@@ -657,7 +724,9 @@ class LoadGenerator:
     def _done(self, deadline: float) -> bool:
         return self._stop_requested or time.perf_counter() >= deadline
 
-    async def _closed_loop(self, one: Callable[..., Any], requests: int | None, deadline: float) -> None:
+    async def _closed_loop(
+        self, one: Callable[..., Any], requests: int | None, deadline: float
+    ) -> None:
         issued = 0
         workers: dict[int, asyncio.Task] = {}
 
@@ -684,8 +753,13 @@ class LoadGenerator:
                 return
             await asyncio.sleep(0.02)
 
-    async def _open_loop(self, one: Callable[..., Any], requests: int | None, deadline: float,
-                         wall: Callable[[float], float]) -> None:
+    async def _open_loop(
+        self,
+        one: Callable[..., Any],
+        requests: int | None,
+        deadline: float,
+        wall: Callable[[float], float],
+    ) -> None:
         in_flight: set[asyncio.Task] = set()
         i = 0
         due = time.perf_counter()
@@ -714,33 +788,43 @@ class LoadGenerator:
         if in_flight:
             await asyncio.gather(*in_flight, return_exceptions=True)
 
-    def _progress_bar(self, requests: int | None, duration_s: float | None,
-                      progress: bool | None) -> Any:
-        expected = requests if requests is not None else (
-            int(self.level * duration_s) if self.mode == "open" and duration_s else None)
+    def _progress_bar(
+        self, requests: int | None, duration_s: float | None, progress: bool | None
+    ) -> Any:
+        expected = (
+            requests
+            if requests is not None
+            else (int(self.level * duration_s) if self.mode == "open" and duration_s else None)
+        )
         if progress is None:  # only long runs get a bar
             progress = (expected or 0) >= 1000 or (duration_s or 0) >= 20
         if not progress:
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(total=expected, desc=f"{self.mode} loop", unit="req", leave=False,
-                    mininterval=0.5)
+        return tqdm(
+            total=expected, desc=f"{self.mode} loop", unit="req", leave=False, mininterval=0.5
+        )
 
     def run_sync(self, **kwargs: Any) -> LoadResult:
         """:meth:`run` from synchronous code (a script, or a Jupyter cell without ``await``)."""
         return run_in_new_loop(lambda: self.run(**kwargs))
 
-    def start(self, *, duration_s: float | None = None,
-              schedule: Sequence[tuple[float, float]] | None = None) -> "LoadGenerator":
+    def start(
+        self,
+        *,
+        duration_s: float | None = None,
+        schedule: Sequence[tuple[float, float]] | None = None,
+    ) -> LoadGenerator:
         """Run in a background thread (until :meth:`stop`, ``duration_s``, or the schedule's end)."""
         if self._thread is not None:
             raise AlreadyStartedError("LoadGenerator")
 
         def target() -> None:
             try:
-                self._result = asyncio.run(self.run(duration_s=duration_s, schedule=schedule,
-                                                    progress=False))
+                self._result = asyncio.run(
+                    self.run(duration_s=duration_s, schedule=schedule, progress=False)
+                )
             except BaseException as err:  # noqa: BLE001 - handed to stop()
                 self._error = err
 
@@ -768,7 +852,7 @@ class LoadGenerator:
             self._thread.join(timeout=timeout_s)
         return self.stop()
 
-    def __enter__(self) -> "LoadGenerator":
+    def __enter__(self) -> LoadGenerator:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -777,20 +861,41 @@ class LoadGenerator:
 
 
 def _dropped(i: int, level: float, due: float, now: float) -> dict[str, Any]:
-    return {"i": i, "level": level, "t_sched": due, "t_start": now, "t_end": now,
-            "latency_s": 0.0, "ok": False, "status": None,
-            "error": "Dropped: more than max_in_flight requests in flight"}
+    return {
+        "i": i,
+        "level": level,
+        "t_sched": due,
+        "t_start": now,
+        "t_end": now,
+        "latency_s": 0.0,
+        "ok": False,
+        "status": None,
+        "error": "Dropped: more than max_in_flight requests in flight",
+    }
 
 
-async def _send(session: Any, spec: RequestSpec, url: str, data: bytes | None,
-                headers: Mapping[str, str], due: float, level: float,
-                wall: Callable[[float], float]) -> dict[str, Any]:
+async def _send(
+    session: Any,
+    spec: RequestSpec,
+    url: str,
+    data: bytes | None,
+    headers: Mapping[str, str],
+    due: float,
+    level: float,
+    wall: Callable[[float], float],
+) -> dict[str, Any]:
     """Send one request; return its row (never raises for HTTP or connection errors)."""
     import aiohttp
 
     started = time.perf_counter()
-    record: dict[str, Any] = {"level": level, "t_sched": wall(due), "t_start": wall(started),
-                              "ok": False, "status": None, "error": ""}
+    record: dict[str, Any] = {
+        "level": level,
+        "t_sched": wall(due),
+        "t_start": wall(started),
+        "ok": False,
+        "status": None,
+        "error": "",
+    }
     first_token: float | None = None
     try:
         async with session.request(spec.method, url, data=data, headers=headers) as resp:
@@ -814,7 +919,9 @@ async def _send(session: Any, spec: RequestSpec, url: str, data: bytes | None,
                     if spec.fields and isinstance(body, dict):
                         record.update({k: body.get(k) for k in spec.fields})
                     if spec.kind == "chat" and isinstance(body, dict):
-                        record["completion_tokens"] = (body.get("usage") or {}).get("completion_tokens")
+                        record["completion_tokens"] = (body.get("usage") or {}).get(
+                            "completion_tokens"
+                        )
                 else:
                     text = raw.decode(errors="replace").strip().replace("\n", " ")
                     record["error"] = f"HTTP {resp.status}: {text[:120]}"
@@ -866,7 +973,7 @@ async def _read_events(resp: Any) -> tuple[float | None, int, str]:
     return first, usage_tokens if usage_tokens is not None else pieces, ""
 
 
-def _frame(records: list[dict[str, Any]]) -> "pd.DataFrame":
+def _frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     import pandas as pd
 
     df = pd.DataFrame.from_records(records)
@@ -911,10 +1018,19 @@ async def load_test_async(
     sample and the summary still counts every request). :func:`load_test` is the same from
     synchronous code.
     """
-    gen = LoadGenerator(url, request, concurrency=concurrency, rate=rate, timeout_s=timeout_s,
-                        max_in_flight=max_in_flight, arrivals=arrivals, max_rows=max_rows)
-    return await gen.run(requests=requests, duration_s=duration_s, schedule=schedule,
-                         progress=progress)
+    gen = LoadGenerator(
+        url,
+        request,
+        concurrency=concurrency,
+        rate=rate,
+        timeout_s=timeout_s,
+        max_in_flight=max_in_flight,
+        arrivals=arrivals,
+        max_rows=max_rows,
+    )
+    return await gen.run(
+        requests=requests, duration_s=duration_s, schedule=schedule, progress=progress
+    )
 
 
 def load_test(url: str, request: RequestSpec | None = None, **options: Any) -> LoadResult:
@@ -935,37 +1051,64 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m helpers.load",
         description="Load-test an HTTP endpoint (a Serve application) and print a summary: "
-                    "throughput, p50/p90/p99 latency, errors, and which replicas/nodes answered.",
+        "throughput, p50/p90/p99 latency, errors, and which replicas/nodes answered.",
         epilog="Examples:\n"
-               "  python -m helpers.load -c 20 -n 100 -p 'Explain relativity briefly'\n"
-               "  python -m helpers.load --rate 50 --duration 10 --json '{\"text\": \"great\"}' "
-               "--url http://127.0.0.1:8000/classify\n"
-               "  python -m helpers.load -c 8 -n 64 --chat tiny-llama --stream -p 'Return the' "
-               "--url http://127.0.0.1:8000",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--url", default="http://127.0.0.1:8000/",
-                   help="the endpoint (default: %(default)s); with --chat, the server's base URL")
+        "  python -m helpers.load -c 20 -n 100 -p 'Explain relativity briefly'\n"
+        '  python -m helpers.load --rate 50 --duration 10 --json \'{"text": "great"}\' '
+        "--url http://127.0.0.1:8000/classify\n"
+        "  python -m helpers.load -c 8 -n 64 --chat tiny-llama --stream -p 'Return the' "
+        "--url http://127.0.0.1:8000",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--url",
+        default="http://127.0.0.1:8000/",
+        help="the endpoint (default: %(default)s); with --chat, the server's base URL",
+    )
     level = p.add_mutually_exclusive_group()
-    level.add_argument("-c", "--concurrency", type=int, help="closed loop: requests in flight (default 20)")
+    level.add_argument(
+        "-c", "--concurrency", type=int, help="closed loop: requests in flight (default 20)"
+    )
     level.add_argument("-r", "--rate", type=float, help="open loop: requests started per second")
     end = p.add_mutually_exclusive_group()
     end.add_argument("-n", "--requests", type=int, help="how many requests (default 100)")
     end.add_argument("-d", "--duration", type=float, help="how long to offer load, seconds")
     body = p.add_mutually_exclusive_group()
-    body.add_argument("-p", "--prompt", help="POST {\"prompt\": P, \"max_tokens\": M} (a typical "
-                      "deployment kit's completion API), or the user message with --chat")
+    body.add_argument(
+        "-p",
+        "--prompt",
+        help='POST {"prompt": P, "max_tokens": M} (a typical '
+        "deployment kit's completion API), or the user message with --chat",
+    )
     body.add_argument("--json", dest="json_body", help="POST this JSON body instead")
-    p.add_argument("--chat", metavar="MODEL", help="send OpenAI chat completions for MODEL to "
-                   "URL/v1/chat/completions (needs -p)")
-    p.add_argument("--stream", action="store_true", help="with --chat: stream, and measure time "
-                   "to first token and tokens/s")
-    p.add_argument("--max-tokens", type=int, default=64, help="tokens per answer (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=60.0, help="per request, seconds (default %(default)s)")
-    p.add_argument("--csv", help="also write one row per request to this CSV file (the folder "
-                   "must exist; a run of more than --max-rows requests writes a random sample)")
-    p.add_argument("--max-rows", type=int, default=MAX_ROWS,
-                   help="rows kept in memory at most (default %(default)s); the summary always "
-                        "counts every request")
+    p.add_argument(
+        "--chat",
+        metavar="MODEL",
+        help="send OpenAI chat completions for MODEL to URL/v1/chat/completions (needs -p)",
+    )
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="with --chat: stream, and measure time to first token and tokens/s",
+    )
+    p.add_argument(
+        "--max-tokens", type=int, default=64, help="tokens per answer (default %(default)s)"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=60.0, help="per request, seconds (default %(default)s)"
+    )
+    p.add_argument(
+        "--csv",
+        help="also write one row per request to this CSV file (the folder "
+        "must exist; a run of more than --max-rows requests writes a random sample)",
+    )
+    p.add_argument(
+        "--max-rows",
+        type=int,
+        default=MAX_ROWS,
+        help="rows kept in memory at most (default %(default)s); the summary always "
+        "counts every request",
+    )
     p.add_argument("--summary-json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -977,20 +1120,26 @@ def check_writable_file(path: str | Path, *, flag: str = "--csv") -> Path:
     path = Path(path)
     folder = path.parent
     if path.is_dir():
-        raise ParameterError(f"{flag} {path} is a folder, not a file.",
-                             f"give a file name in it, e.g. {flag} {path / 'results.csv'}.")
+        raise ParameterError(
+            f"{flag} {path} is a folder, not a file.",
+            f"give a file name in it, e.g. {flag} {path / 'results.csv'}.",
+        )
     if not folder.is_dir():
-        raise ParameterError(f"{flag} {path}: the folder {folder} does not exist.",
-                             f"create it first (mkdir -p {folder}) or give a path in an "
-                             "existing folder.")
+        raise ParameterError(
+            f"{flag} {path}: the folder {folder} does not exist.",
+            f"create it first (mkdir -p {folder}) or give a path in an existing folder.",
+        )
     if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ParameterError(f"{flag} {path}: this user may not write there.",
-                             "give a path in a folder you can write to, e.g. build/.")
+        raise ParameterError(
+            f"{flag} {path}: this user may not write there.",
+            "give a path in a folder you can write to, e.g. build/.",
+        )
     return path
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
     """Every number and path of the command line, checked before any request is sent."""
+
     def bad(value: float | None, positive_int: bool) -> bool:
         if value is None:
             return False
@@ -999,13 +1148,22 @@ def _check_arguments(args: argparse.Namespace) -> None:
         return not 0 < value < math.inf
 
     checks = [
-        ("--rate", args.rate, False, "requests started per second, e.g. --rate 10 (0 would start "
-                                     "none and never end)"),
+        (
+            "--rate",
+            args.rate,
+            False,
+            "requests started per second, e.g. --rate 10 (0 would start none and never end)",
+        ),
         ("--concurrency", args.concurrency, True, "requests in flight, e.g. -c 8"),
         ("--requests", args.requests, True, "how many requests, e.g. -n 100"),
         ("--duration", args.duration, False, "seconds of load, e.g. --duration 10"),
-        ("--timeout", args.timeout, False, "seconds each request may take, e.g. --timeout 60 "
-                                           "(0 would wait forever for a hung server)"),
+        (
+            "--timeout",
+            args.timeout,
+            False,
+            "seconds each request may take, e.g. --timeout 60 "
+            "(0 would wait forever for a hung server)",
+        ),
         ("--max-tokens", args.max_tokens, True, "tokens per answer, e.g. --max-tokens 64"),
         ("--max-rows", args.max_rows, True, f"rows kept, e.g. --max-rows {MAX_ROWS}"),
     ]
@@ -1026,7 +1184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.chat:
             if not args.prompt:
                 raise ParameterError("--chat needs a prompt.", "add -p 'your question'.")
-            spec = chat_request(args.chat, args.prompt, max_tokens=args.max_tokens, stream=args.stream)
+            spec = chat_request(
+                args.chat, args.prompt, max_tokens=args.max_tokens, stream=args.stream
+            )
         elif args.stream:
             raise ParameterError("--stream works with --chat only.", "add --chat MODEL.")
         elif args.prompt:
@@ -1035,8 +1195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 spec = json_request(json.loads(args.json_body))
             except ValueError as err:
-                raise ParameterError(f"--json is not valid JSON ({err}).",
-                                     "quote it for the shell: --json '{\"text\": \"great\"}'.") from err
+                raise ParameterError(
+                    f"--json is not valid JSON ({err}).",
+                    'quote it for the shell: --json \'{"text": "great"}\'.',
+                ) from err
         else:
             spec = json_request()
         concurrency = args.concurrency if args.rate is None else None
@@ -1045,9 +1207,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         requests = args.requests
         if requests is None and args.duration is None:
             requests = 100
-        result = load_test(args.url, spec, concurrency=concurrency, rate=args.rate,
-                           requests=requests, duration_s=args.duration, timeout_s=args.timeout,
-                           progress=False if args.no_progress else None, max_rows=args.max_rows)
+        result = load_test(
+            args.url,
+            spec,
+            concurrency=concurrency,
+            rate=args.rate,
+            requests=requests,
+            duration_s=args.duration,
+            timeout_s=args.timeout,
+            progress=False if args.no_progress else None,
+            max_rows=args.max_rows,
+        )
     except ParameterError as err:
         print(err, file=sys.stderr)
         return 2
@@ -1057,14 +1227,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:  # checked before the run; the summary is printed already if it fails anyway
             result.df.to_csv(args.csv, index=False)
         except OSError as err:
-            print(f"\nCould not write {args.csv} ({err}). Fix: give --csv a path in a folder "
-                  "you can write to; the summary above is complete.", file=sys.stderr)
+            print(
+                f"\nCould not write {args.csv} ({err}). Fix: give --csv a path in a folder "
+                "you can write to; the summary above is complete.",
+                file=sys.stderr,
+            )
             return 2
     if summary["requests"] and summary["ok"] == 0:
         kinds = ", ".join(summary["error_kinds"])
-        print(f"\nNo request succeeded ({kinds}). Check that something serves {args.url} "
-              "(serve status) and that the path and body are what the application expects.",
-              file=sys.stderr)
+        print(
+            f"\nNo request succeeded ({kinds}). Check that something serves {args.url} "
+            "(serve status) and that the path and body are what the application expects.",
+            file=sys.stderr,
+        )
     return 0 if summary["failed"] == 0 else 1
 
 

@@ -52,8 +52,10 @@ def read_locust_stats(stats_csv: Path) -> dict[str, Any]:
         rows = list(csv.DictReader(handle))
     total = next((r for r in rows if r.get("Name") == "Aggregated"), None)
     if total is None:
-        raise WorkbookError(f"{stats_csv} has no Aggregated row.",
-                            "Locust sent no request: read its log (LocustRun.log_path).")
+        raise WorkbookError(
+            f"{stats_csv} has no Aggregated row.",
+            "Locust sent no request: read its log (LocustRun.log_path).",
+        )
 
     def seconds(key: str) -> float:
         value = total.get(key) or "nan"
@@ -94,7 +96,9 @@ class LocustRun(ManagedProcess):
         if users < 1 or spawn_rate <= 0 or run_time_s <= 0:
             raise WorkbookError(
                 f"Locust needs users >= 1, spawn_rate > 0 and run_time_s > 0 (got {users}, "
-                f"{spawn_rate}, {run_time_s}).", "pass positive numbers.")
+                f"{spawn_rate}, {run_time_s}).",
+                "pass positive numbers.",
+            )
         name = f"locust-{uuid.uuid4().hex[:8]}"
         self.dir = scratch_root() / name
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -104,27 +108,57 @@ class LocustRun(ManagedProcess):
             shown_file = str(Path(locustfile).relative_to(Path.cwd()))
         except ValueError:
             shown_file = str(locustfile)
-        run = ["--headless", "-u", str(users), "-r", f"{spawn_rate:g}",
-               "--run-time", f"{int(round(run_time_s))}s"]
+        run = [
+            "--headless",
+            "-u",
+            str(users),
+            "-r",
+            f"{spawn_rate:g}",
+            "--run-time",
+            f"{int(round(run_time_s))}s",
+        ]
         tail = [user_class]
         for key, value in (options or {}).items():
             tail += [f"--{key.replace('_', '-')}", str(value)]
         #: What a person would type for the same run (statistics files and log level aside).
-        self.command = " ".join(shlex.quote(w) for w in
-                                ["locust", "-f", shown_file, "--host", url.rstrip("/"), *run, *tail])
-        argv = [ray_executable("locust"), "-f", str(locustfile), "--host", url.rstrip("/"),
-                *run, "--stop-timeout", "10", "--only-summary", "--csv", str(self.csv_prefix),
-                "--loglevel", "WARNING", "--exit-code-on-error", "0",
-                *(["--reset-stats"] if reset_stats else []), *tail]
+        self.command = " ".join(
+            shlex.quote(w)
+            for w in ["locust", "-f", shown_file, "--host", url.rstrip("/"), *run, *tail]
+        )
+        argv = [
+            ray_executable("locust"),
+            "-f",
+            str(locustfile),
+            "--host",
+            url.rstrip("/"),
+            *run,
+            "--stop-timeout",
+            "10",
+            "--only-summary",
+            "--csv",
+            str(self.csv_prefix),
+            "--loglevel",
+            "WARNING",
+            "--exit-code-on-error",
+            "0",
+            *(["--reset-stats"] if reset_stats else []),
+            *tail,
+        ]
         env = dict(os.environ)
         env.setdefault("PYTHONWARNINGS", "ignore")
-        super().__init__(argv, kind="locust", name=name, log_path=self.dir / "locust.log",
-                         env=env, stop_timeout_s=10.0)
+        super().__init__(
+            argv,
+            kind="locust",
+            name=name,
+            log_path=self.dir / "locust.log",
+            env=env,
+            stop_timeout_s=10.0,
+        )
         self.cpu_s = 0.0  # CPU seconds Locust used (sampled while it runs)
         self.started_at: float | None = None  # wall clock
         self.ended_at: float | None = None
 
-    def start(self) -> "LocustRun":
+    def start(self) -> LocustRun:
         """Start Locust in the background (its own process session) and return at once."""
         if self.pid is not None:
             raise WorkbookError("This Locust run was already started.", "create a new LocustRun.")
@@ -142,17 +176,21 @@ class LocustRun(ManagedProcess):
             self._sample_cpu()
             if time.monotonic() > deadline:
                 self.stop()
-                raise WorkbookError(f"Locust did not finish within {limit:.0f} s.",
-                                    "the machine may be overloaded; read its log below.",
-                                    details=self.tail())
+                raise WorkbookError(
+                    f"Locust did not finish within {limit:.0f} s.",
+                    "the machine may be overloaded; read its log below.",
+                    details=self.tail(),
+                )
             time.sleep(0.2)
         self.ended_at = time.time()
         code = self.stop()
         stats_csv = Path(f"{self.csv_prefix}_stats.csv")
         if not stats_csv.exists():
-            raise WorkbookError(f"Locust exited with code {code} and wrote no statistics.",
-                                "read its log below (a wrong option or locustfile error).",
-                                details=self.tail())
+            raise WorkbookError(
+                f"Locust exited with code {code} and wrote no statistics.",
+                "read its log below (a wrong option or locustfile error).",
+                details=self.tail(),
+            )
         stats = read_locust_stats(stats_csv)
         stats["wall_s"] = round(self.ended_at - (self.started_at or self.ended_at), 2)
         stats["client_cpu_s"] = round(self.cpu_s, 2)
@@ -193,7 +231,7 @@ def compare_with_locust(
     seconds: float = 10.0,
     rounds: int = 1,
     user_classes: Sequence[str] = ("JsonUser", "FastJsonUser"),
-) -> "pd.DataFrame":
+) -> pd.DataFrame:
     """Offer the same closed-loop load with :mod:`helpers.load` and with Locust, in turn.
 
     Each tool sends ``payload`` (JSON) to ``url`` + ``path`` from ``concurrency`` virtual
@@ -211,36 +249,61 @@ def compare_with_locust(
     body = {} if payload is None else payload
 
     def run_locust(user_class: str, round_: int) -> dict[str, Any]:
-        run = LocustRun(url, users=concurrency, spawn_rate=concurrency, run_time_s=seconds,
-                        user_class=user_class, options={"path": path, "payload": _json.dumps(body)})
+        run = LocustRun(
+            url,
+            users=concurrency,
+            spawn_rate=concurrency,
+            run_time_s=seconds,
+            user_class=user_class,
+            options={"path": path, "payload": _json.dumps(body)},
+        )
         stats = run.wait()
-        return {"tool": f"Locust {user_class} ({LOCUST_CLIENTS.get(user_class, user_class)})",
-                "round": round_, "requests": stats["requests"], "failures": stats["failures"],
-                "throughput_rps": round(stats["rps"], 1), "p50_s": stats["p50_s"],
-                "p90_s": stats["p90_s"], "p99_s": stats["p99_s"],
-                "client_cpu_ms_per_request":
-                    round(1000 * stats["client_cpu_s"] / max(1, stats["requests"]), 3),
-                "command": run.command}
+        return {
+            "tool": f"Locust {user_class} ({LOCUST_CLIENTS.get(user_class, user_class)})",
+            "round": round_,
+            "requests": stats["requests"],
+            "failures": stats["failures"],
+            "throughput_rps": round(stats["rps"], 1),
+            "p50_s": stats["p50_s"],
+            "p90_s": stats["p90_s"],
+            "p99_s": stats["p99_s"],
+            "client_cpu_ms_per_request": round(
+                1000 * stats["client_cpu_s"] / max(1, stats["requests"]), 3
+            ),
+            "command": run.command,
+        }
 
     def run_ours(round_: int) -> dict[str, Any]:
         cpu_before = time.process_time()
-        result = load_test(url.rstrip("/") + path, json_request(body), concurrency=concurrency,
-                           duration_s=seconds, progress=False)
+        result = load_test(
+            url.rstrip("/") + path,
+            json_request(body),
+            concurrency=concurrency,
+            duration_s=seconds,
+            progress=False,
+        )
         cpu = time.process_time() - cpu_before
         summary = result.summary()
-        return {"tool": "helpers.load", "round": round_, "requests": summary["requests"],
-                "failures": summary["failed"], "throughput_rps": summary["throughput_rps"],
-                "p50_s": summary["latency_p50_s"], "p90_s": summary["latency_p90_s"],
-                "p99_s": summary["latency_p99_s"],
-                "client_cpu_ms_per_request": round(1000 * cpu / max(1, summary["requests"]), 3),
-                "command": f"python -m helpers.load -c {concurrency} -d {seconds:g} "
-                           f"--json '{_json.dumps(body)}' --url {url.rstrip('/')}{path}"}
+        return {
+            "tool": "helpers.load",
+            "round": round_,
+            "requests": summary["requests"],
+            "failures": summary["failed"],
+            "throughput_rps": summary["throughput_rps"],
+            "p50_s": summary["latency_p50_s"],
+            "p90_s": summary["latency_p90_s"],
+            "p99_s": summary["latency_p99_s"],
+            "client_cpu_ms_per_request": round(1000 * cpu / max(1, summary["requests"]), 3),
+            "command": f"python -m helpers.load -c {concurrency} -d {seconds:g} "
+            f"--json '{_json.dumps(body)}' --url {url.rstrip('/')}{path}",
+        }
 
     rows = []
     for round_ in range(1, rounds + 1):
-        order: list[Callable[[], Any]] = [functools.partial(run_locust, u, round_)
-                                          for u in user_classes]
+        order: list[Callable[[], Any]] = [
+            functools.partial(run_locust, u, round_) for u in user_classes
+        ]
         order.append(functools.partial(run_ours, round_))
-        for step in (order if round_ % 2 else order[::-1]):  # A B, then B A: drifts cancel
+        for step in order if round_ % 2 else order[::-1]:  # A B, then B A: drifts cancel
             rows.append(step())
     return pd.DataFrame(rows)

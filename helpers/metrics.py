@@ -67,7 +67,7 @@ VLLM_PREFIX = "ray_vllm"
 _COLUMNS = ["t", "target", "name", "labels", "value"]
 
 
-def prometheus_targets(cluster: "ClusterHandle", *, timeout_s: float = 10.0) -> list[str]:
+def prometheus_targets(cluster: ClusterHandle, *, timeout_s: float = 10.0) -> list[str]:
     """``host:port`` of each node's metrics endpoint, from the dashboard's service discovery.
 
     That is what Prometheus itself reads with ``http_sd_configs`` pointed at
@@ -120,7 +120,7 @@ def scrape(
     *,
     prefixes: Sequence[str] | None = (SERVE_PREFIX,),
     timeout_s: float = 10.0,
-) -> "pd.DataFrame":
+) -> pd.DataFrame:
     """One scrape of ``target`` (``host:port`` or a URL): a row per sample.
 
     Columns: ``t`` (time of the scrape), ``target``, ``name`` (the sample's name, with
@@ -137,25 +137,34 @@ def scrape(
         resp = requests.get(url, timeout=timeout_s)
         resp.raise_for_status()
     except requests.RequestException as err:
-        raise WorkbookError(f"Could not scrape {url}.",
-                            "check the node is alive and its metrics export port is reachable.",
-                            details=str(err)[-500:]) from err
+        raise WorkbookError(
+            f"Could not scrape {url}.",
+            "check the node is alive and its metrics export port is reachable.",
+            details=str(err)[-500:],
+        ) from err
     rows = []
     for family in text_string_to_metric_families(_filter_text(resp.text, prefixes)):
         for sample in family.samples:
             if not _keep(sample.name, prefixes):
                 continue
-            rows.append({"t": now, "target": target, "name": sample.name,
-                         "labels": dict(sample.labels), "value": float(sample.value)})
+            rows.append(
+                {
+                    "t": now,
+                    "target": target,
+                    "name": sample.name,
+                    "labels": dict(sample.labels),
+                    "value": float(sample.value),
+                }
+            )
     return pd.DataFrame.from_records(rows, columns=_COLUMNS)
 
 
 def scrape_cluster(
-    cluster: "ClusterHandle",
+    cluster: ClusterHandle,
     *,
     prefixes: Sequence[str] | None = (SERVE_PREFIX,),
     targets: Sequence[str] | None = None,
-) -> "pd.DataFrame":
+) -> pd.DataFrame:
     """One scrape of every node of ``cluster`` (see :func:`scrape`), concatenated.
 
     A target that does not answer is left out, and named in the result's
@@ -179,7 +188,7 @@ def scrape_cluster(
     return result
 
 
-def metric_names(samples: "pd.DataFrame", prefix: str = "") -> list[str]:
+def metric_names(samples: pd.DataFrame, prefix: str = "") -> list[str]:
     """The distinct sample names in ``samples`` that start with ``prefix``, sorted."""
     return sorted(n for n in samples["name"].unique() if n.startswith(prefix))
 
@@ -193,7 +202,7 @@ class MetricsRecorder(Recorder["pd.DataFrame", "pd.DataFrame"]):
 
     def __init__(
         self,
-        cluster: "ClusterHandle",
+        cluster: ClusterHandle,
         *,
         prefixes: Sequence[str] | None = (SERVE_PREFIX,),
         period_s: float = 1.0,
@@ -208,7 +217,7 @@ class MetricsRecorder(Recorder["pd.DataFrame", "pd.DataFrame"]):
         # Once, at start: a dashboard that cannot list the nodes fails the cell, not the thread.
         self._targets = prometheus_targets(self.cluster)
 
-    def sample(self) -> list["pd.DataFrame"]:
+    def sample(self) -> list[pd.DataFrame]:
         try:
             return [scrape_cluster(self.cluster, prefixes=self.prefixes, targets=self._targets)]
         except WorkbookError:
@@ -223,14 +232,14 @@ class MetricsRecorder(Recorder["pd.DataFrame", "pd.DataFrame"]):
         """Scrapes that answered so far."""
         return len(self.rows())
 
-    def results(self) -> "pd.DataFrame":
+    def results(self) -> pd.DataFrame:
         import pandas as pd
 
         frames = [f for f in self.rows() if not f.empty]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_COLUMNS)
 
 
-def _select(samples: "pd.DataFrame", name: str, where: dict[str, str]) -> "pd.DataFrame":
+def _select(samples: pd.DataFrame, name: str, where: dict[str, str]) -> pd.DataFrame:
     df = samples[samples["name"] == name]
     for key, value in where.items():
         df = df[df["labels"].map(lambda labels, k=key, v=value: labels.get(k) == v)]
@@ -238,12 +247,12 @@ def _select(samples: "pd.DataFrame", name: str, where: dict[str, str]) -> "pd.Da
 
 
 def series(
-    samples: "pd.DataFrame",
+    samples: pd.DataFrame,
     name: str,
     *,
     by: Iterable[str] = (),
     **where: str,
-) -> "pd.DataFrame":
+) -> pd.DataFrame:
     """``sum by (BY) (NAME{WHERE})`` at each scrape: index ``t``, one column per group.
 
     Samples of the same scrape (same ``t`` per target) are summed over every label not in
@@ -261,8 +270,9 @@ def series(
     # to the scrape they belong to by taking each target's scrape index.
     df = df.copy()
     df["scrape"] = df.groupby("target")["t"].rank(method="dense").astype(int)
-    df["group"] = df["labels"].map(lambda labels: " / ".join(str(labels.get(k, "")) for k in by)
-                                   if by else name)
+    df["group"] = df["labels"].map(
+        lambda labels: " / ".join(str(labels.get(k, "")) for k in by) if by else name
+    )
     table = df.pivot_table(index="scrape", columns="group", values="value", aggfunc="sum")
     times = df.groupby("scrape")["t"].max()
     table.index = times.loc[table.index].to_numpy()
@@ -272,12 +282,12 @@ def series(
 
 
 def counter_rate(
-    samples: "pd.DataFrame",
+    samples: pd.DataFrame,
     name: str,
     *,
     by: Iterable[str] = (),
     **where: str,
-) -> "pd.DataFrame":
+) -> pd.DataFrame:
     """``rate(NAME[scrape interval])`` summed by ``by``: per-second increase between scrapes.
 
     A counter that restarts (a replica replaced) drops back; such a step counts as the new
@@ -294,7 +304,7 @@ def counter_rate(
 
 
 def histogram_quantile(
-    samples: "pd.DataFrame",
+    samples: pd.DataFrame,
     name: str,
     q: float,
     *,
@@ -335,7 +345,9 @@ def histogram_quantile(
                 return float(lower_bound)  # in the overflow bucket: the largest finite bound
             if count == lower_count:
                 return float(upper_bound)
-            return float(lower_bound + (upper_bound - lower_bound) * (rank - lower_count)
-                         / (count - lower_count))
+            return float(
+                lower_bound
+                + (upper_bound - lower_bound) * (rank - lower_count) / (count - lower_count)
+            )
         lower_bound, lower_count = float(upper_bound), float(count)
     return float(lower_bound)

@@ -51,21 +51,24 @@ def _private_folder(path: Path, *, ours: bool) -> Path:
         raise WorkbookError(
             f"Cannot use {path} as the workbook's scratch folder ({err.strerror or err}).",
             "set WORKBOOK_SCRATCH to a short folder of your own, e.g. "
-            "export WORKBOOK_SCRATCH=$(mktemp -d)") from err
+            "export WORKBOOK_SCRATCH=$(mktemp -d)",
+        ) from err
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
         raise WorkbookError(
             f"{path} is not a folder of yours (owner uid {info.st_uid}, you are {os.getuid()}"
             f"{', and it is a link' if stat.S_ISLNK(info.st_mode) else ''}): the workbook keeps "
             "its records of processes to stop there, so it will not use it.",
             "remove it if it is a stale one of yours, or set WORKBOOK_SCRATCH to a folder of "
-            "your own, e.g. export WORKBOOK_SCRATCH=$(mktemp -d)")
+            "your own, e.g. export WORKBOOK_SCRATCH=$(mktemp -d)",
+        )
     if info.st_mode & 0o022:
         if not ours:
             raise WorkbookError(
                 f"{path} can be written by other users (mode {stat.S_IMODE(info.st_mode):o}): "
                 "anyone could plant records there that make the clean-up stop your processes.",
                 f"chmod go-w {path}, or set WORKBOOK_SCRATCH to a private folder "
-                "(mktemp -d makes one)")
+                "(mktemp -d makes one)",
+            )
         path.chmod(0o700)
     return path
 

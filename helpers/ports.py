@@ -16,7 +16,14 @@ import psutil
 
 from helpers.errors import NoFreePortError, PortInUseError
 
-__all__ = ["free_port", "free_ports", "is_port_free", "port_owner", "ensure_port_free", "wait_for_port"]
+__all__ = [
+    "free_port",
+    "free_ports",
+    "is_port_free",
+    "port_owner",
+    "ensure_port_free",
+    "wait_for_port",
+]
 
 _handed_out: set[int] = set()
 

@@ -286,8 +286,9 @@ def register(name: str, record: dict) -> Path:
     record = dict(record)
     if record.get("owner_pid") is not None:
         record.setdefault("owner_started", _started(record["owner_pid"]))
-    record.setdefault("sessions_started",
-                      {str(sid): _started(sid) for sid in record.get("sessions", [])})
+    record.setdefault(
+        "sessions_started", {str(sid): _started(sid) for sid in record.get("sessions", [])}
+    )
     path = registry_dir() / f"{name}.json"
     path.write_text(json.dumps(record, indent=2))
     return path
@@ -314,8 +315,7 @@ def same_session(sid: int, started: float | None) -> bool:
 def _our_sessions(record: dict) -> list[int]:
     """The recorded sessions that are still the ones the record's owner started."""
     started = record.get("sessions_started") or {}
-    return [sid for sid in record.get("sessions", [])
-            if same_session(sid, started.get(str(sid)))]
+    return [sid for sid in record.get("sessions", []) if same_session(sid, started.get(str(sid)))]
 
 
 def unregister(name: str) -> None:
@@ -346,9 +346,7 @@ def _listening_ports() -> set[int]:
         return set()
 
 
-def find_leftovers(
-    *, owner: int | None = None, exclude_owner: int | None = None
-) -> list[Leftover]:
+def find_leftovers(*, owner: int | None = None, exclude_owner: int | None = None) -> list[Leftover]:
     """Registered resources that still have live processes or bound ports.
 
     ``owner``: only resources registered by that process id (a notebook checking what it
@@ -439,7 +437,9 @@ def interrupt_on_termination(signals: Sequence[int] = (signal.SIGTERM, signal.SI
         if received:
             return  # already cleaning up
         received.append(signum)
-        raise KeyboardInterrupt(f"{signal.Signals(signum).name} received: stopping what was started")
+        raise KeyboardInterrupt(
+            f"{signal.Signals(signum).name} received: stopping what was started"
+        )
 
     previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
@@ -560,15 +560,24 @@ class ManagedProcess:
     def start(self: _Managed) -> _Managed:
         """Start the command and record its session; returns at once."""
         if self.popen is not None and not self._stopped:
-            raise WorkbookError(f"{self.name} is already running (pid {self.popen.pid}).",
-                                "stop it first, or make a new one.")
+            raise WorkbookError(
+                f"{self.name} is already running (pid {self.popen.pid}).",
+                "stop it first, or make a new one.",
+            )
         self.popen = start_session(self.argv, self.log_path, env=self.env, cwd=self.cwd)
         self._stopped = False
         stop_at_exit(self, lambda: self.stop(min(self.stop_timeout_s, AT_EXIT_STOP_S)))
         try:
-            self._record = register(self.name, {
-                "kind": self.kind, "owner_pid": os.getpid(), "command": shlex.join(self.argv),
-                "sessions": [self.popen.pid], "ports": self.ports})
+            self._record = register(
+                self.name,
+                {
+                    "kind": self.kind,
+                    "owner_pid": os.getpid(),
+                    "command": shlex.join(self.argv),
+                    "sessions": [self.popen.pid],
+                    "ports": self.ports,
+                },
+            )
         except BaseException:
             self.stop()  # unrecorded, it could outlive us unseen
             raise
@@ -632,7 +641,14 @@ class ManagedProcess:
         self.stop()
 
     def __repr__(self) -> str:
-        state = ("not started" if self.popen is None else "running" if self.running
-                 else "stopped" if self._stopped else f"exited ({self.returncode})")
+        state = (
+            "not started"
+            if self.popen is None
+            else "running"
+            if self.running
+            else "stopped"
+            if self._stopped
+            else f"exited ({self.returncode})"
+        )
         pid = f" pid {self.popen.pid}" if self.popen is not None else ""
         return f"<{type(self).__name__} {self.name}{pid} {state}>"

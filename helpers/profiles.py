@@ -140,8 +140,10 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-_POSITIVE = re.compile(r"replicas|(concurrency|requests|users|tokens|batch_sizes?|actors|"
-                       r"timeout_s|max_num_seqs|max_model_len)$")
+_POSITIVE = re.compile(
+    r"replicas|(concurrency|requests|users|tokens|batch_sizes?|actors|"
+    r"timeout_s|max_num_seqs|max_model_len)$"
+)
 _SHARE = re.compile(r"(share|weight|utilization|alpha|fractions?)$")
 
 
@@ -236,8 +238,12 @@ class Profile:
         return dict(self.settings_for(stem).parameters)
 
 
-def load_profile(name_or_path: str | Path, *, notebooks_dir: Path = NOTEBOOKS_DIR,
-                 labs_dir: Path = LABS_DIR / "source") -> Profile:
+def load_profile(
+    name_or_path: str | Path,
+    *,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+    labs_dir: Path = LABS_DIR / "source",
+) -> Profile:
     """Read and validate a profile by name (``ci``) or path."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
@@ -251,8 +257,11 @@ def load_profile(name_or_path: str | Path, *, notebooks_dir: Path = NOTEBOOKS_DI
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ProfileError(f"{path.name} is not valid YAML.", "fix the syntax near the line shown.",
-                           details=str(err)) from err
+        raise ProfileError(
+            f"{path.name} is not valid YAML.",
+            "fix the syntax near the line shown.",
+            details=str(err),
+        ) from err
     if not isinstance(data, dict):
         raise ProfileError(f"{path.name} must be a mapping.", "see configs/profiles/ci.yaml.")
     # A key with nothing under it (`notebooks:`, `01_ok:`) is YAML's null: an empty mapping.
@@ -260,18 +269,22 @@ def load_profile(name_or_path: str | Path, *, notebooks_dir: Path = NOTEBOOKS_DI
         if data.get(key) is None:
             data.pop(key, None)
         elif isinstance(data[key], dict) and key != "defaults":
-            data[key] = {stem: entry if entry is not None else {}
-                         for stem, entry in data[key].items()}
+            data[key] = {
+                stem: entry if entry is not None else {} for stem, entry in data[key].items()
+            }
     try:
         shape = _ProfileFile.model_validate(data)
     except ValidationError as err:
         raise _shape_error(path, err.errors()[0]) from None
     sections = {"notebooks": list_notebooks(notebooks_dir), "labs": list_labs(labs_dir)}
     defaults = shape.defaults.model_dump(exclude_unset=True)
-    entries = {section: _entries(path, getattr(shape, section), section, paths, shape.defaults)
-               for section, paths in sections.items()}
-    return Profile(path.stem, shape.description, defaults, entries["notebooks"], path,
-                   entries["labs"])
+    entries = {
+        section: _entries(path, getattr(shape, section), section, paths, shape.defaults)
+        for section, paths in sections.items()
+    }
+    return Profile(
+        path.stem, shape.description, defaults, entries["notebooks"], path, entries["labs"]
+    )
 
 
 def _shape_error(path: Path, error: Mapping[str, Any]) -> ProfileError:
@@ -290,48 +303,69 @@ def _shape_error(path: Path, error: Mapping[str, Any]) -> ProfileError:
     key = rest[-1] if rest else ""
     if kind == "extra_forbidden":
         if section == "defaults":
-            return ProfileError(f"{path.name}: unknown default {key!r}.{_suggest(key, keys)}",
-                                "defaults may set timeout_s and skip.")
+            return ProfileError(
+                f"{path.name}: unknown default {key!r}.{_suggest(key, keys)}",
+                "defaults may set timeout_s and skip.",
+            )
         if stem:
-            return ProfileError(f"{path.name}: {stem}: unknown key {key!r}.{_suggest(key, keys)}",
-                                f"a notebook entry may have {', '.join(sorted(keys))}.")
-        return ProfileError(f"{path.name}: unknown key {key!r}.{_suggest(key, keys)}",
-                            f"top-level keys are {', '.join(sorted(keys))}.")
+            return ProfileError(
+                f"{path.name}: {stem}: unknown key {key!r}.{_suggest(key, keys)}",
+                f"a notebook entry may have {', '.join(sorted(keys))}.",
+            )
+        return ProfileError(
+            f"{path.name}: unknown key {key!r}.{_suggest(key, keys)}",
+            f"top-level keys are {', '.join(sorted(keys))}.",
+        )
     if key == "timeout_s":
         prefix = "defaults: " if section == "defaults" else where
-        return ProfileError(f"{path.name}: {prefix}timeout_s must be a number of seconds > 0, "
-                            f"not {value!r}.",
-                            "write a number without quotes or units, e.g. timeout_s: 600.")
+        return ProfileError(
+            f"{path.name}: {prefix}timeout_s must be a number of seconds > 0, not {value!r}.",
+            "write a number without quotes or units, e.g. timeout_s: 600.",
+        )
     if key in ("shares_machine", "skip"):
         return ProfileError(
             f"{path.name}: {where}{key} must be true or false, not {value!r}.",
             "write shares_machine: true only for a notebook that asserts nothing about speed "
-            "or timing." if key == "shares_machine" else "write skip: true or skip: false.")
+            "or timing."
+            if key == "shares_machine"
+            else "write skip: true or skip: false.",
+        )
     if key == "parameters":
-        return ProfileError(f"{path.name}: {where}parameters must be a mapping, not a "
-                            f"{type(value).__name__}.",
-                            "write one indented 'name: value' line per parameter below "
-                            "'parameters:'.")
+        return ProfileError(
+            f"{path.name}: {where}parameters must be a mapping, not a {type(value).__name__}.",
+            "write one indented 'name: value' line per parameter below 'parameters:'.",
+        )
     if stem and not rest:  # the entry itself is not a mapping
         return ProfileError(
             f"{path.name}: {stem}: the entry must be a mapping, not a {type(value).__name__} "
             f"({value!r}).",
             f"write its keys ({', '.join(sorted(_ENTRY_KEYS))}) on indented lines below "
-            f"'{stem}:', e.g. '    parameters:' then '      name: value'.")
+            f"'{stem}:', e.g. '    parameters:' then '      name: value'.",
+        )
     if section in ("notebooks", "labs") and len(loc) == 1:
-        return ProfileError(f"{path.name}: {section} must be a mapping of notebook names, not "
-                            f"{type(value).__name__}.",
-                            f"write {section}: then one indented 'name:' line per notebook.")
+        return ProfileError(
+            f"{path.name}: {section} must be a mapping of notebook names, not "
+            f"{type(value).__name__}.",
+            f"write {section}: then one indented 'name:' line per notebook.",
+        )
     if section == "defaults" and len(loc) == 1:
-        return ProfileError(f"{path.name}: defaults must be a mapping, not "
-                            f"{type(value).__name__}.",
-                            "write defaults: then indented key: value lines (timeout_s, skip).")
-    return ProfileError(f"{path.name}: {'.'.join(loc)}: {error['msg']} (got {value!r}).",
-                        "see configs/profiles/ci.yaml for the shape of a profile.")
+        return ProfileError(
+            f"{path.name}: defaults must be a mapping, not {type(value).__name__}.",
+            "write defaults: then indented key: value lines (timeout_s, skip).",
+        )
+    return ProfileError(
+        f"{path.name}: {'.'.join(loc)}: {error['msg']} (got {value!r}).",
+        "see configs/profiles/ci.yaml for the shape of a profile.",
+    )
 
 
-def _entries(path: Path, entries_in: Mapping[str, _Entry], section: str, notebooks: list[Path],
-             defaults: _Defaults) -> dict[str, NotebookSettings]:
+def _entries(
+    path: Path,
+    entries_in: Mapping[str, _Entry],
+    section: str,
+    notebooks: list[Path],
+    defaults: _Defaults,
+) -> dict[str, NotebookSettings]:
     """The settings of one section (``notebooks`` or ``labs``) of a profile, each checked
     against its notebook: that it exists, and its parameters' names, types and ranges."""
     stems = {p.stem: p for p in notebooks}
@@ -349,7 +383,8 @@ def _entries(path: Path, entries_in: Mapping[str, _Entry], section: str, noteboo
             raise ParameterError(f"{path.name}: {err.problem}", err.fix) from err
         timeout = entry.timeout_s or defaults.timeout_s or _DEFAULT_TIMEOUT_S
         entries[stem] = NotebookSettings(
-            timeout_s=float(timeout), parameters=dict(entry.parameters),
+            timeout_s=float(timeout),
+            parameters=dict(entry.parameters),
             skip=entry.skip if "skip" in entry.model_fields_set else defaults.skip,
             shares_machine=entry.shares_machine,
         )

@@ -68,8 +68,9 @@ class Recorder(Generic[RowT, ResultT]):
     whoever lists a process's threads.
     """
 
-    def __init__(self, *, period_s: float, name: str, threads: int = 1,
-                 join_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, *, period_s: float, name: str, threads: int = 1, join_timeout_s: float = 30.0
+    ) -> None:
         self.period_s = period_s
         self.join_timeout_s = join_timeout_s
         self._name = name
@@ -113,8 +114,11 @@ class Recorder(Generic[RowT, ResultT]):
         if self._threads:
             raise AlreadyStartedError(type(self).__name__)
         self.on_start()
-        names = ([self._name] if self._thread_count == 1
-                 else [f"{self._name}-{i}" for i in range(self._thread_count)])
+        names = (
+            [self._name]
+            if self._thread_count == 1
+            else [f"{self._name}-{i}" for i in range(self._thread_count)]
+        )
         self._threads = [threading.Thread(target=self._run, daemon=True, name=n) for n in names]
         for thread in self._threads:
             thread.start()
@@ -172,10 +176,12 @@ class Recorder(Generic[RowT, ResultT]):
 class MarkedRecorder(Recorder[RowT, ResultT]):
     """A recorder that also notes named events ("deploy v2") on its clock, for the plots."""
 
-    def __init__(self, *, period_s: float, name: str, threads: int = 1,
-                 join_timeout_s: float = 30.0) -> None:
-        super().__init__(period_s=period_s, name=name, threads=threads,
-                         join_timeout_s=join_timeout_s)
+    def __init__(
+        self, *, period_s: float, name: str, threads: int = 1, join_timeout_s: float = 30.0
+    ) -> None:
+        super().__init__(
+            period_s=period_s, name=name, threads=threads, join_timeout_s=join_timeout_s
+        )
         self._events: list[dict[str, Any]] = []
 
     def mark(self, label: str) -> None:
@@ -183,7 +189,7 @@ class MarkedRecorder(Recorder[RowT, ResultT]):
         with self._lock:
             self._events.append({"t": time.time(), "event": label})
 
-    def events(self) -> "pd.DataFrame":
+    def events(self) -> pd.DataFrame:
         """The events marked so far: columns ``t`` (wall clock) and ``event``."""
         import pandas as pd
 

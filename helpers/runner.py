@@ -50,8 +50,14 @@ from helpers.processes import (
 from helpers.profiles import Profile, check_parameters, list_labs, list_notebooks, load_profile
 from helpers.shared_cluster import not_run_sections
 
-__all__ = ["NotebookResult", "select_notebooks", "run_notebooks", "prepare_notebooks",
-           "check_output_dir", "main"]
+__all__ = [
+    "NotebookResult",
+    "select_notebooks",
+    "run_notebooks",
+    "prepare_notebooks",
+    "check_output_dir",
+    "main",
+]
 
 PASSED, FAILED, TIMEOUT, LEAKED, SKIPPED = "passed", "failed", "timeout", "leaked", "skipped"
 
@@ -84,8 +90,11 @@ def select_notebooks(selectors: Sequence[str], folder: Path = NOTEBOOKS_DIR) -> 
             matches = [path.resolve()]
         else:
             key = path.stem if path.suffix == ".ipynb" else sel
-            matches = [p for p in every if p.stem == key or p.stem.split("_", 1)[0] == key
-                       or p.stem.startswith(key)]
+            matches = [
+                p
+                for p in every
+                if p.stem == key or p.stem.split("_", 1)[0] == key or p.stem.startswith(key)
+            ]
         if not matches:
             raise WorkbookError(
                 f"No notebook matches {sel!r}.",
@@ -101,8 +110,9 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         if "=" not in item:
-            raise ParameterError(f"-p {item!r} is not name=value.",
-                                 "write -p name=value or -p notebook.name=value.")
+            raise ParameterError(
+                f"-p {item!r} is not name=value.", "write -p name=value or -p notebook.name=value."
+            )
         key, raw = item.split("=", 1)
         stem, _, name = key.rpartition(".")
         out.setdefault(stem or "*", {})[name] = yaml.safe_load(raw)
@@ -119,18 +129,25 @@ def _parameters(profile: Profile, nb: Path, overrides: dict[str, dict[str, Any]]
     return params
 
 
-def check_output_dir(out_dir: Path, notebooks: Sequence[Path], *, flag: str = "--build-dir") -> None:
+def check_output_dir(
+    out_dir: Path, notebooks: Sequence[Path], *, flag: str = "--build-dir"
+) -> None:
     """Refuse an output folder that holds notebook sources: the executed (or parameterized)
     copies are written under the notebooks' own names and would overwrite the lessons."""
-    sources = {NOTEBOOKS_DIR, LABS_DIR / "source", LABS_DIR / "student",
-               *(nb.parent for nb in notebooks)}
+    sources = {
+        NOTEBOOKS_DIR,
+        LABS_DIR / "source",
+        LABS_DIR / "student",
+        *(nb.parent for nb in notebooks),
+    }
     target = out_dir.resolve()
     if target in {folder.resolve() for folder in sources}:
         raise WorkbookError(
             f"{flag} {out_dir} is a folder of notebook sources: the run would overwrite "
             "them with its copies; nothing was run.",
             f"give a folder of its own, e.g. {flag} build/runs/mine (the default is "
-            "build/runs/PROFILE).")
+            "build/runs/PROFILE).",
+        )
 
 
 def _first_error(executed: Path) -> tuple[int | None, str]:
@@ -167,8 +184,11 @@ def _needs(nb: Path, parameters: dict[str, Any]) -> list[str]:
         meta = json.loads(nb.read_text()).get("metadata", {}).get("workbook", {})
     except (OSError, ValueError):
         return []
-    return [need["program"] for need in meta.get("needs", [])
-            if not need.get("when") or parameters.get(need["when"], True)]
+    return [
+        need["program"]
+        for need in meta.get("needs", [])
+        if not need.get("when") or parameters.get(need["when"], True)
+    ]
 
 
 def _program_problem(program: str) -> str | None:
@@ -183,8 +203,10 @@ def _program_problem(program: str) -> str | None:
         except ImportError:
             return "the Python package 'playwright' is missing. Fix: make setup"
         return None
-    raise ProfileError(f"A notebook needs {program!r}, which the runner cannot check.",
-                       "use a program name the runner knows: chromium.")
+    raise ProfileError(
+        f"A notebook needs {program!r}, which the runner cannot check.",
+        "use a program name the runner knows: chromium.",
+    )
 
 
 def check_needs(plan: Sequence[tuple[Path, dict[str, Any]]]) -> None:
@@ -200,14 +222,17 @@ def check_needs(plan: Sequence[tuple[Path, dict[str, Any]]]) -> None:
     problems = {program: _program_problem(program) for program in missing}
     problems = {program: why for program, why in problems.items() if why}
     if problems:
-        lines = [f"{program} (needed by {', '.join(missing[program])}): {why}"
-                 for program, why in problems.items()]
+        lines = [
+            f"{program} (needed by {', '.join(missing[program])}): {why}"
+            for program, why in problems.items()
+        ]
         raise EnvironmentProblem(
             "A program these notebooks need is not installed; nothing was run.",
             "install it as said below (`make run` and `make test` install Chromium themselves "
             "when they run as root: `bash scripts/ensure_browser.sh`), or leave those "
             "notebooks out of this run.",
-            details="\n".join(lines))
+            details="\n".join(lines),
+        )
 
 
 def run_one(
@@ -221,11 +246,25 @@ def run_one(
     params_path = out_dir / f"{nb.stem}.parameters.yaml"
     params_path.write_text(yaml.safe_dump(parameters))
     env = dict(os.environ, WORKBOOK_SCRATCH=str(scratch), PYTHONUNBUFFERED="1")
-    argv = [sys.executable, "-m", "papermill", str(nb), str(executed), "-f", str(params_path),
-            "--cwd", str(nb.parent), "--no-progress-bar", "--log-output", "-k", "python3"]
+    argv = [
+        sys.executable,
+        "-m",
+        "papermill",
+        str(nb),
+        str(executed),
+        "-f",
+        str(params_path),
+        "--cwd",
+        str(nb.parent),
+        "--no-progress-bar",
+        "--log-output",
+        "-k",
+        "python3",
+    ]
     log_path.unlink(missing_ok=True)  # the log is appended to: this run's alone
-    papermill = ManagedProcess(argv, kind="papermill", log_path=log_path, env=env,
-                               stop_timeout_s=10.0)
+    papermill = ManagedProcess(
+        argv, kind="papermill", log_path=log_path, env=env, stop_timeout_s=10.0
+    )
     started, started_wall = time.monotonic(), time.time()
     interrupted = ""
     # Leaving the block ends papermill's session (papermill, its kernel) by id, however the
@@ -240,7 +279,9 @@ def run_one(
     duration = round(time.monotonic() - started, 1)
     cell, error = _first_error(executed)
     if status == TIMEOUT:
-        error = f"did not finish within {timeout_s:.0f} s" + (f" (last error: {error})" if error else "")
+        error = f"did not finish within {timeout_s:.0f} s" + (
+            f" (last error: {error})" if error else ""
+        )
     elif status == FAILED and not error:
         error = _tail_text(log_path)
     os.environ["WORKBOOK_SCRATCH"], previous = str(scratch), os.environ.get("WORKBOOK_SCRATCH")
@@ -260,8 +301,9 @@ def run_one(
     if interrupted:
         raise KeyboardInterrupt(f"{interrupted} while {nb.name} ran; what it started was ended")
 
-    return NotebookResult(nb.stem, status, duration, cell, error, str(executed), cleanup,
-                          not_run_sections(scratch))
+    return NotebookResult(
+        nb.stem, status, duration, cell, error, str(executed), cleanup, not_run_sections(scratch)
+    )
 
 
 def end_and_confirm(leftovers: Sequence[Any], *, since: float) -> str:
@@ -275,11 +317,17 @@ def end_and_confirm(leftovers: Sequence[Any], *, since: float) -> str:
     end_leftovers(leftovers)
     remove_orphan_shm(since)
     alive = [pid for x in leftovers for pid in x.pids if is_alive(pid)]
-    names = ", ".join(f"{x.resource} ({len(x.pids)} processes"
-                      + (f", ports {list(x.ports)}" if x.ports else "") + ")" for x in leftovers)
+    names = ", ".join(
+        f"{x.resource} ({len(x.pids)} processes"
+        + (f", ports {list(x.ports)}" if x.ports else "")
+        + ")"
+        for x in leftovers
+    )
     if alive:
-        return (f"the notebook left {names} running; the runner could NOT end pids {alive}: "
-                f"end them yourself (kill {' '.join(map(str, alive))})")
+        return (
+            f"the notebook left {names} running; the runner could NOT end pids {alive}: "
+            f"end them yourself (kill {' '.join(map(str, alive))})"
+        )
     return f"the notebook left {names} running; the runner ended all of it"
 
 
@@ -291,8 +339,12 @@ def _tail_text(path: Path, lines: int = 3) -> str:
 
 
 def prepare_notebooks(
-    notebooks: Sequence[Path], profile: Profile, out_dir: Path,
-    overrides: dict[str, dict[str, Any]] | None = None, *, proof: bool = False,
+    notebooks: Sequence[Path],
+    profile: Profile,
+    out_dir: Path,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    *,
+    proof: bool = False,
 ) -> list[Path]:
     """Write parameterized, unexecuted copies (for nbval) and return their paths.
 
@@ -309,9 +361,14 @@ def prepare_notebooks(
         for nb in notebooks:
             target = out_dir / nb.name
             source = _proof_of(nb, Path(proofs)) if proof else None
-            pm.execute_notebook(str(source or nb), str(target),
-                                parameters=_parameters(profile, nb, overrides or {}),
-                                prepare_only=True, progress_bar=False, kernel_name="python3")
+            pm.execute_notebook(
+                str(source or nb),
+                str(target),
+                parameters=_parameters(profile, nb, overrides or {}),
+                prepare_only=True,
+                progress_bar=False,
+                kernel_name="python3",
+            )
             written.append(target)
     return written
 
@@ -329,8 +386,10 @@ def _proof_of(nb: Path, folder: Path) -> Path | None:
 
 def format_summary(results: Sequence[NotebookResult]) -> str:
     """A Markdown table of the results."""
-    head = ("| notebook | status | duration (s) | failing cell | error | left running afterwards |\n"
-            "|---|---|---|---|---|---|")
+    head = (
+        "| notebook | status | duration (s) | failing cell | error | left running afterwards |\n"
+        "|---|---|---|---|---|---|"
+    )
     rows = [
         f"| {r.notebook} | {r.status} | {r.duration_s:.1f} | "
         f"{'' if r.failing_cell is None else r.failing_cell} | {r.error.replace('|', '/')} | "
@@ -349,8 +408,7 @@ def format_summary(results: Sequence[NotebookResult]) -> str:
     if not_ended:
         tail += f"\nSTILL RUNNING after the run: what {', '.join(not_ended)} left (see above)."
     elif ended:
-        tail += (f"\nNothing is left running: the runner ended what {', '.join(ended)} "
-                 "left behind.")
+        tail += f"\nNothing is left running: the runner ended what {', '.join(ended)} left behind."
     else:
         tail += "\nNothing is left running: every notebook cleaned up after itself."
     return "\n".join([head, *rows, "", tail])
@@ -373,8 +431,12 @@ def run_notebooks(
 
     overrides = overrides or {}
     # Validate everything before running anything: a typo should not cost a long run.
-    plan = [(nb, profile.settings_for(nb.stem), _parameters(profile, nb, overrides)) for nb in notebooks]
-    check_needs([(nb, params) for nb, settings, params in plan if not (settings.skip and honor_skip)])
+    plan = [
+        (nb, profile.settings_for(nb.stem), _parameters(profile, nb, overrides)) for nb in notebooks
+    ]
+    check_needs(
+        [(nb, params) for nb, settings, params in plan if not (settings.skip and honor_skip)]
+    )
     for name in sweep_orphans():  # a killed kernel's clusters, found by their records
         print(f"ended what a process that is gone had left running: {name}", file=sys.stderr)
     results: list[NotebookResult] = []
@@ -402,35 +464,68 @@ def run_notebooks(
         "skipped": sum(r.status == SKIPPED for r in results),
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out_dir / "summary.md").write_text(f"# Run of profile {profile.name}\n\n{format_summary(results)}\n")
+    (out_dir / "summary.md").write_text(
+        f"# Run of profile {profile.name}\n\n{format_summary(results)}\n"
+    )
     return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.runner", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.runner",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("notebooks", nargs="*", help="numbers, names or paths (default: all)")
-    parser.add_argument("--profile", default=os.environ.get("WORKBOOK_PROFILE", "full"),
-                        help="run profile in configs/profiles (default: full)")
-    parser.add_argument("-p", "--parameter", action="append", default=[], metavar="[NB.]NAME=VALUE",
-                        help="override a parameter (YAML value), for one notebook or all")
-    parser.add_argument("--build-dir", type=Path, default=None,
-                        help="where executed notebooks and the summary go (default: build/runs/PROFILE)")
-    parser.add_argument("--prepare-only", type=Path, metavar="DIR",
-                        help="only write parameterized copies to DIR (for nbval), do not execute")
-    parser.add_argument("--no-proof", action="store_true",
-                        help="with --prepare-only: copy lessons with 'Your turn' tasks as they "
-                             "are, not as their proof (helpers.lessons.proof)")
+    parser.add_argument(
+        "--profile",
+        default=os.environ.get("WORKBOOK_PROFILE", "full"),
+        help="run profile in configs/profiles (default: full)",
+    )
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="[NB.]NAME=VALUE",
+        help="override a parameter (YAML value), for one notebook or all",
+    )
+    parser.add_argument(
+        "--build-dir",
+        type=Path,
+        default=None,
+        help="where executed notebooks and the summary go (default: build/runs/PROFILE)",
+    )
+    parser.add_argument(
+        "--prepare-only",
+        type=Path,
+        metavar="DIR",
+        help="only write parameterized copies to DIR (for nbval), do not execute",
+    )
+    parser.add_argument(
+        "--no-proof",
+        action="store_true",
+        help="with --prepare-only: copy lessons with 'Your turn' tasks as they "
+        "are, not as their proof (helpers.lessons.proof)",
+    )
     parser.add_argument("--list", action="store_true", help="list notebooks and their parameters")
-    parser.add_argument("--list-sharing", action="store_true",
-                        help="list the notebooks (of those selected) whose profile entry says "
-                             "shares_machine: true (make test runs them two at a time)")
-    parser.add_argument("--labs", action="store_true",
-                        help="the labs' source notebooks (labs/source/, with solutions) instead")
+    parser.add_argument(
+        "--list-sharing",
+        action="store_true",
+        help="list the notebooks (of those selected) whose profile entry says "
+        "shares_machine: true (make test runs them two at a time)",
+    )
+    parser.add_argument(
+        "--labs",
+        action="store_true",
+        help="the labs' source notebooks (labs/source/, with solutions) instead",
+    )
     args = parser.parse_args(argv)
     try:
         profile = load_profile(args.profile)
-        notebooks = select_notebooks(args.notebooks, LABS_DIR / "source" if args.labs else NOTEBOOKS_DIR)
+        notebooks = select_notebooks(
+            args.notebooks, LABS_DIR / "source" if args.labs else NOTEBOOKS_DIR
+        )
         overrides = _parse_overrides(args.parameter)
         if args.list_sharing:
             for nb in notebooks:
@@ -450,17 +545,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             notebooks = [nb for nb in notebooks if nb not in skipped]
             check_needs([(nb, _parameters(profile, nb, overrides)) for nb in notebooks])
             proof = not args.no_proof
-            for path in prepare_notebooks(notebooks, profile, args.prepare_only, overrides,
-                                          proof=proof):
+            for path in prepare_notebooks(
+                notebooks, profile, args.prepare_only, overrides, proof=proof
+            ):
                 print(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)
             return 0
-        out_dir = args.build_dir or BUILD_DIR / "runs" / profile.name / ("labs" if args.labs else "")
+        out_dir = args.build_dir or BUILD_DIR / "runs" / profile.name / (
+            "labs" if args.labs else ""
+        )
         check_output_dir(out_dir, notebooks)
         # SIGTERM or SIGHUP (a CI cancel, `timeout`, a closed terminal) ends the run as Ctrl-C
         # does: the running notebook's session (papermill, its kernel, its clusters) first.
         with interrupt_on_termination():
-            results = run_notebooks(notebooks, profile, out_dir, overrides,
-                                    honor_skip=not args.notebooks)
+            results = run_notebooks(
+                notebooks, profile, out_dir, overrides, honor_skip=not args.notebooks
+            )
     except WorkbookError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

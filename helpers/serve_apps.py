@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["serve_http_url", "DeployResult", "deploy_app", "wait_until_updated", "delete_app"]
 
 
-def serve_http_url(cluster: "ClusterHandle") -> str:
+def serve_http_url(cluster: ClusterHandle) -> str:
     """``http://host:port`` of the Serve HTTP proxy on ``cluster`` (Serve must be running)."""
 
     options = serve_details(cluster).get("http_options") or {}
@@ -60,7 +60,7 @@ class DeployResult:
     details: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
-def _check_connected_to(cluster: "ClusterHandle") -> None:
+def _check_connected_to(cluster: ClusterHandle) -> None:
     """Refuse to deploy when this process's Ray driver belongs to another cluster.
 
     ``build_openai_app`` reads the driver's runtime context, and Ray connects a process that
@@ -83,7 +83,7 @@ def _check_connected_to(cluster: "ClusterHandle") -> None:
         )
 
 
-def _start_serve(cluster: "ClusterHandle", http_host: str, http_port: int | None) -> None:
+def _start_serve(cluster: ClusterHandle, http_host: str, http_port: int | None) -> None:
     """Start Serve with our HTTP options unless Serve already runs (then its port stays)."""
     from ray import serve
 
@@ -95,7 +95,7 @@ def _start_serve(cluster: "ClusterHandle", http_host: str, http_port: int | None
 def deploy_app(
     app: Any,
     *,
-    cluster: "ClusterHandle",
+    cluster: ClusterHandle,
     name: str,
     route_prefix: str | None = "/",
     timeout_s: float = 300.0,
@@ -122,12 +122,13 @@ def deploy_app(
     if wait:
         details = wait_until_running(name, cluster=cluster, timeout_s=timeout_s)
     prefix = (route_prefix or "").rstrip("/")
-    return DeployResult(name, serve_http_url(cluster) + prefix,
-                        round(time.monotonic() - started, 1), details)
+    return DeployResult(
+        name, serve_http_url(cluster) + prefix, round(time.monotonic() - started, 1), details
+    )
 
 
 def wait_until_updated(
-    app: str, *, cluster: "ClusterHandle", deployed_after: float, timeout_s: float = 300.0
+    app: str, *, cluster: ClusterHandle, deployed_after: float, timeout_s: float = 300.0
 ) -> dict[str, Any]:
     """After ``serve deploy``: wait until Serve took the new config of ``app``, then until
     it is RUNNING (or raise :class:`~helpers.errors.ServeDeployError` at once if it failed).
@@ -143,14 +144,19 @@ def wait_until_updated(
         seen["app"] = (serve_details(cluster).get("applications") or {}).get(app) or {}
         return (seen["app"].get("last_deployed_time_s") or 0) >= deployed_after - 1.0
 
-    wait_for(took_the_new_config, timeout_s=timeout_s, what=f"Serve to take {app}'s new config",
-             on_timeout=lambda waited: ServeTimeoutError(
-                 app, timeout_s, seen["app"].get("status", "NOT_STARTED")))
+    wait_for(
+        took_the_new_config,
+        timeout_s=timeout_s,
+        what=f"Serve to take {app}'s new config",
+        on_timeout=lambda waited: ServeTimeoutError(
+            app, timeout_s, seen["app"].get("status", "NOT_STARTED")
+        ),
+    )
     remaining = max(1.0, timeout_s - (time.monotonic() - started))
     return wait_until_running(app, cluster=cluster, timeout_s=remaining, grace_s=0)
 
 
-def delete_app(name: str, *, cluster: "ClusterHandle", timeout_s: float = 120.0) -> None:
+def delete_app(name: str, *, cluster: ClusterHandle, timeout_s: float = 120.0) -> None:
     """Delete application ``name`` (if it exists) and wait until Serve has removed it.
 
     Ray 2.60's ``serve`` CLI has no ``delete`` command: this uses ``serve.delete`` (a config

@@ -78,6 +78,7 @@ __all__ = [
     "explain_serve_error",
 ]
 
+
 class ServeRunExited(WorkbookError):
     """``serve run`` ended before its applications were RUNNING."""
 
@@ -103,7 +104,7 @@ class ServeRun(ManagedProcess):
     def __init__(
         self,
         target: str | Path,
-        cluster: "ClusterHandle",
+        cluster: ClusterHandle,
         *,
         args: Sequence[str] = (),
         log_path: Path | None = None,
@@ -114,19 +115,24 @@ class ServeRun(ManagedProcess):
         self.id = f"serve-run-{uuid.uuid4().hex[:8]}"
         super().__init__(
             [ray_executable("serve"), "run", self.target, "--address", cluster.address, *args],
-            kind="serve-run", name=self.id, log_path=log_path, cwd=cwd or scratch_root(),
-            stop_signal=signal.SIGINT, stop_timeout_s=60.0)
+            kind="serve-run",
+            name=self.id,
+            log_path=log_path,
+            cwd=cwd or scratch_root(),
+            stop_signal=signal.SIGINT,
+            stop_timeout_s=60.0,
+        )
         self.started_at: float | None = None
 
     @classmethod
     def from_command(
         cls,
         command: str,
-        cluster: "ClusterHandle",
+        cluster: ClusterHandle,
         *,
         log_path: Path | None = None,
         cwd: Path | None = None,
-    ) -> "ServeRun":
+    ) -> ServeRun:
         """A ``serve run`` command line, as a learner types it in a terminal, to run in the background.
 
         ``ServeRun.from_command("serve run greeter:app --working-dir . --name greeter", cluster,
@@ -140,16 +146,21 @@ class ServeRun(ManagedProcess):
         try:
             words = shlex.split(command)
         except ValueError as err:
-            raise WorkbookError(f"Cannot split the command {command!r}: {err}.",
-                                "close every quote in the command.") from err
+            raise WorkbookError(
+                f"Cannot split the command {command!r}: {err}.", "close every quote in the command."
+            ) from err
         if words[:2] != ["serve", "run"] or len(words) < 3 or words[2].startswith("-"):
-            raise WorkbookError(f"{command!r} is not a `serve run` command.",
-                                "write it as you would in a terminal: serve run module:app "
-                                "[options], or serve run config.yaml.")
+            raise WorkbookError(
+                f"{command!r} is not a `serve run` command.",
+                "write it as you would in a terminal: serve run module:app "
+                "[options], or serve run config.yaml.",
+            )
         if any(w in ("--address", "-a") or w.startswith("--address=") for w in words[3:]):
-            raise WorkbookError(f"{command!r} gives its own --address.",
-                                "leave it out: the cluster's address is added (and RAY_ADDRESS "
-                                "is set) for the cluster this notebook uses.")
+            raise WorkbookError(
+                f"{command!r} gives its own --address.",
+                "leave it out: the cluster's address is added (and RAY_ADDRESS "
+                "is set) for the cluster this notebook uses.",
+            )
         return cls(words[2], cluster, args=words[3:], log_path=log_path, cwd=cwd)
 
     @property
@@ -169,7 +180,7 @@ class ServeRun(ManagedProcess):
             raise WorkbookError("This serve run was not started.", "call .start() first.")
         return self.popen.pid
 
-    def start(self) -> "ServeRun":
+    def start(self) -> ServeRun:
         """Start the process (returns at once; see :meth:`wait_until_running`)."""
         if self.popen is not None:
             raise WorkbookError("This serve run was already started.", "make a new ServeRun.")
@@ -178,8 +189,9 @@ class ServeRun(ManagedProcess):
         self.started_at = time.monotonic()
         return self
 
-    def wait_until_running(self, apps: Sequence[str], *, timeout_s: float = 180.0,
-                           grace_s: float = 20.0) -> float:
+    def wait_until_running(
+        self, apps: Sequence[str], *, timeout_s: float = 180.0, grace_s: float = 20.0
+    ) -> float:
         """Block until every app in ``apps`` is RUNNING; return seconds since :meth:`start`.
 
         Raises :class:`ServeRunExited` (with the log's end and advice) if the process ends
@@ -202,9 +214,16 @@ class ServeRun(ManagedProcess):
                 )
 
         # Serve's status may not be readable until `serve run` has started Serve: not yet.
-        wait_until_apps_running(apps, cluster=self.cluster, timeout_s=timeout_s, poll_s=0.5,
-                                grace_s=grace_s, since=self.started_at, watch=still_running,
-                                not_yet=(ClusterNotRunningError,))
+        wait_until_apps_running(
+            apps,
+            cluster=self.cluster,
+            timeout_s=timeout_s,
+            poll_s=0.5,
+            grace_s=grace_s,
+            since=self.started_at,
+            watch=still_running,
+            not_yet=(ClusterNotRunningError,),
+        )
         return round(time.monotonic() - (self.started_at or 0.0), 2)
 
     def __repr__(self) -> str:
@@ -224,8 +243,10 @@ def load_config(path: str | Path) -> dict[str, Any]:
     """A Serve YAML config file as a dict."""
     data = yaml.safe_load(Path(path).read_text())
     if not isinstance(data, dict):
-        raise ServeConfigError(f"{path} is not a YAML mapping.",
-                               "a Serve config starts with keys such as applications:.")
+        raise ServeConfigError(
+            f"{path} is not a YAML mapping.",
+            "a Serve config starts with keys such as applications:.",
+        )
     return data
 
 
@@ -234,8 +255,10 @@ def write_config(config: Mapping[str, Any], path: str | Path, *, header: str = "
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=False)
-    comment = "".join(f"# {line}\n".replace("#  ", "# ").rstrip(" ") if line else "#\n"
-                      for line in header.splitlines())
+    comment = "".join(
+        f"# {line}\n".replace("#  ", "# ").rstrip(" ") if line else "#\n"
+        for line in header.splitlines()
+    )
     path.write_text((comment + "\n" if comment else "") + text)
     return path
 
@@ -257,12 +280,21 @@ def serve_build(
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     argv = [ray_executable("serve"), "build", *import_paths, "-o", str(output)]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,
-                            cwd=cwd or scratch_root(), stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=cwd or scratch_root(),
+        stdin=subprocess.DEVNULL,
+    )
     if result.returncode != 0:
         text = result.stdout + result.stderr
-        raise ServeConfigError(f"`serve build {' '.join(import_paths)}` failed.",
-                               explain_serve_error(text).fix, details=_tail(text))
+        raise ServeConfigError(
+            f"`serve build {' '.join(import_paths)}` failed.",
+            explain_serve_error(text).fix,
+            details=_tail(text),
+        )
     if names:
         text = output.read_text()
         header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
@@ -275,7 +307,7 @@ def serve_build(
     return load_config(output)
 
 
-def deploy_config(cluster: "ClusterHandle", config: Mapping[str, Any] | str | Path) -> None:
+def deploy_config(cluster: ClusterHandle, config: Mapping[str, Any] | str | Path) -> None:
     """What ``serve deploy CONFIG`` does, from Python: validate, then PUT it to the cluster.
 
     The config is declarative: it is the complete set of applications deployed this way
@@ -286,12 +318,15 @@ def deploy_config(cluster: "ClusterHandle", config: Mapping[str, Any] | str | Pa
     schema = validate_serve_config(config)
     body = schema.model_dump(exclude_unset=True)
     # A PUT that times out may still be applied: the error says to look at serve status.
-    serve_client(cluster, "PUT /api/serve/applications/ (serve deploy); it may still be "
-                 "applied, see serve status", lambda client: client.deploy_applications(body),
-                 timeout_s=2 * dashboard_timeout_s())
+    serve_client(
+        cluster,
+        "PUT /api/serve/applications/ (serve deploy); it may still be applied, see serve status",
+        lambda client: client.deploy_applications(body),
+        timeout_s=2 * dashboard_timeout_s(),
+    )
 
 
-def apps_deleted_by(config: Mapping[str, Any] | str | Path, cluster: "ClusterHandle") -> list[str]:
+def apps_deleted_by(config: Mapping[str, Any] | str | Path, cluster: ClusterHandle) -> list[str]:
     """Applications that ``serve deploy CONFIG`` would delete on ``cluster``: those deployed
     by an earlier ``serve deploy`` (declaratively) that ``config`` does not list.
 
@@ -302,12 +337,20 @@ def apps_deleted_by(config: Mapping[str, Any] | str | Path, cluster: "ClusterHan
     data = load_config(config) if isinstance(config, (str, Path)) else dict(config)
     listed = {app.get("name") for app in data.get("applications") or []}
     running = serve_details(cluster).get("applications") or {}
-    return sorted(name for name, app in running.items()
-                  if app.get("source") == "declarative" and name not in listed)
+    return sorted(
+        name
+        for name, app in running.items()
+        if app.get("source") == "declarative" and name not in listed
+    )
 
 
-def local_run_config(config: Mapping[str, Any], *, port: int, host: str = "127.0.0.1",
-                     proxy_location: str | None = None) -> dict[str, Any]:
+def local_run_config(
+    config: Mapping[str, Any],
+    *,
+    port: int,
+    host: str = "127.0.0.1",
+    proxy_location: str | None = None,
+) -> dict[str, Any]:
     """A copy of ``config`` that serves on ``host:port`` (this machine), nothing else changed."""
     out = copy.deepcopy(dict(config))
     out["http_options"] = {**(out.get("http_options") or {}), "host": host, "port": int(port)}
@@ -324,8 +367,9 @@ def _find_app(config: dict[str, Any], app: str) -> dict[str, Any]:
     raise ServeConfigError(f"No application {app!r} in the config.", f"use one of {names}.")
 
 
-def with_deployment_options(config: Mapping[str, Any], app: str, deployment: str,
-                            **options: Any) -> dict[str, Any]:
+def with_deployment_options(
+    config: Mapping[str, Any], app: str, deployment: str, **options: Any
+) -> dict[str, Any]:
     """A copy of ``config`` with ``options`` set on one deployment of one application."""
     out = copy.deepcopy(dict(config))
     entry = _find_app(out, app)
@@ -345,8 +389,12 @@ def with_import_path(config: Mapping[str, Any], app: str, import_path: str) -> d
     return out
 
 
-def config_diff(before: Mapping[str, Any], after: Mapping[str, Any], *,
-                names: tuple[str, str] = ("before.yaml", "after.yaml")) -> str:
+def config_diff(
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    *,
+    names: tuple[str, str] = ("before.yaml", "after.yaml"),
+) -> str:
     """A unified diff of two configs' YAML, as ``git diff`` would show it."""
     a = yaml.safe_dump(dict(before), sort_keys=False).splitlines()
     b = yaml.safe_dump(dict(after), sort_keys=False).splitlines()
@@ -427,14 +475,22 @@ def check_config_fields(config: Mapping[str, Any] | str | Path) -> list[ConfigPr
             dwhere = f"{where}.deployments[{j}]"
             _check(dep, _fields(DeploymentSchema), dwhere, problems)
             if isinstance(dep, dict):
-                _check(dep.get("ray_actor_options"), _fields(RayActorOptionsSchema),
-                       f"{dwhere}.ray_actor_options", problems)
-                _check(dep.get("autoscaling_config"), _fields(AutoscalingConfig),
-                       f"{dwhere}.autoscaling_config", problems)
+                _check(
+                    dep.get("ray_actor_options"),
+                    _fields(RayActorOptionsSchema),
+                    f"{dwhere}.ray_actor_options",
+                    problems,
+                )
+                _check(
+                    dep.get("autoscaling_config"),
+                    _fields(AutoscalingConfig),
+                    f"{dwhere}.autoscaling_config",
+                    problems,
+                )
     return problems
 
 
-def validate_serve_config(config: Mapping[str, Any] | str | Path) -> "ServeDeploySchema":
+def validate_serve_config(config: Mapping[str, Any] | str | Path) -> ServeDeploySchema:
     """Check a config strictly (no ignored keys) and with the installed Serve's schema.
 
     Returns the parsed :class:`ray.serve.schema.ServeDeploySchema`; raises
@@ -455,8 +511,11 @@ def validate_serve_config(config: Mapping[str, Any] | str | Path) -> "ServeDeplo
     try:
         return ServeDeploySchema.model_validate(data)
     except ValidationError as err:
-        raise ServeConfigError("The Serve config does not match Serve's schema.",
-                               explain_serve_error(str(err)).fix, details=str(err)) from err
+        raise ServeConfigError(
+            "The Serve config does not match Serve's schema.",
+            explain_serve_error(str(err)).fix,
+            details=str(err),
+        ) from err
 
 
 @dataclass(frozen=True)
@@ -469,8 +528,10 @@ class Advice:
     serve_said: str
 
     def __str__(self) -> str:
-        return (f"Serve said:   {self.serve_said}\nWhat it means: {self.meaning}\n"
-                f"Fix:          {self.fix}")
+        return (
+            f"Serve said:   {self.serve_said}\nWhat it means: {self.meaning}\n"
+            f"Fix:          {self.fix}"
+        )
 
 
 def _key_line(text: str, patterns: Sequence[str]) -> str:
@@ -504,12 +565,12 @@ class ErrorRule:
     said_is: str = ""
 
     def advice(self, text: str) -> Advice:
-        found = next((m.group(1) for pattern in self.name
-                      if (m := re.search(pattern, text))), None)
+        found = next((m.group(1) for pattern in self.name if (m := re.search(pattern, text))), None)
         name = found or self.default_name
         fix = self.fix_for.get(name, self.fix)
-        said = (self.said_is.format(name=name) if found and self.said_is
-                else _key_line(text, self.said))
+        said = (
+            self.said_is.format(name=name) if found and self.said_is else _key_line(text, self.said)
+        )
         return Advice(self.kind, self.meaning.format(name=name), fix.format(name=name), said)
 
 
@@ -517,73 +578,106 @@ class ErrorRule:
 #: helpers here) and :mod:`helpers.doctor` (an application's failure) both read this table.
 SERVE_ERRORS: tuple[ErrorRule, ...] = (
     ErrorRule(
-        "missing-field", r"Field required|type=missing",
+        "missing-field",
+        r"Field required|type=missing",
         "the config lacks {name}: a required key is absent, usually because it is misspelled "
         "(import_pth, aplications).",
         "spell the key as in `serve build` output; check the file first with "
         "validate_serve_config(path), which also names keys Serve would ignore.",
-        said=(r"Field required",), name=(r"([\w.\[\]]+)\n\s+Field required",),
-        default_name="a required field", said_is="{name}: Field required"),
+        said=(r"Field required",),
+        name=(r"([\w.\[\]]+)\n\s+Field required",),
+        default_name="a required field",
+        said_is="{name}: Field required",
+    ),
     ErrorRule(
-        "unknown-field", r"extra_forbidden|Extra inputs are not permitted",
+        "unknown-field",
+        r"extra_forbidden|Extra inputs are not permitted",
         "a section with a closed schema (logging_config, ...) has a key Serve does not know.",
         "fix the key's spelling; see the schema in ray.serve.schema.",
-        said=(r"Extra inputs", r"validation error")),
+        said=(r"Extra inputs", r"validation error"),
+    ),
     ErrorRule(
-        "invalid-value", r"validation error",
+        "invalid-value",
+        r"validation error",
         "a value in the config has the wrong type or range.",
         "correct the value named in the message; `serve build` output shows valid ones.",
-        said=(r"Value error", r"validation error")),
+        said=(r"Value error", r"validation error"),
+    ),
     ErrorRule(
-        "import-path-module", r"No module named|ModuleNotFoundError",
+        "import-path-module",
+        r"No module named|ModuleNotFoundError",
         "the import_path's module {name!r} cannot be imported where the application is built "
         "(on the cluster, not on your laptop).",
         "fix the spelling (module.path:variable), and make the code importable on every node: "
         "install the package there, or ship it with runtime_env working_dir.",
-        said=(r"No module named", r"ModuleNotFoundError"), name=(r"No module named '([^']+)'",),
-        default_name="the module"),
+        said=(r"No module named", r"ModuleNotFoundError"),
+        name=(r"No module named '([^']+)'",),
+        default_name="the module",
+    ),
     ErrorRule(
-        "import-path-attribute", r"has no attribute|AttributeError",
+        "import-path-attribute",
+        r"has no attribute|AttributeError",
         "the module imports, but the name after ':' is not in it.",
         "use module:variable where variable is the bound application (app = X.bind()) or a "
         "builder function that returns one.",
-        said=(r"has no attribute", r"AttributeError")),
+        said=(r"has no attribute", r"AttributeError"),
+    ),
     ErrorRule(
-        "no-such-command", r"No such command",
+        "no-such-command",
+        r"No such command",
         "this Ray's `serve` CLI has no `{name}` command.",
         "run `serve --help` for the commands of this Ray.",
-        said=(r"No such command",), name=(r"No such command '([^']+)'",), default_name="?",
-        fix_for={"delete": "remove the application from the config and `serve deploy` it again "
-                           "(a config is the complete set of apps), or call serve.delete(name) "
-                           "from Python."}),
+        said=(r"No such command",),
+        name=(r"No such command '([^']+)'",),
+        default_name="?",
+        fix_for={
+            "delete": "remove the application from the config and `serve deploy` it again "
+            "(a config is the complete set of apps), or call serve.delete(name) "
+            "from Python."
+        },
+    ),
     ErrorRule(
-        "auth", r"InvalidAuthToken|Unauthenticated|AuthenticationError|Missing authentication "
-                r"token|\b401 Unauthorized\b|status(?: code)?:? 401\b",
+        "auth",
+        r"InvalidAuthToken|Unauthenticated|AuthenticationError|Missing authentication "
+        r"token|\b401 Unauthorized\b|status(?: code)?:? 401\b",
         "the cluster requires its token and the CLI did not send it.",
         "run the CLI with RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (cluster.env).",
-        said=(r"InvalidAuthToken", r"AuthenticationError:", r"Unauthenticated", r"\b401\b")),
+        said=(r"InvalidAuthToken", r"AuthenticationError:", r"Unauthenticated", r"\b401\b"),
+    ),
     ErrorRule(
-        "no-cluster", r"Connection refused|Failed to establish a new connection|"
-                      r"Max retries exceeded|ConnectionError|Failed to connect",
+        "no-cluster",
+        r"Connection refused|Failed to establish a new connection|"
+        r"Max retries exceeded|ConnectionError|Failed to connect",
         "nothing answers at {name}: no Ray cluster (dashboard) runs there. `serve deploy` only "
         "talks to a running cluster; it never starts one.",
         "start a cluster first (`ray start --head`, or start_local_cluster()), then pass its "
         "dashboard address: serve deploy config.yaml -a http://HEAD:8265 (or set "
         "RAY_DASHBOARD_ADDRESS).",
-        said=(r"Failed to connect to Ray", r"ConnectionError:", r"Connection refused",
-              r"Failed to establish"),
+        said=(
+            r"Failed to connect to Ray",
+            r"ConnectionError:",
+            r"Connection refused",
+            r"Failed to establish",
+        ),
         name=(r"address: (https?://[\w.\-]+:\d+)", r"(https?://[\w.\-]+:\d+)"),
-        default_name="that address"),
+        default_name="that address",
+    ),
     ErrorRule(
-        "deploy-failed", r"DEPLOY_FAILED|RayActorError|Exception",
+        "deploy-failed",
+        r"DEPLOY_FAILED|RayActorError|Exception",
         "the application's code raised an error while starting.",
         "read the exception; the replica's full log is in the cluster's logs under serve/.",
-        said=(r"Error", r"Exception")),
+        said=(r"Error", r"Exception"),
+    ),
 )
 
-_UNKNOWN = ErrorRule("unknown", "", "Serve reported a problem this helper does not recognise.",
-                     "read Serve's message above; `serve status` shows each app's message.",
-                     said=(r"Error", r"error"))
+_UNKNOWN = ErrorRule(
+    "unknown",
+    "",
+    "Serve reported a problem this helper does not recognise.",
+    "read Serve's message above; `serve status` shows each app's message.",
+    said=(r"Error", r"error"),
+)
 
 
 def explain_serve_error(text: str) -> Advice:

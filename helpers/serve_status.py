@@ -87,8 +87,9 @@ def _timed_out(err: BaseException) -> bool:
     return False
 
 
-def serve_client(cluster: "ClusterHandle", what: str, call: Callable[[Any], _T], *,
-                 timeout_s: float | None = None) -> _T:
+def serve_client(
+    cluster: ClusterHandle, what: str, call: Callable[[Any], _T], *, timeout_s: float | None = None
+) -> _T:
     """``call(client)`` with Ray's Serve REST client for ``cluster``, every request bounded
     by ``timeout_s`` (default :func:`dashboard_timeout_s`); a timeout is a
     :class:`DashboardTimeoutError` naming the dashboard and ``what`` was asked.
@@ -108,14 +109,18 @@ def serve_client(cluster: "ClusterHandle", what: str, call: Callable[[Any], _T],
         raise
 
 
-def serve_details(cluster: "ClusterHandle", *, timeout_s: float | None = None) -> dict[str, Any]:
+def serve_details(cluster: ClusterHandle, *, timeout_s: float | None = None) -> dict[str, Any]:
     """The ServeInstanceDetails JSON (applications, deployments, replicas, proxies).
 
     Each request to the dashboard may take ``timeout_s`` (default :func:`dashboard_timeout_s`).
     """
     try:
-        return serve_client(cluster, "GET /api/serve/applications/",
-                            lambda client: client.get_serve_details(), timeout_s=timeout_s)
+        return serve_client(
+            cluster,
+            "GET /api/serve/applications/",
+            lambda client: client.get_serve_details(),
+            timeout_s=timeout_s,
+        )
     except DashboardTimeoutError:
         raise
     except Exception as err:
@@ -126,8 +131,9 @@ def serve_details(cluster: "ClusterHandle", *, timeout_s: float | None = None) -
         ) from err
 
 
-def controller_log_lines(cluster: "ClusterHandle", containing: str, *,
-                         wait_s: float = 0.0) -> list[str]:
+def controller_log_lines(
+    cluster: ClusterHandle, containing: str, *, wait_s: float = 0.0
+) -> list[str]:
     """Lines of the Serve controller's log that contain ``containing``, oldest first.
 
     The controller logs what it decides (a replica that "failed health check, stopping it",
@@ -145,20 +151,30 @@ def controller_log_lines(cluster: "ClusterHandle", containing: str, *,
         controller = serve_details(cluster).get("controller_info") or {}
         node_id = controller.get("node_id")
         if not node_id:
-            raise ClusterNotRunningError("Serve's controller is not running on this cluster.",
-                                         "deploy an application first (serve.run / serve deploy).")
-        files = list_logs(address=cluster.address, node_id=node_id,
-                          glob_filter="serve/controller_*")
-        lines = [line.rstrip() for names in files.values() for name in sorted(names)
-                 for line in "".join(get_log(address=cluster.address, node_id=node_id,
-                                             filename=name, tail=-1, timeout=30)).splitlines()
-                 if containing in line]
+            raise ClusterNotRunningError(
+                "Serve's controller is not running on this cluster.",
+                "deploy an application first (serve.run / serve deploy).",
+            )
+        files = list_logs(
+            address=cluster.address, node_id=node_id, glob_filter="serve/controller_*"
+        )
+        lines = [
+            line.rstrip()
+            for names in files.values()
+            for name in sorted(names)
+            for line in "".join(
+                get_log(
+                    address=cluster.address, node_id=node_id, filename=name, tail=-1, timeout=30
+                )
+            ).splitlines()
+            if containing in line
+        ]
         if lines or time.monotonic() >= deadline:
             return lines
         time.sleep(1.0)
 
 
-def app_statuses(cluster: "ClusterHandle") -> dict[str, str]:
+def app_statuses(cluster: ClusterHandle) -> dict[str, str]:
     """``{application name: status}`` for every application Serve knows."""
     apps = serve_details(cluster).get("applications") or {}
     return {name: app.get("status", "UNKNOWN") for name, app in apps.items()}
@@ -174,7 +190,7 @@ def _deployment_messages(app: dict[str, Any]) -> dict[str, str]:
     return messages
 
 
-def resource_demands(cluster: "ClusterHandle") -> list[dict[str, Any]]:
+def resource_demands(cluster: ClusterHandle) -> list[dict[str, Any]]:
     """Resource shapes waiting to be placed, as ``ray status`` lists them, one dict each.
 
     Keys: ``kind`` ("task/actor" or "placement group"), ``bundles`` (a list of distinct
@@ -194,16 +210,27 @@ def resource_demands(cluster: "ClusterHandle") -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for demand in demands.ray_task_actor_demand:
         for req in demand.bundles_by_count:
-            out.append({"kind": "task/actor", "bundles": [dict(req.bundle)], "count": req.count,
-                        "strategy": ""})
+            out.append(
+                {
+                    "kind": "task/actor",
+                    "bundles": [dict(req.bundle)],
+                    "count": req.count,
+                    "strategy": "",
+                }
+            )
     for demand in demands.placement_group_demand:
-        out.append({"kind": "placement group",
-                    "bundles": [dict(r.bundle) for r in demand.bundles_by_count],
-                    "count": 1, "strategy": demand.strategy or "?"})
+        out.append(
+            {
+                "kind": "placement group",
+                "bundles": [dict(r.bundle) for r in demand.bundles_by_count],
+                "count": 1,
+                "strategy": demand.strategy or "?",
+            }
+        )
     return out
 
 
-def pending_demands(cluster: "ClusterHandle") -> list[str]:
+def pending_demands(cluster: ClusterHandle) -> list[str]:
     """Resource shapes that tasks, actors or placement groups wait for (as ``ray status``)."""
     out = []
     for demand in resource_demands(cluster):
@@ -218,7 +245,7 @@ def pending_demands(cluster: "ClusterHandle") -> list[str]:
 def wait_until_running(
     app: str = "default",
     *,
-    cluster: "ClusterHandle",
+    cluster: ClusterHandle,
     timeout_s: float = 120.0,
     poll_s: float = 1.0,
     grace_s: float = 20.0,
@@ -230,14 +257,15 @@ def wait_until_running(
     constructor a few times before giving up), and :class:`ServeTimeoutError` with the pending
     resource demand after ``timeout_s``.
     """
-    return wait_until_apps_running([app], cluster=cluster, timeout_s=timeout_s, poll_s=poll_s,
-                                   grace_s=grace_s)[app]
+    return wait_until_apps_running(
+        [app], cluster=cluster, timeout_s=timeout_s, poll_s=poll_s, grace_s=grace_s
+    )[app]
 
 
 def wait_until_apps_running(
     apps: Sequence[str],
     *,
-    cluster: "ClusterHandle",
+    cluster: ClusterHandle,
     timeout_s: float = 120.0,
     poll_s: float = 1.0,
     grace_s: float = 20.0,
@@ -277,27 +305,42 @@ def wait_until_apps_running(
         first = next(name for name in apps if (seen.get(name) or {}).get("status") != "RUNNING")
         details = seen.get(first) or {}
         status = waited.last_seen() if waited.error else details.get("status", "NOT_STARTED")
-        return ServeTimeoutError(first, timeout_s, status, pending_demands(cluster),
-                                 _deployment_messages(details))
+        return ServeTimeoutError(
+            first, timeout_s, status, pending_demands(cluster), _deployment_messages(details)
+        )
 
-    return wait_for(all_running, timeout_s=timeout_s, what=f"{', '.join(apps)} RUNNING",
-                    poll_s=poll_s, not_yet=not_yet, on_timeout=timed_out)
+    return wait_for(
+        all_running,
+        timeout_s=timeout_s,
+        what=f"{', '.join(apps)} RUNNING",
+        poll_s=poll_s,
+        not_yet=not_yet,
+        on_timeout=timed_out,
+    )
 
 
-def wait_until_deleted(
-    app: str, *, cluster: "ClusterHandle", timeout_s: float = 60.0
-) -> None:
+def wait_until_deleted(app: str, *, cluster: ClusterHandle, timeout_s: float = 60.0) -> None:
     """Block until ``app`` no longer appears in Serve's status."""
+
     def still_there(waited: Waited) -> ServeTimeoutError:
         details = serve_details(cluster)["applications"].get(app) or {}
-        return ServeTimeoutError(app, timeout_s, details.get("status", "DELETING"),
-                                 messages=_deployment_messages(details), waiting_for="deleted")
+        return ServeTimeoutError(
+            app,
+            timeout_s,
+            details.get("status", "DELETING"),
+            messages=_deployment_messages(details),
+            waiting_for="deleted",
+        )
 
-    wait_for(lambda: app not in app_statuses(cluster), timeout_s=timeout_s,
-             what=f"{app} deleted", on_timeout=still_there)
+    wait_for(
+        lambda: app not in app_statuses(cluster),
+        timeout_s=timeout_s,
+        what=f"{app} deleted",
+        on_timeout=still_there,
+    )
 
 
-def status_table(cluster: "ClusterHandle") -> "pd.DataFrame":
+def status_table(cluster: ClusterHandle) -> pd.DataFrame:
     """One row per replica (or per deployment without replicas) of every application."""
     import pandas as pd
 
@@ -314,8 +357,9 @@ def status_table(cluster: "ClusterHandle") -> "pd.DataFrame":
             }
             replicas = dep.get("replicas") or []
             if not replicas:
-                rows.append({**base, "replica": None, "replica_state": None, "node_id": None,
-                             "pid": None})
+                rows.append(
+                    {**base, "replica": None, "replica_state": None, "node_id": None, "pid": None}
+                )
             for rep in replicas:
                 rows.append(
                     {
@@ -326,6 +370,15 @@ def status_table(cluster: "ClusterHandle") -> "pd.DataFrame":
                         "pid": rep.get("pid"),
                     }
                 )
-    columns = ["application", "app_status", "route_prefix", "deployment", "deployment_status",
-               "replica", "replica_state", "node_id", "pid"]
+    columns = [
+        "application",
+        "app_status",
+        "route_prefix",
+        "deployment",
+        "deployment_status",
+        "replica",
+        "replica_state",
+        "node_id",
+        "pid",
+    ]
     return pd.DataFrame.from_records(rows, columns=columns)

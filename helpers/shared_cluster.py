@@ -46,10 +46,20 @@ from helpers.processes import find_leftovers
 from helpers.serve_apps import delete_app
 from helpers.serve_status import serve_details
 
-__all__ = ["Workspace", "keeping_the_others", "learner_name", "letters_and_digits",
-           "not_run_sections", "read_serve_config", "serve_http_address", "take_deploy_lease",
-           "deploy_lease",
-           "end_lesson", "NOT_RUN_FILE", "DEPLOY_LEASE_S"]
+__all__ = [
+    "Workspace",
+    "keeping_the_others",
+    "learner_name",
+    "letters_and_digits",
+    "not_run_sections",
+    "read_serve_config",
+    "serve_http_address",
+    "take_deploy_lease",
+    "deploy_lease",
+    "end_lesson",
+    "NOT_RUN_FILE",
+    "DEPLOY_LEASE_S",
+]
 
 NOT_RUN_FILE = "not_run.jsonl"  # in the runner's per-notebook scratch folder
 
@@ -68,7 +78,8 @@ def learner_name(learner_id: str = "") -> str:
     if not slug:
         raise WorkbookError(
             f"The learner id {learner_id!r} has no letter or digit to name applications by.",
-            "set the `learner_id` parameter to your name or login, e.g. learner_id = \"alice\".")
+            'set the `learner_id` parameter to your name or login, e.g. learner_id = "alice".',
+        )
     return slug
 
 
@@ -105,8 +116,9 @@ class Workspace:
         """The route prefix for ``prefix`` (``/echo``): unchanged on one's own cluster,
         ``/<learner>/echo`` on a shared one (``/`` becomes ``/<learner>``)."""
         if not prefix.startswith("/"):
-            raise WorkbookError(f"A route prefix starts with '/': got {prefix!r}.",
-                                f"write it as '/{prefix}'.")
+            raise WorkbookError(
+                f"A route prefix starts with '/': got {prefix!r}.", f"write it as '/{prefix}'."
+            )
         if self.local:
             return prefix
         return f"/{self.learner}{prefix.rstrip('/')}" if prefix != "/" else f"/{self.learner}"
@@ -116,8 +128,10 @@ class Workspace:
         cluster: False, the reason printed, and the section recorded as not run."""
         if self.local:
             return True
-        print(f"Not run on a shared cluster: {section}. Why: {why}. "
-              "Run this notebook with an empty ray_address to see it.")
+        print(
+            f"Not run on a shared cluster: {section}. Why: {why}. "
+            "Run this notebook with an empty ray_address to see it."
+        )
         _record_not_run(section, why)
         return False
 
@@ -175,8 +189,11 @@ class Workspace:
         deleted = [name for name in self.apps if name in running]
         # Applications deployed from a config copy could be brought back by a classmate's
         # copy read just before the delete: delete those under the deploy lease.
-        with (deploy_lease(self._config_cluster, deleted) if deleted and self._config_cluster
-              else contextlib.nullcontext()):
+        with (
+            deploy_lease(self._config_cluster, deleted)
+            if deleted and self._config_cluster
+            else contextlib.nullcontext()
+        ):
             for name in deleted:
                 serve.delete(name)
         return deleted
@@ -191,12 +208,16 @@ def read_serve_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         config = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as err:
-        raise WorkbookError(f"Could not read the Serve config {path}.",
-                            "check the file exists and is valid YAML (indentation!).",
-                            details=str(err)) from err
+        raise WorkbookError(
+            f"Could not read the Serve config {path}.",
+            "check the file exists and is valid YAML (indentation!).",
+            details=str(err),
+        ) from err
     if not isinstance(config, dict) or not isinstance(config.get("applications"), list):
-        raise WorkbookError(f"{path.name} has no 'applications:' list.",
-                            "a Serve config is a mapping with an 'applications:' list.")
+        raise WorkbookError(
+            f"{path.name} has no 'applications:' list.",
+            "a Serve config is a mapping with an 'applications:' list.",
+        )
     return config
 
 
@@ -212,10 +233,14 @@ def keeping_the_others(config: dict[str, Any], details: dict[str, Any]) -> dict[
     Serve's, not the file's to change).
     """
     names = set(_app_names(config))
-    theirs = [app["deployed_app_config"]
-              for name, app in (details.get("applications") or {}).items()
-              if name not in names and app.get("source") == "declarative"
-              and app.get("status") != "DELETING" and app.get("deployed_app_config")]
+    theirs = [
+        app["deployed_app_config"]
+        for name, app in (details.get("applications") or {}).items()
+        if name not in names
+        and app.get("source") == "declarative"
+        and app.get("status") != "DELETING"
+        and app.get("deployed_app_config")
+    ]
     merged = {k: v for k, v in config.items() if k not in ("http_options", "grpc_options")}
     merged["applications"] = theirs + list(config.get("applications") or [])
     return merged
@@ -226,7 +251,9 @@ _LEASE_KEY, _LEASE_NAMESPACE = b"serve-deploy-lease", b"ray-serve-workbook"
 
 
 def _app_names(config: dict[str, Any]) -> list[str]:
-    return [str(app.get("name")) for app in config.get("applications") or [] if isinstance(app, dict)]
+    return [
+        str(app.get("name")) for app in config.get("applications") or [] if isinstance(app, dict)
+    ]
 
 
 def _deployed_at(details: dict[str, Any], names: list[str]) -> dict[str, float | None]:
@@ -241,10 +268,13 @@ def _lease_is_over(lease: dict[str, Any], details: dict[str, Any], held_for_s: f
     now = _deployed_at(details, list(lease.get("apps") or []))
     then = lease.get("deployed_at") or {}
     return held_for_s >= DEPLOY_LEASE_S or any(
-        stamp is not None and stamp != then.get(name) for name, stamp in now.items())
+        stamp is not None and stamp != then.get(name) for name, stamp in now.items()
+    )
 
 
-def take_deploy_lease(cluster: Any, names: list[str], *, timeout_s: float = 120.0) -> dict[str, Any]:
+def take_deploy_lease(
+    cluster: Any, names: list[str], *, timeout_s: float = 120.0
+) -> dict[str, Any]:
     """Serve's status, read while holding the cluster's deploy lease for applications ``names``.
 
     ``serve deploy`` replaces the whole set of config-deployed applications, so a learner's
@@ -264,8 +294,9 @@ def take_deploy_lease(cluster: Any, names: list[str], *, timeout_s: float = 120.
 
 
 @contextlib.contextmanager
-def deploy_lease(cluster: Any, names: list[str], *,
-                 timeout_s: float = 120.0) -> Iterator[dict[str, Any]]:
+def deploy_lease(
+    cluster: Any, names: list[str], *, timeout_s: float = 120.0
+) -> Iterator[dict[str, Any]]:
     """Hold the deploy lease (:func:`take_deploy_lease`) while the block changes Serve's
     config itself, e.g. deletes applications; released when the block ends."""
     details, lease_id = _take_lease(cluster, names, timeout_s=timeout_s)
@@ -286,10 +317,15 @@ def _take_lease(cluster: Any, names: list[str], *, timeout_s: float) -> tuple[di
     while True:
         details = serve_details(cluster)
         lease_id = uuid.uuid4().hex
-        lease = {"id": lease_id, "holder": me, "apps": names,
-                 "deployed_at": _deployed_at(details, names)}
-        if not internal_kv._internal_kv_put(_LEASE_KEY, json.dumps(lease), overwrite=False,
-                                            namespace=_LEASE_NAMESPACE):
+        lease = {
+            "id": lease_id,
+            "holder": me,
+            "apps": names,
+            "deployed_at": _deployed_at(details, names),
+        }
+        if not internal_kv._internal_kv_put(
+            _LEASE_KEY, json.dumps(lease), overwrite=False, namespace=_LEASE_NAMESPACE
+        ):
             # Read again: the holder before may have just deployed.
             return serve_details(cluster), lease_id
         raw = internal_kv._internal_kv_get(_LEASE_KEY, namespace=_LEASE_NAMESPACE)
@@ -307,7 +343,8 @@ def _take_lease(cluster: Any, names: list[str], *, timeout_s: float) -> tuple[di
                 f"Another notebook ({held.get('holder')}) is deploying applications "
                 f"{held.get('apps')} on this cluster and has not finished in {timeout_s:.0f} s.",
                 "run the cell again in a minute; if it keeps happening, ask whoever runs the "
-                "cluster to look at `serve status`.")
+                "cluster to look at `serve status`.",
+            )
         time.sleep(0.5)
 
 
@@ -332,7 +369,8 @@ def serve_http_address(cluster) -> tuple[str, int]:
             "a shared cluster does not start it (its HTTP options would be everyone's).",
             "ask whoever runs the cluster to start Serve once, e.g. `serve start --http-host "
             "0.0.0.0 --http-port 8000` with RAY_ADDRESS set to the cluster, then run this cell "
-            "again; or leave ray_address empty to start a cluster of your own.")
+            "again; or leave ray_address empty to start a cluster of your own.",
+        )
     host = http.get("host") or "127.0.0.1"
     if host in ("0.0.0.0", "::"):  # every interface: reach it at the cluster's address
         host = cluster.host
@@ -361,9 +399,15 @@ def not_run_sections(scratch: Path) -> list[str]:
     return sections
 
 
-def end_lesson(cluster: Any, *, work_dir: str | os.PathLike[str] | None = None,
-               workspace: Workspace | None = None, apps: Iterable[str] = (),
-               stop: Iterable[Any] = (), shutdown_serve: bool = False) -> str:
+def end_lesson(
+    cluster: Any,
+    *,
+    work_dir: str | os.PathLike[str] | None = None,
+    workspace: Workspace | None = None,
+    apps: Iterable[str] = (),
+    stop: Iterable[Any] = (),
+    shutdown_serve: bool = False,
+) -> str:
     """A lesson's last cell: stop what it started, delete only its own applications on a
     cluster it did not start, stop its cluster (on someone else's: disconnect), remove its
     folder, and prove that nothing this kernel started still runs. Returns ``"stopped"``.
@@ -412,5 +456,6 @@ def end_lesson(cluster: Any, *, work_dir: str | os.PathLike[str] | None = None,
         raise WorkbookError(
             f"The lesson's clean-up left {leftovers or work_dir} behind.",
             "end them by id: from helpers.processes import end_leftovers, find_leftovers; "
-            "end_leftovers(find_leftovers(owner=os.getpid())), then remove the folder.")
+            "end_leftovers(find_leftovers(owner=os.getpid())), then remove the folder.",
+        )
     return "stopped"

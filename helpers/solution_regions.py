@@ -82,7 +82,7 @@ class SolutionRegion:
     @property
     def hint(self) -> str:
         """The hint as one sentence: the text of every ``# HINT:`` line, joined."""
-        parts = [line.strip()[len(HINT_PREFIX):].strip() for line in self.hint_lines]
+        parts = [line.strip()[len(HINT_PREFIX) :].strip() for line in self.hint_lines]
         return " ".join(part for part in parts if part)
 
     @property
@@ -96,8 +96,9 @@ Segment = str | SolutionRegion
 
 def has_solution(text: str) -> bool:
     """Whether a line of ``text`` (a cell's source) is a solution marker, paired or not."""
-    return any(line.strip().startswith((BEGIN_SOLUTION, END_SOLUTION))
-               for line in text.splitlines())
+    return any(
+        line.strip().startswith((BEGIN_SOLUTION, END_SOLUTION)) for line in text.splitlines()
+    )
 
 
 def split_regions(text: str, where: Where) -> list[Segment]:
@@ -117,12 +118,15 @@ def split_regions(text: str, where: Where) -> list[Segment]:
                 raise NotebookSourceError(
                     f"{where.at(number)}: a solution region starts inside another one "
                     f"(opened on line {begin_line}).",
-                    f"close the first region with '{END_SOLUTION}' before opening the next.")
+                    f"close the first region with '{END_SOLUTION}' before opening the next.",
+                )
             region, indent, begin_line = [], line[: len(line) - len(line.lstrip())], number
         elif marker.startswith(END_SOLUTION):
             if region is None:
-                raise NotebookSourceError(f"{where.at(number)}: '{END_SOLUTION}' without a BEGIN.",
-                                          f"add '{BEGIN_SOLUTION}' where the solution starts.")
+                raise NotebookSourceError(
+                    f"{where.at(number)}: '{END_SOLUTION}' without a BEGIN.",
+                    f"add '{BEGIN_SOLUTION}' where the solution starts.",
+                )
             out.append(SolutionRegion(indent, tuple(region), begin_line))
             region = None
         elif region is not None:
@@ -130,13 +134,14 @@ def split_regions(text: str, where: Where) -> list[Segment]:
         else:
             out.append(line)
     if region is not None:
-        raise NotebookSourceError(f"{where.at(begin_line)}: the solution region is never closed.",
-                                  f"add '{END_SOLUTION}' after the solution.")
+        raise NotebookSourceError(
+            f"{where.at(begin_line)}: the solution region is never closed.",
+            f"add '{END_SOLUTION}' after the solution.",
+        )
     return out
 
 
-def blank_regions(text: str, where: Where,
-                  replace: Callable[[SolutionRegion], list[str]]) -> str:
+def blank_regions(text: str, where: Where, replace: Callable[[SolutionRegion], list[str]]) -> str:
     """The cell's code with each region replaced by the lines ``replace(region)`` returns."""
     out: list[str] = []
     for segment in split_regions(text, where):
@@ -149,17 +154,21 @@ def answer_code(text: str, where: Where) -> str:
     return blank_regions(text, where, lambda region: region.answer_lines)
 
 
-def check_source_folder(folder: Path, sources: list[Path], *, option: str, what: str,
-                        default: Path) -> None:
+def check_source_folder(
+    folder: Path, sources: list[Path], *, option: str, what: str, default: Path
+) -> None:
     """The labs' and lessons' CLIs: a missing folder (``option`` names the flag), or one with
     no ``sources`` in it, is a :class:`WorkbookError`, never "up to date"."""
     if not folder.is_dir():
-        raise WorkbookError(f"{option} {folder} is not a folder.",
-                            f"check the path (the {what} are in {default}; leave {option} out "
-                            "to use it).")
+        raise WorkbookError(
+            f"{option} {folder} is not a folder.",
+            f"check the path (the {what} are in {default}; leave {option} out to use it).",
+        )
     if not sources:
-        raise WorkbookError(f"{option} {folder} holds no {what}.",
-                            f"give the folder of the {what}, {default.name}/.")
+        raise WorkbookError(
+            f"{option} {folder} holds no {what}.",
+            f"give the folder of the {what}, {default.name}/.",
+        )
 
 
 def report_stale(problems: list[str], *, what: str, command: str, folder: Path) -> int:
@@ -171,9 +180,10 @@ def report_stale(problems: list[str], *, what: str, command: str, folder: Path) 
         print(f"The {what} are out of date:", file=sys.stderr)
         for line in problems:
             print(f"  {line}", file=sys.stderr)
-        print(f"Fix: run `{command}` and commit {folder.name}/ (never edit those files by hand).",
-              file=sys.stderr)
+        print(
+            f"Fix: run `{command}` and commit {folder.name}/ (never edit those files by hand).",
+            file=sys.stderr,
+        )
         return 1
     print(f"{what} up to date ({folder})")
     return 0
-

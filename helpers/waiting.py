@@ -27,8 +27,10 @@ __all__ = ["DEFAULT_POLL_S", "Waited", "wait_for"]
 #: it waits for, rarely enough that a check asking the dashboard leaves a 2-core machine free.
 DEFAULT_POLL_S = 0.5
 
-_DEFAULT_FIX = ("the last value seen (below) says where it stopped; if it was still on its way "
-                "(the machine is busy), allow longer with a larger timeout_s.")
+_DEFAULT_FIX = (
+    "the last value seen (below) says where it stopped; if it was still on its way "
+    "(the machine is busy), allow longer with a larger timeout_s."
+)
 _MAX_SHOWN = 1500  # characters of a value in a message: a whole Serve status would drown it
 
 _T = TypeVar("_T")
@@ -90,8 +92,10 @@ def wait_for(
     behind the timeout.
     """
     if timeout_s < 0 or poll_s <= 0:
-        raise BadValueError(f"wait_for needs timeout_s >= 0 and poll_s > 0, not {timeout_s} "
-                            f"and {poll_s}.", "pass the seconds to wait and between two checks.")
+        raise BadValueError(
+            f"wait_for needs timeout_s >= 0 and poll_s > 0, not {timeout_s} and {poll_s}.",
+            "pass the seconds to wait and between two checks.",
+        )
     deadline = time.monotonic() + timeout_s
     last: Any = None
     error: BaseException | None = None
@@ -117,5 +121,6 @@ def wait_for(
             details += f"\nthen: {_shortened(repr(report()))}"
         except Exception as err:  # noqa: BLE001 - the timeout is the error to raise, not this
             details += f"\nthen: the report itself failed ({type(err).__name__}: {err})"
-    raise WorkbookTimeoutError(f"Waited {timeout_s:g} s for {what}; it did not happen.", fix,
-                               details=details) from error  # the last "not yet" error, if any
+    raise WorkbookTimeoutError(
+        f"Waited {timeout_s:g} s for {what}; it did not happen.", fix, details=details
+    ) from error  # the last "not yet" error, if any

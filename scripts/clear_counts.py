@@ -22,8 +22,11 @@ def clear_counts(path: Path) -> bool:
     nb = json.loads(path.read_text(encoding="utf-8"))
     changed = False
     for cell in nb.get("cells", []):
-        if cell.get("cell_type") == "code" and not cell.get("outputs") \
-                and cell.get("execution_count") is not None:
+        if (
+            cell.get("cell_type") == "code"
+            and not cell.get("outputs")
+            and cell.get("execution_count") is not None
+        ):
             cell["execution_count"] = None
             changed = True
     if changed:  # the layout nbformat and Jupyter write

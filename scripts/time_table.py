@@ -52,8 +52,10 @@ def slowest_blanks(path: Path, rows: int = 10) -> None:
     """The proof's blank-task checks that took longest (a check that waits out its whole
     timeout before it can fail is the first place to look)."""
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    blanks = sorted((r for r in records if r.get("step") == "blank" and "seconds" in r),
-                    key=lambda r: -r["seconds"])
+    blanks = sorted(
+        (r for r in records if r.get("step") == "blank" and "seconds" in r),
+        key=lambda r: -r["seconds"],
+    )
     total = sum(r["seconds"] for r in blanks)
     print(f"\n{path.name}: {len(blanks)} checks run on a blank task, {total:.0f} s in all")
     print(f"{'lesson, task':<60} {'seconds':>8}")

@@ -77,14 +77,18 @@ def isolated_workbook_scratch(workbook_scratch: Path) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def two_node_cluster(workbook_scratch: Path) -> Iterator["LocalCluster"]:
+def two_node_cluster(workbook_scratch: Path) -> Iterator[LocalCluster]:
     """A real 2-node local Ray cluster with logical GPUs, shared by the whole test run."""
     from helpers.cluster import start_local_cluster
 
     # The proxy (on the head) would send every request to a head replica when one has room;
     # the placement tests call over HTTP until the worker's replicas have answered too.
-    spec = dict(num_cpus=2, num_gpus=1, env={"RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"},
-                workers=[{"num_cpus": 1, "num_gpus": 1, "resources": {"node_b": 1}}])
+    spec = dict(
+        num_cpus=2,
+        num_gpus=1,
+        env={"RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"},
+        workers=[{"num_cpus": 1, "num_gpus": 1, "resources": {"node_b": 1}}],
+    )
     cluster = start_local_cluster(**spec)  # a worker that misses Ray's 30 s window is retried
     _SHARED_CLUSTERS.append(cluster)
     try:
@@ -94,7 +98,7 @@ def two_node_cluster(workbook_scratch: Path) -> Iterator["LocalCluster"]:
         cluster.stop()
 
 
-_SHARED_CLUSTERS: list["LocalCluster"] = []
+_SHARED_CLUSTERS: list[LocalCluster] = []
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -115,5 +119,7 @@ def _leave_the_shared_cluster_without_serve(request: pytest.FixtureRequest) -> I
     except WorkbookError:
         return  # not running: as it should be
     cluster.run_cli(["serve", "shutdown", "-y"])
-    pytest.fail(f"{request.module.__name__} left Serve running on the shared test cluster "
-                f"(HTTP on {host}:{port}); shut it down at the end of the file (serve.shutdown()).")
+    pytest.fail(
+        f"{request.module.__name__} left Serve running on the shared test cluster "
+        f"(HTTP on {host}:{port}); shut it down at the end of the file (serve.shutdown())."
+    )

@@ -8,11 +8,15 @@ import nbformat
 def notebook(*cells: tuple[str, str, list[str]]) -> nbformat.NotebookNode:
     """A Python 3 notebook of ``(kind, text, tags)`` cells ("md" or "code"), ids c0, c1, ..."""
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     for i, (kind, text, tags) in enumerate(cells):
-        cell = (nbformat.v4.new_markdown_cell(text) if kind == "md"
-                else nbformat.v4.new_code_cell(text))
+        cell = (
+            nbformat.v4.new_markdown_cell(text) if kind == "md" else nbformat.v4.new_code_cell(text)
+        )
         cell.id = f"c{i}"
         if tags:
             cell.metadata["tags"] = tags

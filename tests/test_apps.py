@@ -73,9 +73,10 @@ def serve_on_cluster(two_node_cluster: LocalCluster) -> Iterator[tuple[LocalClus
             two_node_cluster.disconnect()
 
 
-
 @pytest.fixture(scope="module")
-def classifier_and_gateway(serve_on_cluster: tuple[LocalCluster, str]) -> Iterator[tuple[LocalCluster, str]]:
+def classifier_and_gateway(
+    serve_on_cluster: tuple[LocalCluster, str],
+) -> Iterator[tuple[LocalCluster, str]]:
     """The classifier (2 replicas) and the gateway app, deployed together (their replicas
     start at the same time), deleted after the module's tests."""
     from ray import serve
@@ -84,11 +85,16 @@ def classifier_and_gateway(serve_on_cluster: tuple[LocalCluster, str]) -> Iterat
     from helpers.apps.gateway import app as gateway_app
 
     cluster, url = serve_on_cluster
-    serve.run_many([
-        serve.RunTarget(target=TextClassifier.options(num_replicas=2).bind("unit-model"),
-                        name="t_classifier", route_prefix="/t_classifier"),
-        serve.RunTarget(target=gateway_app, name="t_gateway", route_prefix="/t_gateway"),
-    ])
+    serve.run_many(
+        [
+            serve.RunTarget(
+                target=TextClassifier.options(num_replicas=2).bind("unit-model"),
+                name="t_classifier",
+                route_prefix="/t_classifier",
+            ),
+            serve.RunTarget(target=gateway_app, name="t_gateway", route_prefix="/t_gateway"),
+        ]
+    )
     try:
         yield cluster, url
     finally:
@@ -112,8 +118,9 @@ def test_classifier_over_handle_and_http(classifier_and_gateway: tuple[LocalClus
     emb = handle.embed.remote("great").result()
     assert emb["dim"] == len(emb["embedding"]) == 256
 
-    answers = send_requests(f"{url}/t_classifier", 32, concurrency=4,
-                            json={"text": "great price"}, progress=False)
+    answers = send_requests(
+        f"{url}/t_classifier", 32, concurrency=4, json={"text": "great price"}, progress=False
+    )
     assert answers["ok"].all()
     pids = running_pids(cluster, "t_classifier", "TextClassifier")
     assert len(pids) == 2 and set(answers["pid"]) <= set(pids)
@@ -122,8 +129,10 @@ def test_classifier_over_handle_and_http(classifier_and_gateway: tuple[LocalClus
     assert {r.result()["pid"] for r in responses} == set(pids)  # both replicas served
     assert answers["score"].nunique() == 1  # every replica computes the same score
     assert (answers["deployment"] == "TextClassifier").all() and answers["node"].notna().all()
-    assert requests.get(f"{url}/t_classifier", params={"text": "great"},
-                        timeout=30).json()["label"] == "positive"
+    assert (
+        requests.get(f"{url}/t_classifier", params={"text": "great"}, timeout=30).json()["label"]
+        == "positive"
+    )
     assert requests.post(f"{url}/t_classifier", json={"nope": 1}, timeout=30).status_code == 400
 
 
@@ -138,8 +147,9 @@ def test_gateway_routes(classifier_and_gateway: tuple[LocalCluster, str]) -> Non
     body = requests.post(f"{url}/t_gateway/classify", json={"text": "great"}, timeout=30).json()
     assert body["result"]["label"] == "positive"
     assert body["gateway"]["deployment"] == "Gateway" != body["result"]["deployment"]
-    assert requests.post(f"{url}/t_gateway/classify", json={"text": ""},
-                         timeout=30).status_code == 422
+    assert (
+        requests.post(f"{url}/t_gateway/classify", json={"text": ""}, timeout=30).status_code == 422
+    )
     slow = requests.get(f"{url}/t_gateway/slow", params={"seconds": 0.3}, timeout=30)
     assert slow.status_code == 200 and slow.json()["slept_s"] == 0.3
     after = requests.get(f"{url}/t_gateway/debug", timeout=30).json()
@@ -147,11 +157,22 @@ def test_gateway_routes(classifier_and_gateway: tuple[LocalCluster, str]) -> Non
 
 
 def _configurable_config(import_path: str, user_config: dict) -> dict:
-    return {"applications": [{
-        "name": "t_configurable", "route_prefix": "/t_configurable", "import_path": import_path,
-        "deployments": [{"name": "ConfigurableClassifier", "num_replicas": 1,
-                         "user_config": user_config}],
-    }]}
+    return {
+        "applications": [
+            {
+                "name": "t_configurable",
+                "route_prefix": "/t_configurable",
+                "import_path": import_path,
+                "deployments": [
+                    {
+                        "name": "ConfigurableClassifier",
+                        "num_replicas": 1,
+                        "user_config": user_config,
+                    }
+                ],
+            }
+        ]
+    }
 
 
 @pytest.mark.cluster
@@ -165,17 +186,26 @@ def test_configurable_reconfigures_in_place_and_is_replaced_when_sick(
 
     cluster, url = serve_on_cluster
     text = "the movie was okay"  # scores about 0.37
-    deploy_config(cluster, _configurable_config("helpers.apps.configurable:app", {"threshold": 0.5}))
+    deploy_config(
+        cluster, _configurable_config("helpers.apps.configurable:app", {"threshold": 0.5})
+    )
     try:
         wait_until_running("t_configurable", cluster=cluster, timeout_s=180)
         handle = serve.get_app_handle("t_configurable")
         before = handle.classify.remote(text).result()
         assert (before["label"], before["code_version"], before["reconfigure_count"]) == (
-            "negative", "v1", 1)
+            "negative",
+            "v1",
+            1,
+        )
 
-        deploy_config(cluster, _configurable_config(
-            "helpers.apps.configurable:app",
-            {"threshold": 0.3, "labels": ["no", "yes"], "config_version": 7}))
+        deploy_config(
+            cluster,
+            _configurable_config(
+                "helpers.apps.configurable:app",
+                {"threshold": 0.3, "labels": ["no", "yes"], "config_version": 7},
+            ),
+        )
         deadline = time.monotonic() + 60
         after = handle.classify.remote(text).result()
         while after["config_version"] != 7 and time.monotonic() < deadline:
@@ -187,21 +217,35 @@ def test_configurable_reconfigures_in_place_and_is_replaced_when_sick(
         over_http = requests.post(f"{url}/t_configurable", json={"text": text}, timeout=30).json()
         assert over_http["label"] == "yes" and over_http["threshold"] == 0.3
 
-        old = settled_pids(cluster, "t_configurable", "ConfigurableClassifier")  # not UPDATING any more
-        old_replicas = [r["replica_id"] for r in serve_details(cluster)["applications"]
-                        ["t_configurable"]["deployments"]["ConfigurableClassifier"]["replicas"]]
+        old = settled_pids(
+            cluster, "t_configurable", "ConfigurableClassifier"
+        )  # not UPDATING any more
+        old_replicas = [
+            r["replica_id"]
+            for r in serve_details(cluster)["applications"]["t_configurable"]["deployments"][
+                "ConfigurableClassifier"
+            ]["replicas"]
+        ]
         assert handle.make_unhealthy.remote().result()["pid"] in old
-        wait_until_replaced(cluster, "t_configurable", "ConfigurableClassifier", old,
-                            replicas=1, timeout_s=120)
+        wait_until_replaced(
+            cluster, "t_configurable", "ConfigurableClassifier", old, replicas=1, timeout_s=120
+        )
         # the controller's log is the record (a status poll can miss the short UNHEALTHY state)
-        stopped = [line for line in controller_log_lines(cluster, "failed health check", wait_s=30)
-                   if "stopping it" in line and any(r in line for r in old_replicas)]
+        stopped = [
+            line
+            for line in controller_log_lines(cluster, "failed health check", wait_s=30)
+            if "stopping it" in line and any(r in line for r in old_replicas)
+        ]
         assert stopped, old_replicas
         healed = handle.classify.remote(text).result()
         assert healed["pid"] not in old and healed["config_version"] == 7  # config re-applied
 
-        deploy_config(cluster, _configurable_config(
-            "helpers.apps.configurable:app_v2", {"threshold": 0.3, "config_version": 7}))
+        deploy_config(
+            cluster,
+            _configurable_config(
+                "helpers.apps.configurable:app_v2", {"threshold": 0.3, "config_version": 7}
+            ),
+        )
         deadline = time.monotonic() + 120
         v2 = handle.classify.remote(text).result()
         while v2["code_version"] != "v2" and time.monotonic() < deadline:
@@ -218,11 +262,14 @@ def test_request_loop_and_status_recorder(classifier_and_gateway: tuple[LocalClu
     from helpers.traffic import RequestLoop, failure_summary, send_requests
 
     cluster, url = classifier_and_gateway
-    burst = send_requests(f"{url}/t_classifier", 10, concurrency=2, json={"text": "great"},
-                          progress=False)
+    burst = send_requests(
+        f"{url}/t_classifier", 10, concurrency=2, json={"text": "great"}, progress=False
+    )
     assert len(burst) == 10 and burst["ok"].all() and 1 <= burst["pid"].nunique() <= 2
-    with StatusRecorder(cluster, app="t_classifier", period_s=0.2) as recorder, \
-            RequestLoop(f"{url}/t_classifier", json={"text": "great"}, concurrency=2) as loop:
+    with (
+        StatusRecorder(cluster, app="t_classifier", period_s=0.2) as recorder,
+        RequestLoop(f"{url}/t_classifier", json={"text": "great"}, concurrency=2) as loop,
+    ):
         recorder.mark("start")
         time.sleep(1.0)
         assert loop.wait_until_serving("label", "positive", last=5, timeout_s=30) >= 0
@@ -237,14 +284,17 @@ def test_request_loop_and_status_recorder(classifier_and_gateway: tuple[LocalClu
 
 
 @pytest.mark.cluster
-def test_serve_run_in_the_background(serve_on_cluster: tuple[LocalCluster, str],
-                                     tmp_path) -> None:
+def test_serve_run_in_the_background(serve_on_cluster: tuple[LocalCluster, str], tmp_path) -> None:
     from helpers.processes import registry_dir
     from helpers.serve_cli import ServeRun, ServeRunExited
 
     cluster, url = serve_on_cluster
-    run = ServeRun("helpers.apps.classifier:app", cluster, cwd=tmp_path,
-                   args=["--name", "t_cli", "--route-prefix", "/t_cli"])
+    run = ServeRun(
+        "helpers.apps.classifier:app",
+        cluster,
+        cwd=tmp_path,
+        args=["--name", "t_cli", "--route-prefix", "/t_cli"],
+    )
     with run:
         assert (registry_dir() / f"{run.id}.json").exists()  # leak checks can see it
         assert run.wait_until_running(["t_cli"], timeout_s=180) > 0

@@ -41,26 +41,52 @@ def test_fields_and_defaults_come_from_the_library() -> None:
     table = autoscaling_fields().set_index("field")
     assert list(table.index) == list(AutoscalingConfig.model_fields)
     defaults = AutoscalingConfig()
-    for name in ("min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s",
-                 "downscale_delay_s", "look_back_period_s", "downscale_to_zero_delay_s"):
+    for name in (
+        "min_replicas",
+        "max_replicas",
+        "target_ongoing_requests",
+        "upscale_delay_s",
+        "downscale_delay_s",
+        "look_back_period_s",
+        "downscale_to_zero_delay_s",
+    ):
         assert table.loc[name, "default"] == getattr(defaults, name)
     assert table.loc["aggregation_function", "default"] == "mean"
-    assert table.loc["smoothing_factor", "deprecated"] and not table.loc["min_replicas", "deprecated"]
+    assert (
+        table.loc["smoothing_factor", "deprecated"] and not table.loc["min_replicas", "deprecated"]
+    )
 
 
 def test_legacy_names_are_classified() -> None:
-    effects = legacy_names({"target_num_ongoing_requests_per_replica": 5, "smoothing_factor": 0.5,
-                            "min_replicas": -1}).set_index("old name")["effect in this Ray"]
+    effects = legacy_names(
+        {"target_num_ongoing_requests_per_replica": 5, "smoothing_factor": 0.5, "min_replicas": -1}
+    ).set_index("old name")["effect in this Ray"]
     assert effects["target_num_ongoing_requests_per_replica"] == "ignored silently"
     assert effects["smoothing_factor"] == "accepted (deprecated)"
     assert effects["min_replicas"].startswith("rejected")
 
 
 def _samples() -> pd.DataFrame:
-    rows = [{"t": 100.0 + t, "status": "HEALTHY", "trigger": None, "target": target, "running": running,
-             "starting": starting, "stopping": 0, "message": ""}
-            for t, target, running, starting in [(0, 1, 1, 0), (1, 3, 1, 2), (2, 3, 2, 1), (3, 3, 3, 0),
-                                                 (4, 1, 3, 0), (5, 1, 1, 0)]]
+    rows = [
+        {
+            "t": 100.0 + t,
+            "status": "HEALTHY",
+            "trigger": None,
+            "target": target,
+            "running": running,
+            "starting": starting,
+            "stopping": 0,
+            "message": "",
+        }
+        for t, target, running, starting in [
+            (0, 1, 1, 0),
+            (1, 3, 1, 2),
+            (2, 3, 2, 1),
+            (3, 3, 3, 0),
+            (4, 1, 3, 0),
+            (5, 1, 1, 0),
+        ]
+    ]
     return pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
 
 
@@ -72,10 +98,22 @@ def test_seconds_until() -> None:
 
 
 def test_plot_autoscaling_draws_three_panels() -> None:
-    df = pd.DataFrame({"i": [0, 1], "level": [5.0, 5.0], "t_sched": [100.1, 100.3],
-                       "t_start": [100.1, 100.3], "t_end": [100.4, 100.6], "latency_s": [0.3, 0.3],
-                       "ok": [True, True], "status": [200, 200], "error": ["", ""]})
-    load = LoadResult("http://x/", "open", 5.0, df, started_at=100.0, levels=[(100.0, 5.0), (103.0, 20.0)])
+    df = pd.DataFrame(
+        {
+            "i": [0, 1],
+            "level": [5.0, 5.0],
+            "t_sched": [100.1, 100.3],
+            "t_start": [100.1, 100.3],
+            "t_end": [100.4, 100.6],
+            "latency_s": [0.3, 0.3],
+            "ok": [True, True],
+            "status": [200, 200],
+            "error": ["", ""],
+        }
+    )
+    load = LoadResult(
+        "http://x/", "open", 5.0, df, started_at=100.0, levels=[(100.0, 5.0), (103.0, 20.0)]
+    )
     fig = plot_autoscaling(_samples(), load, title="t")
     assert len(fig.axes) == 3 and fig.axes[0].get_title() == "t"
     assert fig.axes[2].get_xlabel().startswith("time since")
@@ -99,12 +137,24 @@ def test_spare_replica_policy_with_serves_context() -> None:
 
     def ctx(in_flight: float, state: dict) -> AutoscalingContext:
         return AutoscalingContext(
-            deployment_id=DeploymentID("TimedWork", "timed"), deployment_name="TimedWork",
-            app_name="timed", current_num_replicas=1, target_num_replicas=1, running_replicas=[],
-            total_num_requests=in_flight, total_queued_requests=0.0, aggregated_metrics={},
-            raw_metrics={}, capacity_adjusted_min_replicas=1, capacity_adjusted_max_replicas=4,
-            policy_state=state, last_scale_up_time=None, last_scale_down_time=None,
-            current_time=0.0, config=AutoscalingConfig(min_replicas=1, max_replicas=4))
+            deployment_id=DeploymentID("TimedWork", "timed"),
+            deployment_name="TimedWork",
+            app_name="timed",
+            current_num_replicas=1,
+            target_num_replicas=1,
+            running_replicas=[],
+            total_num_requests=in_flight,
+            total_queued_requests=0.0,
+            aggregated_metrics={},
+            raw_metrics={},
+            capacity_adjusted_min_replicas=1,
+            capacity_adjusted_max_replicas=4,
+            policy_state=state,
+            last_scale_up_time=None,
+            last_scale_down_time=None,
+            current_time=0.0,
+            config=AutoscalingConfig(min_replicas=1, max_replicas=4),
+        )
 
     policy = SpareReplicaPolicy(target_per_replica=2, spare=1)
     desired, state = policy(ctx(1.0, {}))
@@ -152,8 +202,11 @@ def test_deep_scorer_is_deterministic_and_batch_independent() -> None:
 
 def test_grid_sweep_order_and_rows() -> None:
     seen = []
-    df = grid_sweep({"a": [1, 2], "b": ["x", "y", "z"]},
-                    lambda p: seen.append((p["a"], p["b"])) or {"m": p["a"] * 10}, progress=False)
+    df = grid_sweep(
+        {"a": [1, 2], "b": ["x", "y", "z"]},
+        lambda p: seen.append((p["a"], p["b"])) or {"m": p["a"] * 10},
+        progress=False,
+    )
     assert seen == [(1, "x"), (1, "y"), (1, "z"), (2, "x"), (2, "y"), (2, "z")]  # first key slowest
     assert list(df.columns) == ["a", "b", "m"] and list(df["m"]) == [10, 10, 10, 20, 20, 20]
     with pytest.raises(ValueError):
@@ -161,15 +214,25 @@ def test_grid_sweep_order_and_rows() -> None:
 
 
 def test_heatmaps_markdown_and_files(tmp_path) -> None:
-    sweep = pd.DataFrame([{"size": s, "wait": w, "c": c, "rps": s * c + w, "p50": w + 0.01}
-                          for s in (1, 8) for w in (0.0, 0.05) for c in (1, 32)])
+    sweep = pd.DataFrame(
+        [
+            {"size": s, "wait": w, "c": c, "rps": s * c + w, "p50": w + 0.01}
+            for s in (1, 8)
+            for w in (0.0, 0.05)
+            for c in (1, 32)
+        ]
+    )
     fig = plot_heatmaps(sweep, x="wait", y="size", panel="c", metrics={"rps": "req/s", "p50": "s"})
     assert len([ax for ax in fig.axes if ax.get_label() != "<colorbar>"]) == 4
     assert _png_shown(fig)[:4] == b"\x89PNG"
     table = markdown_table(pd.DataFrame({"a|b": [1.23456, 2], "c": ["x", "y"]}))
     assert table.splitlines()[0] == "| a|b | c |" and "1.235" in table
-    paths = write_evaluation(tmp_path / "out", summary={"speedup": 4.2, "rows": [1, 2]},
-                             figures={"heat": fig}, report_md="# Report\n\n![h](heat.png)")
+    paths = write_evaluation(
+        tmp_path / "out",
+        summary={"speedup": 4.2, "rows": [1, 2]},
+        figures={"heat": fig},
+        report_md="# Report\n\n![h](heat.png)",
+    )
     assert json.loads(paths["summary"].read_text()) == {"speedup": 4.2, "rows": [1, 2]}
     assert paths["heat"].read_bytes()[:4] == b"\x89PNG"
     assert paths["report"].read_text().startswith("# Report")

@@ -33,10 +33,18 @@ def run_cli(*argv: str, timeout_s: float = 60) -> subprocess.CompletedProcess[st
     """``python ARGV...`` from the repository root, with this checkout's helpers first.
 
     A hang is a failure (``subprocess.TimeoutExpired``), never a stuck test run."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    return subprocess.run([sys.executable, *argv], capture_output=True, text=True,
-                          timeout=timeout_s, cwd=REPO_ROOT, env=env)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    )
+    return subprocess.run(
+        [sys.executable, *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=REPO_ROOT,
+        env=env,
+    )
 
 
 def refused(run: subprocess.CompletedProcess[str], *phrases: str, code: int = 2) -> None:
@@ -57,18 +65,22 @@ def closed_url() -> str:
 # --- helpers.load ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv, phrase", [
-    (["--rate", "0", "-n", "3"], "--rate must be a number > 0"),
-    (["--rate", "-2", "-d", "1"], "--rate must be a number > 0"),
-    (["--timeout", "0", "-n", "1"], "--timeout must be a number > 0"),
-    (["--timeout", "nan", "-n", "1"], "--timeout must be a number > 0"),
-    (["-c", "0", "-n", "5"], "--concurrency must be an integer >= 1"),
-    (["-n", "0"], "--requests must be an integer >= 1"),
-    (["-d", "0"], "--duration must be a number > 0"),
-    (["--max-tokens", "0", "-p", "hi"], "--max-tokens must be an integer >= 1"),
-])
-def test_load_cli_refuses_bad_numbers_before_sending(argv: list[str], phrase: str,
-                                                     closed_url: str) -> None:
+@pytest.mark.parametrize(
+    "argv, phrase",
+    [
+        (["--rate", "0", "-n", "3"], "--rate must be a number > 0"),
+        (["--rate", "-2", "-d", "1"], "--rate must be a number > 0"),
+        (["--timeout", "0", "-n", "1"], "--timeout must be a number > 0"),
+        (["--timeout", "nan", "-n", "1"], "--timeout must be a number > 0"),
+        (["-c", "0", "-n", "5"], "--concurrency must be an integer >= 1"),
+        (["-n", "0"], "--requests must be an integer >= 1"),
+        (["-d", "0"], "--duration must be a number > 0"),
+        (["--max-tokens", "0", "-p", "hi"], "--max-tokens must be an integer >= 1"),
+    ],
+)
+def test_load_cli_refuses_bad_numbers_before_sending(
+    argv: list[str], phrase: str, closed_url: str
+) -> None:
     run = run_cli("-m", "helpers.load", *argv, "--url", closed_url, timeout_s=30)
     refused(run, phrase)
     assert run.stdout == ""  # no summary: nothing was sent
@@ -79,8 +91,10 @@ def test_load_cli_checks_the_csv_folder_before_the_run(tmp_path: Path, closed_ur
     run = run_cli("-m", "helpers.load", "-n", "2", "--csv", str(missing), "--url", closed_url)
     refused(run, "does not exist", "mkdir -p")
     assert run.stdout == ""
-    refused(run_cli("-m", "helpers.load", "-n", "2", "--csv", str(tmp_path), "--url", closed_url),
-            "is a folder")
+    refused(
+        run_cli("-m", "helpers.load", "-n", "2", "--csv", str(tmp_path), "--url", closed_url),
+        "is a folder",
+    )
     good = tmp_path / "rows.csv"
     ok = run_cli("-m", "helpers.load", "-n", "3", "--csv", str(good), "--url", closed_url)
     assert ok.returncode == 1 and "3 sent, 0 ok, 3 failed" in ok.stdout, ok.stderr
@@ -107,9 +121,17 @@ def _rows(n: int, seed: int = 1) -> list[dict]:
         t += rng.expovariate(200)
         latency = rng.lognormvariate(-3, 0.8)
         ok = rng.random() > 0.05
-        row = {"i": i, "level": 10.0, "t_sched": t - 0.001, "t_start": t, "t_end": t + latency,
-               "latency_s": latency, "ok": ok, "status": 200 if ok else 503,
-               "error": "" if ok else rng.choice(["HTTP 503: busy", "Timeout: no answer"])}
+        row = {
+            "i": i,
+            "level": 10.0,
+            "t_sched": t - 0.001,
+            "t_start": t,
+            "t_end": t + latency,
+            "latency_s": latency,
+            "ok": ok,
+            "status": 200 if ok else 503,
+            "error": "" if ok else rng.choice(["HTTP 503: busy", "Timeout: no answer"]),
+        }
         if ok:
             row["replica"] = f"r{rng.randrange(3)}"
         rows.append(row)
@@ -125,8 +147,18 @@ def test_running_summary_counts_exactly_and_percentiles_within_half_a_percent() 
         running.add(row)
     got, exact = running.summary(), summarize(_frame([dict(r) for r in rows]))
     assert got.keys() == exact.keys()
-    for key in ("requests", "ok", "failed", "error_kinds", "by_replica", "duration_s",
-                "throughput_rps", "latency_mean_s", "latency_max_s", "max_start_lag_s"):
+    for key in (
+        "requests",
+        "ok",
+        "failed",
+        "error_kinds",
+        "by_replica",
+        "duration_s",
+        "throughput_rps",
+        "latency_mean_s",
+        "latency_max_s",
+        "max_start_lag_s",
+    ):
         assert got[key] == pytest.approx(exact[key], abs=2e-4), key
     for key in ("latency_p50_s", "latency_p90_s", "latency_p99_s"):
         assert math.isclose(got[key], exact[key], rel_tol=0.006), (key, got[key], exact[key])
@@ -152,16 +184,21 @@ def test_a_long_run_keeps_a_bounded_sample_and_counts_every_request(closed_url: 
 # --- run profiles, parameters and the runner ------------------------------------------------
 
 
-@pytest.mark.parametrize("text, phrase", [
-    ("notebooks:\n  01_ray_cluster_setup: [1, 2]\n", "the entry must be a mapping, not a list"),
-    ("notebooks:\n  01_ray_cluster_setup:\n    timeout_s: abc\n", "timeout_s must be a number"),
-    ("notebooks:\n  01_ray_cluster_setup:\n    timeout_s: -5\n", "timeout_s must be a number"),
-    ("defaults:\n  timeout_s: 0\n", "defaults: timeout_s must be a number of seconds > 0"),
-    ("notebooks:\n  01_ray_cluster_setup:\n    parameters: [worker_nodes]\n",
-     "parameters must be a mapping"),
-    ("notebooks: [01_ray_cluster_setup]\n", "notebooks must be a mapping"),
-    ("defaults: 600\n", "defaults must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "text, phrase",
+    [
+        ("notebooks:\n  01_ray_cluster_setup: [1, 2]\n", "the entry must be a mapping, not a list"),
+        ("notebooks:\n  01_ray_cluster_setup:\n    timeout_s: abc\n", "timeout_s must be a number"),
+        ("notebooks:\n  01_ray_cluster_setup:\n    timeout_s: -5\n", "timeout_s must be a number"),
+        ("defaults:\n  timeout_s: 0\n", "defaults: timeout_s must be a number of seconds > 0"),
+        (
+            "notebooks:\n  01_ray_cluster_setup:\n    parameters: [worker_nodes]\n",
+            "parameters must be a mapping",
+        ),
+        ("notebooks: [01_ray_cluster_setup]\n", "notebooks must be a mapping"),
+        ("defaults: 600\n", "defaults must be a mapping"),
+    ],
+)
 def test_malformed_profiles_are_profile_errors(tmp_path: Path, text: str, phrase: str) -> None:
     from helpers.profiles import load_profile
 
@@ -172,15 +209,22 @@ def test_malformed_profiles_are_profile_errors(tmp_path: Path, text: str, phrase
     assert phrase in str(err.value) and "bad.yaml" in str(err.value)
 
 
-@pytest.mark.parametrize("stem, parameters, phrase", [
-    ("03b_updates_and_operations", {"load_concurrency": 0}, "must be more than 0"),
-    ("03a_five_ways_to_launch", {"ready_timeout_s": -5.0}, "must be a number >= 0"),
-    ("03b_updates_and_operations", {"phase_s": -1.0}, "must be a number >= 0"),
-    ("03b_updates_and_operations", {"replicas_after": 0}, "must be more than 0"),
-    ("04b_batching_and_mistakes", {"bench_concurrency": [1, 0]}, "must be more than 0"),
-    ("04a_llm_config_and_openai_api", {"gpu_memory_utilization": 1.5}, "a share between 0 and 1"),
-    ("02a_deployments_and_http", {"request_timeout_s": 0.0}, "must be more than 0"),
-])
+@pytest.mark.parametrize(
+    "stem, parameters, phrase",
+    [
+        ("03b_updates_and_operations", {"load_concurrency": 0}, "must be more than 0"),
+        ("03a_five_ways_to_launch", {"ready_timeout_s": -5.0}, "must be a number >= 0"),
+        ("03b_updates_and_operations", {"phase_s": -1.0}, "must be a number >= 0"),
+        ("03b_updates_and_operations", {"replicas_after": 0}, "must be more than 0"),
+        ("04b_batching_and_mistakes", {"bench_concurrency": [1, 0]}, "must be more than 0"),
+        (
+            "04a_llm_config_and_openai_api",
+            {"gpu_memory_utilization": 1.5},
+            "a share between 0 and 1",
+        ),
+        ("02a_deployments_and_http", {"request_timeout_s": 0.0}, "must be more than 0"),
+    ],
+)
 def test_parameters_out_of_range_are_refused(stem: str, parameters: dict, phrase: str) -> None:
     from helpers.profiles import check_parameters
 
@@ -192,17 +236,33 @@ def test_parameters_out_of_range_are_refused(stem: str, parameters: dict, phrase
 def test_parameters_in_range_and_the_shipped_profiles_still_pass() -> None:
     from helpers.profiles import check_parameters, load_profile
 
-    check_parameters(NOTEBOOKS_DIR / "03b_updates_and_operations.ipynb",
-                     {"load_concurrency": 1, "phase_s": 0.0, "head_num_cpus": 4})
-    sweep_grid = {"max_batch_size": [4, 32], "batch_wait_timeout_s": [0.0, 0.1], "concurrency": [1, 32]}
+    check_parameters(
+        NOTEBOOKS_DIR / "03b_updates_and_operations.ipynb",
+        {"load_concurrency": 1, "phase_s": 0.0, "head_num_cpus": 4},
+    )
+    sweep_grid = {
+        "max_batch_size": [4, 32],
+        "batch_wait_timeout_s": [0.0, 0.1],
+        "concurrency": [1, 32],
+    }
     check_parameters(NOTEBOOKS_DIR / "06_batching.ipynb", {"sweep_grid": sweep_grid})
     for name in ("ci", "full"):
         load_profile(name)
 
 
 def test_runner_refuses_an_out_of_range_parameter_before_running(tmp_path: Path) -> None:
-    run = run_cli("-m", "helpers.runner", "--profile", "ci", "03b", "-p", "load_concurrency=0",
-                  "--prepare-only", str(tmp_path), timeout_s=120)
+    run = run_cli(
+        "-m",
+        "helpers.runner",
+        "--profile",
+        "ci",
+        "03b",
+        "-p",
+        "load_concurrency=0",
+        "--prepare-only",
+        str(tmp_path),
+        timeout_s=120,
+    )
     refused(run, "'load_concurrency' must be more than 0")
     assert list(tmp_path.iterdir()) == []
 
@@ -212,8 +272,10 @@ def _tiny_notebook(folder: Path) -> Path:
     from notebook_builder import notebook
 
     path = folder / "99_tiny.ipynb"
-    nbformat.write(notebook(("code", "rounds: int = 1  # how many", ["parameters"]),
-                            ("code", "rounds", [])), path)
+    nbformat.write(
+        notebook(("code", "rounds: int = 1  # how many", ["parameters"]), ("code", "rounds", [])),
+        path,
+    )
     return path
 
 
@@ -223,8 +285,16 @@ def test_runner_refuses_to_write_over_notebook_sources(tmp_path: Path) -> None:
     source = _tiny_notebook(tmp_path)
     before = source.read_bytes()
     for flag in ("--build-dir", "--prepare-only"):
-        run = run_cli("-m", "helpers.runner", "--profile", "ci", str(source), flag,
-                      str(tmp_path), timeout_s=120)
+        run = run_cli(
+            "-m",
+            "helpers.runner",
+            "--profile",
+            "ci",
+            str(source),
+            flag,
+            str(tmp_path),
+            timeout_s=120,
+        )
         refused(run, f"{flag} {tmp_path} is a folder of notebook sources", "nothing was run")
         assert source.read_bytes() == before and sorted(tmp_path.iterdir()) == [source]
     for folder in (NOTEBOOKS_DIR, REPO_ROOT / "labs" / "source", REPO_ROOT / "labs" / "student"):
@@ -234,8 +304,9 @@ def test_runner_refuses_to_write_over_notebook_sources(tmp_path: Path) -> None:
 
 
 def test_runner_build_dir_notebooks_is_refused_from_the_repository_root() -> None:
-    run = run_cli("-m", "helpers.runner", "--profile", "ci", "00", "--build-dir", "notebooks",
-                  timeout_s=120)
+    run = run_cli(
+        "-m", "helpers.runner", "--profile", "ci", "00", "--build-dir", "notebooks", timeout_s=120
+    )
     refused(run, "--build-dir notebooks is a folder of notebook sources")
 
 
@@ -247,8 +318,10 @@ def test_labs_generate_check_with_a_missing_source_dir_is_an_error(tmp_path: Pat
     run = run_cli("-m", "helpers.labs", "generate", "--check", "--source-dir", str(typo))
     refused(run, f"--source-dir {typo} is not a folder")
     assert "up to date" not in run.stdout
-    refused(run_cli("-m", "helpers.labs", "generate", "--check", "--source-dir", str(tmp_path)),
-            "holds no lab source")
+    refused(
+        run_cli("-m", "helpers.labs", "generate", "--check", "--source-dir", str(tmp_path)),
+        "holds no lab source",
+    )
     refused(run_cli("-m", "helpers.labs", "list", "--source-dir", str(typo)), "is not a folder")
 
 
@@ -257,8 +330,10 @@ def test_lessons_generate_check_with_a_missing_lessons_dir_is_an_error(tmp_path:
     run = run_cli("-m", "helpers.lessons", "generate", "--check", "--lessons-dir", str(typo))
     refused(run, f"--lessons-dir {typo} is not a folder")
     assert "up to date" not in run.stdout
-    refused(run_cli("-m", "helpers.lessons", "generate", "--check", "--lessons-dir",
-                    str(tmp_path)), "holds no lesson")
+    refused(
+        run_cli("-m", "helpers.lessons", "generate", "--check", "--lessons-dir", str(tmp_path)),
+        "holds no lesson",
+    )
     refused(run_cli("-m", "helpers.lessons", "list", "--lessons-dir", str(typo)), "is not a folder")
 
 
@@ -271,8 +346,7 @@ def test_streaming_config_cli_folders_encodings_and_unwritable_paths(tmp_path: P
     refused(run_cli(*cli, "validate", str(latin)), "not UTF-8 text", code=1)
     a_file = tmp_path / "plain.txt"
     a_file.write_text("not a folder")
-    refused(run_cli(*cli, "create-default", str(a_file / "config.json")), "Could not write",
-            code=1)
+    refused(run_cli(*cli, "create-default", str(a_file / "config.json")), "Could not write", code=1)
     refused(run_cli(*cli, "create-default", str(tmp_path), "--force"), "is a folder", code=1)
     good = tmp_path / "config.json"
     assert run_cli(*cli, "create-default", str(good)).returncode == 0
@@ -283,25 +357,41 @@ def test_streaming_config_cli_folders_encodings_and_unwritable_paths(tmp_path: P
 def test_streaming_config_cli_read_only_folder(tmp_path: Path) -> None:
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    refused(run_cli("-m", "helpers.streaming.config", "create-default",
-                    str(locked / "config.json")), "Could not write", code=1)
+    refused(
+        run_cli("-m", "helpers.streaming.config", "create-default", str(locked / "config.json")),
+        "Could not write",
+        code=1,
+    )
 
 
 def test_tiny_llm_build_with_zero_steps_is_refused_before_building(tmp_path: Path) -> None:
     started = time.monotonic()
-    run = run_cli("-m", "helpers.tiny_llm", "build", "--steps", "0", "--cache-dir", str(tmp_path),
-                  timeout_s=120)
+    run = run_cli(
+        "-m",
+        "helpers.tiny_llm",
+        "build",
+        "--steps",
+        "0",
+        "--cache-dir",
+        str(tmp_path),
+        timeout_s=120,
+    )
     refused(run, "at least one training step", "--steps N")
     assert list(tmp_path.iterdir()) == [] and time.monotonic() - started < 60
 
 
-@pytest.mark.parametrize("argv, phrase", [
-    (["--rounds", "0"], "--rounds must be >= 1"),
-    (["--concurrency", "0"], "--concurrency must be >= 1"),
-    (["--seconds", "0"], "--seconds must be > 0"),
-    (["--tolerance", "1.5"], "--tolerance must be a share"),
-])
-def test_benchmark_refuses_bad_options_before_starting_a_server(argv: list[str], phrase: str) -> None:
+@pytest.mark.parametrize(
+    "argv, phrase",
+    [
+        (["--rounds", "0"], "--rounds must be >= 1"),
+        (["--concurrency", "0"], "--concurrency must be >= 1"),
+        (["--seconds", "0"], "--seconds must be > 0"),
+        (["--tolerance", "1.5"], "--tolerance must be a share"),
+    ],
+)
+def test_benchmark_refuses_bad_options_before_starting_a_server(
+    argv: list[str], phrase: str
+) -> None:
     refused(run_cli("benchmarks/load_vs_locust.py", *argv, timeout_s=60), phrase)
 
 
@@ -343,8 +433,9 @@ def hung_dashboard() -> Iterator[str]:
 
 
 @pytest.mark.timeout(90)
-def test_a_hung_dashboard_is_a_clear_timeout_not_a_hang(hung_dashboard: str,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_hung_dashboard_is_a_clear_timeout_not_a_hang(
+    hung_dashboard: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from helpers.cluster import ExistingCluster
     from helpers.serve_cli import deploy_config
     from helpers.serve_status import serve_details, wait_until_running
@@ -362,8 +453,11 @@ def test_a_hung_dashboard_is_a_clear_timeout_not_a_hang(hung_dashboard: str,
     with pytest.raises(DashboardTimeoutError, match="did not answer within 1 s"):
         wait_until_running("default", cluster=cluster, timeout_s=300)
     assert time.monotonic() - started < 15
-    config = {"applications": [{"name": "a", "route_prefix": "/a",
-                                "import_path": "helpers.apps.classifier:app"}]}
+    config = {
+        "applications": [
+            {"name": "a", "route_prefix": "/a", "import_path": "helpers.apps.classifier:app"}
+        ]
+    }
     with pytest.raises(DashboardTimeoutError, match="PUT /api/serve/applications/"):
         deploy_config(cluster, config)
 
@@ -392,7 +486,9 @@ def test_helpers_raise_the_workbooks_errors_that_old_callers_still_catch(closed_
         held.bind(("127.0.0.1", 0))
         held.listen()
         port = held.getsockname()[1]
-        with pytest.raises(RuntimeError, match=f"No free port found in \\[{port}, {port + 1}\\)") as none:
+        with pytest.raises(
+            RuntimeError, match=f"No free port found in \\[{port}, {port + 1}\\)"
+        ) as none:
             free_port(port, port + 1)
     assert isinstance(none.value, NoFreePortError) and "ss -ltnp" in none.value.fix
 
@@ -410,7 +506,9 @@ def test_helpers_raise_the_workbooks_errors_that_old_callers_still_catch(closed_
     try:
         with pytest.raises(RuntimeError, match="LoadGenerator was already started") as again:
             gen.start(duration_s=0.3)
-        assert isinstance(again.value, AlreadyStartedError) and "new LoadGenerator" in again.value.fix
+        assert (
+            isinstance(again.value, AlreadyStartedError) and "new LoadGenerator" in again.value.fix
+        )
     finally:
         gen.stop()
 
@@ -421,5 +519,7 @@ def test_one_closest_spelling_behind_every_did_you_mean() -> None:
 
     assert closest("max_batch_sise", ["port", "max_batch_size"]) == "max_batch_size"
     assert closest("zzz", ["port", "host"]) is None
-    assert closest("05_autoscale", {"05_autoscaling": 1, "06_batching": 2}, cutoff=0.5) == \
-        "05_autoscaling"
+    assert (
+        closest("05_autoscale", {"05_autoscaling": 1, "06_batching": 2}, cutoff=0.5)
+        == "05_autoscaling"
+    )

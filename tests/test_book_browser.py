@@ -39,32 +39,63 @@ def planted() -> dict[str, str]:
     port = free_port()
     while port in (3000, 6379, 8000, 8080, 8265, 8888, 9090, 10001):
         port = free_port()
-    return {"ray_token": secrets.token_hex(32), "lab_token": secrets.token_hex(12),
-            "port": str(port), "scratch": f"rsw00{secrets.token_hex(4)}",
-            "home": str(Path.home())}
+    return {
+        "ray_token": secrets.token_hex(32),
+        "lab_token": secrets.token_hex(12),
+        "port": str(port),
+        "scratch": f"rsw00{secrets.token_hex(4)}",
+        "home": str(Path.home()),
+    }
 
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory: pytest.TempPathFactory, planted: dict[str, str]) -> Path:
     """Lesson 00 run by the runner (CI profile), with a leaking cell planted in its output."""
     run_dir = tmp_path_factory.mktemp("book") / "runs" / "ci"
-    result = subprocess.run([sys.executable, "-m", "helpers.runner", "--profile", "ci",
-                             "--build-dir", str(run_dir), "00"], cwd=REPO_ROOT, check=False,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "helpers.runner",
+            "--profile",
+            "ci",
+            "--build-dir",
+            str(run_dir),
+            "00",
+        ],
+        cwd=REPO_ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     executed = run_dir / "00_environment_check.ipynb"
     nb = json.loads(executed.read_text())
     p = planted
-    leak = (f"RAY_AUTH_TOKEN={p['ray_token']}\n"
-            f"{p['home']}/.ray/auth_token holds {p['ray_token']}\n"
-            f"JupyterLab: http://127.0.0.1:{p['port']}/lab?token={p['lab_token']}\n"
-            f"cluster folder: /tmp/{p['scratch']}/cluster/auth_token\n")
-    nb["cells"].append({
-        "cell_type": "code", "execution_count": 99, "id": "planted-leak", "metadata": {},
-        "source": "print(leaky_settings())\ndisplay(HTML(leaky_settings()))",
-        "outputs": [{"output_type": "stream", "name": "stdout", "text": leak},
-                    {"output_type": "display_data", "metadata": {},
-                     "data": {"text/plain": leak, "text/html": f"<pre>{leak}</pre>"}}]})
+    leak = (
+        f"RAY_AUTH_TOKEN={p['ray_token']}\n"
+        f"{p['home']}/.ray/auth_token holds {p['ray_token']}\n"
+        f"JupyterLab: http://127.0.0.1:{p['port']}/lab?token={p['lab_token']}\n"
+        f"cluster folder: /tmp/{p['scratch']}/cluster/auth_token\n"
+    )
+    nb["cells"].append(
+        {
+            "cell_type": "code",
+            "execution_count": 99,
+            "id": "planted-leak",
+            "metadata": {},
+            "source": "print(leaky_settings())\ndisplay(HTML(leaky_settings()))",
+            "outputs": [
+                {"output_type": "stream", "name": "stdout", "text": leak},
+                {
+                    "output_type": "display_data",
+                    "metadata": {},
+                    "data": {"text/plain": leak, "text/html": f"<pre>{leak}</pre>"},
+                },
+            ],
+        }
+    )
     executed.write_text(json.dumps(nb))
     return run_dir
 
@@ -76,8 +107,7 @@ def site(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
 
     root = tmp_path_factory.mktemp("site")
     started = time.monotonic()
-    code = main(["--run", str(small_run), "--src", str(root / "src"), "--out",
-                 str(root / "book")])
+    code = main(["--run", str(small_run), "--src", str(root / "src"), "--out", str(root / "book")])
     assert code == 0
     return {"dir": root / "book", "seconds": time.monotonic() - started}
 
@@ -94,8 +124,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def test_no_planted_secret_reaches_the_site(site: dict[str, object],
-                                            planted: dict[str, str]) -> None:
+def test_no_planted_secret_reaches_the_site(
+    site: dict[str, object], planted: dict[str, str]
+) -> None:
     site_dir = site["dir"]
     assert isinstance(site_dir, Path)
     p = planted
@@ -116,30 +147,45 @@ def test_no_planted_secret_reaches_the_site(site: dict[str, object],
 
 
 def test_every_page_opens_in_chromium_with_its_images_links_and_no_traceback(
-        served: str, site: dict[str, object], planted: dict[str, str]) -> None:
+    served: str, site: dict[str, object], planted: dict[str, str]
+) -> None:
     site_dir = site["dir"]
     assert isinstance(site_dir, Path)
     started = time.monotonic()
-    report = check_site(site_dir, served, forbidden=(planted["ray_token"], planted["lab_token"]),
-                        shots={"index.html": SCREENSHOTS / "book_landing.png",
-                               "lessons/00_environment_check.html":
-                                   SCREENSHOTS / "book_lesson_00.png"})
+    report = check_site(
+        site_dir,
+        served,
+        forbidden=(planted["ray_token"], planted["lab_token"]),
+        shots={
+            "index.html": SCREENSHOTS / "book_landing.png",
+            "lessons/00_environment_check.html": SCREENSHOTS / "book_lesson_00.png",
+        },
+    )
     pages = report["pages"]
     assert "index.html" in pages and "lessons/00_environment_check.html" in pages
-    assert any(p.startswith("labs/lab") for p in pages) and any(p.startswith("runs/") for p in pages)
+    assert any(p.startswith("labs/lab") for p in pages) and any(
+        p.startswith("runs/") for p in pages
+    )
     assert not report["problems"], "\n".join(report["problems"][:40])
     texts = report["texts"]
     assert "Course map" in texts["index.html"] and "00 · Environment check" in texts["index.html"]
     assert "Executed by make run" in texts["lessons/00_environment_check.html"]
     assert (SCREENSHOTS / "book_landing.png").stat().st_size > 20_000
     assert (SCREENSHOTS / "book_lesson_00.png").stat().st_size > 20_000
-    print(f"{len(pages)} pages and {report['links']} internal links checked in "
-          f"{time.monotonic() - started:.0f} s; the book built in {site['seconds']:.0f} s; "
-          f"requests to other hosts blocked: {sorted(report['external'])[:5]}")
+    print(
+        f"{len(pages)} pages and {report['links']} internal links checked in "
+        f"{time.monotonic() - started:.0f} s; the book built in {site['seconds']:.0f} s; "
+        f"requests to other hosts blocked: {sorted(report['external'])[:5]}"
+    )
 
 
-def check_site(site_dir: Path, base_url: str, *, forbidden: tuple[str, ...] = (),
-               shots: dict[str, Path] | None = None) -> dict[str, Any]:
+def check_site(
+    site_dir: Path,
+    base_url: str,
+    *,
+    forbidden: tuple[str, ...] = (),
+    shots: dict[str, Path] | None = None,
+) -> dict[str, Any]:
     """Open every page of the site served at ``base_url`` in headless Chromium; return the
     problems found (an image that did not load, a traceback in an output, a ``forbidden``
     string shown, an internal link to nothing), the pages, their texts and what was blocked.
@@ -152,6 +198,7 @@ def check_site(site_dir: Path, base_url: str, *, forbidden: tuple[str, ...] = ()
     links: dict[str, set[str]] = {}
     texts: dict[str, str] = {}
     with open_browser(width=1280, height=900) as context:
+
         def only_local(route: Any) -> Any:  # the site works offline: nothing from elsewhere
             url = route.request.url
             if url.startswith((base_url, "data:")):
@@ -169,8 +216,9 @@ def check_site(site_dir: Path, base_url: str, *, forbidden: tuple[str, ...] = ()
             state = page.evaluate(_PAGE_STATE)
             problems += [f"{name}: image did not load: {src}" for src in state["broken"]]
             problems += [f"{name}: a traceback in an output: {tb}" for tb in state["tracebacks"]]
-            problems += [f"{name}: shows a planted secret" for secret in forbidden
-                         if secret in state["text"]]
+            problems += [
+                f"{name}: shows a planted secret" for secret in forbidden if secret in state["text"]
+            ]
             texts[name] = state["text"]
             for link in state["links"]:
                 if link.startswith(base_url):
@@ -185,8 +233,13 @@ def check_site(site_dir: Path, base_url: str, *, forbidden: tuple[str, ...] = ()
             path = path / "index.html"
         if not path.is_file():
             problems.append(f"broken internal link {target} on {sorted(sources)[:3]}")
-    return {"pages": pages, "problems": problems, "texts": texts, "links": len(links),
-            "external": external}
+    return {
+        "pages": pages,
+        "problems": problems,
+        "texts": texts,
+        "links": len(links),
+        "external": external,
+    }
 
 
 # What a page shows: images that did not load, links, and outputs that hold a traceback (a

@@ -95,7 +95,8 @@ def test_connect_then_remote_task(connected: LocalCluster) -> None:
 
 
 def test_a_scratch_folder_too_deep_for_rays_sockets_is_refused_before_starting(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from helpers.errors import ClusterStartError
 
     deep = tmp_path / ("x" * 40)  # pytest's own tmp_path is already long
@@ -205,7 +206,8 @@ def test_context_manager_stops_on_error_and_stop_is_idempotent(
 
 
 def test_an_interrupted_stop_is_finished_by_the_next(
-        isolated_workbook_scratch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    isolated_workbook_scratch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A second Ctrl-C while a cluster stops (or a kernel shutting down) cuts the stop short;
     calling stop() again must finish it, not return at once as if all were done."""
     import helpers.cluster as cluster_module
@@ -228,7 +230,8 @@ def test_an_interrupted_stop_is_finished_by_the_next(
 
 
 def test_two_clusters_on_one_machine_list_only_their_own_metrics_targets(
-        two_node_cluster: LocalCluster) -> None:
+    two_node_cluster: LocalCluster,
+) -> None:
     """Each cluster's Prometheus targets (the dashboard's service discovery) are its own
     processes: the dashboard's and the autoscaler monitor's metrics ports are per cluster, not
     Ray's fixed 44227 and 44217, which only the first cluster on a machine can bind (a second

@@ -96,8 +96,13 @@ def test_a_wait_that_times_out_says_what_it_saw() -> None:
     from helpers.faults import wait_for
 
     with pytest.raises(WorkbookError) as caught:
-        wait_for(lambda: False, timeout_s=0.3, poll_s=0.05, what="the fix",
-                 report=lambda: {"leak": "DEPLOYING", "http": 503})
+        wait_for(
+            lambda: False,
+            timeout_s=0.3,
+            poll_s=0.05,
+            what="the fix",
+            report=lambda: {"leak": "DEPLOYING", "http": 503},
+        )
     assert caught.value.problem == "Waited 0.3 s for the fix; it did not happen."
     assert isinstance(caught.value, TimeoutError)
     assert "last seen: False" in caught.value.details
@@ -122,8 +127,9 @@ def test_request_with_retries(flaky_url: str) -> None:
     bad = request_with_retries(session, f"{flaky_url}/bad", retries=3, backoff_s=0.05)
     assert not bad["ok"] and bad["attempts"] == 1 and bad["status"] == 400
 
-    nowhere = request_with_retries(session, f"http://127.0.0.1:{free_port()}/", retries=2,
-                                   backoff_s=0.05, timeout_s=2)
+    nowhere = request_with_retries(
+        session, f"http://127.0.0.1:{free_port()}/", retries=2, backoff_s=0.05, timeout_s=2
+    )
     assert not nowhere["ok"] and nowhere["attempts"] == 3 and nowhere["status"] is None
     assert nowhere["error"].startswith("ConnectionError") and nowhere["first_error"]
 
@@ -139,8 +145,9 @@ def test_request_loop_with_and_without_retries(flaky_url: str) -> None:
     assert lost["attempts"] == lost["sent"] and lost["ok_after_retry"] == 0
 
     _Flaky.seen = {}
-    with RequestLoop(f"{flaky_url}/alternate", concurrency=1, retries=2,
-                     retry_backoff_s=0.01) as careful:
+    with RequestLoop(
+        f"{flaky_url}/alternate", concurrency=1, retries=2, retry_backoff_s=0.01
+    ) as careful:
         time.sleep(0.5)
     kept = failure_summary(careful.results())
     assert kept["sent"] >= 4 and kept["failed"] == 0
@@ -155,8 +162,9 @@ def test_request_loop_with_a_client_of_your_own(flaky_url: str) -> None:
     given the thread's session, the URL, the JSON body and the timeout."""
     calls: list[tuple[str, object, float]] = []
 
-    def send_twice(session: requests.Session, url: str, *, json: object = None,
-                   timeout_s: float = 10.0) -> dict:
+    def send_twice(
+        session: requests.Session, url: str, *, json: object = None, timeout_s: float = 10.0
+    ) -> dict:
         calls.append((url, json, timeout_s))
         first = request_with_retries(session, url, timeout_s=timeout_s)
         if first["ok"]:
@@ -164,8 +172,9 @@ def test_request_loop_with_a_client_of_your_own(flaky_url: str) -> None:
         second = request_with_retries(session, url, timeout_s=timeout_s)
         return {**second, "attempts": 2, "first_error": first["error"]}
 
-    with RequestLoop(f"{flaky_url}/alternate", concurrency=1, timeout_s=3.0,
-                     send=send_twice) as mine:
+    with RequestLoop(
+        f"{flaky_url}/alternate", concurrency=1, timeout_s=3.0, send=send_twice
+    ) as mine:
         time.sleep(0.5)
     kept = failure_summary(mine.results())
     assert kept["sent"] == len(calls) >= 3 and kept["failed"] == 0
@@ -176,8 +185,13 @@ def test_request_loop_with_a_client_of_your_own(flaky_url: str) -> None:
 def test_failure_summary_without_attempts_is_unchanged(flaky_url: str) -> None:
     burst = send_requests(f"{flaky_url}/fail/1/503", 3, concurrency=1, progress=False)
     assert "attempts" not in burst.columns
-    assert set(failure_summary(burst)) == {"sent", "ok", "failed", "failure_window_s",
-                                           "error_kinds"}
+    assert set(failure_summary(burst)) == {
+        "sent",
+        "ok",
+        "failed",
+        "failure_window_s",
+        "error_kinds",
+    }
     assert failure_summary(burst)["failed"] == 1
 
 
@@ -226,12 +240,15 @@ def test_replica_killed_mid_loop(slow_app: tuple[LocalCluster, str]) -> None:
 
     cluster, url = slow_app
     body = {"text": "great service", "work_s": WORK_S}
-    with RequestLoop(url, json=body, concurrency=2) as plain, \
-            RequestLoop(url, json=body, concurrency=2, retries=4, retry_backoff_s=0.2) as careful:
+    with (
+        RequestLoop(url, json=body, concurrency=2) as plain,
+        RequestLoop(url, json=body, concurrency=2, retries=4, retry_backoff_s=0.2) as careful,
+    ):
         time.sleep(1.5)
         fault = kill_replica(cluster, APP, DEPLOYMENT, busy=True)
-        recovered_s = wait_until_replaced(cluster, APP, DEPLOYMENT, [fault.pid], replicas=2,
-                                          timeout_s=60)
+        recovered_s = wait_until_replaced(
+            cluster, APP, DEPLOYMENT, [fault.pid], replicas=2, timeout_s=60
+        )
         time.sleep(1.0)
     lost, kept = failure_summary(plain.results()), failure_summary(careful.results())
 
@@ -269,7 +286,9 @@ def test_controller_killed_under_load(slow_app: tuple[LocalCluster, str]) -> Non
     assert summary["failed"] == 0 and summary["sent"] >= 4, summary  # data plane unaffected
     # no replica restarted (RECOVERING is not RUNNING)
     assert settled_pids(cluster, APP, DEPLOYMENT) == before
-    assert {a["actor_id"] for a in serve_actors(cluster, class_prefix="ProxyActor")} == proxies_before
+    assert {
+        a["actor_id"] for a in serve_actors(cluster, class_prefix="ProxyActor")
+    } == proxies_before
 
 
 def test_shared_serve_actors_are_never_killed_on_a_cluster_not_started_here() -> None:
@@ -297,9 +316,11 @@ def test_kill_raylet_refuses_what_it_must_not_kill(two_node_cluster: LocalCluste
     assert is_alive(pid) and pid != worker.pid
     with pytest.raises(WorkbookError, match="head"):
         kill_raylet(two_node_cluster, "head")
-    borrowed = connect_to_cluster(two_node_cluster.address,
-                                  dashboard_url=two_node_cluster.dashboard_url,
-                                  token_path=two_node_cluster.token_path)
+    borrowed = connect_to_cluster(
+        two_node_cluster.address,
+        dashboard_url=two_node_cluster.dashboard_url,
+        token_path=two_node_cluster.token_path,
+    )
     with pytest.raises(WorkbookError, match="started"):
         kill_raylet(borrowed, worker.name)
     with pytest.raises(WorkbookError, match="No node named"):

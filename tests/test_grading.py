@@ -48,13 +48,32 @@ def _copy(folder: Path, student: str, name: str = LAB01) -> Path:
 
 def _result(lab: str, check: str, passed: bool, **extra: object) -> dict:
     info = next(c for c in checks_for(lab) if c.name == check)
-    return {"lab": lab, "check": check, "task": info.task, "hidden": info.hidden,
-            "passed": passed, "feedback": "", "student": "x", "seconds": 0.1, **extra}
+    return {
+        "lab": lab,
+        "check": check,
+        "task": info.task,
+        "hidden": info.hidden,
+        "passed": passed,
+        "feedback": "",
+        "student": "x",
+        "seconds": 0.1,
+        **extra,
+    }
 
 
 def test_folder_names_never_share_an_output_folder_or_an_application_name() -> None:
-    names = ["alice", "Alice", "ALICE", "___", "...", "Ana María", "ana-mar-a",
-             "a" * 40, "a" * 40 + "b", "bob"]
+    names = [
+        "alice",
+        "Alice",
+        "ALICE",
+        "___",
+        "...",
+        "Ana María",
+        "ana-mar-a",
+        "a" * 40,
+        "a" * 40 + "b",
+        "bob",
+    ]
     ids = [grading_id(n) for n in names]
     assert len(set(ids)) == len(names), dict(zip(names, ids))
     assert grading_id("alice") == "alice" and grading_id("bob") == "bob"  # clean ids are kept
@@ -82,7 +101,10 @@ def test_one_bad_notebook_is_reported_and_the_others_are_graded(tmp_path: Path) 
     assert by_student["good"].problem == "" and by_student["good"].notes == ()
     assert "not a readable notebook" in by_student["corrupt"].problem
     assert "not a readable notebook" in by_student["truncated"].problem
-    assert by_student["nolab"].lab == "lab99" and "no lab lab99 in this course" in by_student["nolab"].problem
+    assert (
+        by_student["nolab"].lab == "lab99"
+        and "no lab lab99 in this course" in by_student["nolab"].problem
+    )
     assert by_student["edited"].lab == "lab01" and by_student["edited"].problem == ""
     assert "names lab 'lab07'; graded as lab01" in by_student["edited"].notes[0]
 
@@ -125,8 +147,12 @@ def test_results_lines_that_are_not_a_checks_result_are_left_out(tmp_path: Path)
 def test_a_rerun_of_one_lab_merges_into_the_reports(tmp_path: Path) -> None:
     out = tmp_path / "grades"
     lab01 = [c.name for c in checks_for("lab01")]
-    first = [LabGrade(s, "lab01", "graded", results=[CheckResult(**_result("lab01", n, True))
-                                                     for n in lab01]) for s in ("alice", "Alice")]
+    first = [
+        LabGrade(
+            s, "lab01", "graded", results=[CheckResult(**_result("lab01", n, True)) for n in lab01]
+        )
+        for s in ("alice", "Alice")
+    ]
     first.append(LabGrade("alice", "lab02", "graded"))
     for g in first:
         _save(g, out)
@@ -152,15 +178,28 @@ def test_hints_are_counted_per_task_reported_and_never_change_a_score(tmp_path: 
     outputs = []
     for task in (1, 1, 2, 1, 1):  # task 1 four times: its three tiers, then the last again
         plain, markdown, record = next_hint("lab01", task, used, "ada")
-        outputs.append(nbformat.v4.new_output("display_data", data={"text/plain": plain,
-                                                                     "text/markdown": markdown},
-                                              metadata=record))
+        outputs.append(
+            nbformat.v4.new_output(
+                "display_data",
+                data={"text/plain": plain, "text/markdown": markdown},
+                metadata=record,
+            )
+        )
     assert used == {1: 3, 2: 1}
     assert "hint 3 of 3" in outputs[3]["data"]["text/plain"]
-    forged = [{"lab": "lab02", "task": 1, "tier": 1}, {"lab": "lab01", "task": 9, "tier": 1},
-              {"lab": "lab01", "task": 3, "tier": 99}, {"tier": "many"}, "three"]
-    outputs += [nbformat.v4.new_output("display_data", data={"text/plain": "hint"},
-                                       metadata={HINT_METADATA: f}) for f in forged]
+    forged = [
+        {"lab": "lab02", "task": 1, "tier": 1},
+        {"lab": "lab01", "task": 9, "tier": 1},
+        {"lab": "lab01", "task": 3, "tier": 99},
+        {"tier": "many"},
+        "three",
+    ]
+    outputs += [
+        nbformat.v4.new_output(
+            "display_data", data={"text/plain": "hint"}, metadata={HINT_METADATA: f}
+        )
+        for f in forged
+    ]
     cell = next(c for c in nb.cells if c.cell_type == "code" and "tags" not in c.metadata)
     cell.outputs = outputs
     hints, problems = hints_in(nb, "lab01")
@@ -180,7 +219,9 @@ def test_hints_are_counted_per_task_reported_and_never_change_a_score(tmp_path: 
     import pandas as pd
 
     summary = pd.read_csv(out / "summary.csv").set_index("student")
-    assert summary.loc["ada", "hints_used"] == 4 and summary.loc["ada", "hints_by_task"] == "1:3 2:1"
+    assert (
+        summary.loc["ada", "hints_used"] == 4 and summary.loc["ada", "hints_by_task"] == "1:3 2:1"
+    )
     assert summary.loc["bob", "hints_used"] == 0
     assert summary.loc["ada", "score_percent"] == summary.loc["bob", "score_percent"]
     table = (out / "summary.md").read_text()
@@ -188,8 +229,10 @@ def test_hints_are_counted_per_task_reported_and_never_change_a_score(tmp_path: 
     assert "Hints used (reported only" in (out / "ada" / "report.md").read_text()
     assert "task 1: 3, task 2: 1" in (out / "ada" / "report.md").read_text()
     assert "Hints used" not in (out / "bob" / "report.md").read_text()
-    assert LabGrade.from_json(json.loads((out / "ada" / "lab01.grade.json").read_text())).hints \
-        == {"1": 3, "2": 1}
+    assert LabGrade.from_json(json.loads((out / "ada" / "lab01.grade.json").read_text())).hints == {
+        "1": 3,
+        "2": 1,
+    }
 
 
 def test_out_inside_the_submissions_is_refused(tmp_path: Path) -> None:
@@ -199,9 +242,21 @@ def test_out_inside_the_submissions_is_refused(tmp_path: Path) -> None:
         with pytest.raises(WorkbookError, match="inside the submissions folder"):
             grade_folder(folder, out, progress=False)
     assert sorted(p.name for p in (folder / "alice").iterdir()) == [LAB01]
-    cli = subprocess.run([sys.executable, "-m", "helpers.labs", "grade", str(folder), "--out",
-                          str(folder / "grades")], cwd=REPO_ROOT, capture_output=True,
-                         text=True, timeout=120)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "helpers.labs",
+            "grade",
+            str(folder),
+            "--out",
+            str(folder / "grades"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert cli.returncode == 2 and "Fix: give --out a folder outside" in cli.stderr, cli.stderr
 
 
@@ -214,25 +269,35 @@ def test_a_cell_that_ignores_the_interrupt_is_ended_at_the_deadline(tmp_path: Pa
     folder = tmp_path / "class"
     stubborn = _copy(folder, "stubborn")
     nb = nbformat.read(str(stubborn), as_version=4)
-    first_code = next(c for c in nb.cells if c.cell_type == "code"
-                      and "parameters" not in c.metadata.get("tags", []))
-    first_code.source = ("import os, signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-                         "print('kernel', os.getpid(), flush=True)\nwhile True:\n"
-                         "    time.sleep(0.1)")
+    first_code = next(
+        c
+        for c in nb.cells
+        if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])
+    )
+    first_code.source = (
+        "import os, signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "print('kernel', os.getpid(), flush=True)\nwhile True:\n"
+        "    time.sleep(0.1)"
+    )
     nbformat.write(nb, str(stubborn))
     _copy(folder, "zz-broken").write_text("{")  # graded after it: the class goes on
 
     started = time.monotonic()
-    grades = grade_folder(folder, tmp_path / "grades", cell_timeout_s=3, deadline_s=25,
-                          progress=False)
+    grades = grade_folder(
+        folder, tmp_path / "grades", cell_timeout_s=3, deadline_s=25, progress=False
+    )
     elapsed = time.monotonic() - started
     assert [g.student for g in grades] == ["stubborn", "zz-broken"]
     assert grades[0].status == "timed out after 25 s", grades[0].status
     assert grades[0].score == 0.0 and grades[1].status.startswith("not graded")
     assert elapsed < 25 + 60, elapsed  # ended at the deadline, not after every cell's timeout
     executed = nbformat.read(str(grades[0].executed), as_version=4)
-    printed = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code"
-                      for o in c.get("outputs", []))
+    printed = "".join(
+        o.get("text", "")
+        for c in executed.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+    )
     kernel_pid = int(printed.split("kernel ", 1)[1].split()[0])
     assert not psutil.pid_exists(kernel_pid) or psutil.Process(kernel_pid).status() == "zombie"
     report = (tmp_path / "grades" / "stubborn" / "report.md").read_text()
@@ -258,7 +323,7 @@ def test_the_lab_proof_blanks_each_task_before_its_checks_run() -> None:
         blanks = text[text.index(step.source) - 1]
         assert BEGIN_SOLUTION not in blanks and "left undone (the proof)" in blanks
         # the answer (the section as the source has it) follows the step
-        assert any(BEGIN_SOLUTION in t for t in text[text.index(step.source):])
+        assert any(BEGIN_SOLUTION in t for t in text[text.index(step.source) :])
     assert not any("raise NotImplementedError" in t for t in text)
 
 
@@ -273,10 +338,15 @@ def test_a_check_that_passes_on_its_undone_task_fails_the_lab_proof() -> None:
             raise CheckProblem("value is None", "Task 1")
 
     try:
-        ns = {"checks": sys.modules[__name__], "lab": None, "value": None,
-              "c1": lab98_reads_the_deliverable}
-        feedback = expect_lab_checks_to_fail(1, lab="lab98", checks=["c1(lab, value)"],
-                                             namespace=ns)
+        ns = {
+            "checks": sys.modules[__name__],
+            "lab": None,
+            "value": None,
+            "c1": lab98_reads_the_deliverable,
+        }
+        feedback = expect_lab_checks_to_fail(
+            1, lab="lab98", checks=["c1(lab, value)"], namespace=ns
+        )
         assert "value is None" in feedback[0]
 
         @lab_check("lab98", 1, hidden=True)
@@ -287,10 +357,12 @@ def test_a_check_that_passes_on_its_undone_task_fails_the_lab_proof() -> None:
         with pytest.raises(LabProofFailed, match="never ran"):  # the hidden one was not called
             expect_lab_checks_to_fail(1, lab="lab98", checks=["c1(lab, value)"], namespace=ns)
         with pytest.raises(LabProofFailed, match=r"lab98_reads_nothing.*PASS"):
-            expect_lab_checks_to_fail(1, lab="lab98", checks=["c1(lab, value)", "c2(lab)"],
-                                      namespace=ns)
+            expect_lab_checks_to_fail(
+                1, lab="lab98", checks=["c1(lab, value)", "c2(lab)"], namespace=ns
+            )
         with pytest.raises(LabProofFailed, match="NameError"):
-            expect_lab_checks_to_fail(1, lab="lab98", checks=["c1(lab, undefined_name)"],
-                                      namespace=ns)
+            expect_lab_checks_to_fail(
+                1, lab="lab98", checks=["c1(lab, undefined_name)"], namespace=ns
+            )
     finally:
         CHECKS.pop("lab98", None)

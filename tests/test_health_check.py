@@ -52,8 +52,19 @@ def test_health_check_in_process(two_node_cluster: LocalCluster) -> None:
 
 def test_health_check_as_ray_job(two_node_cluster: LocalCluster) -> None:
     result = two_node_cluster.run_cli(
-        ["ray", "job", "submit", "--address", two_node_cluster.dashboard_url, "--",
-         "python", "-m", "helpers.health_check", "--json", "-"],
+        [
+            "ray",
+            "job",
+            "submit",
+            "--address",
+            two_node_cluster.dashboard_url,
+            "--",
+            "python",
+            "-m",
+            "helpers.health_check",
+            "--json",
+            "-",
+        ],
         timeout_s=240,
     )
     assert result.returncode == 0

@@ -20,19 +20,30 @@ from helpers.paths import REPO_ROOT
 
 # --- the reasons ------------------------------------------------------------------------------
 
-ENTRY_POINT = ("a command-line entry point: each subcommand imports only what it runs, so "
-               "`list` or `generate` does not load the grader, nbclient or the proof machinery")
-REPLICA = ("lesson 12's case study, whose modules run in Ray actors and Serve replicas as well "
-           "as in the driver: each keeps what only some of its functions (and processes) need "
-           "inside them; the package imports nothing (helpers/streaming/__init__.py)")
-HEAVY_MATPLOTLIB = ("helpers.plotting imports matplotlib (0.5-1.2 s): only the functions that "
-                    "draw load it")
-HEAVY_RAY_SERVE = ("the application module imports ray.serve, FastAPI and pandas (1.3 s): every "
-                   "lab kernel imports the checks, only lab 02's and 07's hidden checks use it")
-HEAVY_NBFORMAT = ("helpers.labs.notebooks imports nbformat and jsonschema: every lab kernel "
-                  "imports the session, only a hint reads a notebook")
-HEAVY_RAY_LLM = ("helpers.llm_callbacks subclasses ray.llm's callback base (ray, 0.45 s): only "
-                 "make_llm_config needs it, and it imports ray.serve.llm there anyway")
+ENTRY_POINT = (
+    "a command-line entry point: each subcommand imports only what it runs, so "
+    "`list` or `generate` does not load the grader, nbclient or the proof machinery"
+)
+REPLICA = (
+    "lesson 12's case study, whose modules run in Ray actors and Serve replicas as well "
+    "as in the driver: each keeps what only some of its functions (and processes) need "
+    "inside them; the package imports nothing (helpers/streaming/__init__.py)"
+)
+HEAVY_MATPLOTLIB = (
+    "helpers.plotting imports matplotlib (0.5-1.2 s): only the functions that draw load it"
+)
+HEAVY_RAY_SERVE = (
+    "the application module imports ray.serve, FastAPI and pandas (1.3 s): every "
+    "lab kernel imports the checks, only lab 02's and 07's hidden checks use it"
+)
+HEAVY_NBFORMAT = (
+    "helpers.labs.notebooks imports nbformat and jsonschema: every lab kernel "
+    "imports the session, only a hint reads a notebook"
+)
+HEAVY_RAY_LLM = (
+    "helpers.llm_callbacks subclasses ray.llm's callback base (ray, 0.45 s): only "
+    "make_llm_config needs it, and it imports ray.serve.llm there anyway"
+)
 
 #: Files whose every project import inside a function is allowed, for one reason.
 WHOLE_FILES: dict[str, str] = {
@@ -71,11 +82,15 @@ def project_imports_in_functions(path: Path, rel: str) -> list[tuple[int, str]]:
 
     def visit(node: ast.AST, in_function: bool) -> None:
         for child in ast.iter_child_nodes(node):
-            inside = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef,
-                                                       ast.Lambda))
+            inside = in_function or isinstance(
+                child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+            )
             if in_function and isinstance(child, ast.Import):
-                found.extend((child.lineno, a.name) for a in child.names
-                             if a.name == "helpers" or a.name.startswith("helpers."))
+                found.extend(
+                    (child.lineno, a.name)
+                    for a in child.names
+                    if a.name == "helpers" or a.name.startswith("helpers.")
+                )
             elif in_function and isinstance(child, ast.ImportFrom):
                 module = child.module or ""
                 if child.level:  # relative: resolve it against the file's package
@@ -102,9 +117,13 @@ def scan(root: Path = REPO_ROOT) -> dict[str, list[tuple[int, str]]]:
 
 
 def not_allowed(found: dict[str, list[tuple[int, str]]]) -> list[str]:
-    return [f"{rel}:{line}: imports {module} inside a function"
-            for rel, imports in found.items() if rel not in WHOLE_FILES
-            for line, module in imports if (rel, module) not in ALLOWED]
+    return [
+        f"{rel}:{line}: imports {module} inside a function"
+        for rel, imports in found.items()
+        if rel not in WHOLE_FILES
+        for line, module in imports
+        if (rel, module) not in ALLOWED
+    ]
 
 
 # --- the tests --------------------------------------------------------------------------------
@@ -115,7 +134,8 @@ def test_project_imports_sit_at_the_top_of_files() -> None:
     assert not problems, (
         "Project imports inside a function (move them to the top of the file; if one must "
         "stay, add it to the allowlist in tests/test_imports_at_top.py with its reason):\n  "
-        + "\n  ".join(problems))
+        + "\n  ".join(problems)
+    )
 
 
 def test_every_allowlist_entry_is_still_needed() -> None:
@@ -123,8 +143,11 @@ def test_every_allowlist_entry_is_still_needed() -> None:
     allowlist says what is true today."""
     found = scan()
     stale = [rel for rel in WHOLE_FILES if rel not in found]
-    stale += [f"{rel} -> {module}" for rel, module in ALLOWED
-              if module not in {m for _, m in found.get(rel, [])}]
+    stale += [
+        f"{rel} -> {module}"
+        for rel, module in ALLOWED
+        if module not in {m for _, m in found.get(rel, [])}
+    ]
     assert not stale, f"allowlist entries with no import inside a function any more: {stale}"
 
 
@@ -147,7 +170,14 @@ def test_a_new_import_inside_a_function_is_caught(tmp_path: Path) -> None:
         "            import helpers.waiting\n"
         "        def inner():\n"
         "            from . import other\n"
-        "            from ..paths import REPO_ROOT\n")
-    assert scan(tmp_path) == {"helpers/sub/mod.py": [
-        (7, "helpers.ports"), (11, "helpers.waiting"), (13, "helpers.sub"), (14, "helpers.paths")]}
+        "            from ..paths import REPO_ROOT\n"
+    )
+    assert scan(tmp_path) == {
+        "helpers/sub/mod.py": [
+            (7, "helpers.ports"),
+            (11, "helpers.waiting"),
+            (13, "helpers.sub"),
+            (14, "helpers.paths"),
+        ]
+    }
     assert len(not_allowed(scan(tmp_path))) == 4

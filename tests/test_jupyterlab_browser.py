@@ -46,9 +46,16 @@ pytestmark = pytest.mark.alone  # the lesson's step load asserts a p90 latency: 
 LESSON = NOTEBOOKS_DIR / "05_autoscaling.ipynb"
 LIVE_S = 20.0  # how long the live dashboard's load runs (the lesson's default is 180 s)
 LEFT_OUT = ("## 3.", "## 4.", "## 5.")  # sections this copy does not run (see the docstring)
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _source(cell: dict) -> str:
@@ -56,8 +63,14 @@ def _source(cell: dict) -> str:
 
 
 def _added(text: str, number: int) -> dict:
-    return {"cell_type": "code", "execution_count": None, "id": f"browser-test-{number}",
-            "metadata": {}, "outputs": [], "source": f"# added by the browser test: {text}"}
+    return {
+        "cell_type": "code",
+        "execution_count": None,
+        "id": f"browser-test-{number}",
+        "metadata": {},
+        "outputs": [],
+        "source": f"# added by the browser test: {text}",
+    }
 
 
 def lesson_for_the_browser(folder: Path) -> tuple[Path, int]:
@@ -66,8 +79,9 @@ def lesson_for_the_browser(folder: Path) -> tuple[Path, int]:
     from helpers.profiles import load_profile
     from helpers.runner import prepare_notebooks
 
-    [prepared] = prepare_notebooks([LESSON], load_profile("ci"), folder / "prepared",
-                                   {"*": {"dashboard": "live"}}, proof=False)
+    [prepared] = prepare_notebooks(
+        [LESSON], load_profile("ci"), folder / "prepared", {"*": {"dashboard": "live"}}, proof=False
+    )
     nb = json.loads(prepared.read_text())
     cells, skipping = [], False
     for cell in nb["cells"]:
@@ -78,16 +92,23 @@ def lesson_for_the_browser(folder: Path) -> tuple[Path, int]:
             continue
         if cell["cell_type"] == "markdown" and text.startswith("## 6."):
             cells.append(cell)
-            cells.append(_added("section 3 (not run here) keeps your Your turn 1 config\n"
-                                "your_autoscaling = dict(timed[\"autoscaling_config\"])", 2))
+            cells.append(
+                _added(
+                    "section 3 (not run here) keeps your Your turn 1 config\n"
+                    'your_autoscaling = dict(timed["autoscaling_config"])',
+                    2,
+                )
+            )
             continue
         cells.append(cell)
         if cell["cell_type"] == "code" and "open_cluster(" in text:
             cells.append(_added(f"a short live dashboard\ndashboard_live_s = {LIVE_S}", 1))
-    waits = [i for i, c in enumerate(cells) if c["cell_type"] == "code"
-             and "board.wait(" in _source(c)]
-    assert len(waits) == 1 and any("AutoscalingDashboard(" in _source(c) for c in cells), \
+    waits = [
+        i for i, c in enumerate(cells) if c["cell_type"] == "code" and "board.wait(" in _source(c)
+    ]
+    assert len(waits) == 1 and any("AutoscalingDashboard(" in _source(c) for c in cells), (
         "lesson 05 no longer has its section-6 dashboard cells: update this test"
+    )
     nb["cells"] = cells
     target = folder / LESSON.name
     target.write_text(json.dumps(nb, indent=1))
@@ -97,11 +118,19 @@ def lesson_for_the_browser(folder: Path) -> tuple[Path, int]:
 @pytest.fixture(scope="module")
 def chromium() -> str:
     """The Chromium binary, installed by scripts/ensure_browser.sh if it can be."""
-    result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "ensure_browser.sh")],
-                            capture_output=True, text=True, timeout=900, check=False)
+    result = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "ensure_browser.sh")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     if result.returncode != 0:
-        pytest.fail("The browser test needs Chromium and Playwright for Python:\n"
-                    + (result.stdout + result.stderr).strip(), pytrace=False)
+        pytest.fail(
+            "The browser test needs Chromium and Playwright for Python:\n"
+            + (result.stdout + result.stderr).strip(),
+            pytrace=False,
+        )
     return os.environ.get("WORKBOOK_CHROMIUM", "/usr/bin/chromium")
 
 
@@ -116,19 +145,29 @@ def jupyterlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     settings = root / ".settings" / "@jupyterlab"
     # A fresh user: start the notebook's kernel without asking, no news prompt, and every cell
     # in the page (no windowing), so that outputs far down the notebook are there to read.
-    for plugin, values in (("notebook-extension/tracker", {"autoStartDefaultKernel": True,
-                                                           "windowingMode": "none"}),
-                           ("apputils-extension/notification", {"fetchNews": "false"})):
+    for plugin, values in (
+        ("notebook-extension/tracker", {"autoStartDefaultKernel": True, "windowingMode": "none"}),
+        ("apputils-extension/notification", {"fetchNews": "false"}),
+    ):
         target = settings / f"{plugin}.jupyterlab-settings"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(values))
-    argv = [sys.executable, "-m", "jupyterlab", "--no-browser",
-            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-            f"--LabApp.workspaces_dir={root / '.workspaces'}",
-            f"--LabApp.user_settings_dir={root / '.settings'}",
-            "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-            "--LabApp.extension_manager=readonly"]  # no network: no news, updates or plugin index
+    argv = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        f"--LabApp.workspaces_dir={root / '.workspaces'}",
+        f"--LabApp.user_settings_dir={root / '.settings'}",
+        "--LabApp.news_url=",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",
+    ]  # no network: no news, updates or plugin index
     if os.geteuid() == 0:
         argv.append("--allow-root")  # CI runs as root; JupyterLab refuses that without this
     log = root / "jupyterlab.log"
@@ -138,20 +177,36 @@ def jupyterlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"JupyterLab exited with code {proc.returncode}:\n"
-                            + log.read_text(errors="replace")[-3000:], pytrace=False)
+                pytest.fail(
+                    f"JupyterLab exited with code {proc.returncode}:\n"
+                    + log.read_text(errors="replace")[-3000:],
+                    pytrace=False,
+                )
             try:
-                if requests.get(f"http://127.0.0.1:{port}/api/status", timeout=2,
-                                params={"token": token}).status_code == 200:
+                if (
+                    requests.get(
+                        f"http://127.0.0.1:{port}/api/status", timeout=2, params={"token": token}
+                    ).status_code
+                    == 200
+                ):
                     break
             except requests.RequestException:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail("JupyterLab did not answer within 60 s:\n"
-                            + log.read_text(errors="replace")[-3000:], pytrace=False)
+                pytest.fail(
+                    "JupyterLab did not answer within 60 s:\n"
+                    + log.read_text(errors="replace")[-3000:],
+                    pytrace=False,
+                )
             time.sleep(0.3)
-        yield {"url": f"http://127.0.0.1:{port}", "token": token, "root": root, "log": log,
-               "notebook": notebook, "wait_cell": wait_cell}
+        yield {
+            "url": f"http://127.0.0.1:{port}",
+            "token": token,
+            "root": root,
+            "log": log,
+            "notebook": notebook,
+            "wait_cell": wait_cell,
+        }
     finally:
         stop_session(proc.pid, grace_s=10)  # the server and its kernels, by process id
         end_leftovers(find_leftovers())  # the lesson's cluster, if its cleanup cell did not run
@@ -162,8 +217,9 @@ def _run_menu(page, item: str) -> None:
     page.locator(f".lm-Menu-item:has(.lm-Menu-itemLabel:text-is('{item}'))").click()
 
 
-def test_lesson_05_runs_in_jupyterlab_with_its_check_and_live_dashboard(chromium: str,
-                                                                       jupyterlab: dict) -> None:
+def test_lesson_05_runs_in_jupyterlab_with_its_check_and_live_dashboard(
+    chromium: str, jupyterlab: dict
+) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     started = time.monotonic()
@@ -175,15 +231,20 @@ def test_lesson_05_runs_in_jupyterlab_with_its_check_and_live_dashboard(chromium
     try:
         with sync_playwright() as pw:
             context = pw.chromium.launch_persistent_context(
-                profile, executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
-                viewport={"width": 1280, "height": 1000})
+                profile,
+                executable_path=chromium,
+                headless=True,
+                args=CHROMIUM_ARGS,
+                viewport={"width": 1280, "height": 1000},
+            )
             page = context.new_page()
             try:
                 page.goto(url)
                 expect(page.locator(".jp-NotebookPanel")).to_be_visible(timeout=30_000)
                 # The kernel is ready when the status bar names it and says it is idle.
                 expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(
-                    timeout=40_000)
+                    timeout=40_000
+                )
                 cells = page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell")
                 wait_cell = cells.nth(jupyterlab["wait_cell"])
                 # Everything above the cell that waits for the dashboard: the kernel is idle
@@ -193,17 +254,22 @@ def test_lesson_05_runs_in_jupyterlab_with_its_check_and_live_dashboard(chromium
 
                 slider = page.locator(".jupyter-widgets .widget-slider")
                 expect(slider).to_be_visible(timeout=420_000)
-                for verified in ("✓ TimedWork has an autoscaling_config",
-                                 "✓ it scaled up under load"):
-                    expect(page.locator(".jp-OutputArea-output", has_text=verified).first
-                           ).to_be_attached(timeout=10_000)
+                for verified in (
+                    "✓ TimedWork has an autoscaling_config",
+                    "✓ it scaled up under load",
+                ):
+                    expect(
+                        page.locator(".jp-OutputArea-output", has_text=verified).first
+                    ).to_be_attached(timeout=10_000)
                 numbers = page.locator(".widget-html", has_text="offered")
                 expect(numbers).to_contain_text("offered 2 req/s", timeout=20_000)
                 figure = page.locator("img.widget-image").first
                 expect(figure).to_be_visible(timeout=20_000)
                 page.wait_for_function(  # drawn: the PNG the kernel sent has loaded
                     "() => [...document.querySelectorAll('img.widget-image')]"
-                    ".some(i => i.complete && i.naturalWidth > 0)", timeout=20_000)
+                    ".some(i => i.complete && i.naturalWidth > 0)",
+                    timeout=20_000,
+                )
                 first_drawing = figure.get_attribute("src")
                 seen["width"] = figure.evaluate("img => img.naturalWidth")
                 # Move the slider from the page: the widget changes, the kernel's observer
@@ -212,8 +278,9 @@ def test_lesson_05_runs_in_jupyterlab_with_its_check_and_live_dashboard(chromium
                 for _ in range(4):
                     page.keyboard.press("ArrowRight")
                 expect(numbers).to_contain_text("offered 6 req/s", timeout=15_000)
-                expect(figure).not_to_have_attribute("src", first_drawing or "",
-                                                     timeout=15_000)  # redrawn
+                expect(figure).not_to_have_attribute(
+                    "src", first_drawing or "", timeout=15_000
+                )  # redrawn
                 page.screenshot(path=str(shots / "jupyterlab_lesson05_dashboard.png"))
 
                 wait_cell.locator(".jp-InputPrompt").click()
@@ -222,15 +289,16 @@ def test_lesson_05_runs_in_jupyterlab_with_its_check_and_live_dashboard(chromium
                 done = page.locator(".jp-OutputArea-output", has_text="'stopped'")
                 expect(done).to_be_attached(timeout=180_000)
                 expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(
-                    timeout=60_000)
-                seen["refreshes"] = page.locator(".jp-OutputArea-output",
-                                                 has_text="refreshes").first.inner_text()
+                    timeout=60_000
+                )
+                seen["refreshes"] = page.locator(
+                    ".jp-OutputArea-output", has_text="refreshes"
+                ).first.inner_text()
                 # A cell that raised (stderr warnings, e.g. a deprecation note, are fine).
                 seen["errors"] = page.locator(
                     ".jp-RenderedText[data-mime-type='application/vnd.jupyter.error']"
                 ).all_inner_texts()
-                seen["checks"] = page.locator(".jp-OutputArea-output",
-                                              has_text="✓").count()
+                seen["checks"] = page.locator(".jp-OutputArea-output", has_text="✓").count()
             except BaseException:
                 page.screenshot(path=str(shots / "jupyterlab_failure.png"), full_page=True)
                 raise

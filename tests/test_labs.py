@@ -101,19 +101,27 @@ def test_each_labs_checks_are_in_its_own_module_and_named_by_the_package() -> No
 def test_importing_one_labs_module_registers_every_lab() -> None:
     """Registration does not depend on what was imported first: a lab module imported alone
     (as a maintainer or a test might) brings the package, hence every lab's checks."""
-    code = ("import helpers.labs.checks.lab05\n"
-            "from helpers.labs.checks.framework import CHECKS\n"
-            "print(sum(len(v) for v in CHECKS.values()))")
-    run = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
-                         text=True, timeout=120)
+    code = (
+        "import helpers.labs.checks.lab05\n"
+        "from helpers.labs.checks.framework import CHECKS\n"
+        "print(sum(len(v) for v in CHECKS.values()))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0, run.stderr
     assert int(run.stdout) == sum(len(v) for v in CHECKS.values())
 
 
 def test_student_versions_are_up_to_date() -> None:
     """The generated student notebooks in the repo match their sources (the CI check)."""
-    result = subprocess.run([sys.executable, "-m", "helpers.labs", "generate", "--check"],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "helpers.labs", "generate", "--check"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -121,8 +129,15 @@ def test_check_mode_names_stale_missing_and_orphan_files(tmp_path: Path) -> None
     source, student = tmp_path / "source", tmp_path / "student"
     shutil.copytree(SOURCE_DIR, source)
     run = [sys.executable, "-m", "helpers.labs", "generate"]
-    assert subprocess.run(run + ["--source-dir", str(source), "--student-dir", str(student)],
-                          capture_output=True, cwd=REPO_ROOT, timeout=120).returncode == 0
+    assert (
+        subprocess.run(
+            run + ["--source-dir", str(source), "--student-dir", str(student)],
+            capture_output=True,
+            cwd=REPO_ROOT,
+            timeout=120,
+        ).returncode
+        == 0
+    )
     assert stale_student_versions(source, student) == []
     # An instructor edits a source and forgets to regenerate; a student file is deleted; a
     # student file without a source appears.
@@ -132,9 +147,13 @@ def test_check_mode_names_stale_missing_and_orphan_files(tmp_path: Path) -> None
     nbformat.write(nb, str(lab03))
     next(student.glob("lab01_*.ipynb")).unlink()
     (student / "lab99_extra.ipynb").write_text("{}")
-    result = subprocess.run(run + ["--check", "--source-dir", str(source), "--student-dir",
-                                   str(student)], capture_output=True, text=True, cwd=REPO_ROOT,
-                            timeout=120)
+    result = subprocess.run(
+        run + ["--check", "--source-dir", str(source), "--student-dir", str(student)],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert f"{lab03.name}: differs from what {lab03.name} generates" in result.stderr
     assert "lab01_first_deployment.ipynb: missing" in result.stderr
@@ -145,10 +164,17 @@ def test_check_mode_names_stale_missing_and_orphan_files(tmp_path: Path) -> None
 def test_solution_regions_become_a_raise_with_the_hint(tmp_path: Path) -> None:
     nb = _notebook(
         ("md", "## Task 2 · Do it", []),
-        ("code", "x = None\n### BEGIN SOLUTION\n# HINT: use sum(...)\n# HINT: of the list\n"
-                 "x = sum([1, 2])\n### END SOLUTION\nprint(x)", []),
-        ("code", "def f():\n    y = 1\n    ### BEGIN SOLUTION\n    return y + 1\n"
-                 "    ### END SOLUTION", []),
+        (
+            "code",
+            "x = None\n### BEGIN SOLUTION\n# HINT: use sum(...)\n# HINT: of the list\n"
+            "x = sum([1, 2])\n### END SOLUTION\nprint(x)",
+            [],
+        ),
+        (
+            "code",
+            "def f():\n    y = 1\n    ### BEGIN SOLUTION\n    return y + 1\n    ### END SOLUTION",
+            [],
+        ),
         ("code", "check(x)", [CHECK_TAG]),
         ("code", f"{BEGIN_HIDDEN}\nhidden_check(x)\n### END HIDDEN CHECKS", [HIDDEN_TAG]),
     )
@@ -158,10 +184,14 @@ def test_solution_regions_become_a_raise_with_the_hint(tmp_path: Path) -> None:
     nbformat.write(nb, str(path))
     student = make_student_notebook(path)
     texts = [_source(c) for c in student.cells]
-    assert texts[1] == ("x = None\n# YOUR CODE HERE (Task 2)\n"
-                        "raise NotImplementedError('Task 2: use sum(...) of the list')\nprint(x)")
-    assert texts[2] == ("def f():\n    y = 1\n    # YOUR CODE HERE (Task 2)\n"
-                        "    raise NotImplementedError('Task 2: write your solution here.')")
+    assert texts[1] == (
+        "x = None\n# YOUR CODE HERE (Task 2)\n"
+        "raise NotImplementedError('Task 2: use sum(...) of the list')\nprint(x)"
+    )
+    assert texts[2] == (
+        "def f():\n    y = 1\n    # YOUR CODE HERE (Task 2)\n"
+        "    raise NotImplementedError('Task 2: write your solution here.')"
+    )
     assert texts[3] == "check(x)"
     assert len(student.cells) == 4, "the hidden-checks cell is dropped"
     assert [c.id for c in student.cells] == ["c0", "c1", "c2", "c3"]
@@ -174,12 +204,16 @@ def test_solution_regions_become_a_raise_with_the_hint(tmp_path: Path) -> None:
 def test_tiered_hints_and_starters_in_the_student_version() -> None:
     nb = _notebook(
         ("md", "## Task 1 · Count", []),
-        ("code", "n = None\n### BEGIN SOLUTION\n# HINT: count the words of text into n\n"
-                 "# HINT 1: words are separated by spaces\n# HINT 2: https://docs.python.org/3/"
-                 "library/stdtypes.html#str.split\n# HINT 3: n = len(___)\n"
-                 "# HINT 3: print(n)\n# STARTER: words = ___  # the words of text\n"
-                 "# STARTER:\n# STARTER:     # indented\nn = len(text.split(' '))\n"
-                 "### END SOLUTION", []),
+        (
+            "code",
+            "n = None\n### BEGIN SOLUTION\n# HINT: count the words of text into n\n"
+            "# HINT 1: words are separated by spaces\n# HINT 2: https://docs.python.org/3/"
+            "library/stdtypes.html#str.split\n# HINT 3: n = len(___)\n"
+            "# HINT 3: print(n)\n# STARTER: words = ___  # the words of text\n"
+            "# STARTER:\n# STARTER:     # indented\nn = len(text.split(' '))\n"
+            "### END SOLUTION",
+            [],
+        ),
         ("code", "check(n)", [CHECK_TAG]),
     )
     with tempfile.TemporaryDirectory() as folder:
@@ -190,16 +224,21 @@ def test_tiered_hints_and_starters_in_the_student_version() -> None:
         "n = None\n# YOUR CODE HERE (Task 1)\n"
         "raise NotImplementedError('Task 1: count the words of text into n. Stuck? lab.hint(1) "
         "gives a hint, each call the next one.')\nwords = ___  # the words of text\n\n"
-        "    # indented")
+        "    # indented"
+    )
     assert student.metadata["workbook_lab"]["hints"] == {
-        "1": ["words are separated by spaces",
-              ("https://docs.python.org/3/library/stdtypes.html#str.split"),
-              "n = len(___)\nprint(n)"]}
+        "1": [
+            "words are separated by spaces",
+            ("https://docs.python.org/3/library/stdtypes.html#str.split"),
+            "n = len(___)\nprint(n)",
+        ]
+    }
     assert task_hints(nb) == {1: student.metadata["workbook_lab"]["hints"]["1"]}
     assert solution_key_lines(nb, 1) == ["n = len(text.split(' '))"]
     assert hint_spoilers(nb) == []
-    nb.cells[1].source = nb.cells[1].source.replace("# HINT 3: print(n)",
-                                                    "# HINT 3: n = len(text.split(' '))")
+    nb.cells[1].source = nb.cells[1].source.replace(
+        "# HINT 3: print(n)", "# HINT 3: n = len(text.split(' '))"
+    )
     spoiler = "notebook task 1, hint 3: contains the solution's line \"n = len(text.split(' '))\""
     assert hint_spoilers(nb) == [spoiler]
     nb.cells[1].source = nb.cells[1].source.replace("# HINT 2:", "# HINT 4:")
@@ -232,22 +271,27 @@ def test_lab07_tells_the_fixes_only_after_the_diagnosis() -> None:
     for fix in ("0.25", "quarter", "threshold", "0.5", "num_replicas", "spelled", "gamma_replicas"):
         assert fix not in task2, fix
     checks_source = (REPO_ROOT / "helpers" / "labs" / "checks" / "lab07.py").read_text()
-    diagnosis = checks_source[checks_source.index("def lab07_diagnosis"):
-                              checks_source.index("def lab07_intent")]
+    diagnosis = checks_source[
+        checks_source.index("def lab07_diagnosis") : checks_source.index("def lab07_intent")
+    ]
     for cause in ("unschedulable", "crashes", "ignored-key", "healthy", "observed[app] in"):
         assert cause not in diagnosis.split("observed = ")[1], cause
 
 
-@pytest.mark.parametrize(("text", "tags", "expected"), [
-    ("### BEGIN SOLUTION\nx = 1", [], "never closed"),
-    ("x = 1\n### END SOLUTION", [], "without a BEGIN"),
-    ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION", [], "inside another"),
-    (f"{BEGIN_HIDDEN}\ncheck()\n### END HIDDEN CHECKS", [], "not tagged 'hidden-checks'"),
-    ("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", [CHECK_TAG], "must not contain a solution"),
-    (f"{BEGIN_HIDDEN}\ncheck()", [HIDDEN_TAG], "never closed"),
-])
-def test_malformed_regions_are_clear_errors(tmp_path: Path, text: str, tags: list[str],
-                                            expected: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "tags", "expected"),
+    [
+        ("### BEGIN SOLUTION\nx = 1", [], "never closed"),
+        ("x = 1\n### END SOLUTION", [], "without a BEGIN"),
+        ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION", [], "inside another"),
+        (f"{BEGIN_HIDDEN}\ncheck()\n### END HIDDEN CHECKS", [], "not tagged 'hidden-checks'"),
+        ("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", [CHECK_TAG], "must not contain a solution"),
+        (f"{BEGIN_HIDDEN}\ncheck()", [HIDDEN_TAG], "never closed"),
+    ],
+)
+def test_malformed_regions_are_clear_errors(
+    tmp_path: Path, text: str, tags: list[str], expected: str
+) -> None:
     path = tmp_path / "lab09_bad.ipynb"
     nbformat.write(_notebook(("md", "# x", []), ("code", text, tags)), str(path))
     with pytest.raises(LabSourceError) as info:
@@ -264,15 +308,22 @@ def test_restore_checks_undoes_edits_and_puts_hidden_checks_back() -> None:
     visible[0].source = "print('all good')"  # a student "fixes" a failing check
     submission.cells.remove(visible[1])  # and deletes another
     restored, report = restore_checks(submission, source)
-    expected = [(c.id, _source(c)) for c in source.cells
-                if {CHECK_TAG, HIDDEN_TAG} & set(c.metadata.get("tags", []))]
-    got = [(c.id, _source(c)) for c in restored.cells
-           if {CHECK_TAG, HIDDEN_TAG} & set(c.metadata.get("tags", []))]
+    expected = [
+        (c.id, _source(c))
+        for c in source.cells
+        if {CHECK_TAG, HIDDEN_TAG} & set(c.metadata.get("tags", []))
+    ]
+    got = [
+        (c.id, _source(c))
+        for c in restored.cells
+        if {CHECK_TAG, HIDDEN_TAG} & set(c.metadata.get("tags", []))
+    ]
     assert got == expected  # same cells, same code, same order as in the source
     assert report.restored == [visible[0].id] and report.tampered == [visible[0].id, visible[1].id]
     hidden_ids = [c.id for c in source.cells if HIDDEN_TAG in c.metadata.get("tags", [])]
-    assert [r.removeprefix("hidden:") for r in report.reinserted if r.startswith("hidden:")] \
-        == hidden_ids
+    assert [
+        r.removeprefix("hidden:") for r in report.reinserted if r.startswith("hidden:")
+    ] == hidden_ids
     assert [c.id for c in restored.cells] == [c.id for c in source.cells]
 
 
@@ -300,8 +351,9 @@ def test_lab_source_reads_as_a_lab(path: Path) -> None:
     headings = [h for h, _ in _sections(nb)][1:]
     tasks = [h for h in headings if h.startswith("## Task ")]
     assert headings[0].startswith("## Setup") and headings[-1] == "## Cleanup"
-    assert [int(re.match(r"## Task (\d+)", h).group(1)) for h in tasks] == \
-        list(range(1, len(tasks) + 1))
+    assert [int(re.match(r"## Task (\d+)", h).group(1)) for h in tasks] == list(
+        range(1, len(tasks) + 1)
+    )
     visible_calls, hidden_calls = [], []
     for heading, cells in _sections(nb):
         checks = [c for c in cells if CHECK_TAG in c.metadata.get("tags", [])]
@@ -311,8 +363,9 @@ def test_lab_source_reads_as_a_lab(path: Path) -> None:
         else:
             assert not checks, f"{heading}: a check outside a task"
         for cell in cells:
-            called = [n for n in re.findall(r"checks\.(\w+)\(", _source(cell))
-                      if n != "deferred_failures"]
+            called = [
+                n for n in re.findall(r"checks\.(\w+)\(", _source(cell)) if n != "deferred_failures"
+            ]
             if CHECK_TAG in cell.metadata.get("tags", []):
                 visible_calls += called
             elif HIDDEN_TAG in cell.metadata.get("tags", []):
@@ -323,8 +376,11 @@ def test_lab_source_reads_as_a_lab(path: Path) -> None:
     assert "lab.close()" in last and "find_leftovers(owner=os.getpid())" in last
 
 
-@pytest.mark.parametrize("path", SOURCES + sorted(STUDENT_DIR.glob("lab*.ipynb")),
-                         ids=lambda p: f"{p.parent.name}/{p.stem}")
+@pytest.mark.parametrize(
+    "path",
+    SOURCES + sorted(STUDENT_DIR.glob("lab*.ipynb")),
+    ids=lambda p: f"{p.parent.name}/{p.stem}",
+)
 def test_lab_notebooks_are_clean_and_parameterized(path: Path) -> None:
     nb = json.loads(path.read_text())
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
@@ -355,8 +411,15 @@ def test_ci_profile_has_a_block_for_every_lab() -> None:
 
 
 def _run(argv: list[str], env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout_s, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        argv,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _prepare_solutions(cluster, *, student: str = "solution", labs: tuple[str, ...] = ()) -> Path:
@@ -364,10 +427,23 @@ def _prepare_solutions(cluster, *, student: str = "solution", labs: tuple[str, .
     for ``student``, ready for nbval."""
     folder = BUILD_DIR / ("nbval-labs" if student == "solution" else f"nbval-labs-{student}")
     shutil.rmtree(folder, ignore_errors=True)
-    params = [f"ray_address={cluster.address}", f"dashboard_url={cluster.dashboard_url}",
-              f"token_path={cluster.token_path}", f"student={student}"]
-    prepare = [sys.executable, "-m", "helpers.runner", "--labs", "--profile", "ci",
-               "--prepare-only", str(folder), *labs] + [a for p in params for a in ("-p", p)]
+    params = [
+        f"ray_address={cluster.address}",
+        f"dashboard_url={cluster.dashboard_url}",
+        f"token_path={cluster.token_path}",
+        f"student={student}",
+    ]
+    prepare = [
+        sys.executable,
+        "-m",
+        "helpers.runner",
+        "--labs",
+        "--profile",
+        "ci",
+        "--prepare-only",
+        str(folder),
+        *labs,
+    ] + [a for p in params for a in ("-p", p)]
     env = dict(os.environ, WORKBOOK_SCRATCH=tempfile.mkdtemp(prefix="rswl"))
     prepared = _run(prepare, env, 300)
     assert prepared.returncode == 0, prepared.stdout + prepared.stderr
@@ -377,12 +453,30 @@ def _prepare_solutions(cluster, *, student: str = "solution", labs: tuple[str, .
 def _solution_under_nbval(notebook: Path, results: Path) -> SimpleNamespace:
     """One lab's solution under nbval in a child pytest (its own scratch folder, as a
     learner's kernel has), the check results appended to ``results``."""
-    env = dict(os.environ, WORKBOOK_SCRATCH=tempfile.mkdtemp(prefix="rswl"),
-               WORKBOOK_LAB_RESULTS=str(results))
+    env = dict(
+        os.environ,
+        WORKBOOK_SCRATCH=tempfile.mkdtemp(prefix="rswl"),
+        WORKBOOK_LAB_RESULTS=str(results),
+    )
     started = time.monotonic()
-    run = _run([sys.executable, "-m", "pytest", str(notebook), "--nbval-lax",
-                "--nbval-current-env", "--nbval-cell-timeout=900", "--nbval-sanitize-with",
-                "tests/nbval_sanitize.cfg", "-p", "no:cacheprovider", "-q"], env, 900)
+    run = _run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(notebook),
+            "--nbval-lax",
+            "--nbval-current-env",
+            "--nbval-cell-timeout=900",
+            "--nbval-sanitize-with",
+            "tests/nbval_sanitize.cfg",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+        ],
+        env,
+        900,
+    )
     return SimpleNamespace(lab=notebook.stem, run=run, seconds=round(time.monotonic() - started, 1))
 
 
@@ -425,8 +519,9 @@ def classroom(workbook_scratch: Path) -> Iterator[SimpleNamespace]:
     # nodes); the other labs ask for no GPU.
     cluster = start_local_cluster(num_cpus=8, num_gpus=2, workers=[{"num_cpus": 1, "num_gpus": 2}])
     try:
-        cluster.run_cli(["serve", "start", "--http-host", "127.0.0.1",
-                         "--http-port", str(free_port())])
+        cluster.run_cli(
+            ["serve", "start", "--http-host", "127.0.0.1", "--http-port", str(free_port())]
+        )
         work = Path(tempfile.mkdtemp(prefix="labs-", dir=BUILD_DIR))
         solution_results = work / "solution.jsonl"
         profile = load_profile("ci")
@@ -447,26 +542,39 @@ def classroom(workbook_scratch: Path) -> Iterator[SimpleNamespace]:
         # The others two at a time, while the class is graded: most of a lab's time is
         # waiting for Serve (the classroom run averaged 41% of the CPU one lab at a time).
         with ThreadPoolExecutor(2) as pool:
-            pending = [pool.submit(_solution_under_nbval, nb, solution_results)
-                       for nb in sharing]
+            pending = [pool.submit(_solution_under_nbval, nb, solution_results) for nb in sharing]
             grades = grade_folder(
-                _class_folder(work), work / "grades",
-                parameters={"ray_address": cluster.address,
-                            "dashboard_url": cluster.dashboard_url,
-                            "token_path": str(cluster.token_path)},
+                _class_folder(work),
+                work / "grades",
+                parameters={
+                    "ray_address": cluster.address,
+                    "dashboard_url": cluster.dashboard_url,
+                    "token_path": str(cluster.token_path),
+                },
                 lab_parameters={stem: s.parameters for stem, s in profile.labs.items()},
-                cell_timeout_s=300, progress=False)
+                cell_timeout_s=300,
+                progress=False,
+            )
             runs += [future.result() for future in pending]
         # Each lab's time in this run (its proof: the solution plus every task once blank),
         # for labs/README.md's table: one at a time for the labs that measure, two at a time
         # beside the grading for the others.
-        timings = [{"lab": r.lab, "seconds": r.seconds, "beside": r.lab not in
-                    {nb.stem for nb in alone}} for r in runs]
+        timings = [
+            {"lab": r.lab, "seconds": r.seconds, "beside": r.lab not in {nb.stem for nb in alone}}
+            for r in runs
+        ]
         (BUILD_DIR / "classroom-times.json").write_text(json.dumps(timings, indent=1))
         yield SimpleNamespace(
-            cluster=cluster, nbval=runs, alone=[nb.stem for nb in alone], same_lab=same_lab.stem,
-            solution=read_results(solution_results), grades=grades, out=work / "grades",
-            apps_left=app_statuses(cluster), seconds=round(time.monotonic() - started, 1))
+            cluster=cluster,
+            nbval=runs,
+            alone=[nb.stem for nb in alone],
+            same_lab=same_lab.stem,
+            solution=read_results(solution_results),
+            grades=grades,
+            out=work / "grades",
+            apps_left=app_statuses(cluster),
+            seconds=round(time.monotonic() - started, 1),
+        )
     finally:
         cluster.stop()
 
@@ -477,7 +585,8 @@ def test_every_solution_passes_under_nbval(classroom: SimpleNamespace) -> None:
     """Every lab's solution, and a classmate's copy of lab 02 run at the same moment on the
     same cluster: every check ran and passed, for each of them."""
     assert sorted(r.lab for r in classroom.nbval) == sorted(
-        [p.stem for p in SOURCES] + [classroom.same_lab])
+        [p.stem for p in SOURCES] + [classroom.same_lab]
+    )
     assert {"lab03_autoscaling", "lab04_batching"} <= set(classroom.alone)  # they measure
     for lab in classroom.nbval:
         assert lab.run.returncode == 0, (lab.lab + ":\n" + lab.run.stdout + lab.run.stderr)[-6000:]
@@ -513,7 +622,8 @@ def test_every_check_fails_on_the_student_version(classroom: SimpleNamespace) ->
 @pytest.mark.cluster
 @pytest.mark.alone  # lab 04 measures a throughput target
 def test_the_grader_restores_edited_checks_and_scores_a_good_submission(
-        classroom: SimpleNamespace) -> None:
+    classroom: SimpleNamespace,
+) -> None:
     import pandas as pd
 
     by_key = {(g.student, g.lab): g for g in classroom.grades}
@@ -554,16 +664,31 @@ def test_grader_ended_by_sigterm_stops_the_running_kernel(tmp_path: Path) -> Non
     import psutil
 
     nb = nbformat.read(str(STUDENT_DIR / "lab01_first_deployment.ipynb"), as_version=4)
-    first_code = next(c for c in nb.cells if c.cell_type == "code"
-                      and "parameters" not in c.metadata.get("tags", []))
+    first_code = next(
+        c
+        for c in nb.cells
+        if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])
+    )
     first_code.source = "import time\ntime.sleep(300)  # a student's slow cell"
     (tmp_path / "class" / "ada").mkdir(parents=True)
     nbformat.write(nb, str(tmp_path / "class" / "ada" / "lab01_first_deployment.ipynb"))
     log = tmp_path / "grader.log"
     grader = subprocess.Popen(
-        [sys.executable, "-m", "helpers.labs", "grade", str(tmp_path / "class"), "--out",
-         str(tmp_path / "grades")], cwd=REPO_ROOT, stdout=log.open("w"),
-        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "helpers.labs",
+            "grade",
+            str(tmp_path / "class"),
+            "--out",
+            str(tmp_path / "grades"),
+        ],
+        cwd=REPO_ROOT,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         kernels: list = []
         deadline = time.monotonic() + 90
@@ -571,14 +696,19 @@ def test_grader_ended_by_sigterm_stops_the_running_kernel(tmp_path: Path) -> Non
             assert time.monotonic() < deadline and grader.poll() is None, grader.poll()
             time.sleep(0.5)
             with contextlib.suppress(psutil.Error):
-                kernels = [p for p in psutil.Process(grader.pid).children(recursive=True)
-                           if "ipykernel" in " ".join(p.cmdline())]
+                kernels = [
+                    p
+                    for p in psutil.Process(grader.pid).children(recursive=True)
+                    if "ipykernel" in " ".join(p.cmdline())
+                ]
         time.sleep(2)  # the kernel is in the student's sleep
         grader.send_signal(signal.SIGTERM)
         try:
             grader.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"the grader did not exit within 60 s of SIGTERM:\n{log.read_text()[-3000:]}")
+            pytest.fail(
+                f"the grader did not exit within 60 s of SIGTERM:\n{log.read_text()[-3000:]}"
+            )
         output = log.read_text()
     finally:
         if grader.poll() is None:
@@ -600,17 +730,22 @@ def test_a_check_waits_out_a_redeploy_of_an_unchanged_app_but_not_a_failure(monk
 
     session = NS(app_name=lambda short: f"me-lab02-{short}", prefix="me-lab02")
     states = iter(["DEPLOYING", "DEPLOYING", "RUNNING"])
-    monkeypatch.setattr(lab_checks, "_serve_apps",
-                        lambda _: {"me-lab02-app": {"status": next(states, "RUNNING")}})
+    monkeypatch.setattr(
+        lab_checks, "_serve_apps", lambda _: {"me-lab02-app": {"status": next(states, "RUNNING")}}
+    )
     monkeypatch.setattr(lab_checks.time, "sleep", lambda _: None)
     assert lab_checks._app(session, "app", task=1)["status"] == "RUNNING"
-    monkeypatch.setattr(lab_checks, "_serve_apps",
-                        lambda _: {"me-lab02-app": {"status": "DEPLOY_FAILED", "message": "boom"}})
+    monkeypatch.setattr(
+        lab_checks,
+        "_serve_apps",
+        lambda _: {"me-lab02-app": {"status": "DEPLOY_FAILED", "message": "boom"}},
+    )
     with pytest.raises(CheckProblem, match="DEPLOY_FAILED, not RUNNING: boom"):
         lab_checks._app(session, "app", task=1)
     monkeypatch.setattr(lab_checks, "REBUILD_GRACE_S", 0.05)
-    monkeypatch.setattr(lab_checks, "_serve_apps",
-                        lambda _: {"me-lab02-app": {"status": "DEPLOYING"}})
+    monkeypatch.setattr(
+        lab_checks, "_serve_apps", lambda _: {"me-lab02-app": {"status": "DEPLOYING"}}
+    )
     with pytest.raises(CheckProblem, match="DEPLOYING, not RUNNING"):
         lab_checks._app(session, "app", task=1)
 
@@ -627,14 +762,31 @@ def test_lab09_names_a_pending_replica_and_does_not_wait_for_a_missing_app(monke
     clock = iter(range(0, 10_000, 5))  # each reading of the clock: 5 s later
     monkeypatch.setattr(lab_checks.time, "monotonic", lambda: float(next(clock)))
     monkeypatch.setattr(lab_checks.time, "sleep", lambda _: None)
-    monkeypatch.setattr(lab_checks, "pending_demands",
-                        lambda _: ["{'GPU': 1.5, 'CPU': 0.0}: 1+ pending tasks/actors"])
-    deploying = {"me-lab09-generate": {"status": "DEPLOYING", "deployments": {"ResourceProbe": {
-        "deployment_config": {"num_replicas": 2},
-        "replicas": [{"state": "RUNNING", "node_id": "a"}, {"state": "PENDING_ALLOCATION"}]}}}}
+    monkeypatch.setattr(
+        lab_checks,
+        "pending_demands",
+        lambda _: ["{'GPU': 1.5, 'CPU': 0.0}: 1+ pending tasks/actors"],
+    )
+    deploying = {
+        "me-lab09-generate": {
+            "status": "DEPLOYING",
+            "deployments": {
+                "ResourceProbe": {
+                    "deployment_config": {"num_replicas": 2},
+                    "replicas": [
+                        {"state": "RUNNING", "node_id": "a"},
+                        {"state": "PENDING_ALLOCATION"},
+                    ],
+                }
+            },
+        }
+    }
     monkeypatch.setattr(lab_checks, "_serve_apps", lambda _: deploying)
-    with pytest.raises(CheckProblem, match=r"DEPLOYING with 1 replica\(s\) running of 2; pending "
-                                           r"on the cluster: \[\"\{'GPU': 1.5"):
+    with pytest.raises(
+        CheckProblem,
+        match=r"DEPLOYING with 1 replica\(s\) running of 2; pending "
+        r"on the cluster: \[\"\{'GPU': 1.5",
+    ):
         lab_checks._l09_replicas(session, "generate")
     monkeypatch.setattr(lab_checks, "_serve_apps", lambda _: {})
     clock = iter(range(0, 10_000, 1))

@@ -25,20 +25,39 @@ LEAKY_CELLS = [
 ]
 
 
-def test_notebook_that_leaves_a_cluster_fails_and_is_cleaned(isolated_workbook_scratch: Path) -> None:
+def test_notebook_that_leaves_a_cluster_fails_and_is_cleaned(
+    isolated_workbook_scratch: Path,
+) -> None:
     folder = REPO_ROOT / "build" / "leakcheck"  # under the repo, so conftest.py applies
     folder.mkdir(parents=True, exist_ok=True)
     notebook = folder / "leaky.ipynb"
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("import os")] + [nbformat.v4.new_code_cell(c) for c in LEAKY_CELLS]
+    nb.cells = [nbformat.v4.new_code_cell("import os")] + [
+        nbformat.v4.new_code_cell(c) for c in LEAKY_CELLS
+    ]
     nbformat.write(nb, notebook)
     pidfile = isolated_workbook_scratch / "leader.pid"
-    env = dict(os.environ, LEAK_PIDFILE=str(pidfile), WORKBOOK_SCRATCH=str(isolated_workbook_scratch))
+    env = dict(
+        os.environ, LEAK_PIDFILE=str(pidfile), WORKBOOK_SCRATCH=str(isolated_workbook_scratch)
+    )
 
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", str(notebook), "--nbval-lax", "--nbval-current-env",
-         "-p", "no:cacheprovider", "-q"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(notebook),
+            "--nbval-lax",
+            "--nbval-current-env",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     output = result.stdout + result.stderr
     assert result.returncode != 0, output

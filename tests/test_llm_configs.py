@@ -118,12 +118,14 @@ def test_lesson_07a_writes_the_two_model_config(tmp_path: Path) -> None:
     from helpers.solution_regions import Where, answer_code
 
     cells = json.loads((NOTEBOOKS_DIR / "07a_multi_app_config.ipynb").read_text())["cells"]
-    source = next("".join(c["source"]) for c in cells
-                  if "config_path.write_text(f\"\"\"" in "".join(c["source"]))
+    source = next(
+        "".join(c["source"]) for c in cells if 'config_path.write_text(f"""' in "".join(c["source"])
+    )
     code = answer_code(source, Where("07a_multi_app_config.ipynb", 0))
     template = code.split('config_path.write_text(f"""\\\n', 1)[1].split('""")', 1)[0]
-    written = yaml.safe_load(template.format(http_host="127.0.0.1", http_port=8000,
-                                             model_folder=FAKE_MODEL))
+    written = yaml.safe_load(
+        template.format(http_host="127.0.0.1", http_port=8000, model_folder=FAKE_MODEL)
+    )
     two = _load(LLM_CONFIGS_DIR / "two-models-cpu.yaml", tmp_path)["applications"]
     assert [app for app in written["applications"] if app["name"] in ("app1", "app2")] == two
 
@@ -140,5 +142,6 @@ def test_multi_app_config_carries_the_two_model_config(tmp_path: Path) -> None:
     assert [app for app in multi if app["name"] in ("app1", "app2")] == two
     ids = [app["args"]["llm_configs"][0]["model_loading_config"]["model_id"] for app in two]
     assert len(set(ids)) == 2  # two models, told apart by /v1/models
-    assert all(app["args"]["llm_configs"][0]["deployment_config"].get("autoscaling_config")
-               for app in two)  # each scales on its own
+    assert all(
+        app["args"]["llm_configs"][0]["deployment_config"].get("autoscaling_config") for app in two
+    )  # each scales on its own

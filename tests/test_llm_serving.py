@@ -31,7 +31,9 @@ MAX_MODEL_LEN = 512
 def test_cpu_and_gpu_configs_differ_where_they_must(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")  # a folder counts as a model when it has one
     cpu = make_llm_config(str(tmp_path), model_id="m", kv_cache_gib=2)
-    gpu = make_llm_config(str(tmp_path), model_id="m", accelerator="gpu", gpu_memory_utilization=0.5)
+    gpu = make_llm_config(
+        str(tmp_path), model_id="m", accelerator="gpu", gpu_memory_utilization=0.5
+    )
     assert cpu.accelerator_config.kind == "cpu" and gpu.accelerator_config.kind == "gpu"
     assert cpu.runtime_env == {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "2"}}
     assert "gpu_memory_utilization" not in cpu.engine_kwargs
@@ -42,18 +44,35 @@ def test_cpu_and_gpu_configs_differ_where_they_must(tmp_path: Path) -> None:
     assert gpu.engine_kwargs["gpu_memory_utilization"] == 0.5 and gpu.runtime_env is None
     bare = make_llm_config(str(tmp_path), model_id="m", set_accelerator_config=False)
     assert bare.accelerator_config.kind == "gpu", "LLMConfig's own default is a GPU"
-    no_env = make_llm_config(str(tmp_path), model_id="m", kv_cache_gib=None,
-                             engine_kwargs={"kv_cache_memory_bytes": 1 << 20})
+    no_env = make_llm_config(
+        str(tmp_path),
+        model_id="m",
+        kv_cache_gib=None,
+        engine_kwargs={"kv_cache_memory_bytes": 1 << 20},
+    )
     assert no_env.runtime_env is None and no_env.engine_kwargs["kv_cache_memory_bytes"] == 1 << 20
     with pytest.raises(WorkbookError, match="accelerator"):
         make_llm_config(str(tmp_path), accelerator="tpu")
 
 
 def test_engine_kwargs_become_vllm_flags() -> None:
-    argv = engine_kwargs_to_cli({"max_model_len": 512, "enable_prefix_caching": True,
-                                 "enforce_eager": False, "dtype": "float32", "x": None})
-    assert argv == ["--max-model-len", "512", "--enable-prefix-caching", "--no-enforce-eager",
-                    "--dtype", "float32"]
+    argv = engine_kwargs_to_cli(
+        {
+            "max_model_len": 512,
+            "enable_prefix_caching": True,
+            "enforce_eager": False,
+            "dtype": "float32",
+            "x": None,
+        }
+    )
+    assert argv == [
+        "--max-model-len",
+        "512",
+        "--enable-prefix-caching",
+        "--no-enforce-eager",
+        "--dtype",
+        "float32",
+    ]
 
 
 def test_moved_names_stay_importable_from_helpers_llm() -> None:
@@ -99,11 +118,20 @@ def served() -> Iterator[SimpleNamespace]:
         from ray.serve.llm import build_openai_app
 
         config = make_llm_config("tiny", max_model_len=MAX_MODEL_LEN)  # eager on CPU
-        llm = deploy_app(build_openai_app({"llm_configs": [config]}), cluster=cluster,
-                         name="llm", route_prefix="/", timeout_s=900)
-        api = deploy_app(build_completion_api({"llm_app": "llm", "model_id": config.model_id}),
-                         cluster=cluster, name="completions", route_prefix="/complete",
-                         timeout_s=300)
+        llm = deploy_app(
+            build_openai_app({"llm_configs": [config]}),
+            cluster=cluster,
+            name="llm",
+            route_prefix="/",
+            timeout_s=900,
+        )
+        api = deploy_app(
+            build_completion_api({"llm_app": "llm", "model_id": config.model_id}),
+            cluster=cluster,
+            name="completions",
+            route_prefix="/complete",
+            timeout_s=300,
+        )
         yield SimpleNamespace(cluster=cluster, config=config, llm=llm, api=api)
     finally:
         cluster.stop()
@@ -114,8 +142,13 @@ def test_tiny_model_loads_and_generates_in_vllm(served: SimpleNamespace) -> None
     models = requests.get(f"{served.llm.url}/v1/models", timeout=60).json()
     assert [m["id"] for m in models["data"]] == ["tiny-llama"]
     assert models["data"][0]["metadata"]["max_request_context_length"] == MAX_MODEL_LEN
-    body = {"model": "tiny-llama", "prompt": "Return the", "max_tokens": 8, "ignore_eos": True,
-            "temperature": 0}
+    body = {
+        "model": "tiny-llama",
+        "prompt": "Return the",
+        "max_tokens": 8,
+        "ignore_eos": True,
+        "temperature": 0,
+    }
     reply = requests.post(f"{served.llm.url}/v1/completions", json=body, timeout=120).json()
     assert reply["usage"]["completion_tokens"] == 8 and reply["choices"][0]["text"].strip()
     again = requests.post(f"{served.llm.url}/v1/completions", json=body, timeout=120).json()
@@ -124,8 +157,11 @@ def test_tiny_model_loads_and_generates_in_vllm(served: SimpleNamespace) -> None
 
 @pytest.mark.cluster
 def test_the_replica_skipped_the_download_task(served: SimpleNamespace) -> None:
-    logs = sorted((served.cluster.ray_temp_dir / "session_latest" / "logs" / "serve")
-                  .glob("replica_llm_LLMServer*.log"))
+    logs = sorted(
+        (served.cluster.ray_temp_dir / "session_latest" / "logs" / "serve").glob(
+            "replica_llm_LLMServer*.log"
+        )
+    )
     assert logs, "the LLMServer replica wrote no log"
     text = "".join(path.read_text(errors="replace") for path in logs)
     assert "skipping the per-node download task" in text
@@ -146,8 +182,9 @@ def test_the_engine_sockets_live_in_the_cluster_folder(served: SimpleNamespace) 
 @pytest.mark.cluster
 def test_completion_api_answers_a_text_completion(served: SimpleNamespace) -> None:
     before = int(time.time())
-    reply = requests.post(f"{served.api.url}/", json={"prompt": "Return the", "max_tokens": 12},
-                          timeout=120)
+    reply = requests.post(
+        f"{served.api.url}/", json={"prompt": "Return the", "max_tokens": 12}, timeout=120
+    )
     assert reply.status_code == 200, reply.text
     data = reply.json()
     assert set(data) == {"id", "object", "created", "model", "node", "choices", "usage"}
@@ -170,7 +207,9 @@ def test_completion_api_rejects_bad_requests(served: SimpleNamespace) -> None:
     assert requests.post(url, json={"prompt": "", "max_tokens": 4}, timeout=60).status_code == 400
     assert requests.post(url, json={"prompt": "Hi", "max_tokens": 0}, timeout=60).status_code == 400
     assert requests.post(url, data=b"not json", timeout=60).status_code == 400
-    too_long = requests.post(url, json={"prompt": "Hi", "max_tokens": 10 * MAX_MODEL_LEN}, timeout=60)
+    too_long = requests.post(
+        url, json={"prompt": "Hi", "max_tokens": 10 * MAX_MODEL_LEN}, timeout=60
+    )
     assert too_long.status_code == 400 and "max_model_len" in too_long.json()["error"]
 
 
@@ -181,16 +220,27 @@ def test_load_and_streaming_helpers(served: SimpleNamespace) -> None:
     from helpers.load import chat_request, load_test
 
     # The workbook's one load engine on the OpenAI API: every answer exactly max_tokens long.
-    result = load_test(served.llm.url, chat_request("tiny-llama", "Return the", max_tokens=6),
-                       concurrency=4, requests=8).summary()
+    result = load_test(
+        served.llm.url,
+        chat_request("tiny-llama", "Return the", max_tokens=6),
+        concurrency=4,
+        requests=8,
+    ).summary()
     assert (result["requests"], result["failed"], result["output_tokens"]) == (8, 0, 8 * 6)
     assert result["output_tokens_per_s"] > 0
-    failed = load_test(served.llm.url, chat_request("nope", "Return the", max_tokens=2),
-                       concurrency=2, requests=2).summary()
+    failed = load_test(
+        served.llm.url, chat_request("nope", "Return the", max_tokens=2), concurrency=2, requests=2
+    ).summary()
     assert failed["failed"] == 2 and failed.get("output_tokens", 0) == 0
     client = OpenAI(base_url=f"{served.llm.url}/v1", api_key="x", max_retries=0)
-    stream = stream_completion(client, model="tiny-llama", prompt="Return the", max_tokens=16,
-                               temperature=0, extra_body={"ignore_eos": True})
+    stream = stream_completion(
+        client,
+        model="tiny-llama",
+        prompt="Return the",
+        max_tokens=16,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
     assert 0 < stream.ttft_s < stream.total_s and len(stream.pieces) > 1
 
 
@@ -199,13 +249,19 @@ def test_a_replica_that_needs_a_gpu_times_out_with_the_demand(served: SimpleName
     from ray import serve
     from ray.serve.llm import build_openai_app
 
-    config = make_llm_config("tiny", model_id="needs-gpu", set_accelerator_config=False,
-                             max_model_len=MAX_MODEL_LEN)
+    config = make_llm_config(
+        "tiny", model_id="needs-gpu", set_accelerator_config=False, max_model_len=MAX_MODEL_LEN
+    )
     started = time.monotonic()
     try:
         with pytest.raises(ServeTimeoutError) as caught:
-            deploy_app(build_openai_app({"llm_configs": [config]}), cluster=served.cluster,
-                       name="needs-gpu", route_prefix="/needs-gpu", timeout_s=10)
+            deploy_app(
+                build_openai_app({"llm_configs": [config]}),
+                cluster=served.cluster,
+                name="needs-gpu",
+                route_prefix="/needs-gpu",
+                timeout_s=10,
+            )
     finally:
         serve.delete("needs-gpu", _blocking=False)  # the module's cluster stops right after
     assert 10 <= time.monotonic() - started < 120

@@ -55,7 +55,9 @@ def test_echo_server_answers_refuses_a_taken_port_and_stops() -> None:
 
     with EchoServer() as echo:
         pid = echo.pid
-        assert requests.post(echo.url + "/any/path", json={"text": "hi"}, timeout=5).json() == {"ok": True}
+        assert requests.post(echo.url + "/any/path", json={"text": "hi"}, timeout=5).json() == {
+            "ok": True
+        }
         result = load_test(echo.url, json_request({}), concurrency=4, requests=200, progress=False)
         assert result.summary()["ok"] == 200
         with pytest.raises(PortInUseError):
@@ -128,7 +130,9 @@ def endpoints(two_node_cluster: LocalCluster) -> Iterator[dict[str, str]]:
             async def events():
                 await asyncio.sleep(0.3)
                 for _ in range(body["max_tokens"]):
-                    yield "data: " + json.dumps({"choices": [{"delta": {"content": "tok"}}]}) + "\n\n"
+                    yield (
+                        "data: " + json.dumps({"choices": [{"delta": {"content": "tok"}}]}) + "\n\n"
+                    )
                     await asyncio.sleep(0.01)
                 usage = {"completion_tokens": body["max_tokens"]}
                 yield "data: " + json.dumps({"choices": [], "usage": usage}) + "\n\n"
@@ -140,8 +144,12 @@ def endpoints(two_node_cluster: LocalCluster) -> Iterator[dict[str, str]]:
     port = free_port()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        timed = TimedWork.options(num_replicas=2, autoscaling_config=None, max_ongoing_requests=32,
-                                  user_config={"work_s": WORK_S})
+        timed = TimedWork.options(
+            num_replicas=2,
+            autoscaling_config=None,
+            max_ongoing_requests=32,
+            user_config={"work_s": WORK_S},
+        )
         serve._run(timed.bind(), name="load-timed", route_prefix="/timed", _blocking=False)
         serve._run(FakeChatStream.bind(), name="load-chat", route_prefix="/chat", _blocking=False)
         for app in ("load-timed", "load-chat"):
@@ -158,14 +166,17 @@ def endpoints(two_node_cluster: LocalCluster) -> Iterator[dict[str, str]]:
             two_node_cluster.disconnect()
 
 
-def test_closed_loop_counts_percentiles_and_who_served(endpoints: dict[str, str],
-                                                      two_node_cluster: LocalCluster) -> None:
+def test_closed_loop_counts_percentiles_and_who_served(
+    endpoints: dict[str, str], two_node_cluster: LocalCluster
+) -> None:
     from helpers.serve_status import serve_details
 
     result = load_test(endpoints["timed"], json_request({}), concurrency=8, requests=160)
     df, summary = result.df, result.summary()
     assert len(df) == 160 and sorted(df["i"]) == list(range(160))
-    assert summary["requests"] == summary["ok"] == 160 and summary["failed"] == 0, summary["error_kinds"]
+    assert summary["requests"] == summary["ok"] == 160 and summary["failed"] == 0, summary[
+        "error_kinds"
+    ]
     latencies = df["latency_s"].to_numpy()
     for q in (50, 90, 99):
         assert summary[f"latency_p{q}_s"] == round(float(np.percentile(latencies, q)), 4)
@@ -174,7 +185,9 @@ def test_closed_loop_counts_percentiles_and_who_served(endpoints: dict[str, str]
     # a closed loop of 8 cannot beat 8 requests per WORK_S
     assert 0 < summary["throughput_rps"] <= 8 / WORK_S * 1.05
     # every answer names the replica and node that served it, and they are the deployment's
-    deployment = serve_details(two_node_cluster)["applications"]["load-timed"]["deployments"]["TimedWork"]
+    deployment = serve_details(two_node_cluster)["applications"]["load-timed"]["deployments"][
+        "TimedWork"
+    ]
     replicas = {r["replica_id"] for r in deployment["replicas"]}
     assert df["replica"].notna().all() and df["node"].notna().all()
     assert set(summary["by_replica"]) <= replicas and sum(summary["by_node"].values()) == 160
@@ -186,8 +199,10 @@ def test_open_loop_rate_is_accurate(endpoints: dict[str, str]) -> None:
     summary = result.summary()
     # Seen once on a loaded machine (make test on a fresh clone, 12-06): 2 of 200 failed;
     # which error they had says where to look (the proxy, a replica, the client's pool).
-    assert summary["failed"] == 0, (summary["error_kinds"],
-                                    result.df[~result.df["ok"]].to_dict("records"))
+    assert summary["failed"] == 0, (
+        summary["error_kinds"],
+        result.df[~result.df["ok"]].to_dict("records"),
+    )
     assert abs(summary["requests"] - rate * seconds) <= 0.1 * rate * seconds
     started = result.df["t_start"]
     offered = (len(started) - 1) / (started.max() - started.min())
@@ -208,8 +223,9 @@ def test_error_accounting(endpoints: dict[str, str]) -> None:
     ok_latencies = result.df[result.df["ok"]]["latency_s"]
     assert summary["latency_p50_s"] == round(float(np.percentile(ok_latencies, 50)), 4)
     # answers slower than the client's timeout are errors of their own kind
-    slow = load_test(endpoints["timed"], json_request({"work_s": 2.0}), concurrency=2, requests=2,
-                     timeout_s=0.5).summary()
+    slow = load_test(
+        endpoints["timed"], json_request({"work_s": 2.0}), concurrency=2, requests=2, timeout_s=0.5
+    ).summary()
     assert slow["failed"] == 2 and list(slow["error_kinds"]) == ["Timeout"]
 
 
@@ -242,14 +258,34 @@ def test_streamed_chat_time_to_first_token(endpoints: dict[str, str]) -> None:
 
 
 def test_command_line(endpoints: dict[str, str]) -> None:
-    run = subprocess.run([sys.executable, "-m", "helpers.load", "-c", "4", "-n", "20", "--json", "{}",
-                          "--url", endpoints["timed"], "--summary-json"],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "helpers.load",
+            "-c",
+            "4",
+            "-n",
+            "20",
+            "--json",
+            "{}",
+            "--url",
+            endpoints["timed"],
+            "--summary-json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)
     assert summary["requests"] == summary["ok"] == 20 and summary["mode"] == "closed"
-    bad = subprocess.run([sys.executable, "-m", "helpers.load", "--stream", "--url", endpoints["timed"]],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "helpers.load", "--stream", "--url", endpoints["timed"]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "--chat" in bad.stderr
 
 
@@ -273,14 +309,29 @@ def test_replica_sampler(endpoints: dict[str, str], two_node_cluster: LocalClust
 def test_locust_headless_and_the_comparison(endpoints: dict[str, str]) -> None:
     from helpers.locust_run import LocustRun, compare_with_locust
 
-    run = LocustRun(endpoints["timed"], users=4, spawn_rate=4, run_time_s=2, options={"payload": "{}"})
-    assert run.command.startswith("locust -f ") and "--headless -u 4 -r 4 --run-time 2s" in run.command
+    run = LocustRun(
+        endpoints["timed"], users=4, spawn_rate=4, run_time_s=2, options={"payload": "{}"}
+    )
+    assert (
+        run.command.startswith("locust -f ") and "--headless -u 4 -r 4 --run-time 2s" in run.command
+    )
     # 5 s a run: Locust's --run-time clock starts before its users do, and on a busy 2-core CI
     # machine (the other test worker starting a vLLM engine) a 2 s run once sent nothing at all.
-    runs = compare_with_locust(endpoints["timed"], path="/", payload={}, concurrency=4, seconds=5,
-                               rounds=2, user_classes=("JsonUser",))
-    assert list(runs["tool"]) == ["Locust JsonUser (HttpUser)", "helpers.load",
-                                  "helpers.load", "Locust JsonUser (HttpUser)"]  # A B, then B A
+    runs = compare_with_locust(
+        endpoints["timed"],
+        path="/",
+        payload={},
+        concurrency=4,
+        seconds=5,
+        rounds=2,
+        user_classes=("JsonUser",),
+    )
+    assert list(runs["tool"]) == [
+        "Locust JsonUser (HttpUser)",
+        "helpers.load",
+        "helpers.load",
+        "Locust JsonUser (HttpUser)",
+    ]  # A B, then B A
     assert (runs["failures"] == 0).all() and (runs["requests"] > 20).all()
     assert (runs["p50_s"] >= WORK_S).all()
     # a closed loop of 4 cannot beat 4 requests per WORK_S, whoever sends them
@@ -298,8 +349,15 @@ def test_helpers_load_is_not_the_bottleneck_locust_is() -> None:
     from helpers.locust_run import compare_with_locust
 
     with EchoServer() as echo:
-        runs = compare_with_locust(echo.url, path="/", payload={"text": "great service"},
-                                   concurrency=32, seconds=4, rounds=2, user_classes=("JsonUser",))
+        runs = compare_with_locust(
+            echo.url,
+            path="/",
+            payload={"text": "great service"},
+            concurrency=32,
+            seconds=4,
+            rounds=2,
+            user_classes=("JsonUser",),
+        )
     assert (runs["failures"] == 0).all(), runs
     by_tool = runs.groupby("tool")[["throughput_rps", "client_cpu_ms_per_request"]].mean()
     ours, theirs = by_tool.loc["helpers.load"], by_tool.loc["Locust JsonUser (HttpUser)"]
@@ -324,12 +382,20 @@ def test_a_locust_run_can_be_ended_early_with_its_statistics() -> None:
     assert stats["wall_s"] < 30  # ended long before its 120 s --run-time
 
 
-def test_live_dashboard_refreshes_and_follows_the_slider(endpoints: dict[str, str],
-                                                          two_node_cluster: LocalCluster) -> None:
+def test_live_dashboard_refreshes_and_follows_the_slider(
+    endpoints: dict[str, str], two_node_cluster: LocalCluster
+) -> None:
     from helpers.autoscaling import AutoscalingDashboard
 
-    board = AutoscalingDashboard(two_node_cluster, app="load-timed", deployment="TimedWork",
-                                 url=endpoints["timed"], max_rate=40, initial_rate=5, refresh_s=0.5)
+    board = AutoscalingDashboard(
+        two_node_cluster,
+        app="load-timed",
+        deployment="TimedWork",
+        url=endpoints["timed"],
+        max_rate=40,
+        initial_rate=5,
+        refresh_s=0.5,
+    )
     # What a JupyterLab cell displays. A refresh draws a figure: ~0.3 s on a quiet machine, over
     # 2 s on a busy 2-core CI machine. So the load runs until the figure has been redrawn three
     # times (or 60 s), then the person presses "stop now".

@@ -29,11 +29,14 @@ def _member_pids(sid: int) -> set[int]:
 
 
 def test_start_registers_tails_and_stop_ends_the_whole_session(
-        isolated_workbook_scratch: Path) -> None:
+    isolated_workbook_scratch: Path,
+) -> None:
     # The shell dies on SIGTERM; the two sleeps are left behind unless the session is ended.
     proc = ManagedProcess(
         ["sh", "-c", "for i in 1 2 3; do echo line $i; done; sleep 300 & sleep 300"],
-        kind="test-shell", ports=[1])
+        kind="test-shell",
+        ports=[1],
+    )
     assert proc.pid is None and not proc.running and proc.stop() is None  # nothing to stop
     proc.start()
     sid = proc.pid
@@ -43,7 +46,11 @@ def test_start_registers_tails_and_stop_ends_the_whole_session(
 
     record = json.loads((processes.registry_dir() / f"{proc.name}.json").read_text())
     assert (record["kind"], record["owner_pid"], record["sessions"], record["ports"]) == (
-        "test-shell", os.getpid(), [sid], [1])
+        "test-shell",
+        os.getpid(),
+        [sid],
+        [1],
+    )
     assert "sleep 300 &" in record["command"]
     assert [x.resource for x in processes.find_leftovers(owner=os.getpid())] == [proc.name]
     assert proc.tail(2) == "line 2\nline 3"
@@ -71,7 +78,8 @@ time.sleep(300)
 
 
 def test_a_process_that_ignores_sigterm_is_killed_after_the_timeout(
-        isolated_workbook_scratch: Path) -> None:
+    isolated_workbook_scratch: Path,
+) -> None:
     proc = ManagedProcess([sys.executable, "-c", _IGNORES_SIGTERM], kind="test-stubborn").start()
     _until(lambda: "ready" in proc.log_text())
     pid = proc.pid
@@ -85,8 +93,9 @@ def test_a_process_that_ignores_sigterm_is_killed_after_the_timeout(
 
 
 def test_exit_code_context_manager_and_a_second_start(isolated_workbook_scratch: Path) -> None:
-    with ManagedProcess([sys.executable, "-c", "import sys; print('bye'); sys.exit(3)"],
-                        kind="test-exit") as proc:
+    with ManagedProcess(
+        [sys.executable, "-c", "import sys; print('bye'); sys.exit(3)"], kind="test-exit"
+    ) as proc:
         assert proc.wait_exit(30) == 3
         assert proc.returncode == 3 and not proc.running
         with pytest.raises(WorkbookError, match="already running"):
@@ -109,8 +118,12 @@ if sys.argv[1] == "stay":
 
 def _owner(mode: str) -> tuple[subprocess.Popen, int, str]:
     """A Python process that starts a ManagedProcess and never stops it; its pid and name."""
-    owner = subprocess.Popen([sys.executable, "-c", _STARTS_A_SLEEP, mode],
-                             stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _STARTS_A_SLEEP, mode],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
     assert owner.stdout is not None
     pid, name = owner.stdout.readline().split()
     return owner, int(pid), name

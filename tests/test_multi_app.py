@@ -55,8 +55,12 @@ def test_user_buckets_are_stable_and_growing_v2_keeps_its_users() -> None:
     users = [f"user-{i}" for i in range(2000)]
     buckets = [user_bucket(u) for u in users]
     assert buckets == [user_bucket(u) for u in users] and all(0 <= b < 1 for b in buckets)
-    on_v2_at_10 = {u for u in users if choose_version({"v1": 0.9, "v2": 0.1}, user_bucket(u)) == "v2"}
-    on_v2_at_50 = {u for u in users if choose_version({"v1": 0.5, "v2": 0.5}, user_bucket(u)) == "v2"}
+    on_v2_at_10 = {
+        u for u in users if choose_version({"v1": 0.9, "v2": 0.1}, user_bucket(u)) == "v2"
+    }
+    on_v2_at_50 = {
+        u for u in users if choose_version({"v1": 0.5, "v2": 0.5}, user_bucket(u)) == "v2"
+    }
     assert on_v2_at_10 < on_v2_at_50  # promoting the canary never moves a user back to v1
     low, high = binomial_interval(len(users), 0.1)
     assert low <= len(on_v2_at_10) <= high  # crc32 buckets are spread like random draws
@@ -66,8 +70,9 @@ def _tail_below(n: int, p: float, k: int) -> float:
     return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k))
 
 
-@pytest.mark.parametrize("n,p,alpha", [(400, 0.1, 1e-4), (100, 0.5, 1e-3), (50, 0.02, 0.01),
-                                       (1000, 0.9, 1e-4)])
+@pytest.mark.parametrize(
+    "n,p,alpha", [(400, 0.1, 1e-4), (100, 0.5, 1e-3), (50, 0.02, 0.01), (1000, 0.9, 1e-4)]
+)
 def test_binomial_interval_is_the_exact_central_interval(n: int, p: float, alpha: float) -> None:
     low, high = binomial_interval(n, p, alpha)
     below, above = _tail_below(n, p, low), 1 - _tail_below(n, p, high + 1)
@@ -98,8 +103,15 @@ def test_binomial_interval_edges_and_bad_input() -> None:
 def test_split_config_is_checked() -> None:
     assert check_split_config({}) == {**DEFAULT_SPLIT, "weights": {"v1": 0.9, "v2": 0.1}}
     assert check_split_config({"weights": {"v2": 1}})["weights"] == {"v1": 0.0, "v2": 1.0}
-    bad_configs = [[1], {"weight": {"v1": 1}}, {"weights": {"v3": 1}}, {"weights": {"v1": -1}},
-                   {"weights": {"v1": 0, "v2": 0}}, {"weights": {}}, {"weights": {"v1": True}}]
+    bad_configs = [
+        [1],
+        {"weight": {"v1": 1}},
+        {"weights": {"v3": 1}},
+        {"weights": {"v1": -1}},
+        {"weights": {"v1": 0, "v2": 0}},
+        {"weights": {}},
+        {"weights": {"v1": True}},
+    ]
     for bad in bad_configs:
         with pytest.raises(ValueError):
             check_split_config(bad)
@@ -109,7 +121,11 @@ def test_split_config_is_checked() -> None:
 
 
 def test_pipeline_stages() -> None:
-    assert clean_text("  GREAT   Service!! ") == {"text": "great service", "words": 2, "truncated": False}
+    assert clean_text("  GREAT   Service!! ") == {
+        "text": "great service",
+        "words": 2,
+        "truncated": False,
+    }
     long = clean_text("word " * (MAX_WORDS + 5))
     assert long["truncated"] and long["words"] == MAX_WORDS
     assert label_of(0.75) == {"label": "positive", "confidence": 0.5}
@@ -194,10 +210,17 @@ def canary_url(two_node_cluster: LocalCluster) -> Iterator[str]:
 
     cluster = two_node_cluster
     serve_was_running = bool((serve_details(cluster).get("controller_info") or {}).get("actor_id"))
-    config = {"proxy_location": "HeadOnly",
-              "http_options": {"host": "127.0.0.1", "port": free_port()},
-              "applications": [{"name": "canary-test", "route_prefix": "/canary-test",
-                                "import_path": "helpers.apps.canary:app"}]}
+    config = {
+        "proxy_location": "HeadOnly",
+        "http_options": {"host": "127.0.0.1", "port": free_port()},
+        "applications": [
+            {
+                "name": "canary-test",
+                "route_prefix": "/canary-test",
+                "import_path": "helpers.apps.canary:app",
+            }
+        ],
+    }
     deploy_config(cluster, config)
     try:
         wait_until_running("canary-test", cluster=cluster, timeout_s=180)
@@ -216,7 +239,8 @@ def canary_url(two_node_cluster: LocalCluster) -> Iterator[str]:
 
 
 def test_splitter_on_serve_keeps_to_its_weights_and_changes_them_live(
-        two_node_cluster: LocalCluster, canary_url: str) -> None:
+    two_node_cluster: LocalCluster, canary_url: str
+) -> None:
     import requests
 
     from helpers.serve_cli import deploy_config
@@ -224,22 +248,32 @@ def test_splitter_on_serve_keeps_to_its_weights_and_changes_them_live(
     from helpers.traffic import RequestLoop, failure_summary, send_requests
 
     n = 300
-    split = send_requests(canary_url, n, concurrency=4, json={"text": "great"}, progress=False,
-                          timeout_s=60)
+    split = send_requests(
+        canary_url, n, concurrency=4, json={"text": "great"}, progress=False, timeout_s=60
+    )
     assert split["ok"].all(), failure_summary(split)
     low, high = binomial_interval(n, 0.1, 1e-4)
     assert low <= int((split["code_version"] == "v2").sum()) <= high
     ana = {"text": "great", "user": "ana"}
-    sticky = {requests.post(canary_url, json=ana, timeout=30).json()["code_version"] for _ in range(5)}
+    sticky = {
+        requests.post(canary_url, json=ana, timeout=30).json()["code_version"] for _ in range(5)
+    }
     assert sticky == {"v2" if user_bucket("ana") >= 0.9 else "v1"}
     bad = requests.post(canary_url, json={"user": "ana"}, timeout=30)
     assert bad.status_code == 400
 
     pids = running_pids(two_node_cluster, "canary-test", "TrafficSplitter")
     new = {"weights": {"v1": 0.0, "v2": 1.0}, "config_version": 2}
-    details = {"applications": [{"name": "canary-test", "route_prefix": "/canary-test",
-                                 "import_path": "helpers.apps.canary:app",
-                                 "deployments": [{"name": "TrafficSplitter", "user_config": new}]}]}
+    details = {
+        "applications": [
+            {
+                "name": "canary-test",
+                "route_prefix": "/canary-test",
+                "import_path": "helpers.apps.canary:app",
+                "deployments": [{"name": "TrafficSplitter", "user_config": new}],
+            }
+        ]
+    }
     with RequestLoop(canary_url, json={"text": "great"}, concurrency=2, timeout_s=30) as loop:
         deploy_config(two_node_cluster, details)
         loop.wait_until_serving("config_version", 2, last=10, timeout_s=120)

@@ -64,9 +64,13 @@ def test_one_parameters_cell_of_typed_commented_literals(path: Path) -> None:
     tree = ast.parse(_source(tagged[0]))
     lines = _source(tagged[0]).splitlines()
     for node in tree.body:
-        assert isinstance(node, ast.AnnAssign), f"{path.name}: line {node.lineno} is not `name: type = value`"
+        assert isinstance(node, ast.AnnAssign), (
+            f"{path.name}: line {node.lineno} is not `name: type = value`"
+        )
         ast.literal_eval(node.value)  # literals only: derived values belong in the next cell
-        assert "#" in lines[node.lineno - 1], f"{path.name}: parameter on line {node.lineno} has no comment"
+        assert "#" in lines[node.lineno - 1], (
+            f"{path.name}: parameter on line {node.lineno} has no comment"
+        )
     assert notebook_parameters(path), "papermill does not see the parameters"
 
 
@@ -76,7 +80,9 @@ def test_reads_as_a_lesson(path: Path) -> None:
     markdown = [_source(c) for c in _cells(path) if c["cell_type"] == "markdown"]
     assert markdown[0].startswith("# "), "the first cell is the title"
     text = "\n".join(markdown)
-    positions = [text.find(h) for h in ("You will learn", "## Summary", "## Exercises", "## Cleanup")]
+    positions = [
+        text.find(h) for h in ("You will learn", "## Summary", "## Exercises", "## Cleanup")
+    ]
     assert -1 not in positions and positions == sorted(positions), positions
 
 
@@ -98,8 +104,9 @@ def test_every_section_checks_itself(path: Path) -> None:
 _MINUTES = re.compile(r"\*\*About \d+(-\d+)? minutes?\*\*")
 
 
-@pytest.mark.parametrize("path", [p for p in LESSONS_AND_TEMPLATE if read_tasks(p)],
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", [p for p in LESSONS_AND_TEMPLATE if read_tasks(p)], ids=lambda p: p.stem
+)
 def test_a_lesson_built_for_doing_fits_one_sitting(path: Path) -> None:
     """A lesson with "Your turn" tasks (and the template) says how long it takes in its first
     cell and has at most 10 learner parameters (harness knobs go to the run profile)."""
@@ -143,9 +150,14 @@ def _value(node: ast.expr, params: dict) -> object:
         left, right = _value(node.left, params), _value(node.comparators[0], params)
         if _UNKNOWN in (left, right):
             return _UNKNOWN
-        ops = {ast.Eq: lambda a, b: a == b, ast.NotEq: lambda a, b: a != b,
-               ast.Gt: lambda a, b: a > b, ast.GtE: lambda a, b: a >= b,
-               ast.Lt: lambda a, b: a < b, ast.LtE: lambda a, b: a <= b}
+        ops = {
+            ast.Eq: lambda a, b: a == b,
+            ast.NotEq: lambda a, b: a != b,
+            ast.Gt: lambda a, b: a > b,
+            ast.GtE: lambda a, b: a >= b,
+            ast.Lt: lambda a, b: a < b,
+            ast.LtE: lambda a, b: a <= b,
+        }
         op = ops.get(type(node.ops[0]))
         try:
             return _UNKNOWN if op is None else op(left, right)
@@ -168,8 +180,13 @@ def hidden_assertions(path: Path, ci_parameters: dict) -> list[str]:
         if cell["cell_type"] != "code" or "parameters" in cell.get("metadata", {}).get("tags", []):
             continue
         try:
-            tree = ast.parse("\n".join(line for line in _source(cell).splitlines()
-                                       if not line.lstrip().startswith(("!", "%"))))
+            tree = ast.parse(
+                "\n".join(
+                    line
+                    for line in _source(cell).splitlines()
+                    if not line.lstrip().startswith(("!", "%"))
+                )
+            )
         except SyntaxError:
             continue
         for node in ast.walk(tree):
@@ -180,8 +197,10 @@ def hidden_assertions(path: Path, ci_parameters: dict) -> list[str]:
                 continue
             skipped = node.orelse if taken else node.body
             if any(isinstance(n, ast.Assert) for stmt in skipped for n in ast.walk(stmt)):
-                hidden.append(f"cell {i}, line {node.lineno}: `if {ast.unparse(node.test)}` is "
-                              f"{bool(taken)} in CI and skips assertions")
+                hidden.append(
+                    f"cell {i}, line {node.lineno}: `if {ast.unparse(node.test)}` is "
+                    f"{bool(taken)} in CI and skips assertions"
+                )
     return hidden
 
 
@@ -190,8 +209,11 @@ def test_no_assertion_is_hidden_from_ci_behind_a_parameter(path: Path) -> None:
     """CI runs every section that `make run` runs: a parameter may size a step, never switch
     off the assertions that check it (issue: lesson 10's KV-cache case broke unseen)."""
     hidden = hidden_assertions(path, load_profile("ci").parameters_for(path.stem))
-    assert not hidden, (f"{path.name}: " + "; ".join(hidden)
-                        + ". Make the step cheap enough for CI instead of switching it off.")
+    assert not hidden, (
+        f"{path.name}: "
+        + "; ".join(hidden)
+        + ". Make the step cheap enough for CI instead of switching it off."
+    )
 
 
 def test_the_hidden_assertion_check_can_fail(tmp_path: Path) -> None:
@@ -200,10 +222,16 @@ def test_the_hidden_assertion_check_can_fail(tmp_path: Path) -> None:
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell("run_it: bool = True  # a switch\nsize: int = 3  # a size")
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params,
-                nbformat.v4.new_code_cell("if run_it and cluster:\n    assert size > 1"),
-                nbformat.v4.new_code_cell("if size < 2:\n    x = 1\nelse:\n    assert size")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        params,
+        nbformat.v4.new_code_cell("if run_it and cluster:\n    assert size > 1"),
+        nbformat.v4.new_code_cell("if size < 2:\n    x = 1\nelse:\n    assert size"),
+    ]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     path = tmp_path / "switch.ipynb"
     nbformat.write(nb, str(path))
     assert hidden_assertions(path, {}) == []
@@ -211,18 +239,28 @@ def test_the_hidden_assertion_check_can_fail(tmp_path: Path) -> None:
     assert [f.split(":")[0] for f in found] == ["cell 1, line 1", "cell 2, line 1"], found
 
 
-_SOURCE_DOCUMENTS = re.compile(r"seed material|\bthe seed(?:'s)?\b(?!\s*(?:=|of |for |value))",
-                               re.IGNORECASE)
+_SOURCE_DOCUMENTS = re.compile(
+    r"seed material|\bthe seed(?:'s)?\b(?!\s*(?:=|of |for |value))", re.IGNORECASE
+)
 
 
 def test_nothing_a_learner_reads_points_to_documents_they_have_never_seen() -> None:
     """Lessons, labs, README, CONTRIBUTING, CHANGELOG, configs and the helpers describe
     practices and cite public sources; they never refer to private source documents."""
-    roots = [REPO_ROOT / name for name in ("notebooks", "labs", "helpers", "configs", "benchmarks",
-                                           "templates")]
+    roots = [
+        REPO_ROOT / name
+        for name in ("notebooks", "labs", "helpers", "configs", "benchmarks", "templates")
+    ]
     files = [REPO_ROOT / name for name in ("README.md", "CONTRIBUTING.md", "CHANGELOG.md")]
-    files += [p for root in roots for p in sorted(root.rglob("*"))
-              if p.suffix in (".ipynb", ".py", ".md", ".yaml", ".json")]
-    found = [f"{p.relative_to(REPO_ROOT)}: {m.group(0)!r}" for p in files
-             for m in _SOURCE_DOCUMENTS.finditer(p.read_text(errors="replace"))]
+    files += [
+        p
+        for root in roots
+        for p in sorted(root.rglob("*"))
+        if p.suffix in (".ipynb", ".py", ".md", ".yaml", ".json")
+    ]
+    found = [
+        f"{p.relative_to(REPO_ROOT)}: {m.group(0)!r}"
+        for p in files
+        for m in _SOURCE_DOCUMENTS.finditer(p.read_text(errors="replace"))
+    ]
     assert not found, found

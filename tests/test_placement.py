@@ -24,8 +24,10 @@ from helpers.paths import CONFIGS_DIR
 from helpers.serve_cli import load_config, validate_serve_config
 
 PLACEMENT_CONFIGS = sorted((CONFIGS_DIR / "placement").glob("*.yaml"))
-STANDINS = {"llm-tensor-parallel-gpu.yaml": "standin-tensor-parallel.yaml",
-            "llm-one-per-gpu-gpu.yaml": "standin-one-per-gpu.yaml"}
+STANDINS = {
+    "llm-tensor-parallel-gpu.yaml": "standin-tensor-parallel.yaml",
+    "llm-one-per-gpu-gpu.yaml": "standin-one-per-gpu.yaml",
+}
 
 # -- configs, no cluster --------------------------------------------------------------------------
 
@@ -49,7 +51,9 @@ def test_placement_config_is_valid_for_the_installed_serve(path: Path) -> None:
             continue
         module_name, attr = raw["import_path"].split(":")
         builder = getattr(__import__(module_name, fromlist=[attr]), attr)
-        names = {d.name for d in serve_build_app(builder(raw.get("args")), name="check").deployments}
+        names = {
+            d.name for d in serve_build_app(builder(raw.get("args")), name="check").deployments
+        }
         assert {d["name"] for d in raw.get("deployments", [])} <= names, names
         for dep in raw.get("deployments", []):
             bundles = dep.get("placement_group_bundles")
@@ -69,7 +73,8 @@ def _llm_replica_bundles(llm: dict[str, Any]) -> tuple[list[dict[str, float]], s
     engine = config.get_engine_config()
     actor = config.deployment_config.get("ray_actor_options", {})
     bundles = _merge_replica_actor_and_child_actor_bundles(
-        engine.placement_bundles, {"CPU": actor.get("num_cpus", 1), "GPU": actor.get("num_gpus", 0)})
+        engine.placement_bundles, {"CPU": actor.get("num_cpus", 1), "GPU": actor.get("num_gpus", 0)}
+    )
     return bundles, engine.placement_strategy, int(config.deployment_config["num_replicas"])
 
 
@@ -108,8 +113,9 @@ def serve_url(two_node_cluster: LocalCluster) -> Iterator[str]:
     cluster.connect()
     try:
         if not was_running:
-            serve.start(proxy_location="HeadOnly",
-                        http_options={"host": "127.0.0.1", "port": free_port()})
+            serve.start(
+                proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": free_port()}
+            )
         yield serve_http_url(cluster)
     finally:
         try:
@@ -133,7 +139,8 @@ def _deployed(cluster: LocalCluster, deployment: Any, name: str) -> Iterator[Non
 
 
 def test_inspect_cluster_sees_nodes_placement_groups_and_replicas(
-        two_node_cluster: LocalCluster, serve_url: str) -> None:
+    two_node_cluster: LocalCluster, serve_url: str
+) -> None:
     from ray.util.placement_group import placement_group, remove_placement_group
 
     from helpers.apps.placement_probe import ResourceProbe
@@ -149,12 +156,14 @@ def test_inspect_cluster_sees_nodes_placement_groups_and_replicas(
 
     pg = placement_group([{"GPU": 1, "CPU": 0.1}] * 2, strategy="STRICT_SPREAD")
     assert pg.wait(timeout_seconds=60)
-    probe = ResourceProbe.options(name="Spread", num_replicas=2, max_replicas_per_node=1,
-                                  ray_actor_options={"num_cpus": 0.1})
+    probe = ResourceProbe.options(
+        name="Spread", num_replicas=2, max_replicas_per_node=1, ray_actor_options={"num_cpus": 0.1}
+    )
     try:
         with _deployed(cluster, probe, "spread-test"):
-            placed = wait_for_running_replicas(cluster, "spread-test", "Spread", running=2,
-                                               timeout_s=120)
+            placed = wait_for_running_replicas(
+                cluster, "spread-test", "Spread", running=2, timeout_s=120
+            )
             answers = probe_replicas(f"{serve_url}/spread-test", 2, timeout_s=60)
             report = inspect_cluster(cluster)
     finally:
@@ -165,7 +174,10 @@ def test_inspect_cluster_sees_nodes_placement_groups_and_replicas(
     assert sorted(mine["node"]) == both
     assert list(mine["resources"]) == [{"GPU": 1.0, "CPU": 0.1}] * 2
     assert report.nodes["GPU used"].sum() == 2  # the bundles reserve both GPUs
-    assert report.replicas_per_node.loc[("spread-test", "Spread")].to_dict() == {"head": 1, worker: 1}
+    assert report.replicas_per_node.loc[("spread-test", "Spread")].to_dict() == {
+        "head": 1,
+        worker: 1,
+    }
     text = report.text()
     assert "Placement groups" in text and "spread-test" in text
 
@@ -175,8 +187,16 @@ def test_command_line(two_node_cluster: LocalCluster) -> None:
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["--address", two_node_cluster.address, "--dashboard-url",
-                     two_node_cluster.dashboard_url, "--token-path", str(two_node_cluster.token_path)])
+        code = main(
+            [
+                "--address",
+                two_node_cluster.address,
+                "--dashboard-url",
+                two_node_cluster.dashboard_url,
+                "--token-path",
+                str(two_node_cluster.token_path),
+            ]
+        )
     assert code == 0 and "== Nodes ==" in out.getvalue() and "node_b" in out.getvalue()
     err = io.StringIO()
     with contextlib.redirect_stderr(err):

@@ -108,8 +108,10 @@ def _start_shm_holders(tmp_path: Path, count: int) -> tuple[list[subprocess.Pope
     """``count`` holders of one shared-memory file each, in their own sessions, and the files."""
     import sys
 
-    procs = [processes.start_session([sys.executable, "-c", _SHM_HOLDER], tmp_path / f"{i}.log")
-             for i in range(count)]
+    procs = [
+        processes.start_session([sys.executable, "-c", _SHM_HOLDER], tmp_path / f"{i}.log")
+        for i in range(count)
+    ]
     names = []
     for i in range(count):
         deadline = time.monotonic() + 20
@@ -120,7 +122,8 @@ def _start_shm_holders(tmp_path: Path, count: int) -> tuple[list[subprocess.Pope
 
 
 def test_stop_sessions_kills_what_ignores_sigterm_and_removes_its_shared_memory(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     procs, paths = _start_shm_holders(tmp_path, 2)
     assert all(path.exists() for path in paths)
 
@@ -184,7 +187,8 @@ def test_leftovers_found_and_ended(
         found = processes.find_leftovers()
         assert [x.resource for x in found] == ["mine", "test-resource"]
         assert [x.resource for x in processes.find_leftovers(exclude_owner=os.getpid())] == [
-            "test-resource"]
+            "test-resource"
+        ]
         assert [x.resource for x in processes.find_leftovers(owner=os.getpid())] == ["mine"]
         leftover = found[1]
         assert sid in leftover.pids
@@ -218,7 +222,8 @@ def test_dead_registration_is_forgotten(isolated_workbook_scratch: Path) -> None
 
 
 def test_a_reused_pid_is_never_taken_for_a_recorded_session(
-        isolated_workbook_scratch: Path, tmp_path: Path) -> None:
+    isolated_workbook_scratch: Path, tmp_path: Path
+) -> None:
     """A record names a session whose leader's pid now belongs to another process (simulated
     by a wrong start time): leftover checks ignore it and end_leftovers never signals it."""
     proc = processes.start_session(["sleep", "300"], tmp_path / "s.log")
@@ -226,7 +231,8 @@ def test_a_reused_pid_is_never_taken_for_a_recorded_session(
         path = processes.register("stale", {"sessions": [proc.pid], "ports": []})
         record = json.loads(path.read_text())
         assert record["sessions_started"][str(proc.pid)] == pytest.approx(
-            psutil.Process(proc.pid).create_time())
+            psutil.Process(proc.pid).create_time()
+        )
         assert [x.resource for x in processes.find_leftovers()] == ["stale"]
 
         record["sessions_started"][str(proc.pid)] -= 3600.0  # "started an hour earlier"
@@ -240,7 +246,8 @@ def test_a_reused_pid_is_never_taken_for_a_recorded_session(
 
 
 def test_sweep_ends_what_a_dead_owner_left_and_nothing_else(
-        isolated_workbook_scratch: Path, tmp_path: Path) -> None:
+    isolated_workbook_scratch: Path, tmp_path: Path
+) -> None:
     """A kernel killed by SIGKILL never stops its cluster: its record's owner is gone. The sweep
     ends that session; a live owner's record, and a session whose pid was reused, stay."""
     owner = subprocess.Popen(["sleep", "300"])
@@ -298,7 +305,9 @@ def test_stopping_a_session_removes_only_multiprocessing_files_it_made(tmp_path:
         assert (Path("/dev/shm") / keep).exists() and (Path("/dev/shm") / drop).exists()
         processes.stop_sessions([proc.pid], grace_s=2)
         assert not (Path("/dev/shm") / drop).exists()
-        assert (Path("/dev/shm") / keep).exists(), "a file that is not multiprocessing's was removed"
+        assert (Path("/dev/shm") / keep).exists(), (
+            "a file that is not multiprocessing's was removed"
+        )
     finally:
         processes.stop_sessions([proc.pid], grace_s=1)
         (Path("/dev/shm") / keep).unlink(missing_ok=True)
@@ -320,8 +329,9 @@ def test_orphan_shared_memory_of_another_user_is_kept() -> None:
         path.unlink(missing_ok=True)
 
 
-def test_default_scratch_is_private_to_the_user(monkeypatch: pytest.MonkeyPatch,
-                                                tmp_path: Path) -> None:
+def test_default_scratch_is_private_to_the_user(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     import stat
     import tempfile
 
@@ -337,7 +347,8 @@ def test_default_scratch_is_private_to_the_user(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_a_scratch_folder_others_can_write_or_own_is_refused(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from helpers import paths
     from helpers.errors import WorkbookError
 
@@ -380,7 +391,8 @@ def test_a_token_is_never_written_through_a_planted_link(tmp_path: Path) -> None
 
 
 def test_a_token_given_to_connect_is_private_and_removed_on_stop(
-        isolated_workbook_scratch: Path, listening_socket: socket.socket) -> None:
+    isolated_workbook_scratch: Path, listening_socket: socket.socket
+) -> None:
     import stat
 
     from helpers.cluster import connect_to_cluster

@@ -24,8 +24,11 @@ PARAMS = "x: int = 1  # a number"
 
 def _write_notebook(path: Path, *sources: str) -> Path:
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nb.cells.append(nbformat.v4.new_markdown_cell(f"# {path.stem}"))
     params = nbformat.v4.new_code_cell(PARAMS)
     params.metadata["tags"] = ["parameters"]
@@ -76,8 +79,10 @@ def test_notebook_parameters_reads_the_tagged_cell(nb_dir: Path) -> None:
 
 def test_select_notebooks(nb_dir: Path) -> None:
     assert select_notebooks(["01"], nb_dir) == [nb_dir / "01_ok.ipynb"]
-    assert select_notebooks(["02_fail", "01"], nb_dir) == [nb_dir / "02_fail.ipynb",
-                                                          nb_dir / "01_ok.ipynb"]
+    assert select_notebooks(["02_fail", "01"], nb_dir) == [
+        nb_dir / "02_fail.ipynb",
+        nb_dir / "01_ok.ipynb",
+    ]
     assert len(select_notebooks([], nb_dir)) == 3
     with pytest.raises(WorkbookError) as info:
         select_notebooks(["99"], nb_dir)
@@ -96,28 +101,62 @@ def test_load_good_profile(tmp_path: Path, nb_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "error", "expected"),
     [
-        ("notebok:\n  01_ok: {}\n", ProfileError,
-         ["unknown key 'notebok'", "Did you mean 'notebooks'?"]),
-        ("notebooks:\n  01_okk: {}\n", ProfileError,
-         ["no notebook '01_okk'", "Did you mean '01_ok'?"]),
-        ("notebooks:\n  01_ok:\n    timeout: 5\n", ProfileError,
-         ["unknown key 'timeout'", "Did you mean 'timeout_s'?"]),
-        ("notebooks:\n  01_ok:\n    parameters:\n      xx: 3\n", ParameterError,
-         ["no parameter 'xx'", "Did you mean 'x'?"]),
-        ("notebooks:\n  01_ok:\n    parameters:\n      x: three\n", ParameterError,
-         ["parameter 'x' must be int, got str 'three'"]),
-        ("notebooks:\n  01_ok:\n    parameters:\n      x: true\n", ParameterError,
-         ["parameter 'x' must be int, got bool True"]),
-        ("notebooks:\n  01_ok:\n    shares_machine: yes please\n", ProfileError,
-         ["shares_machine must be true or false"]),
-        ("notebooks:\n  01_ok:\n    timeout_s: ten\n", ProfileError,
-         ["01_ok: timeout_s must be a number of seconds > 0, not 'ten'"]),
+        (
+            "notebok:\n  01_ok: {}\n",
+            ProfileError,
+            ["unknown key 'notebok'", "Did you mean 'notebooks'?"],
+        ),
+        (
+            "notebooks:\n  01_okk: {}\n",
+            ProfileError,
+            ["no notebook '01_okk'", "Did you mean '01_ok'?"],
+        ),
+        (
+            "notebooks:\n  01_ok:\n    timeout: 5\n",
+            ProfileError,
+            ["unknown key 'timeout'", "Did you mean 'timeout_s'?"],
+        ),
+        (
+            "notebooks:\n  01_ok:\n    parameters:\n      xx: 3\n",
+            ParameterError,
+            ["no parameter 'xx'", "Did you mean 'x'?"],
+        ),
+        (
+            "notebooks:\n  01_ok:\n    parameters:\n      x: three\n",
+            ParameterError,
+            ["parameter 'x' must be int, got str 'three'"],
+        ),
+        (
+            "notebooks:\n  01_ok:\n    parameters:\n      x: true\n",
+            ParameterError,
+            ["parameter 'x' must be int, got bool True"],
+        ),
+        (
+            "notebooks:\n  01_ok:\n    shares_machine: yes please\n",
+            ProfileError,
+            ["shares_machine must be true or false"],
+        ),
+        (
+            "notebooks:\n  01_ok:\n    timeout_s: ten\n",
+            ProfileError,
+            ["01_ok: timeout_s must be a number of seconds > 0, not 'ten'"],
+        ),
         ("defaults:\n  timeout_s: 0\n", ProfileError, ["defaults: timeout_s must be a number"]),
-        ("defaults:\n  timeot_s: 3\n", ProfileError,
-         ["unknown default 'timeot_s'", "Did you mean 'timeout_s'?"]),
-        ("notebooks:\n  01_ok: 5\n", ProfileError, ["01_ok: the entry must be a mapping, not a int"]),
-        ("notebooks:\n  01_ok:\n    parameters: [1]\n", ProfileError,
-         ["01_ok: parameters must be a mapping, not a list"]),
+        (
+            "defaults:\n  timeot_s: 3\n",
+            ProfileError,
+            ["unknown default 'timeot_s'", "Did you mean 'timeout_s'?"],
+        ),
+        (
+            "notebooks:\n  01_ok: 5\n",
+            ProfileError,
+            ["01_ok: the entry must be a mapping, not a int"],
+        ),
+        (
+            "notebooks:\n  01_ok:\n    parameters: [1]\n",
+            ProfileError,
+            ["01_ok: parameters must be a mapping, not a list"],
+        ),
         ("notebooks: [01_ok]\n", ProfileError, ["notebooks must be a mapping of notebook names"]),
         ("- just\n- a list\n", ProfileError, ["must be a mapping"]),
         ("notebooks: [unclosed\n", ProfileError, ["not valid YAML"]),
@@ -134,8 +173,10 @@ def test_load_profile_errors(
 
 
 def test_an_entry_with_nothing_under_it_takes_the_defaults(tmp_path: Path, nb_dir: Path) -> None:
-    profile = load_profile(_profile(tmp_path, "defaults:\n  timeout_s: 42\nnotebooks:\n  01_ok:\n"),
-                           notebooks_dir=nb_dir)
+    profile = load_profile(
+        _profile(tmp_path, "defaults:\n  timeout_s: 42\nnotebooks:\n  01_ok:\n"),
+        notebooks_dir=nb_dir,
+    )
     settings = profile.settings_for("01_ok")
     assert (settings.timeout_s, settings.parameters, settings.skip) == (42, {}, False)
 
@@ -149,8 +190,9 @@ def test_unknown_profile_name() -> None:
 def test_run_notebooks_passed_and_failed(tmp_path: Path, nb_dir: Path) -> None:
     profile = load_profile(_profile(tmp_path, GOOD_PROFILE), notebooks_dir=nb_dir)
     out = tmp_path / "out"
-    results = run_notebooks([nb_dir / "01_ok.ipynb", nb_dir / "02_fail.ipynb"], profile, out,
-                            progress=False)
+    results = run_notebooks(
+        [nb_dir / "01_ok.ipynb", nb_dir / "02_fail.ipynb"], profile, out, progress=False
+    )
     ok, bad = results
     assert (ok.notebook, ok.status, ok.failing_cell, ok.error) == ("01_ok", PASSED, None, "")
     assert "x is 3" in (out / "01_ok.ipynb").read_text()  # the profile's parameter was injected
@@ -217,8 +259,9 @@ def test_timeout_leaves_no_process(tmp_path: Path, nb_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
-def test_runner_ended_by_a_signal_stops_the_notebook(tmp_path: Path, nb_dir: Path,
-                                                     signame: str) -> None:
+def test_runner_ended_by_a_signal_stops_the_notebook(
+    tmp_path: Path, nb_dir: Path, signame: str
+) -> None:
     """A CI cancel or `timeout` sends SIGTERM (a closed terminal, SIGHUP): the runner ends the
     running notebook's session (papermill and its kernel) before it exits, as for Ctrl-C."""
     import signal
@@ -227,9 +270,21 @@ def test_runner_ended_by_a_signal_stops_the_notebook(tmp_path: Path, nb_dir: Pat
 
     profile = _profile(tmp_path, "description: x\ndefaults:\n  timeout_s: 300\nnotebooks: {}\n")
     runner = subprocess.Popen(
-        [sys.executable, "-m", "helpers.runner", "--profile", str(profile), "--build-dir",
-         str(tmp_path / "out"), str(nb_dir / "03_slow.ipynb")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "helpers.runner",
+            "--profile",
+            str(profile),
+            "--build-dir",
+            str(tmp_path / "out"),
+            str(nb_dir / "03_slow.ipynb"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         seen: dict[int, str] = {}
         deadline = time.monotonic() + 60
@@ -243,8 +298,10 @@ def test_runner_ended_by_a_signal_stops_the_notebook(tmp_path: Path, nb_dir: Pat
         if runner.poll() is None:
             os.killpg(runner.pid, signal.SIGKILL)
     assert runner.returncode == 130, output
-    assert f"interrupted: {signame} received: stopping what was started while 03_slow.ipynb " \
-        "ran; what it started was ended" in output, output
+    assert (
+        f"interrupted: {signame} received: stopping what was started while 03_slow.ipynb "
+        "ran; what it started was ended" in output
+    ), output
     deadline = time.monotonic() + 5
     while _notebook_processes(nb_dir) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -262,7 +319,10 @@ def _is_alive(pid: int) -> bool:
 def test_runner_cli_unknown_profile_exits_2() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "helpers.runner", "--profile", "nonexistent"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2, result.stderr
     assert "error: No run profile 'nonexistent'" in result.stderr
@@ -303,8 +363,10 @@ def test_the_summary_says_what_a_failed_notebook_left_running_and_that_it_was_en
     """A notebook that fails before its clean-up cell: its kernel's exit stops the echo server
     (a ManagedProcess). One whose kernel dies (the OOM killer, a crash) runs no exit handler:
     the runner finds the server by its record, ends it and says so."""
-    failing = {"05_fails": "raise RuntimeError('failing before the cleanup cell')",
-               "06_dies": "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"}
+    failing = {
+        "05_fails": "raise RuntimeError('failing before the cleanup cell')",
+        "06_dies": "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
+    }
     for stem, cell in failing.items():
         _write_notebook(
             nb_dir / f"{stem}.ipynb",
@@ -315,8 +377,9 @@ def test_the_summary_says_what_a_failed_notebook_left_running_and_that_it_was_en
         )
     profile = load_profile(_profile(tmp_path, GOOD_PROFILE), notebooks_dir=nb_dir)
     out = tmp_path / "out"
-    fails, dies = run_notebooks([nb_dir / f"{stem}.ipynb" for stem in failing], profile, out,
-                                progress=False)
+    fails, dies = run_notebooks(
+        [nb_dir / f"{stem}.ipynb" for stem in failing], profile, out, progress=False
+    )
 
     assert fails.status == FAILED and "failing before the cleanup cell" in fails.error
     assert fails.cleanup == "nothing left running"
@@ -331,14 +394,28 @@ def test_the_parts_of_a_split_lesson_are_lessons_in_order(tmp_path: Path) -> Non
     """02a_ and 02b_ are lessons, between 01_ and 03_; a lab or an unnumbered file is not."""
     from helpers.profiles import list_labs, list_notebooks
 
-    names = ["03_c.ipynb", "02b_b2.ipynb", "01_a.ipynb", "02a_b1.ipynb", "lab01_x.ipynb",
-             "notes.ipynb", "2a_bad.ipynb"]
+    names = [
+        "03_c.ipynb",
+        "02b_b2.ipynb",
+        "01_a.ipynb",
+        "02a_b1.ipynb",
+        "lab01_x.ipynb",
+        "notes.ipynb",
+        "2a_bad.ipynb",
+    ]
     for name in names:
         (tmp_path / name).write_text("{}")
     assert [p.name for p in list_notebooks(tmp_path)] == [
-        "01_a.ipynb", "02a_b1.ipynb", "02b_b2.ipynb", "03_c.ipynb"]
+        "01_a.ipynb",
+        "02a_b1.ipynb",
+        "02b_b2.ipynb",
+        "03_c.ipynb",
+    ]
     assert [p.name for p in list_labs(tmp_path)] == ["lab01_x.ipynb"]
-    assert select_notebooks(["02"], tmp_path) == [tmp_path / "02a_b1.ipynb", tmp_path / "02b_b2.ipynb"]
+    assert select_notebooks(["02"], tmp_path) == [
+        tmp_path / "02a_b1.ipynb",
+        tmp_path / "02b_b2.ipynb",
+    ]
     assert select_notebooks(["02b"], tmp_path) == [tmp_path / "02b_b2.ipynb"]
 
 
@@ -352,10 +429,19 @@ def test_make_test_runs_beside_each_other_only_lessons_that_claim_nothing_about_
     ci = load_profile("ci")
     sharing = {stem for stem, s in ci.notebooks.items() if s.shares_machine}
     assert "08_resources_and_placement" in sharing
-    assert not sharing & {"04b_batching_and_mistakes", "05_autoscaling", "06_batching",
-                          "09_observability", "12_streaming_sessions"}
-    listed = subprocess.run([sys.executable, "-m", "helpers.runner", "--profile", "ci",
-                             "--list-sharing"], capture_output=True, text=True, check=True)
+    assert not sharing & {
+        "04b_batching_and_mistakes",
+        "05_autoscaling",
+        "06_batching",
+        "09_observability",
+        "12_streaming_sessions",
+    }
+    listed = subprocess.run(
+        [sys.executable, "-m", "helpers.runner", "--profile", "ci", "--list-sharing"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert set(listed.stdout.split()) == sharing
 
 
@@ -379,20 +465,37 @@ def test_the_two_worker_phases_start_the_longest_files_first(tmp_path: Path, mon
 
     root_conftest = _root_conftest()
     durations = tmp_path / "durations.json"
-    durations.write_text('{"test_short": 5.0, "08_resources_and_placement": 206.3, "test_long": 80}')
+    durations.write_text(
+        '{"test_short": 5.0, "08_resources_and_placement": 206.3, "test_long": 80}'
+    )
     monkeypatch.setattr(root_conftest, "DURATIONS", durations)
-    items = [SimpleNamespace(path=Path(f), n=n) for f, n in [
-        ("tests/test_new.py", 1), ("tests/test_short.py", 1), ("tests/test_short.py", 2),
-        ("tests/test_long.py", 1), ("build/nbval/08_resources_and_placement.ipynb", 1),
-        ("tests/test_long.py", 2), ("build/nbval/08_resources_and_placement.ipynb", 2)]]
+    items = [
+        SimpleNamespace(path=Path(f), n=n)
+        for f, n in [
+            ("tests/test_new.py", 1),
+            ("tests/test_short.py", 1),
+            ("tests/test_short.py", 2),
+            ("tests/test_long.py", 1),
+            ("build/nbval/08_resources_and_placement.ipynb", 1),
+            ("tests/test_long.py", 2),
+            ("build/nbval/08_resources_and_placement.ipynb", 2),
+        ]
+    ]
     root_conftest._longest_files_first(items)
     assert [(i.path.stem, i.n) for i in items] == [
-        ("08_resources_and_placement", 1), ("08_resources_and_placement", 2),
-        ("test_long", 1), ("test_long", 2), ("test_short", 1), ("test_short", 2), ("test_new", 1)]
+        ("08_resources_and_placement", 1),
+        ("08_resources_and_placement", 2),
+        ("test_long", 1),
+        ("test_long", 2),
+        ("test_short", 1),
+        ("test_short", 2),
+        ("test_new", 1),
+    ]
 
 
 def test_a_sharing_lessons_cells_run_beside_the_unit_tests_and_the_others_alone(
-        monkeypatch) -> None:
+    monkeypatch,
+) -> None:
     """conftest.py marks each notebook cell under nbval `alone`, except the cells of the
     notebooks WORKBOOK_BESIDE names (scripts/test.sh: the CI profile's shares_machine lessons),
     which are `beside`: phase 1 runs them with the unit tests, phase 2 the `alone` ones. Every
@@ -408,8 +511,11 @@ def test_a_sharing_lessons_cells_run_beside_the_unit_tests_and_the_others_alone(
 
     monkeypatch.setenv("WORKBOOK_BESIDE", "08_resources_and_placement 03a_five_ways_to_launch")
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
-    items = [Item("build/nbval/08_resources_and_placement.ipynb"),
-             Item("build/nbval/05_autoscaling.ipynb"), Item("tests/test_cluster.py")]
+    items = [
+        Item("build/nbval/08_resources_and_placement.ipynb"),
+        Item("build/nbval/05_autoscaling.ipynb"),
+        Item("tests/test_cluster.py"),
+    ]
     root_conftest.pytest_collection_modifyitems(items)
     names = [[m.name for m in item.marks] for item in items]
     assert names == [["beside", "timeout"], ["alone", "timeout"], []]

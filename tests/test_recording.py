@@ -21,8 +21,9 @@ from helpers.recording import MarkedRecorder, Recorder
 class Counter(Recorder[int, list[int]]):
     """Samples 0, 1, 2, ...; ``fail_at`` raises instead of that sample."""
 
-    def __init__(self, *, period_s: float = 0.01, fail_at: int | None = None,
-                 threads: int = 1) -> None:
+    def __init__(
+        self, *, period_s: float = 0.01, fail_at: int | None = None, threads: int = 1
+    ) -> None:
         super().__init__(period_s=period_s, name="counter", threads=threads)
         self.fail_at = fail_at
         self.next = 0

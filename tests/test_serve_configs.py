@@ -50,8 +50,10 @@ from helpers.serve_cli import (
 
 BUILT = CONFIGS_DIR / "serve" / "workbook_apps.yaml"
 MANIFEST = CONFIGS_DIR / "kuberay" / "rayservice.yaml"
-BUILD_ARGS = (["helpers.apps.classifier:app", "helpers.apps.configurable:app"],
-              {"app1": "classifier", "app2": "configurable"})
+BUILD_ARGS = (
+    ["helpers.apps.classifier:app", "helpers.apps.configurable:app"],
+    {"app1": "classifier", "app2": "configurable"},
+)
 
 
 def test_built_config_is_valid_for_the_installed_serve() -> None:
@@ -87,8 +89,12 @@ def test_manifest_generator_rejects_non_serve_text() -> None:
 
 
 def test_architecture_diagram_is_up_to_date(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, str(IMAGES_DIR / "make_diagrams.py"), str(tmp_path)],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, str(IMAGES_DIR / "make_diagrams.py"), str(tmp_path)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     drawn = sorted(p.name for p in tmp_path.glob("*.png"))
     assert "serve_deploy_changes.png" in drawn and "cluster_processes.png" in drawn, drawn
     committed = sorted(p.name for p in IMAGES_DIR.glob("*.png"))
@@ -123,9 +129,12 @@ def test_config_edits_change_only_what_they_say() -> None:
     built = load_config(BUILT)
     local = local_run_config(built, port=23456)
     assert local["http_options"] == {"host": "127.0.0.1", "port": 23456}
-    assert {k: v for k, v in local.items() if k != "http_options"} == \
-        {k: v for k, v in built.items() if k != "http_options"}
-    scaled = with_deployment_options(built, "configurable", "ConfigurableClassifier", num_replicas=3)
+    assert {k: v for k, v in local.items() if k != "http_options"} == {
+        k: v for k, v in built.items() if k != "http_options"
+    }
+    scaled = with_deployment_options(
+        built, "configurable", "ConfigurableClassifier", num_replicas=3
+    )
     assert scaled["applications"][1]["deployments"][0]["num_replicas"] == 3
     assert built["applications"][1]["deployments"][0]["num_replicas"] == 2  # a copy was changed
     v2 = with_import_path(built, "configurable", "helpers.apps.configurable:app_v2")
@@ -151,9 +160,12 @@ def test_typos_that_serve_ignores_are_found(tmp_path: Path) -> None:
     assert sent["ray_actor_options"] == {} and "http_options" not in parsed
     # ...the workbook's check names each one and the key that was meant
     problems = {(p.key, p.suggestion) for p in check_config_fields(typo)}
-    assert problems == {("num_replica", "num_replicas"),
-                        ("max_concurrent_queries", "max_ongoing_requests"),
-                        ("num_cpu", "num_cpus"), ("http_option", "http_options")}
+    assert problems == {
+        ("num_replica", "num_replicas"),
+        ("max_concurrent_queries", "max_ongoing_requests"),
+        ("num_cpu", "num_cpus"),
+        ("http_option", "http_options"),
+    }
     path = write_config(typo, tmp_path / "typo.yaml")
     with pytest.raises(ServeConfigError) as info:
         validate_serve_config(path)
@@ -169,16 +181,27 @@ def test_advice_for_real_schema_errors() -> None:
     with pytest.raises(ServeConfigError):
         validate_serve_config(missing)
 
-    bad_value = {"applications": [{"name": "a", "import_path": "x:y",
-                                   "deployments": [{"name": "D", "num_replicas": "two"}]}]}
+    bad_value = {
+        "applications": [
+            {
+                "name": "a",
+                "import_path": "x:y",
+                "deployments": [{"name": "D", "num_replicas": "two"}],
+            }
+        ]
+    }
     with pytest.raises(ValidationError) as err:
         ServeDeploySchema.model_validate(bad_value)
     assert explain_serve_error(str(err.value)).kind == "invalid-value"
 
 
 def test_advice_for_a_real_import_error() -> None:
-    result = subprocess.run([sys.executable, "-c", "import helpers.apps.clasifier"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", "import helpers.apps.clasifier"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     advice = explain_serve_error(result.stderr)
     assert advice.kind == "import-path-module" and "helpers.apps.clasifier" in advice.meaning
 
@@ -187,9 +210,14 @@ def test_serve_deploy_without_a_cluster_is_explained(tmp_path: Path) -> None:
     from helpers.cluster import ray_executable
 
     nowhere = f"http://127.0.0.1:{free_port()}"
-    result = subprocess.run([ray_executable("serve"), "deploy", str(BUILT), "-a", nowhere],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                            stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [ray_executable("serve"), "deploy", str(BUILT), "-a", nowhere],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode != 0
     advice = explain_serve_error(result.stdout + result.stderr)
     assert advice.kind == "no-cluster" and nowhere in advice.meaning
@@ -215,8 +243,10 @@ def test_written_config_keeps_a_header_and_round_trips(tmp_path: Path) -> None:
 
 def test_a_port_number_is_not_mistaken_for_an_http_status() -> None:
     # A refused connection to a port whose digits contain 401 is still "no cluster".
-    text = ("ConnectionError: Failed to connect to Ray at address: http://127.0.0.1:24015.\n"
-            "Connection refused")
+    text = (
+        "ConnectionError: Failed to connect to Ray at address: http://127.0.0.1:24015.\n"
+        "Connection refused"
+    )
     assert explain_serve_error(text).kind == "no-cluster"
     assert explain_serve_error("HTTP status code: 401 Unauthenticated").kind == "auth"
 
@@ -232,16 +262,31 @@ def test_serve_run_from_a_typed_command_line() -> None:
     cluster = SimpleNamespace(address="127.0.0.1:6379")
     run = ServeRun.from_command(
         "serve run greeter:app --working-dir . --runtime-env-json "
-        "'{\"env_vars\": {\"GREETING\": \"Bonjour\"}}' --name greeter", cluster)
-    assert run.target == "greeter:app" and run.argv[1:5] == ["run", "greeter:app", "--address",
-                                                             "127.0.0.1:6379"]
-    assert run.argv[5:] == ["--working-dir", ".", "--runtime-env-json",
-                            '{"env_vars": {"GREETING": "Bonjour"}}', "--name", "greeter"]
+        '\'{"env_vars": {"GREETING": "Bonjour"}}\' --name greeter',
+        cluster,
+    )
+    assert run.target == "greeter:app" and run.argv[1:5] == [
+        "run",
+        "greeter:app",
+        "--address",
+        "127.0.0.1:6379",
+    ]
+    assert run.argv[5:] == [
+        "--working-dir",
+        ".",
+        "--runtime-env-json",
+        '{"env_vars": {"GREETING": "Bonjour"}}',
+        "--name",
+        "greeter",
+    ]
     assert run.proc is None  # nothing started yet
-    for bad, phrase in [("", "not a `serve run`"), ("serve deploy app.yaml", "not a `serve run`"),
-                        ("serve run --name x", "not a `serve run`"),
-                        ("serve run app:app --address 1.2.3.4:6379", "its own --address"),
-                        ("serve run app:app --name 'x", "close every quote")]:
+    for bad, phrase in [
+        ("", "not a `serve run`"),
+        ("serve deploy app.yaml", "not a `serve run`"),
+        ("serve run --name x", "not a `serve run`"),
+        ("serve run app:app --address 1.2.3.4:6379", "its own --address"),
+        ("serve run app:app --name 'x", "close every quote"),
+    ]:
         with pytest.raises(WorkbookError) as err:
             ServeRun.from_command(bad, cluster)
         assert phrase in str(err.value) + err.value.fix, (bad, str(err.value))
@@ -265,7 +310,9 @@ def test_every_rule_of_the_error_table_is_reachable() -> None:
     for kind, text in samples.items():
         assert explain_serve_error(text).kind == kind, text
     assert "import_path" in explain_serve_error(samples["missing-field"]).meaning
-    assert "'helpers.apps.configurabel'" in explain_serve_error(samples["import-path-module"]).meaning
+    assert (
+        "'helpers.apps.configurabel'" in explain_serve_error(samples["import-path-module"]).meaning
+    )
     assert "serve.delete" in explain_serve_error(samples["no-such-command"]).fix
     assert "http://127.0.0.1:9" in explain_serve_error(samples["no-cluster"]).meaning
     assert explain_serve_error("something else entirely").kind == "unknown"

@@ -66,7 +66,10 @@ def test_running_app_details_and_status_table(serve_cluster: tuple[LocalCluster,
         assert len(rows) == 1
         row = rows.iloc[0]
         assert (row["deployment"], row["replica_state"], row["app_status"]) == (
-            "Ok", "RUNNING", "RUNNING")
+            "Ok",
+            "RUNNING",
+            "RUNNING",
+        )
         assert row["route_prefix"] == "/ok"
         assert row["pid"] and row["node_id"]
 
@@ -114,8 +117,9 @@ def test_unplaceable_app_times_out_with_gpu_demand(
 
     # A short graceful shutdown: deleting a never-placed replica otherwise waits the
     # default 20 s.
-    @serve.deployment(ray_actor_options={"num_cpus": 0.1, "num_gpus": 8},
-                      graceful_shutdown_timeout_s=1)
+    @serve.deployment(
+        ray_actor_options={"num_cpus": 0.1, "num_gpus": 8}, graceful_shutdown_timeout_s=1
+    )
     class Greedy:
         def __call__(self, request) -> str:  # pragma: no cover - never placed
             return "unreachable"
@@ -130,7 +134,9 @@ def test_unplaceable_app_times_out_with_gpu_demand(
         assert any("GPU" in demand for demand in err.pending_demands), err.pending_demands
         assert "GPU" in str(err)
         assert "resources no node has" in str(err)
-        with pytest.raises(ServeTimeoutError, match="'greedy_app' was not deleted after 1 s") as gone:
+        with pytest.raises(
+            ServeTimeoutError, match="'greedy_app' was not deleted after 1 s"
+        ) as gone:
             wait_until_deleted("greedy_app", cluster=cluster, timeout_s=1)  # nobody deleted it
         assert gone.value.last_status == "DEPLOYING" and "serve deploy" in str(gone.value)
     finally:
@@ -139,7 +145,8 @@ def test_unplaceable_app_times_out_with_gpu_demand(
 
 
 def test_a_status_read_sends_the_token_itself_and_leaves_the_environment(
-        serve_cluster: tuple[LocalCluster, int]) -> None:
+    serve_cluster: tuple[LocalCluster, int],
+) -> None:
     """Reading Serve's status presents the cluster's token in the request's header: it works
     in a process whose environment names no token (Ray's cached view refreshed to match), and
     it leaves that environment as it was (a poll used to write the token into it each time)."""

@@ -64,8 +64,9 @@ def test_a_shared_clusters_http_address_is_read_from_its_running_serve(monkeypat
     with pytest.raises(WorkbookError, match="Serve is not running") as err:
         serve_http_address(cluster)
     assert "serve start --http-host" in str(err.value)  # says what to do
-    details.update(controller_info={"actor_id": "abc"},
-                   http_options={"host": "0.0.0.0", "port": 8123})
+    details.update(
+        controller_info={"actor_id": "abc"}, http_options={"host": "0.0.0.0", "port": 8123}
+    )
     assert serve_http_address(cluster) == ("10.0.0.5", 8123)  # every interface: the cluster's
     details["http_options"]["host"] = "127.0.0.1"
     assert serve_http_address(cluster) == ("127.0.0.1", 8123)
@@ -75,8 +76,10 @@ def test_clean_up_at_exit_only_on_a_shared_cluster_and_cancelled_by_cleanup(monk
     from types import SimpleNamespace
 
     registered = []
-    monkeypatch.setattr("helpers.shared_cluster.atexit",
-                        SimpleNamespace(register=registered.append, unregister=registered.remove))
+    monkeypatch.setattr(
+        "helpers.shared_cluster.atexit",
+        SimpleNamespace(register=registered.append, unregister=registered.remove),
+    )
     Workspace(local=True).cleanup_at_exit()
     assert registered == []  # stopping one's own cluster ends everything
     shared = Workspace(local=False, learner_id="bob")
@@ -85,7 +88,9 @@ def test_clean_up_at_exit_only_on_a_shared_cluster_and_cancelled_by_cleanup(monk
     assert len(registered) == 1
     deleted = []
     monkeypatch.setattr("ray.serve.delete", lambda name, _blocking=True: deleted.append(name))
-    monkeypatch.setattr("ray.serve.status", lambda: type("S", (), {"applications": {"bob-echo": 1}})())
+    monkeypatch.setattr(
+        "ray.serve.status", lambda: type("S", (), {"applications": {"bob-echo": 1}})()
+    )
     shared.app("echo")
     registered[0]()  # what the kernel's exit would run: no wait, no error for an absent app
     assert deleted == ["bob-echo"]
@@ -102,19 +107,27 @@ def test_a_deploy_on_a_shared_cluster_keeps_the_others_but_never_revives_a_delet
     def held(status: str, source: str = "declarative", **config) -> dict:
         return {"status": status, "source": source, "deployed_app_config": config or None}
 
-    details = {"applications": {
-        "bob-echo": held("RUNNING", name="bob-echo", import_path="b:app"),
-        "carol-llm": held("DEPLOYING", name="carol-llm", import_path="c:app"),
-        "dave-old": held("DELETING", name="dave-old", import_path="d:app"),
-        "erin-run": held("RUNNING", source="imperative"),  # serve.run: deploy leaves it
-        "alice-echo": held("RUNNING", name="alice-echo", import_path="old:app"),
-    }}
-    mine = {"http_options": {"port": 9000},
-            "applications": [{"name": "alice-echo", "import_path": "new:app"}]}
+    details = {
+        "applications": {
+            "bob-echo": held("RUNNING", name="bob-echo", import_path="b:app"),
+            "carol-llm": held("DEPLOYING", name="carol-llm", import_path="c:app"),
+            "dave-old": held("DELETING", name="dave-old", import_path="d:app"),
+            "erin-run": held("RUNNING", source="imperative"),  # serve.run: deploy leaves it
+            "alice-echo": held("RUNNING", name="alice-echo", import_path="old:app"),
+        }
+    }
+    mine = {
+        "http_options": {"port": 9000},
+        "applications": [{"name": "alice-echo", "import_path": "new:app"}],
+    }
     merged = keeping_the_others(mine, details)
-    assert merged == {"applications": [
-        {"name": "bob-echo", "import_path": "b:app"}, {"name": "carol-llm", "import_path": "c:app"},
-        {"name": "alice-echo", "import_path": "new:app"}]}
+    assert merged == {
+        "applications": [
+            {"name": "bob-echo", "import_path": "b:app"},
+            {"name": "carol-llm", "import_path": "c:app"},
+            {"name": "alice-echo", "import_path": "new:app"},
+        ]
+    }
 
 
 def test_deployable_is_the_file_itself_on_ones_own_cluster_and_says_what_is_wrong(tmp_path):
@@ -172,25 +185,43 @@ def test_two_learners_deploying_at_once_lose_nobodys_application(two_node_cluste
     cluster = two_node_cluster
     cluster.connect()
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
-    carol = {"name": "carol-echo", "route_prefix": "/carol/echo",
-             "import_path": "helpers.apps.classifier:app",
-             "deployments": [{"name": "TextClassifier", "ray_actor_options": {"num_cpus": 0}}]}
+    carol = {
+        "name": "carol-echo",
+        "route_prefix": "/carol/echo",
+        "import_path": "helpers.apps.classifier:app",
+        "deployments": [{"name": "TextClassifier", "ray_actor_options": {"num_cpus": 0}}],
+    }
     deploy_config(cluster, {"applications": [carol]})
     wait_until_running("carol-echo", cluster=cluster, timeout_s=120)
 
     def carols_replicas() -> list[tuple[str, int]]:
         app = serve_details(cluster)["applications"]["carol-echo"]
-        return sorted((r["replica_id"], r["pid"]) for d in app["deployments"].values()
-                      for r in d["replicas"])
+        return sorted(
+            (r["replica_id"], r["pid"]) for d in app["deployments"].values() for r in d["replicas"]
+        )
 
     before = carols_replicas()
     script = tmp_path / "learner.py"
     script.write_text(LEARNER)
     rounds = 3
-    learners = {name: subprocess.Popen(
-        [sys.executable, str(script), cluster.address, cluster.dashboard_url, name, str(rounds),
-         str(tmp_path)], env={**os.environ, **cluster.env}, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True) for name in ("alice", "bob")}
+    learners = {
+        name: subprocess.Popen(
+            [
+                sys.executable,
+                str(script),
+                cluster.address,
+                cluster.dashboard_url,
+                name,
+                str(rounds),
+                str(tmp_path),
+            ],
+            env={**os.environ, **cluster.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in ("alice", "bob")
+    }
     names: list[str] = []
     try:
         for name, learner in learners.items():
@@ -198,8 +229,11 @@ def test_two_learners_deploying_at_once_lose_nobodys_application(two_node_cluste
             assert learner.returncode == 0, f"{name}'s notebook failed:\n{output[-3000:]}"
         names = [f"{who}-echo{i}" for who in learners for i in range(rounds)]
         held = serve_details(cluster)["applications"]
-        lost = {app: (held.get(app) or {}).get("status", "absent") for app in names
-                if (held.get(app) or {}).get("status", "DELETING") == "DELETING"}
+        lost = {
+            app: (held.get(app) or {}).get("status", "absent")
+            for app in names
+            if (held.get(app) or {}).get("status", "DELETING") == "DELETING"
+        }
         assert not lost, f"applications deleted by the other learner's deploy: {lost}"
         for app in names:
             wait_until_running(app, cluster=cluster, timeout_s=180)
@@ -224,14 +258,19 @@ def test_a_deploy_lease_ends_when_the_holders_deploy_shows_or_after_its_time():
 
     lease = {"apps": ["alice-a", "alice-b"], "deployed_at": {"alice-a": 100.0, "alice-b": None}}
     assert not _lease_is_over(lease, serve_holds(**{"alice-a": 100.0}), held_for_s=1.0)  # not yet
-    assert not _lease_is_over(lease, serve_holds(**{"bob-a": 200.0, "alice-a": 100.0}), 1.0)  # bob's
+    assert not _lease_is_over(
+        lease, serve_holds(**{"bob-a": 200.0, "alice-a": 100.0}), 1.0
+    )  # bob's
     assert _lease_is_over(lease, serve_holds(**{"alice-a": 130.0}), 1.0)  # deployed again
-    assert _lease_is_over(lease, serve_holds(**{"alice-a": 100.0, "alice-b": 131.0}), 1.0)  # new app
+    assert _lease_is_over(
+        lease, serve_holds(**{"alice-a": 100.0, "alice-b": 131.0}), 1.0
+    )  # new app
     assert _lease_is_over(lease, serve_holds(**{"alice-a": 100.0}), held_for_s=DEPLOY_LEASE_S)
 
 
 def test_end_lesson_on_a_shared_cluster_deletes_only_its_own_and_finishes_after_a_failure(
-        two_node_cluster, tmp_path):
+    two_node_cluster, tmp_path
+):
     """A lesson's last cell on a cluster it did not start: its own applications deleted,
     someone else's left RUNNING, what it started ended, its folder removed, the cluster left
     running (only disconnected); a ``stop()`` that fails does not stop the rest, and its error
@@ -249,9 +288,15 @@ def test_end_lesson_on_a_shared_cluster_deletes_only_its_own_and_finishes_after_
     cluster = two_node_cluster
     cluster.connect()
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
-    apps = [{"name": name, "route_prefix": f"/{name}", "import_path": "helpers.apps.classifier:app",
-             "deployments": [{"name": "TextClassifier", "ray_actor_options": {"num_cpus": 0}}]}
-            for name in ("carol-echo", "dave-echo")]
+    apps = [
+        {
+            "name": name,
+            "route_prefix": f"/{name}",
+            "import_path": "helpers.apps.classifier:app",
+            "deployments": [{"name": "TextClassifier", "ray_actor_options": {"num_cpus": 0}}],
+        }
+        for name in ("carol-echo", "dave-echo")
+    ]
     try:
         deploy_config(cluster, {"applications": apps})
         for app in apps:
@@ -265,11 +310,13 @@ def test_end_lesson_on_a_shared_cluster_deletes_only_its_own_and_finishes_after_
         sleeper = subprocess.Popen(["sleep", "300"])
         work_dir = tmp_path / "lesson"
         work_dir.mkdir()
-        daves = connect_to_cluster(cluster.address, dashboard_url=cluster.dashboard_url,
-                                   token_path=cluster.token_path)
+        daves = connect_to_cluster(
+            cluster.address, dashboard_url=cluster.dashboard_url, token_path=cluster.token_path
+        )
         with pytest.raises(RuntimeError, match="could not stop"):
-            end_lesson(daves, work_dir=work_dir, apps=("dave-echo",),
-                       stop=[Broken(), None, sleeper.pid])
+            end_lesson(
+                daves, work_dir=work_dir, apps=("dave-echo",), stop=[Broken(), None, sleeper.pid]
+            )
         assert sleeper.wait(timeout=10) != 0  # ended by its id
         assert not work_dir.exists()
         statuses = app_statuses(cluster)

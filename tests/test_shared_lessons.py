@@ -27,17 +27,21 @@ from notebook_builder import notebook
 
 from helpers.paths import BUILD_DIR, REPO_ROOT
 
-SOMEONE_ELSE = {"name": "someone-else", "route_prefix": "/someone-else",
-                "import_path": "helpers.apps.classifier:app",
-                "deployments": [{"name": "TextClassifier", "num_replicas": 2}]}
+SOMEONE_ELSE = {
+    "name": "someone-else",
+    "route_prefix": "/someone-else",
+    "import_path": "helpers.apps.classifier:app",
+    "deployments": [{"name": "TextClassifier", "num_replicas": 2}],
+}
 
 
 def _someone_else(cluster) -> tuple[str, list[int]]:
     from helpers.serve_status import serve_details
 
     app = serve_details(cluster)["applications"]["someone-else"]
-    return app["status"], sorted(r["pid"] for d in app["deployments"].values()
-                                 for r in d["replicas"])
+    return app["status"], sorted(
+        r["pid"] for d in app["deployments"].values() for r in d["replicas"]
+    )
 
 
 @pytest.mark.cluster
@@ -63,8 +67,14 @@ def test_lessons_02_on_a_shared_cluster_touch_only_their_own_applications() -> N
         cluster.run_cli(["serve", "deploy", str(config)])
         wait_until_running("someone-else", cluster=cluster, timeout_s=180)
         before = _someone_else(cluster)
-        shared = ["-p", f"ray_address={cluster.address}", "-p", f"dashboard_url={cluster.dashboard_url}",
-                  "-p", f"token_path={cluster.token_path}"]
+        shared = [
+            "-p",
+            f"ray_address={cluster.address}",
+            "-p",
+            f"dashboard_url={cluster.dashboard_url}",
+            "-p",
+            f"token_path={cluster.token_path}",
+        ]
         # Two learners start the same lesson at once (the same applications' names but their
         # own prefixes, 02b's config deploys at about the same moment); Alice then runs 02a.
         # (The runner runs lessons in their number's order: Alice's two are two runs.)
@@ -74,21 +84,40 @@ def test_lessons_02_on_a_shared_cluster_touch_only_their_own_applications() -> N
             said, code = "", 0
             for lesson in lessons[learner]:
                 run = subprocess.run(
-                    [sys.executable, "-m", "helpers.runner", "--profile", "ci", "--build-dir",
-                     str(work / f"runs-{learner}-{lesson}"), *shared, "-p",
-                     f"learner_id={learner}", lesson],
-                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
-                    timeout=1200)
+                    [
+                        sys.executable,
+                        "-m",
+                        "helpers.runner",
+                        "--profile",
+                        "ci",
+                        "--build-dir",
+                        str(work / f"runs-{learner}-{lesson}"),
+                        *shared,
+                        "-p",
+                        f"learner_id={learner}",
+                        lesson,
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    cwd=REPO_ROOT,
+                    timeout=1200,
+                )
                 said, code = said + run.stdout, code or run.returncode
             return code, said
 
         with ThreadPoolExecutor(len(lessons)) as pool:
             done = {learner: pool.submit(learner_runs, learner) for learner in lessons}
             results = {learner: future.result() for learner, future in done.items()}
-        not_run = {"02a": ("02a_deployments_and_http: sections NOT run: Section 5, the effects "
-                           "of HTTP options"),
-                   "02b": ("02b_replicas_config_and_async: sections NOT run: Section 6, the HTTP "
-                           "proxy preferring its own node's replicas")}
+        not_run = {
+            "02a": (
+                "02a_deployments_and_http: sections NOT run: Section 5, the effects of HTTP options"
+            ),
+            "02b": (
+                "02b_replicas_config_and_async: sections NOT run: Section 6, the HTTP "
+                "proxy preferring its own node's replicas"
+            ),
+        }
         for learner, (code, summary) in results.items():
             assert code == 0, f"{learner}:\n{summary[-6000:]}"
             assert summary.count("1 passed, 0 failed") == len(lessons[learner]), summary[-3000:]
@@ -99,26 +128,53 @@ def test_lessons_02_on_a_shared_cluster_touch_only_their_own_applications() -> N
 
         # a cell fails after the learner deployed: the kernel's exit deletes their application
         failing = work / "fails.ipynb"
-        nbformat.write(notebook(
-            ("code", 'ray_address = dashboard_url = token_path = ""', ["parameters"]),
-            ("code", "from ray import serve\n"
-                     "from helpers.apps.classifier import app\n"
-                     "from helpers.cluster import open_cluster\n"
-                     "from helpers.shared_cluster import Workspace\n"
-                     "ws = Workspace(local=False, learner_id='bob')\n"
-                     "cluster = open_cluster(ray_address, dashboard_url=dashboard_url,\n"
-                     "                       token_path=token_path)\n"
-                     "cluster.connect()\n"
-                     "ws.cleanup_at_exit()\n"
-                     "serve.run(app, name=ws.app('classifier'), route_prefix=ws.route('/classify'))",
-             []),
-            ("code", "raise RuntimeError('a cell that fails before the clean-up cell')", []),
-            ("code", "ws.cleanup()", [])), failing)
+        nbformat.write(
+            notebook(
+                ("code", 'ray_address = dashboard_url = token_path = ""', ["parameters"]),
+                (
+                    "code",
+                    "from ray import serve\n"
+                    "from helpers.apps.classifier import app\n"
+                    "from helpers.cluster import open_cluster\n"
+                    "from helpers.shared_cluster import Workspace\n"
+                    "ws = Workspace(local=False, learner_id='bob')\n"
+                    "cluster = open_cluster(ray_address, dashboard_url=dashboard_url,\n"
+                    "                       token_path=token_path)\n"
+                    "cluster.connect()\n"
+                    "ws.cleanup_at_exit()\n"
+                    "serve.run(app, name=ws.app('classifier'), route_prefix=ws.route('/classify'))",
+                    [],
+                ),
+                ("code", "raise RuntimeError('a cell that fails before the clean-up cell')", []),
+                ("code", "ws.cleanup()", []),
+            ),
+            failing,
+        )
         papermill = subprocess.run(
-            [sys.executable, "-m", "papermill", str(failing), str(work / "fails.out.ipynb"),
-             "-p", "ray_address", cluster.address, "-p", "dashboard_url", cluster.dashboard_url,
-             "-p", "token_path", str(cluster.token_path), "-k", "python3", "--cwd", str(REPO_ROOT)],
-            capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "papermill",
+                str(failing),
+                str(work / "fails.out.ipynb"),
+                "-p",
+                "ray_address",
+                cluster.address,
+                "-p",
+                "dashboard_url",
+                cluster.dashboard_url,
+                "-p",
+                "token_path",
+                str(cluster.token_path),
+                "-k",
+                "python3",
+                "--cwd",
+                str(REPO_ROOT),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert papermill.returncode != 0 and "a cell that fails" in papermill.stderr
         deadline = time.monotonic() + 60  # deleted without waiting: give the controller time
         while "bob-classifier" in app_statuses(cluster) and time.monotonic() < deadline:

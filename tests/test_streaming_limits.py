@@ -28,8 +28,10 @@ def test_a_burst_of_reservations_gets_exactly_max_sessions() -> None:
             return session_id
 
         results = await asyncio.gather(*(init() for _ in range(50)), return_exceptions=True)
-        return ([r for r in results if isinstance(r, str)],
-                [str(r) for r in results if isinstance(r, OverflowError)])
+        return (
+            [r for r in results if isinstance(r, str)],
+            [str(r) for r in results if isinstance(r, OverflowError)],
+        )
 
     opened, refused = asyncio.run(burst())
     assert len(opened) == 5 and len(set(opened)) == 5 and len(refused) == 45
@@ -70,7 +72,10 @@ def test_expire_forever_deletes_idle_sessions() -> None:
 
 
 def test_a_prompt_over_the_limit_is_refused_before_anything_runs() -> None:
-    assert _read_request('{"prompt": "abc", "max_tokens": 2}', 4, 8, max_prompt_chars=3) == ("abc", 2)
+    assert _read_request('{"prompt": "abc", "max_tokens": 2}', 4, 8, max_prompt_chars=3) == (
+        "abc",
+        2,
+    )
     with pytest.raises(PromptTooLarge, match="the prompt has 4 characters; at most 3"):
         _read_request('{"prompt": "abcd"}', 4, 8, max_prompt_chars=3)
     with pytest.raises(PromptTooLarge, match="a prompt may have at most 3"):

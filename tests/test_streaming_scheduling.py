@@ -34,7 +34,9 @@ def test_a_full_queue_leaves_in_batches_of_at_most_max_batch_size() -> None:
 
 def test_a_lone_request_waits_for_the_timeout_and_no_longer() -> None:
     async def scenario() -> tuple[list[str], float, float]:
-        batcher: DynamicBatcher[str] = DynamicBatcher(BatchSettings(max_batch_size=8, batch_timeout_ms=200))
+        batcher: DynamicBatcher[str] = DynamicBatcher(
+            BatchSettings(max_batch_size=8, batch_timeout_ms=200)
+        )
         batcher.put("alone")
         started = time.monotonic()
         items, record = await batcher.next_batch()
@@ -48,7 +50,9 @@ def test_a_lone_request_waits_for_the_timeout_and_no_longer() -> None:
 
 def test_requests_arriving_during_the_wait_join_the_batch() -> None:
     async def scenario() -> tuple[list[int], str, float]:
-        batcher: DynamicBatcher[int] = DynamicBatcher(BatchSettings(max_batch_size=3, batch_timeout_ms=5_000))
+        batcher: DynamicBatcher[int] = DynamicBatcher(
+            BatchSettings(max_batch_size=3, batch_timeout_ms=5_000)
+        )
 
         async def trickle() -> None:
             for i in range(3):
@@ -67,10 +71,13 @@ def test_requests_arriving_during_the_wait_join_the_batch() -> None:
 
 def test_settings_change_while_a_batch_waits_and_dynamic_batching_can_be_off() -> None:
     async def scenario() -> tuple[float, list[list[int]]]:
-        batcher: DynamicBatcher[int] = DynamicBatcher(BatchSettings(max_batch_size=8, batch_timeout_ms=9_000))
+        batcher: DynamicBatcher[int] = DynamicBatcher(
+            BatchSettings(max_batch_size=8, batch_timeout_ms=9_000)
+        )
         batcher.put(0)
-        asyncio.get_running_loop().call_later(0.1, batcher.configure,
-                                              BatchSettings(max_batch_size=8, batch_timeout_ms=50))
+        asyncio.get_running_loop().call_later(
+            0.1, batcher.configure, BatchSettings(max_batch_size=8, batch_timeout_ms=50)
+        )
         started = time.monotonic()
         await batcher.next_batch()
         waited = time.monotonic() - started
@@ -87,7 +94,9 @@ def test_settings_change_while_a_batch_waits_and_dynamic_batching_can_be_off() -
 
 def test_removed_requests_leave_the_queue() -> None:
     async def scenario() -> tuple[list[str], list[str]]:
-        batcher: DynamicBatcher[str] = DynamicBatcher(BatchSettings(max_batch_size=10, batch_timeout_ms=20))
+        batcher: DynamicBatcher[str] = DynamicBatcher(
+            BatchSettings(max_batch_size=10, batch_timeout_ms=20)
+        )
         for name in ["a1", "b1", "a2", "b2"]:
             batcher.put(name)
         removed = batcher.remove(lambda n: n.startswith("a"))
@@ -99,10 +108,15 @@ def test_removed_requests_leave_the_queue() -> None:
 
 
 def test_least_loaded_follows_the_work_round_robin_ignores_it() -> None:
-    loads = [WorkerLoad(0, outstanding_tokens=500), WorkerLoad(1, outstanding_tokens=20),
-             WorkerLoad(2, outstanding_tokens=20)]
+    loads = [
+        WorkerLoad(0, outstanding_tokens=500),
+        WorkerLoad(1, outstanding_tokens=20),
+        WorkerLoad(2, outstanding_tokens=20),
+    ]
     least = LoadBalancer("least_loaded")
-    assert [least.pick(loads) for _ in range(3)] == [1, 1, 1], "fewest tokens owed; ties: lowest index"
+    assert [least.pick(loads) for _ in range(3)] == [1, 1, 1], (
+        "fewest tokens owed; ties: lowest index"
+    )
     rr = LoadBalancer("round_robin")
     assert [rr.pick(loads) for _ in range(5)] == [0, 1, 2, 0, 1]
 

@@ -52,18 +52,31 @@ def services(two_node_cluster: LocalCluster) -> Iterator[SimpleNamespace]:
     actors = None
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": free_port()})  # or the running one's
-        entry = app_config("t_stream", "/t_stream", model_source=model, generator_num_cpus=0.5,
-                           max_tokens_limit=LONG_ANSWER)  # room for the mid-stream delete's answer
+        entry = app_config(
+            "t_stream",
+            "/t_stream",
+            model_source=model,
+            generator_num_cpus=0.5,
+            max_tokens_limit=LONG_ANSWER,
+        )  # room for the mid-stream delete's answer
         # Another application on the same cluster (someone else's): configure must leave it be.
-        other = {"name": "t_other", "route_prefix": "/t_other", "import_path": "helpers.apps.classifier:app",
-                 "deployments": [{"name": "TextClassifier", "ray_actor_options": {"num_cpus": 0}}]}
+        other = {
+            "name": "t_other",
+            "route_prefix": "/t_other",
+            "import_path": "helpers.apps.classifier:app",
+            "deployments": [{"name": "TextClassifier", "ray_actor_options": {"num_cpus": 0}}],
+        }
         deploy_config(cluster, {"applications": [entry, other]})  # starts while the actors start
         actors = ActorService(config).start()
         wait_until_running("t_stream", cluster=cluster, timeout_s=300)
         wait_until_running("t_other", cluster=cluster, timeout_s=120)
-        yield SimpleNamespace(cluster=cluster, actors=actors, actors_url=actors.url,
-                              serve_url=serve_http_url(cluster) + "/t_stream",
-                              tokens={"actors_url": actors.token, "serve_url": app_token(entry)})
+        yield SimpleNamespace(
+            cluster=cluster,
+            actors=actors,
+            actors_url=actors.url,
+            serve_url=serve_http_url(cluster) + "/t_stream",
+            tokens={"actors_url": actors.token, "serve_url": app_token(entry)},
+        )
     finally:
         try:
             if actors is not None:
@@ -83,8 +96,9 @@ def _bearer(token: str) -> dict[str, str]:
 
 def _stats(service: Any) -> dict[str, Any]:
     """An actor service's /ray/stats (sessions open, expired, limits...)."""
-    return requests.get(service.url + "/ray/stats", timeout=30,
-                        headers=_bearer(service.token)).json()
+    return requests.get(
+        service.url + "/ray/stats", timeout=30, headers=_bearer(service.token)
+    ).json()
 
 
 async def _delete_while_streaming(url: str, token: str, max_tokens: int) -> dict[str, Any]:
@@ -96,8 +110,9 @@ async def _delete_while_streaming(url: str, token: str, max_tokens: int) -> dict
         session = await client.init_session("leaving")
         async with client.connect(session["session_id"]) as stream:
             seen = asyncio.Event()
-            asking = asyncio.ensure_future(stream.ask("Return the", max_tokens,
-                                                      on_text=lambda _: seen.set()))
+            asking = asyncio.ensure_future(
+                stream.ask("Return the", max_tokens, on_text=lambda _: seen.set())
+            )
             await asyncio.wait_for(seen.wait(), 60)
             await client.delete_session(session["session_id"])
             record = await asking
@@ -105,8 +120,13 @@ async def _delete_while_streaming(url: str, token: str, max_tokens: int) -> dict
         with pytest.raises(WorkbookError, match="HTTP 404"):
             await client.queue_status(session["session_id"])
         stats = await client.stats()
-    return {"record": record, "code": code, "reason": reason, "stats": stats,
-            "session_pid": session["session_pid"]}
+    return {
+        "record": record,
+        "code": code,
+        "reason": reason,
+        "stats": stats,
+        "session_pid": session["session_pid"],
+    }
 
 
 def test_the_scheduler_batches_by_size_and_by_timeout(services: SimpleNamespace) -> None:
@@ -134,13 +154,24 @@ async def _open(url: str, token: str) -> str:
         return (await client.init_session("test"))["session_id"]
 
 
-def test_least_loaded_spreads_an_uneven_burst_that_round_robin_piles_up(services: SimpleNamespace) -> None:
+def test_least_loaded_spreads_an_uneven_burst_that_round_robin_piles_up(
+    services: SimpleNamespace,
+) -> None:
     from helpers.streaming.actors import uneven_burst
 
     session = _run(_open(services.actors_url, services.actors.token))
-    runs = {s: uneven_burst(services.actors, session, strategy=s, batches=6, batch_size=2,
-                            long_tokens=48, short_tokens=4)
-            for s in ("round_robin", "least_loaded")}
+    runs = {
+        s: uneven_burst(
+            services.actors,
+            session,
+            strategy=s,
+            batches=6,
+            batch_size=2,
+            long_tokens=48,
+            short_tokens=4,
+        )
+        for s in ("round_robin", "least_loaded")
+    }
     ray.get(services.actors.scheduler.set_strategy.remote("least_loaded"))
     assert runs["round_robin"]["tokens_per_actor"] == [3 * 2 * 48, 3 * 2 * 4]
     assert runs["round_robin"]["busiest_share"] >= 0.9
@@ -178,8 +209,9 @@ def test_actors_stream_over_a_websocket_and_a_deleted_session_leaves_nothing(
     assert 0 < record.ttft_s < record.latency_s
     # 1024 tokens: with 240, a CI run once finished generating before the delete arrived
     # (cancelled 0), although the stream was cut: the claim needs the generation in flight.
-    ended = _run(_delete_while_streaming(services.actors_url, services.actors.token,
-                                         max_tokens=LONG_ANSWER))
+    ended = _run(
+        _delete_while_streaming(services.actors_url, services.actors.token, max_tokens=LONG_ANSWER)
+    )
     assert ended["record"].outcome == "closed"
     assert (ended["code"], ended["reason"]) == (1000, "session deleted")
     assert ray.get(services.actors.scheduler.wait_idle.remote(30))
@@ -189,8 +221,15 @@ def test_actors_stream_over_a_websocket_and_a_deleted_session_leaves_nothing(
     assert not any(load["busy"] or load["kv_bytes"] for load in loads), loads
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        states = {a.state for a in list_actors(address=services.cluster.dashboard_url, filters=[
-            ("class_name", "=", "SessionActor")], limit=1000) if a.pid == ended["session_pid"]}
+        states = {
+            a.state
+            for a in list_actors(
+                address=services.cluster.dashboard_url,
+                filters=[("class_name", "=", "SessionActor")],
+                limit=1000,
+            )
+            if a.pid == ended["session_pid"]
+        }
         if states == {"DEAD"}:
             break
         time.sleep(0.5)
@@ -198,7 +237,9 @@ def test_actors_stream_over_a_websocket_and_a_deleted_session_leaves_nothing(
 
 
 def test_serve_streams_the_same_text_from_its_served_engine(services: SimpleNamespace) -> None:
-    served = _run(stream_once(services.serve_url, "Create a new", 20, token=services.tokens["serve_url"]))
+    served = _run(
+        stream_once(services.serve_url, "Create a new", 20, token=services.tokens["serve_url"])
+    )
     direct = _run(stream_once(services.actors_url, "Create a new", 20, token=services.actors.token))
     assert served.outcome == "done" and served.tokens == 20
     assert served.text == direct.text, "the same engine, greedy: the same answer"
@@ -210,14 +251,20 @@ def test_serve_deleted_mid_stream_cancels_the_generator_and_forgets_the_session(
     services: SimpleNamespace,
 ) -> None:
     # the same 1024 tokens as the actors' twin above, for the same race
-    ended = _run(_delete_while_streaming(services.serve_url, services.tokens["serve_url"],
-                                         max_tokens=LONG_ANSWER))
+    ended = _run(
+        _delete_while_streaming(
+            services.serve_url, services.tokens["serve_url"], max_tokens=LONG_ANSWER
+        )
+    )
     assert ended["record"].outcome == "closed" and ended["code"] == 1000
     assert ended["stats"]["sessions"] == 0 and ended["stats"]["cancelled"] >= 1
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        generator = requests.get(services.serve_url + "/ray/stats", timeout=30,
-                                 headers=_bearer(services.tokens["serve_url"])).json()["generator"]
+        generator = requests.get(
+            services.serve_url + "/ray/stats",
+            timeout=30,
+            headers=_bearer(services.tokens["serve_url"]),
+        ).json()["generator"]
         if generator["in_flight"] == generator["decoding"] == 0:
             break
         time.sleep(0.2)
@@ -231,7 +278,9 @@ def _applications(cluster: Any) -> dict[str, Any]:
 
 
 async def _concurrent_streams(url: str, token: str, count: int) -> list[Any]:
-    return await asyncio.gather(*(stream_once(url, f"Return the {i}", 3, token=token) for i in range(count)))
+    return await asyncio.gather(
+        *(stream_once(url, f"Return the {i}", 3, token=token) for i in range(count))
+    )
 
 
 def test_serve_configure_changes_only_its_own_batching_and_the_batches_follow(
@@ -241,18 +290,34 @@ def test_serve_configure_changes_only_its_own_batching_and_the_batches_follow(
     auth = _bearer(token)
     before_apps = _applications(services.cluster)
     before = requests.get(url + "/ray/stats", timeout=30, headers=auth).json()
-    answer = requests.post(url + "/ray/configure", json={"max_batch_size": 3, "batch_timeout_ms": 300},
-                           timeout=120, headers=auth)
+    answer = requests.post(
+        url + "/ray/configure",
+        json={"max_batch_size": 3, "batch_timeout_ms": 300},
+        timeout=120,
+        headers=auth,
+    )
     assert answer.status_code == 200, answer.text
     after_apps = _applications(services.cluster)
-    for name in ("t_other", "t_stream"):  # nothing was deployed: not the other application, not this one
-        assert after_apps[name]["last_deployed_time_s"] == before_apps[name]["last_deployed_time_s"], name
-        assert after_apps[name]["deployed_app_config"] == before_apps[name]["deployed_app_config"], name
+    for name in (
+        "t_other",
+        "t_stream",
+    ):  # nothing was deployed: not the other application, not this one
+        assert (
+            after_apps[name]["last_deployed_time_s"] == before_apps[name]["last_deployed_time_s"]
+        ), name
+        assert (
+            after_apps[name]["deployed_app_config"] == before_apps[name]["deployed_app_config"]
+        ), name
     assert after_apps["t_other"]["status"] == "RUNNING"
     generator = requests.get(url + "/ray/stats", timeout=30, headers=auth).json()["generator"]
-    assert generator["settings"] == {"max_batch_size": 3, "batch_timeout_ms": 300.0,
-                                     "enable_dynamic_batching": True}
-    assert generator["declared"] == before["generator"]["declared"], "user_config in Serve is unchanged"
+    assert generator["settings"] == {
+        "max_batch_size": 3,
+        "batch_timeout_ms": 300.0,
+        "enable_dynamic_batching": True,
+    }
+    assert generator["declared"] == before["generator"]["declared"], (
+        "user_config in Serve is unchanged"
+    )
     assert generator["pid"] == before["generator"]["pid"], "the same replica, in place"
     # The scheduler uses them: 5 requests at once leave as a full batch of 3 and a batch of 2.
     counted = requests.get(url + "/ray/stats", timeout=30, headers=auth).json()
@@ -261,10 +326,13 @@ def test_serve_configure_changes_only_its_own_batching_and_the_batches_follow(
     now = requests.get(url + "/ray/stats", timeout=30, headers=auth).json()
     assert now["batches"] - counted["batches"] == 2
     assert now["batched_requests"] - counted["batched_requests"] == 5
-    refused = requests.post(url + "/ray/configure", json={"max_batch_size": 0}, timeout=30, headers=auth)
+    refused = requests.post(
+        url + "/ray/configure", json={"max_batch_size": 0}, timeout=30, headers=auth
+    )
     assert refused.status_code == 422 and "max_batch_size" in refused.json()["detail"]
-    back = requests.post(url + "/ray/configure", json=before["generator"]["settings"], timeout=30,
-                         headers=auth)
+    back = requests.post(
+        url + "/ray/configure", json=before["generator"]["settings"], timeout=30, headers=auth
+    )
     assert back.status_code == 200 and back.json()["settings"] == before["generator"]["settings"]
 
 
@@ -302,12 +370,20 @@ def test_each_language_pair_is_served_by_its_own_models_one_per_device_and_pair(
     from helpers.streaming.actors import ActorService, uneven_burst
     from helpers.streaming.config import StreamingConfig
 
-    config = StreamingConfig.model_validate({
-        "model": {"model_source": services.actors.config.model.model_source},
-        "languages": {"en-zh": {"source_lang": "English", "target_lang": "Chinese"},
-                      "en-it": {"source_lang": "English", "target_lang": "Italian"}},
-        "serving": {"model_actors": 2, "model_actor_num_cpus": 0.25,
-                    "device_language_map": {"0": ["en-zh", "en-it"], "1": ["en-zh"]}}})
+    config = StreamingConfig.model_validate(
+        {
+            "model": {"model_source": services.actors.config.model.model_source},
+            "languages": {
+                "en-zh": {"source_lang": "English", "target_lang": "Chinese"},
+                "en-it": {"source_lang": "English", "target_lang": "Italian"},
+            },
+            "serving": {
+                "model_actors": 2,
+                "model_actor_num_cpus": 0.25,
+                "device_language_map": {"0": ["en-zh", "en-it"], "1": ["en-zh"]},
+            },
+        }
+    )
     with ActorService(config) as service:
         placed = [(m["device"], m["language_pair"]) for m in service.models]
         assert placed == [(0, "en-zh"), (0, "en-it"), (1, "en-zh")]
@@ -316,27 +392,49 @@ def test_each_language_pair_is_served_by_its_own_models_one_per_device_and_pair(
 
         async def sessions() -> tuple[dict[str, Any], dict[str, Any]]:
             async with StreamingClient(service.url, service.token) as client:
-                return (await client.init_session("zh"),
-                        await client.init_session("it", language_pair="en-it"))
+                return (
+                    await client.init_session("zh"),
+                    await client.init_session("it", language_pair="en-it"),
+                )
+
         zh_session, it_session = _run(sessions())
         assert (zh_session["language_pair"], it_session["language_pair"]) == ("en-zh", "en-it")
         zh, it = zh_session["session_id"], it_session["session_id"]
-        refused = requests.post(service.url + "/init", timeout=30,
-                                json={"client_id": "fr", "language_pair": "en-fr"})
+        refused = requests.post(
+            service.url + "/init", timeout=30, json={"client_id": "fr", "language_pair": "en-fr"}
+        )
         assert refused.status_code == 400
-        assert refused.json()["detail"] == "unknown language_pair 'en-fr': this service serves en-zh, en-it"
-        zh_burst = uneven_burst(service, zh, strategy="round_robin", batches=4, batch_size=2,
-                                long_tokens=6, short_tokens=3)
-        it_burst = uneven_burst(service, it, strategy="round_robin", batches=4, batch_size=2,
-                                long_tokens=6, short_tokens=3)
+        assert (
+            refused.json()["detail"]
+            == "unknown language_pair 'en-fr': this service serves en-zh, en-it"
+        )
+        zh_burst = uneven_burst(
+            service,
+            zh,
+            strategy="round_robin",
+            batches=4,
+            batch_size=2,
+            long_tokens=6,
+            short_tokens=3,
+        )
+        it_burst = uneven_burst(
+            service,
+            it,
+            strategy="round_robin",
+            batches=4,
+            batch_size=2,
+            long_tokens=6,
+            short_tokens=3,
+        )
         assert zh_burst["tokens_per_actor"] == [2 * 2 * 6, 2 * 2 * 3], zh_burst  # both en-zh models
         assert it_burst["tokens_per_actor"] == [2 * 2 * 6 + 2 * 2 * 3], it_burst  # the one en-it
         log = ray.get(service.scheduler.request_log.remote())
         assert {r["worker"] for r in log} == {1}, "the en-it burst ran on the en-it model only"
         stats = ray.get(service.scheduler.stats.remote())
         assert [w["language_pair"] for w in stats["workers"]] == ["en-zh", "en-it", "en-zh"]
-    one_model = requests.post(services.serve_url + "/init", timeout=30,
-                              json={"client_id": "it", "language_pair": "en-it"})
+    one_model = requests.post(
+        services.serve_url + "/init", timeout=30, json={"client_id": "it", "language_pair": "en-it"}
+    )
     assert one_model.status_code == 400 and "serves one model" in one_model.json()["detail"]
 
 
@@ -347,8 +445,9 @@ async def _ws_close(url: str, session_id: str, headers: dict[str, str]) -> tuple
     """Open the session's WebSocket with ``headers``; how the server closes it."""
     import websockets
 
-    async with websockets.connect(StreamingClient(url).ws_url(session_id), open_timeout=60,
-                                  additional_headers=headers) as socket:
+    async with websockets.connect(
+        StreamingClient(url).ws_url(session_id), open_timeout=60, additional_headers=headers
+    ) as socket:
         try:
             await asyncio.wait_for(socket.recv(), 30)
         except websockets.ConnectionClosed as err:
@@ -358,17 +457,22 @@ async def _ws_close(url: str, session_id: str, headers: dict[str, str]) -> tuple
 
 @pytest.mark.parametrize("which", ["actors_url", "serve_url"])
 def test_stats_configure_and_the_websocket_need_the_token_and_a_known_origin(
-        services: SimpleNamespace, which: str) -> None:
+    services: SimpleNamespace, which: str
+) -> None:
     url, token = getattr(services, which), services.tokens[which]
     calls = (("GET", "/ray/stats", None), ("POST", "/ray/configure", {"max_batch_size": 4}))
     for method, path, body in calls:
         missing = requests.request(method, url + path, json=body, timeout=30)
         assert missing.status_code == 401, (path, missing.text)
         assert "Authorization: Bearer TOKEN" in missing.json()["detail"]
-        wrong = requests.request(method, url + path, json=body, timeout=30, headers=_bearer("x" * 32))
+        wrong = requests.request(
+            method, url + path, json=body, timeout=30, headers=_bearer("x" * 32)
+        )
         assert wrong.status_code == 401 and "wrong token" in wrong.json()["detail"]
     assert requests.get(url + "/ray/stats", timeout=30, headers=_bearer(token)).status_code == 200
-    session = requests.post(url + "/init", json={"client_id": "guarded"}, timeout=30).json()["session_id"]
+    session = requests.post(url + "/init", json={"client_id": "guarded"}, timeout=30).json()[
+        "session_id"
+    ]
     host = url.split("/")[2]
     try:
         no_token = _run(_ws_close(url, session, {}))
@@ -381,7 +485,9 @@ def test_stats_configure_and_the_websocket_need_the_token_and_a_known_origin(
             import websockets
 
             ws_url = StreamingClient(url).ws_url(session) + f"?token={token}"
-            async with websockets.connect(ws_url, additional_headers={"Origin": f"http://{host}"}) as socket:
+            async with websockets.connect(
+                ws_url, additional_headers={"Origin": f"http://{host}"}
+            ) as socket:
                 await socket.send('{"prompt": "Return the", "max_tokens": 2}')
                 return [json.loads(await asyncio.wait_for(socket.recv(), 60)) for _ in range(3)]
 
@@ -416,9 +522,13 @@ def test_a_burst_of_50_inits_opens_exactly_max_sessions(small_service: Any) -> N
 
     async def burst() -> list[tuple[int, Any]]:
         async with aiohttp.ClientSession() as http:
+
             async def one(k: int) -> tuple[int, Any]:
-                async with http.post(small_service.url + "/init", json={"client_id": f"b{k}"}) as resp:
+                async with http.post(
+                    small_service.url + "/init", json={"client_id": f"b{k}"}
+                ) as resp:
                     return resp.status, await resp.json()
+
             return await asyncio.gather(*(one(k) for k in range(50)))
 
     before = _stats(small_service)
@@ -437,11 +547,16 @@ def test_a_burst_of_50_inits_opens_exactly_max_sessions(small_service: Any) -> N
         assert open_now <= 5 and open_now + expired >= 5, (before, after)
     finally:
         for session in opened:
-            requests.post(small_service.url + "/delete_session", json={"session_id": session}, timeout=30)
+            requests.post(
+                small_service.url + "/delete_session", json={"session_id": session}, timeout=30
+            )
     again = requests.post(small_service.url + "/init", json={}, timeout=30)
     assert again.status_code == 200, "deleted sessions free their slots"
-    requests.post(small_service.url + "/delete_session", json={"session_id": again.json()["session_id"]},
-                  timeout=30)
+    requests.post(
+        small_service.url + "/delete_session",
+        json={"session_id": again.json()["session_id"]},
+        timeout=30,
+    )
 
 
 def test_an_idle_session_expires_and_frees_its_slot(small_service: Any) -> None:
@@ -453,7 +568,9 @@ def test_an_idle_session_expires_and_frees_its_slot(small_service: Any) -> None:
         assert time.monotonic() < deadline, f"sessions left open by earlier tests: {stats}"
         time.sleep(0.25)
     before = stats["expired_sessions"]
-    session = requests.post(url + "/init", json={"client_id": "idle"}, timeout=30).json()["session_id"]
+    session = requests.post(url + "/init", json={"client_id": "idle"}, timeout=30).json()[
+        "session_id"
+    ]
     record = _run(stream_once(url, "Return the", 3, token=small_service.token))  # others still work
     assert record.outcome == "done"
     deadline = time.monotonic() + 15
@@ -497,7 +614,9 @@ def test_the_schedulers_records_stay_bounded_over_a_long_run(small_service: Any)
     ray.get(scheduler.reset_stats.remote())
     ray.get(scheduler.configure.remote({"max_batch_size": 2, "batch_timeout_ms": 1.0}))
     for round_ in range(3):
-        ray.get(scheduler.submit_many.remote(session, [(f"Return {round_}.{i}", 1) for i in range(60)]))
+        ray.get(
+            scheduler.submit_many.remote(session, [(f"Return {round_}.{i}", 1) for i in range(60)])
+        )
         assert ray.get(scheduler.wait_idle.remote(120))
     stats = ray.get(scheduler.stats.remote())
     assert stats["requests"] == stats["done"] == 180 and stats["tokens"] == 180

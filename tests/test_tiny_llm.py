@@ -26,8 +26,9 @@ from helpers.tiny_llm import (
     weights_digest,
 )
 
-SHORT = TinyModelSpec(train_steps=6, batch_size=4, seq_len=64, warmup_steps=2,
-                      max_corpus_chars=150_000)
+SHORT = TinyModelSpec(
+    train_steps=6, batch_size=4, seq_len=64, warmup_steps=2, max_corpus_chars=150_000
+)
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +76,9 @@ def test_the_build_is_a_llama_with_a_chat_template(short_builds: tuple[Path, Pat
     tokenizer = AutoTokenizer.from_pretrained(path)
     assert len(tokenizer) == SHORT.vocab_size == config.vocab_size
     assert tokenizer.chat_template == CHAT_TEMPLATE
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}],
-                                         tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert text == "<s><|user|>\nHi</s>\n<|assistant|>\n"
     manifest = read_manifest(path)
     assert manifest["spec"] == dataclasses.asdict(SHORT)
@@ -114,8 +116,9 @@ def test_model_source_resolution(short_builds: tuple[Path, Path], tmp_path: Path
         resolve_model_source(str(tmp_path / "empty"))
 
 
-def test_cli_path_names_the_default_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_path_names_the_default_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from helpers.tiny_llm import main
 
     monkeypatch.setenv("WORKBOOK_MODEL_CACHE", str(tmp_path))

@@ -29,8 +29,9 @@ def answers(*values: Any) -> Callable[[], Any]:
 
 
 def test_returns_the_checks_first_truthy_value() -> None:
-    assert wait_for(answers(None, 0, [], {"status": "RUNNING"}), timeout_s=5, poll_s=0.01,
-                    what="RUNNING") == {"status": "RUNNING"}
+    assert wait_for(
+        answers(None, 0, [], {"status": "RUNNING"}), timeout_s=5, poll_s=0.01, what="RUNNING"
+    ) == {"status": "RUNNING"}
 
 
 def test_checks_once_even_with_no_time_to_wait() -> None:
@@ -39,9 +40,14 @@ def test_checks_once_even_with_no_time_to_wait() -> None:
 
 def test_a_timeout_says_what_how_long_and_the_last_value_seen() -> None:
     with pytest.raises(TimeoutError) as caught:
-        wait_for(answers(None, [], ""), timeout_s=0.2, poll_s=0.02,
-                 what="the app RUNNING", fix="look at serve status.",
-                 report=lambda: {"replicas": 0})
+        wait_for(
+            answers(None, [], ""),
+            timeout_s=0.2,
+            poll_s=0.02,
+            what="the app RUNNING",
+            fix="look at serve status.",
+            report=lambda: {"replicas": 0},
+        )
     err = caught.value
     assert isinstance(err, WorkbookTimeoutError)
     assert err.problem == "Waited 0.2 s for the app RUNNING; it did not happen."
@@ -56,11 +62,24 @@ def test_a_report_that_fails_does_not_hide_the_timeout() -> None:
 
 
 def test_not_yet_errors_are_retried_and_the_last_one_is_what_was_seen() -> None:
-    assert wait_for(answers(ConnectionError("refused"), ConnectionError("refused"), "up"),
-                    timeout_s=5, poll_s=0.01, what="up", not_yet=(ConnectionError,)) == "up"
+    assert (
+        wait_for(
+            answers(ConnectionError("refused"), ConnectionError("refused"), "up"),
+            timeout_s=5,
+            poll_s=0.01,
+            what="up",
+            not_yet=(ConnectionError,),
+        )
+        == "up"
+    )
     with pytest.raises(WorkbookTimeoutError) as caught:
-        wait_for(answers(0, ConnectionError("refused\nmore lines")), timeout_s=0.1,
-                 poll_s=0.01, what="up", not_yet=(ConnectionError,))
+        wait_for(
+            answers(0, ConnectionError("refused\nmore lines")),
+            timeout_s=0.1,
+            poll_s=0.01,
+            what="up",
+            not_yet=(ConnectionError,),
+        )
     assert caught.value.details == "last seen: ConnectionError: refused"
     assert isinstance(caught.value.__cause__, ConnectionError)  # its traceback, for the curious
 
@@ -68,8 +87,13 @@ def test_not_yet_errors_are_retried_and_the_last_one_is_what_was_seen() -> None:
 def test_any_other_error_propagates_at_once() -> None:
     started = time.monotonic()
     with pytest.raises(KeyError, match="status"):
-        wait_for(answers(False, KeyError("status")), timeout_s=30, poll_s=0.01, what="x",
-                 not_yet=(ConnectionError,))
+        wait_for(
+            answers(False, KeyError("status")),
+            timeout_s=30,
+            poll_s=0.01,
+            what="x",
+            not_yet=(ConnectionError,),
+        )
     assert time.monotonic() - started < 5  # not after the 30 s deadline
 
 
@@ -82,8 +106,9 @@ def test_the_deadline_holds_within_a_poll_interval() -> None:
     calls: list[float] = []
     started = time.monotonic()
     with pytest.raises(WorkbookTimeoutError):
-        wait_for(lambda: calls.append(time.monotonic() - started), timeout_s=0.2, poll_s=10,
-                 what="x")
+        wait_for(
+            lambda: calls.append(time.monotonic() - started), timeout_s=0.2, poll_s=10, what="x"
+        )
     assert len(calls) == 2 and 0.2 <= calls[1] < 0.3
 
 
@@ -95,8 +120,13 @@ def test_on_timeout_raises_the_callers_own_timeout_error() -> None:
         return ServeTimeoutError("app", waited.timeout_s, waited.last_seen())
 
     with pytest.raises(ServeTimeoutError, match=r"'app' was not RUNNING .*last status: \[\]"):
-        wait_for(answers(0, []), timeout_s=0.05, poll_s=0.01, what="app RUNNING",
-                 on_timeout=serve_timeout)
+        wait_for(
+            answers(0, []),
+            timeout_s=0.05,
+            poll_s=0.01,
+            what="app RUNNING",
+            on_timeout=serve_timeout,
+        )
     assert seen == [Waited("app RUNNING", 0.05, [], None)]
 
 

@@ -33,8 +33,11 @@ from locust import FastHttpUser, HttpUser, constant, events, task
 @events.init_command_line_parser.add_listener
 def _options(parser) -> None:
     parser.add_argument("--path", default="/", help="JsonUser: path under the host to POST to")
-    parser.add_argument("--payload", default='{"text": "great service"}',
-                        help="JsonUser: the JSON body of every request")
+    parser.add_argument(
+        "--payload",
+        default='{"text": "great service"}',
+        help="JsonUser: the JSON body of every request",
+    )
     parser.add_argument("--model", default="tiny-llama", help="ChatUser: the model id to ask")
     parser.add_argument("--prompt", default="Return the", help="ChatUser: the user message")
     parser.add_argument("--max-tokens", type=int, default=32, help="ChatUser: tokens per answer")
@@ -52,8 +55,9 @@ class JsonUser(HttpUser):
 
     @task
     def post(self) -> None:
-        self.client.post(self.path, data=self.body, headers={"Content-Type": "application/json"},
-                         name=self.path)
+        self.client.post(
+            self.path, data=self.body, headers={"Content-Type": "application/json"}, name=self.path
+        )
 
 
 class FastJsonUser(FastHttpUser):
@@ -71,18 +75,23 @@ class ChatUser(HttpUser):
 
     def on_start(self) -> None:
         options = self.environment.parsed_options
-        self.body = json.dumps({
-            "model": options.model,
-            "messages": [{"role": "user", "content": options.prompt}],
-            "max_tokens": options.max_tokens,
-            "temperature": 0.0,
-        }).encode()
+        self.body = json.dumps(
+            {
+                "model": options.model,
+                "messages": [{"role": "user", "content": options.prompt}],
+                "max_tokens": options.max_tokens,
+                "temperature": 0.0,
+            }
+        ).encode()
 
     @task
     def chat(self) -> None:
-        with self.client.post("/v1/chat/completions", data=self.body, catch_response=True,
-                              headers={"Content-Type": "application/json"},
-                              name="/v1/chat/completions") as response:
+        with self.client.post(
+            "/v1/chat/completions",
+            data=self.body,
+            catch_response=True,
+            headers={"Content-Type": "application/json"},
+            name="/v1/chat/completions",
+        ) as response:
             if response.status_code == 200 and not (response.json() or {}).get("choices"):
                 response.failure("no choices in the answer")
-

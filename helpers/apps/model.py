@@ -102,7 +102,7 @@ class SentimentModel:
         epochs: int = 300,
         learning_rate: float = 2.0,
         version: str = "v1",
-    ) -> "SentimentModel":
+    ) -> SentimentModel:
         """Fit on ``data`` (default :data:`TRAINING_SET`); deterministic, a few ms."""
         data = TRAINING_SET if data is None else data
         x = np.stack([embed(text, dim) for text, _ in data])

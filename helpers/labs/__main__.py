@@ -31,9 +31,13 @@ def _check_source_dir(folder: Path) -> None:
     from helpers.labs.notebooks import SOURCE_DIR, list_lab_sources
     from helpers.solution_regions import check_source_folder
 
-    check_source_folder(folder, list_lab_sources(folder) if folder.is_dir() else [],
-                        option="--source-dir", what="lab sources (labNN_*.ipynb)",
-                        default=SOURCE_DIR)
+    check_source_folder(
+        folder,
+        list_lab_sources(folder) if folder.is_dir() else [],
+        option="--source-dir",
+        what="lab sources (labNN_*.ipynb)",
+        default=SOURCE_DIR,
+    )
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -41,9 +45,12 @@ def _generate(args: argparse.Namespace) -> int:
 
     _check_source_dir(args.source_dir)
     if args.check:
-        return report_stale(stale_student_versions(args.source_dir, args.student_dir),
-                            what="student versions", command="python -m helpers.labs generate",
-                            folder=args.student_dir)
+        return report_stale(
+            stale_student_versions(args.source_dir, args.student_dir),
+            what="student versions",
+            command="python -m helpers.labs generate",
+            folder=args.student_dir,
+        )
     for path in generate_all(args.source_dir, args.student_dir):
         print(path)
     return 0
@@ -66,9 +73,11 @@ def _kit(args: argparse.Namespace) -> int:
     from helpers.labs.kit import INSTRUCTOR_ONLY, build_kit
 
     files = build_kit(args.out)
-    print(f"Student kit: {len(files)} files in {args.out.resolve()} (left out: "
-          f"{', '.join(INSTRUCTOR_ONLY)}); checked: no solution region in its labs, no hidden "
-          "check named anywhere.")
+    print(
+        f"Student kit: {len(files)} files in {args.out.resolve()} (left out: "
+        f"{', '.join(INSTRUCTOR_ONLY)}); checked: no solution region in its labs, no hidden "
+        "check named anywhere."
+    )
     return 0
 
 
@@ -79,8 +88,11 @@ def _grade(args: argparse.Namespace) -> int:
     from helpers.profiles import load_profile
 
     parameters: dict[str, object] = {}
-    for name, value in (("ray_address", args.ray_address), ("dashboard_url", args.dashboard_url),
-                        ("token_path", args.token_path)):
+    for name, value in (
+        ("ray_address", args.ray_address),
+        ("dashboard_url", args.dashboard_url),
+        ("token_path", args.token_path),
+    ):
         if value:
             parameters[name] = str(Path(value).resolve()) if name == "token_path" else value
     for item in args.parameter:
@@ -92,13 +104,22 @@ def _grade(args: argparse.Namespace) -> int:
     if args.profile:
         profile = load_profile(args.profile)
         lab_parameters = {stem: dict(s.parameters) for stem, s in profile.labs.items()}
-    grades = grade_folder(args.submissions, args.out, parameters=parameters,
-                          lab_parameters=lab_parameters, labs=args.labs, students=args.students,
-                          cell_timeout_s=args.cell_timeout_s, deadline_s=args.deadline_s)
+    grades = grade_folder(
+        args.submissions,
+        args.out,
+        parameters=parameters,
+        lab_parameters=lab_parameters,
+        labs=args.labs,
+        students=args.students,
+        cell_timeout_s=args.cell_timeout_s,
+        deadline_s=args.deadline_s,
+    )
     print((args.out / "summary.md").read_text())
-    print(f"Reports: {args.out}/<student>/report.md; class: {args.out}/summary.csv, "
-          f"summary.md, summary.html ({len(grades)} notebooks graded in this run, merged "
-          "with the reports already there)")
+    print(
+        f"Reports: {args.out}/<student>/report.md; class: {args.out}/summary.csv, "
+        f"summary.md, summary.html ({len(grades)} notebooks graded in this run, merged "
+        "with the reports already there)"
+    )
     return 0
 
 
@@ -106,12 +127,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from helpers.labs.grading import DEFAULT_DEADLINE_S
     from helpers.labs.notebooks import SOURCE_DIR, STUDENT_DIR
 
-    parser = argparse.ArgumentParser(prog="python -m helpers.labs",
-                                     description="Classroom labs: generate, list, grade.")
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.labs", description="Classroom labs: generate, list, grade."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="write the student versions from the sources")
-    gen.add_argument("--check", action="store_true",
-                     help="write nothing; exit 1 if a student version is missing or stale")
+    gen.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if a student version is missing or stale",
+    )
     lst = sub.add_parser("list", help="the labs and their checks")
     kit = sub.add_parser("kit", help="write the student kit (no solutions, no hidden checks)")
     kit.add_argument("out", type=Path, help="a new folder (under build/ or outside the repo)")
@@ -119,24 +144,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     grade.add_argument("submissions", type=Path)
     grade.add_argument("--out", type=Path, default=BUILD_DIR / "grades")
     grade.add_argument("--labs", nargs="*", default=[], help="only these labs (lab01 lab02 ...)")
-    grade.add_argument("--ray-address", default="", help="the classroom cluster (host:port); "
-                       "empty: each notebook starts a cluster of its own")
+    grade.add_argument(
+        "--ray-address",
+        default="",
+        help="the classroom cluster (host:port); empty: each notebook starts a cluster of its own",
+    )
     grade.add_argument("--dashboard-url", default="")
     grade.add_argument("--token-path", default="")
     grade.add_argument("--profile", default="", help="a run profile whose labs: parameters apply")
     grade.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE")
-    grade.add_argument("--students", nargs="*", default=[],
-                       help="only these students (folder names); reports merge with earlier runs")
-    grade.add_argument("--cell-timeout-s", type=float, default=600.0,
-                       help="a cell running longer is interrupted")
-    grade.add_argument("--deadline-s", type=float, default=DEFAULT_DEADLINE_S,
-                       help="a notebook running longer (all cells) is ended, with what it started")
+    grade.add_argument(
+        "--students",
+        nargs="*",
+        default=[],
+        help="only these students (folder names); reports merge with earlier runs",
+    )
+    grade.add_argument(
+        "--cell-timeout-s", type=float, default=600.0, help="a cell running longer is interrupted"
+    )
+    grade.add_argument(
+        "--deadline-s",
+        type=float,
+        default=DEFAULT_DEADLINE_S,
+        help="a notebook running longer (all cells) is ended, with what it started",
+    )
     for p in (gen, lst):
         p.add_argument("--source-dir", type=Path, default=SOURCE_DIR)
     gen.add_argument("--student-dir", type=Path, default=STUDENT_DIR)
     args = parser.parse_args(argv)
     try:
-        return {"generate": _generate, "list": _list, "grade": _grade, "kit": _kit}[args.command](args)
+        return {"generate": _generate, "list": _list, "grade": _grade, "kit": _kit}[args.command](
+            args
+        )
     except WorkbookError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

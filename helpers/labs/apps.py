@@ -71,9 +71,13 @@ class AcceleratorBacked:
         sizes = self.device.batch_sizes
         batches = sum(sizes.values())
         items = sum(size * count for size, count in sizes.items())
-        return {"batches": batches, "items": items, "largest": max(sizes, default=0),
-                "mean_size": round(items / batches, 2) if batches else 0.0,
-                "sizes": dict(sorted(sizes.items()))}
+        return {
+            "batches": batches,
+            "items": items,
+            "largest": max(sizes, default=0),
+            "mean_size": round(items / batches, 2) if batches else 0.0,
+            "sizes": dict(sorted(sizes.items())),
+        }
 
     def reset_stats(self) -> None:
         self.device.batch_sizes.clear()
@@ -81,14 +85,29 @@ class AcceleratorBacked:
 
 def lab_texts(count: int) -> list[str]:
     """``count`` different short review texts (the same list every time)."""
-    words = ["great", "awful", "friendly", "slow", "delicious", "rude", "fast", "broken",
-             "wonderful", "poor", "helpful", "ugly"]
-    return [f"the service was {words[i % len(words)]} and {words[(i * 7 + 3) % len(words)]} "
-            f"#{i}" for i in range(count)]
+    words = [
+        "great",
+        "awful",
+        "friendly",
+        "slow",
+        "delicious",
+        "rude",
+        "fast",
+        "broken",
+        "wonderful",
+        "poor",
+        "helpful",
+        "ugly",
+    ]
+    return [
+        f"the service was {words[i % len(words)]} and {words[(i * 7 + 3) % len(words)]} #{i}"
+        for i in range(count)
+    ]
 
 
-def measure_throughput(handle: Any, method: str, inputs: Sequence[Any], *,
-                       timeout_s: float = 120.0) -> dict[str, Any]:
+def measure_throughput(
+    handle: Any, method: str, inputs: Sequence[Any], *, timeout_s: float = 120.0
+) -> dict[str, Any]:
     """Send every input at once through a deployment handle; requests per second and results.
 
     Runs in a worker thread, so it works from a notebook cell (where an event loop runs and
@@ -103,9 +122,12 @@ def measure_throughput(handle: Any, method: str, inputs: Sequence[Any], *,
         responses = [getattr(handle, method).remote(x) for x in inputs]
         results = [r.result(timeout_s=timeout_s) for r in responses]
         seconds = time.perf_counter() - started
-        return {"requests": len(inputs), "seconds": round(seconds, 3),
-                "rps": round(len(inputs) / seconds, 1) if seconds > 0 else 0.0,
-                "results": results}
+        return {
+            "requests": len(inputs),
+            "seconds": round(seconds, 3),
+            "rps": round(len(inputs) / seconds, 1) if seconds > 0 else 0.0,
+            "results": results,
+        }
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(burst).result()

@@ -74,8 +74,18 @@ from helpers.labs.session import HINT_METADATA, lab_hints, letters_and_digits
 from helpers.processes import end_leftovers, find_leftovers, interrupt_on_termination, stop_session
 from helpers.profiles import check_parameters
 
-__all__ = ["Submission", "LabGrade", "grading_id", "find_submissions", "prepare_submission",
-           "grade_submission", "grade_folder", "write_reports", "read_results_file", "hints_in"]
+__all__ = [
+    "Submission",
+    "LabGrade",
+    "grading_id",
+    "find_submissions",
+    "prepare_submission",
+    "grade_submission",
+    "grade_folder",
+    "write_reports",
+    "read_results_file",
+    "hints_in",
+]
 
 #: The wall-clock time one submission may take, all cells together (a lab takes a few minutes).
 DEFAULT_DEADLINE_S = 1800.0
@@ -133,8 +143,9 @@ class LabGrade:
 
     def hints_text(self) -> str:
         """``"1:2 3:1"``: hints used per task (tasks with none left out); empty if none."""
-        return " ".join(f"{task}:{n}" for task, n in sorted(self.hints.items(),
-                                                            key=lambda kv: int(kv[0])) if n)
+        return " ".join(
+            f"{task}:{n}" for task, n in sorted(self.hints.items(), key=lambda kv: int(kv[0])) if n
+        )
 
     def passed_checks(self) -> set[str]:
         """The lab's checks that passed: every result recorded for them passed (a check that
@@ -160,25 +171,58 @@ class LabGrade:
     def row(self) -> dict[str, Any]:
         vp, vt = self.count(hidden=False)
         hp, ht = self.count(hidden=True)
-        return {"student": self.student, "lab": self.lab, "visible_passed": vp,
-                "visible_total": vt, "hidden_passed": hp, "hidden_total": ht,
-                "score_percent": self.score, "status": self.status,
-                "tampered_checks": len(self.tampered), "errors": len(self.errors),
-                "hints_used": self.hints_total, "hints_by_task": self.hints_text(),
-                "seconds": round(self.seconds, 1)}
+        return {
+            "student": self.student,
+            "lab": self.lab,
+            "visible_passed": vp,
+            "visible_total": vt,
+            "hidden_passed": hp,
+            "hidden_total": ht,
+            "score_percent": self.score,
+            "status": self.status,
+            "tampered_checks": len(self.tampered),
+            "errors": len(self.errors),
+            "hints_used": self.hints_total,
+            "hints_by_task": self.hints_text(),
+            "seconds": round(self.seconds, 1),
+        }
 
     def to_json(self) -> dict[str, Any]:
-        data = {k: getattr(self, k) for k in ("student", "lab", "status", "missing", "tampered",
-                                               "errors", "notes", "seconds")}
+        data = {
+            k: getattr(self, k)
+            for k in (
+                "student",
+                "lab",
+                "status",
+                "missing",
+                "tampered",
+                "errors",
+                "notes",
+                "seconds",
+            )
+        }
         data["results"] = [r.__dict__ for r in self.results]
         data["executed"] = str(self.executed) if self.executed else None
         data["hints"] = dict(self.hints)
         return data
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "LabGrade":
-        grade = cls(**{k: data[k] for k in ("student", "lab", "status", "missing", "tampered",
-                                            "errors", "notes", "seconds")})
+    def from_json(cls, data: Mapping[str, Any]) -> LabGrade:
+        grade = cls(
+            **{
+                k: data[k]
+                for k in (
+                    "student",
+                    "lab",
+                    "status",
+                    "missing",
+                    "tampered",
+                    "errors",
+                    "notes",
+                    "seconds",
+                )
+            }
+        )
         grade.results = [CheckResult(**r) for r in data["results"]]
         grade.executed = Path(data["executed"]) if data.get("executed") else None
         grade.hints = {str(k): int(v) for k, v in (data.get("hints") or {}).items()}
@@ -189,9 +233,11 @@ def find_submissions(folder: Path, labs: Sequence[str] = ()) -> list[Submission]
     """Every ``<student>/labNN_*.ipynb`` under ``folder`` (optionally only some labs)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise WorkbookError(f"No submissions folder {folder}.",
-                            "give a folder with one folder per student, each holding that "
-                            "student's lab notebooks (labNN_slug.ipynb).")
+        raise WorkbookError(
+            f"No submissions folder {folder}.",
+            "give a folder with one folder per student, each holding that "
+            "student's lab notebooks (labNN_slug.ipynb).",
+        )
     found = []
     for student_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         if student_dir.name.startswith("."):
@@ -201,14 +247,19 @@ def find_submissions(folder: Path, labs: Sequence[str] = ()) -> list[Submission]
             if not labs or submission.lab in labs:
                 found.append(submission)
     if not found:
-        raise WorkbookError(f"No lab notebooks found under {folder}.",
-                            "expected files like STUDENT/lab01_first_deployment.ipynb.")
+        raise WorkbookError(
+            f"No lab notebooks found under {folder}.",
+            "expected files like STUDENT/lab01_first_deployment.ipynb.",
+        )
     ids: dict[str, str] = {}
     for sub in found:
         other = ids.setdefault(sub.id, sub.student)
         if other != sub.student:  # a hash collision: never merge two students' work
-            raise WorkbookError(f"The student folders {other!r} and {sub.student!r} map to one "
-                                f"output folder {sub.id!r}.", "rename one of them.")
+            raise WorkbookError(
+                f"The student folders {other!r} and {sub.student!r} map to one "
+                f"output folder {sub.id!r}.",
+                "rename one of them.",
+            )
     return found
 
 
@@ -220,22 +271,29 @@ def _submission(student: str, path: Path) -> Submission:
     try:
         source_for(lab)
     except WorkbookError as err:
-        return Submission(student, lab, path,
-                          problem=f"no lab {lab} in this course ({err.fix.rstrip('.')})")
+        return Submission(
+            student, lab, path, problem=f"no lab {lab} in this course ({err.fix.rstrip('.')})"
+        )
     try:
         nb = nbformat.read(str(path), as_version=4)
         nbformat.validate(nb)
     except Exception as err:  # noqa: BLE001 - a corrupt file is reported, not fatal
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        return Submission(student, lab, path,
-                          problem=f"not a readable notebook ({type(err).__name__}: {first}); "
-                                  "ask the student to submit the .ipynb file again")
+        return Submission(
+            student,
+            lab,
+            path,
+            problem=f"not a readable notebook ({type(err).__name__}: {first}); "
+            "ask the student to submit the .ipynb file again",
+        )
     meta = nb.metadata.get("workbook_lab")
     claimed = meta.get("id") if isinstance(meta, dict) else None
     notes: tuple[str, ...] = ()
     if claimed and claimed != lab:
-        notes = (f"the notebook's metadata names lab {str(claimed)[:40]!r}; graded as {lab}, "
-                 "as its file name says",)
+        notes = (
+            f"the notebook's metadata names lab {str(claimed)[:40]!r}; graded as {lab}, "
+            "as its file name says",
+        )
     return Submission(student, lab, path, notes=notes)
 
 
@@ -257,12 +315,15 @@ def read_results_file(path: Path, lab: str) -> tuple[list[CheckResult], list[str
         try:
             result = parse_result(line)
         except (ValueError, TypeError) as err:
-            problems.append(f"results line {number} is not a check result "
-                            f"({type(err).__name__}); left out")
+            problems.append(
+                f"results line {number} is not a check result ({type(err).__name__}); left out"
+            )
             continue
         if result.lab != lab or result.check not in known:
-            problems.append(f"results line {number} names {str(result.check)[:60]!r} of "
-                            f"{str(result.lab)[:20]!r}, not a check of {lab}; left out")
+            problems.append(
+                f"results line {number} names {str(result.check)[:60]!r} of "
+                f"{str(result.lab)[:20]!r}, not a check of {lab}; left out"
+            )
             continue
         results.append(result)
     return results, problems
@@ -292,15 +353,18 @@ def hints_in(nb: nbformat.NotebookNode, lab: str) -> tuple[dict[str, int], list[
                 problems.append(f"cell {index}: a hint record that is not one; left out")
                 continue
             if of_lab != lab or task not in tiers or not 1 <= tier <= tiers[task]:
-                problems.append(f"cell {index}: a hint record for {str(of_lab)[:20]!r} task "
-                                f"{task} tier {tier}, not a hint of {lab}; left out")
+                problems.append(
+                    f"cell {index}: a hint record for {str(of_lab)[:20]!r} task "
+                    f"{task} tier {tier}, not a hint of {lab}; left out"
+                )
                 continue
             used[task] = max(used.get(task, 0), tier)
     return used, problems
 
 
-def prepare_submission(submission: Submission,
-                       parameters: Mapping[str, Any]) -> tuple[nbformat.NotebookNode, RestoreReport]:
+def prepare_submission(
+    submission: Submission, parameters: Mapping[str, Any]
+) -> tuple[nbformat.NotebookNode, RestoreReport]:
     """The notebook the grader runs: checks restored, hidden checks in, parameters injected."""
     from papermill.parameterize import parameterize_notebook
 
@@ -389,9 +453,14 @@ def _execute_in_worker(client: Any, env: Mapping[str, str], deadline_s: float) -
     return True
 
 
-def grade_submission(submission: Submission, out_dir: Path, parameters: Mapping[str, Any], *,
-                     cell_timeout_s: float = 600.0,
-                     deadline_s: float = DEFAULT_DEADLINE_S) -> LabGrade:
+def grade_submission(
+    submission: Submission,
+    out_dir: Path,
+    parameters: Mapping[str, Any],
+    *,
+    cell_timeout_s: float = 600.0,
+    deadline_s: float = DEFAULT_DEADLINE_S,
+) -> LabGrade:
     """Run one submission (see the module docstring) and return its grade."""
     from nbclient import NotebookClient
     from nbclient.exceptions import DeadKernelError
@@ -402,8 +471,7 @@ def grade_submission(submission: Submission, out_dir: Path, parameters: Mapping[
         grade.missing = [c.name for c in checks_for(submission.lab)]
         return grade
     params = {**parameters, "student": submission.id}
-    submitted_hints, _ = hints_in(nbformat.read(str(submission.path), as_version=4),
-                                  submission.lab)
+    submitted_hints, _ = hints_in(nbformat.read(str(submission.path), as_version=4), submission.lab)
     nb, report = prepare_submission(submission, params)
     grade.tampered = report.tampered
     student_dir = out_dir / submission.id
@@ -411,12 +479,23 @@ def grade_submission(submission: Submission, out_dir: Path, parameters: Mapping[
     results_path = student_dir / f"{submission.lab}.results.jsonl"
     results_path.unlink(missing_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f"g{submission.lab[-2:]}-"))
-    env = dict(os.environ, **{RESULTS_ENV: str(results_path), "WORKBOOK_SCRATCH": str(scratch),
-                              "PYTHONUNBUFFERED": "1"})
+    env = dict(
+        os.environ,
+        **{
+            RESULTS_ENV: str(results_path),
+            "WORKBOOK_SCRATCH": str(scratch),
+            "PYTHONUNBUFFERED": "1",
+        },
+    )
     started = time.monotonic()
-    client = NotebookClient(nb, timeout=cell_timeout_s, kernel_name="python3", allow_errors=True,
-                            interrupt_on_timeout=True,
-                            resources={"metadata": {"path": str(submission.path.parent)}})
+    client = NotebookClient(
+        nb,
+        timeout=cell_timeout_s,
+        kernel_name="python3",
+        allow_errors=True,
+        interrupt_on_timeout=True,
+        resources={"metadata": {"path": str(submission.path.parent)}},
+    )
     try:
         if not _execute_in_worker(client, env, deadline_s):
             grade.status = f"timed out after {deadline_s:g} s"
@@ -437,8 +516,10 @@ def grade_submission(submission: Submission, out_dir: Path, parameters: Mapping[
     grade.missing = [c.name for c in checks_for(submission.lab) if c.name not in reported]
     grade.errors = _cell_errors(nb)
     executed_hints, hint_problems = hints_in(nb, submission.lab)
-    grade.hints = {task: max(submitted_hints.get(task, 0), executed_hints.get(task, 0))
-                   for task in sorted(set(submitted_hints) | set(executed_hints), key=int)}
+    grade.hints = {
+        task: max(submitted_hints.get(task, 0), executed_hints.get(task, 0))
+        for task in sorted(set(submitted_hints) | set(executed_hints), key=int)
+    }
     grade.notes += hint_problems
     return grade
 
@@ -446,17 +527,26 @@ def grade_submission(submission: Submission, out_dir: Path, parameters: Mapping[
 def _refuse_out_inside(folder: Path, out_dir: Path) -> None:
     folder, out = Path(folder).resolve(), Path(out_dir).resolve()
     if out == folder or folder in out.parents:
-        raise WorkbookError(f"The output folder {out_dir} is inside the submissions folder "
-                            f"{folder}.", "give --out a folder outside the submissions (the "
-                            "default is build/grades): reports there would overwrite or mix "
-                            "with the students' work.")
+        raise WorkbookError(
+            f"The output folder {out_dir} is inside the submissions folder {folder}.",
+            "give --out a folder outside the submissions (the "
+            "default is build/grades): reports there would overwrite or mix "
+            "with the students' work.",
+        )
 
 
-def grade_folder(folder: Path, out_dir: Path, *, parameters: Mapping[str, Any] | None = None,
-                 lab_parameters: Mapping[str, Mapping[str, Any]] | None = None,
-                 labs: Sequence[str] = (), students: Sequence[str] = (),
-                 cell_timeout_s: float = 600.0, deadline_s: float = DEFAULT_DEADLINE_S,
-                 progress: bool = True) -> list[LabGrade]:
+def grade_folder(
+    folder: Path,
+    out_dir: Path,
+    *,
+    parameters: Mapping[str, Any] | None = None,
+    lab_parameters: Mapping[str, Mapping[str, Any]] | None = None,
+    labs: Sequence[str] = (),
+    students: Sequence[str] = (),
+    cell_timeout_s: float = 600.0,
+    deadline_s: float = DEFAULT_DEADLINE_S,
+    progress: bool = True,
+) -> list[LabGrade]:
     """Grade every submission under ``folder`` (or only some ``labs`` of some ``students``);
     write the reports, merged with those already in ``out_dir``; return this run's grades.
 
@@ -469,14 +559,17 @@ def grade_folder(folder: Path, out_dir: Path, *, parameters: Mapping[str, Any] |
         raise WorkbookError(
             "This copy of the workbook has no hidden checks (helpers/labs/hidden_checks.py): "
             "it is a student kit, which cannot grade.",
-            "grade from the instructor's checkout of the workbook (the repository).")
+            "grade from the instructor's checkout of the workbook (the repository).",
+        )
     _refuse_out_inside(folder, out_dir)
     submissions = find_submissions(folder, labs)
     if students:
         submissions = [s for s in submissions if s.student in students]
         if not submissions:
-            raise WorkbookError(f"None of the students {list(students)} has a notebook to grade "
-                                f"in {folder}.", "give folder names as they are spelled there.")
+            raise WorkbookError(
+                f"None of the students {list(students)} has a notebook to grade in {folder}.",
+                "give folder names as they are spelled there.",
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     grades = []
     bar = tqdm(submissions, desc="grading", unit="notebook", disable=not progress)
@@ -486,25 +579,39 @@ def grade_folder(folder: Path, out_dir: Path, *, parameters: Mapping[str, Any] |
         for submission in bar:
             bar.set_postfix_str(f"{submission.student} {submission.lab}")
             try:
-                params = {} if submission.problem else dict(
-                    (lab_parameters or {}).get(source_for(submission.lab).stem, {}))
+                params = (
+                    {}
+                    if submission.problem
+                    else dict((lab_parameters or {}).get(source_for(submission.lab).stem, {}))
+                )
                 params.update(parameters or {})
-                grade = grade_submission(submission, out_dir, params,
-                                         cell_timeout_s=cell_timeout_s, deadline_s=deadline_s)
+                grade = grade_submission(
+                    submission,
+                    out_dir,
+                    params,
+                    cell_timeout_s=cell_timeout_s,
+                    deadline_s=deadline_s,
+                )
             except KeyboardInterrupt as err:
                 what = signal.Signals(received[0]).name if received else str(err) or "Ctrl-C"
                 raise KeyboardInterrupt(
                     f"{what} received while grading {submission.student}'s {submission.lab}; "
                     "its kernel and what it started were ended; the notebooks graded before "
-                    "it have their reports") from err
+                    "it have their reports"
+                ) from err
             except Exception as err:  # noqa: BLE001 - one bad submission never stops the class
-                grade = LabGrade(submission.student, submission.lab,
-                                 f"not graded: {type(err).__name__}: {str(err)[:200]}",
-                                 missing=[c.name for c in checks_for(submission.lab)],
-                                 notes=list(submission.notes))
+                grade = LabGrade(
+                    submission.student,
+                    submission.lab,
+                    f"not graded: {type(err).__name__}: {str(err)[:200]}",
+                    missing=[c.name for c in checks_for(submission.lab)],
+                    notes=list(submission.notes),
+                )
             grades.append(grade)
             _save(grade, out_dir)
-            write_reports(grades, out_dir)  # after every notebook: an interrupted class keeps its reports
+            write_reports(
+                grades, out_dir
+            )  # after every notebook: an interrupted class keeps its reports
     return grades
 
 
@@ -536,37 +643,58 @@ def _md(text: str) -> str:
 def student_report(student: str, grades: Sequence[LabGrade]) -> str:
     """One student's report in Markdown: per lab, every check with its feedback."""
     lines = [f"# Lab report: {student}", ""]
-    lines += ["| lab | score | visible checks | hidden checks | hints used | status |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "| lab | score | visible checks | hidden checks | hints used | status |",
+        "|---|---|---|---|---|---|",
+    ]
     for g in grades:
         vp, vt = g.count(hidden=False)
         hp, ht = g.count(hidden=True)
-        lines.append(f"| {g.lab} | {g.score:g}% | {vp}/{vt} | {hp}/{ht} | {g.hints_total} | "
-                     f"{g.status} |")
+        lines.append(
+            f"| {g.lab} | {g.score:g}% | {vp}/{vt} | {hp}/{ht} | {g.hints_total} | {g.status} |"
+        )
     for g in grades:
-        lines += ["", f"## {g.lab}: {g.score:g}%", "",
-                  "| task | check | kind | result | feedback |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {g.lab}: {g.score:g}%",
+            "",
+            "| task | check | kind | result | feedback |",
+            "|---|---|---|---|---|",
+        ]
         by_name = {r.check: r for r in g.results}
         by_name.update({r.check: r for r in g.results if not r.passed})  # a failure wins
         for info in checks_for(g.lab):
             result = by_name.get(info.name)
             kind = "hidden" if info.hidden else "visible"
             if result is None:
-                why = ("the notebook was not graded" if g.status.startswith("not graded")
-                       else "the notebook stopped before this check")
+                why = (
+                    "the notebook was not graded"
+                    if g.status.startswith("not graded")
+                    else "the notebook stopped before this check"
+                )
                 lines.append(f"| {info.task} | {info.name} | {kind} | not run | {why} |")
             else:
                 mark = "passed" if result.passed else "FAILED"
-                lines.append(f"| {info.task} | {info.name} | {kind} | {mark} | "
-                             f"{_md(result.feedback)} |")
+                lines.append(
+                    f"| {info.task} | {info.name} | {kind} | {mark} | {_md(result.feedback)} |"
+                )
         if g.hints_total:
-            lines += ["", "Hints used (reported only: they do not change the score): "
-                      + ", ".join(f"task {t}: {n}" for t, n in sorted(g.hints.items(),
-                                                                     key=lambda kv: int(kv[0]))
-                                  if n) + "."]
+            lines += [
+                "",
+                "Hints used (reported only: they do not change the score): "
+                + ", ".join(
+                    f"task {t}: {n}"
+                    for t, n in sorted(g.hints.items(), key=lambda kv: int(kv[0]))
+                    if n
+                )
+                + ".",
+            ]
         if g.tampered:
-            lines += ["", f"Check cells changed or deleted in the submission (restored before "
-                      f"grading): {', '.join(g.tampered)}."]
+            lines += [
+                "",
+                f"Check cells changed or deleted in the submission (restored before "
+                f"grading): {', '.join(g.tampered)}.",
+            ]
         if g.errors:
             lines += ["", "Cells that raised an error:", ""] + [f"- {_md(e)}" for e in g.errors]
         if g.notes:
@@ -592,33 +720,52 @@ def write_reports(grades: Sequence[LabGrade], out_dir: Path) -> dict[str, Path]:
         (folder / "report.md").write_text(student_report(student, mine))
     rows = pd.DataFrame([g.row() for g in grades])
     rows.to_csv(out_dir / "summary.csv", index=False)
-    table = rows.pivot_table(index="student", columns="lab", values="score_percent",
-                             aggfunc="first")
+    table = rows.pivot_table(
+        index="student", columns="lab", values="score_percent", aggfunc="first"
+    )
     table["mean"] = table.mean(axis=1).round(1)
     table["hints"] = rows.groupby("student")["hints_used"].sum().reindex(table.index).astype(int)
     table = table.reset_index()
-    md = ["| " + " | ".join(map(str, table.columns)) + " |",
-          "|" + "---|" * len(table.columns)]
+    md = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
     for _, r in table.iterrows():
-        md.append("| " + " | ".join("" if pd.isna(v) else (f"{v:g}%" if isinstance(v, float)
-                                                          else str(v)) for v in r) + " |")
-    detail = ["| student | lab | visible | hidden | score | hints (task:count) | status | "
-              "tampered | errors |", "|---|---|---|---|---|---|---|---|---|"]
+        md.append(
+            "| "
+            + " | ".join(
+                "" if pd.isna(v) else (f"{v:g}%" if isinstance(v, float) else str(v)) for v in r
+            )
+            + " |"
+        )
+    detail = [
+        "| student | lab | visible | hidden | score | hints (task:count) | status | "
+        "tampered | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows.to_dict("records"):
         by_task = r["hints_by_task"] if isinstance(r["hints_by_task"], str) else ""
-        detail.append(f"| {r['student']} | {r['lab']} | {r['visible_passed']}/{r['visible_total']}"
-                      f" | {r['hidden_passed']}/{r['hidden_total']} | {r['score_percent']:g}% | "
-                      f"{r['hints_used']} {('(' + by_task + ')') if by_task else ''} | "
-                      f"{r['status']} | {r['tampered_checks']} | {r['errors']} |")
+        detail.append(
+            f"| {r['student']} | {r['lab']} | {r['visible_passed']}/{r['visible_total']}"
+            f" | {r['hidden_passed']}/{r['hidden_total']} | {r['score_percent']:g}% | "
+            f"{r['hints_used']} {('(' + by_task + ')') if by_task else ''} | "
+            f"{r['status']} | {r['tampered_checks']} | {r['errors']} |"
+        )
     (out_dir / "summary.md").write_text(
         "# Class summary\n\nScore per lab: percent of its checks (visible and hidden) passed. "
         "Hints: how many `lab.hint(N)` hints each student used, in all labs (per task below); "
         "reported only, they never change a score.\n\n"
-        + "\n".join(md) + "\n\n## Per submission\n\n" + "\n".join(detail) + "\n")
+        + "\n".join(md)
+        + "\n\n## Per submission\n\n"
+        + "\n".join(detail)
+        + "\n"
+    )
     (out_dir / "summary.html").write_text(
         "<!doctype html><meta charset='utf-8'><title>Class summary</title>"
         "<h1>Class summary</h1><p>Score per lab: percent of its checks passed.</p>"
         + table.to_html(index=False, na_rep="", float_format=lambda v: f"{v:g}%")
-        + "<h2>Per submission</h2>" + rows.to_html(index=False))
-    return {"csv": out_dir / "summary.csv", "md": out_dir / "summary.md",
-            "html": out_dir / "summary.html"}
+        + "<h2>Per submission</h2>"
+        + rows.to_html(index=False)
+    )
+    return {
+        "csv": out_dir / "summary.csv",
+        "md": out_dir / "summary.md",
+        "html": out_dir / "summary.html",
+    }

@@ -26,25 +26,38 @@ from helpers.solution_regions import BEGIN_SOLUTION as BEGIN
 
 __all__ = ["INSTRUCTOR_ONLY", "build_kit", "leaks_in"]
 
-INSTRUCTOR_ONLY = ("labs/source/", "helpers/labs/hidden_checks.py", "helpers/labs/proof.py",
-                   "tests/", ".ci/")
+INSTRUCTOR_ONLY = (
+    "labs/source/",
+    "helpers/labs/hidden_checks.py",
+    "helpers/labs/proof.py",
+    "tests/",
+    ".ci/",
+)
 
 
 def _tracked_files(root: Path) -> list[str]:
     try:
-        listed = subprocess.run(["git", "-C", str(root), "ls-files", "-z"], capture_output=True,
-                                text=True, check=True, timeout=60)
+        listed = subprocess.run(
+            ["git", "-C", str(root), "ls-files", "-z"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
     except (OSError, subprocess.CalledProcessError) as err:
         raise WorkbookError(
             f"Cannot list the workbook's files with git in {root}: {err}.",
-            "build the kit from the instructor's git checkout of the workbook.") from err
+            "build the kit from the instructor's git checkout of the workbook.",
+        ) from err
     return [f for f in listed.stdout.split("\0") if f]
 
 
 def _hidden_check_names() -> list[str]:
     if not HIDDEN_CHECKS_INSTALLED:
-        raise WorkbookError("This copy of the workbook has no hidden checks: it is a student kit.",
-                            "build the kit from the instructor's checkout (the repository).")
+        raise WorkbookError(
+            "This copy of the workbook has no hidden checks: it is a student kit.",
+            "build the kit from the instructor's checkout (the repository).",
+        )
     return sorted(i.name for infos in CHECKS.values() for i in infos if i.hidden)
 
 
@@ -74,12 +87,16 @@ def build_kit(out: Path, *, root: Path = REPO_ROOT) -> list[str]:
     files written. Raises :class:`WorkbookError` (and removes ``out``) if the kit would leak."""
     out = out.resolve()
     if out.exists() and any(out.iterdir()):
-        raise WorkbookError(f"{out} exists and is not empty.",
-                            "give a new folder (the kit is written whole, never merged).")
+        raise WorkbookError(
+            f"{out} exists and is not empty.",
+            "give a new folder (the kit is written whole, never merged).",
+        )
     repo, build = root.resolve(), root.resolve() / "build"
     if (out == repo or repo in out.parents) and build not in out.parents:
-        raise WorkbookError(f"{out} is inside the workbook (outside its build/ folder).",
-                            "write the kit under build/ or outside the repository.")
+        raise WorkbookError(
+            f"{out} is inside the workbook (outside its build/ folder).",
+            "write the kit under build/ or outside the repository.",
+        )
     files = [f for f in _tracked_files(root) if not f.startswith(INSTRUCTOR_ONLY)]
     for rel in files:
         target = out / rel
@@ -88,8 +105,10 @@ def build_kit(out: Path, *, root: Path = REPO_ROOT) -> list[str]:
     leaks = leaks_in(out)
     if leaks:
         shutil.rmtree(out, ignore_errors=True)
-        raise WorkbookError("The student kit would give the instructor's part away:",
-                            "move what is listed into an instructor-only file (INSTRUCTOR_ONLY "
-                            "in helpers/labs/kit.py) and build the kit again.",
-                            details="\n".join(leaks))
+        raise WorkbookError(
+            "The student kit would give the instructor's part away:",
+            "move what is listed into an instructor-only file (INSTRUCTOR_ONLY "
+            "in helpers/labs/kit.py) and build the kit again.",
+            details="\n".join(leaks),
+        )
     return files

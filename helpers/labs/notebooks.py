@@ -123,8 +123,10 @@ def lab_id(path: Path | str) -> str:
     stem = Path(path).stem
     match = re.match(r"(lab\d\d)(_|$)", stem)
     if not match:
-        raise WorkbookError(f"{Path(path).name} is not named like a lab (labNN_slug.ipynb).",
-                            "keep the lab's file name, e.g. lab01_first_deployment.ipynb.")
+        raise WorkbookError(
+            f"{Path(path).name} is not named like a lab (labNN_slug.ipynb).",
+            "keep the lab's file name, e.g. lab01_first_deployment.ipynb.",
+        )
     return match.group(1)
 
 
@@ -167,7 +169,7 @@ def _starter_lines(region: SolutionRegion) -> list[str]:
     for line in region.lines:
         stripped = line.strip()
         if stripped.startswith(STARTER_PREFIX):
-            code = line.lstrip()[len(STARTER_PREFIX):]
+            code = line.lstrip()[len(STARTER_PREFIX) :]
             code = code[1:] if code.startswith(" ") else code
             out.append((region.indent + code).rstrip())
     return out
@@ -175,8 +177,9 @@ def _starter_lines(region: SolutionRegion) -> list[str]:
 
 def _is_comment_kind(line: str) -> bool:
     stripped = line.strip()
-    return (stripped.startswith((HINT_PREFIX, STARTER_PREFIX))
-            or HINT_TIER.match(stripped) is not None)
+    return (
+        stripped.startswith((HINT_PREFIX, STARTER_PREFIX)) or HINT_TIER.match(stripped) is not None
+    )
 
 
 def strip_solutions(text: str, *, task: int | None, where: Where) -> str:
@@ -185,13 +188,19 @@ def strip_solutions(text: str, *, task: int | None, where: Where) -> str:
     label = f"Task {task}" if task is not None else "This cell"
 
     def student_lines(region: SolutionRegion) -> list[str]:
-        message = f"{label}: {region.hint}" if region.hint else f"{label}: write your solution here."
+        message = (
+            f"{label}: {region.hint}" if region.hint else f"{label}: write your solution here."
+        )
         if task is not None and _tier_lines(region):
-            message = (message.rstrip(".") + f". Stuck? lab.hint({task}) gives a hint, "
-                       "each call the next one.")
-        return [f"{region.indent}# YOUR CODE HERE ({label.lower() if task is None else label})",
-                f"{region.indent}raise NotImplementedError({message!r})",
-                *_starter_lines(region)]
+            message = (
+                message.rstrip(".") + f". Stuck? lab.hint({task}) gives a hint, "
+                "each call the next one."
+            )
+        return [
+            f"{region.indent}# YOUR CODE HERE ({label.lower() if task is None else label})",
+            f"{region.indent}raise NotImplementedError({message!r})",
+            *_starter_lines(region),
+        ]
 
     return blank_regions(text, where, student_lines)
 
@@ -217,16 +226,20 @@ def task_hints(nb: nbformat.NotebookNode, name: str = "notebook") -> dict[int, l
                 continue
             task = task_at.get(index)
             if task is None:
-                raise LabSourceError(f"{where.at(segment.begin_line)}: tiered hints outside a "
-                                     "'## Task N' section.", "move the cell into its task.")
+                raise LabSourceError(
+                    f"{where.at(segment.begin_line)}: tiered hints outside a '## Task N' section.",
+                    "move the cell into its task.",
+                )
             where_of.setdefault(task, where)
             for tier, line in found:
                 tiers.setdefault(task, {}).setdefault(tier, []).append(line)
     out: dict[int, list[str]] = {}
     for task, by_tier in sorted(tiers.items()):
         if sorted(by_tier) != list(range(1, len(by_tier) + 1)):
-            raise LabSourceError(f"{where_of[task].at(1)}: task {task}'s hints are tiers "
-                                 f"{sorted(by_tier)}.", "number them 1, 2, 3 without gaps.")
+            raise LabSourceError(
+                f"{where_of[task].at(1)}: task {task}'s hints are tiers {sorted(by_tier)}.",
+                "number them 1, 2, 3 without gaps.",
+            )
         out[task] = ["\n".join(by_tier[t]).strip("\n").rstrip() for t in sorted(by_tier)]
     return out
 
@@ -235,8 +248,9 @@ def _normal(text: str) -> str:
     return re.sub(r"\s+", "", text)
 
 
-def solution_key_lines(nb: nbformat.NotebookNode, task: int, name: str = "notebook",
-                       *, min_chars: int = 20) -> list[str]:
+def solution_key_lines(
+    nb: nbformat.NotebookNode, task: int, name: str = "notebook", *, min_chars: int = 20
+) -> list[str]:
     """The lines of task ``task``'s solution regions that give the answer away: code lines of
     at least ``min_chars`` characters (blanks ignored) that the starter does not already show.
     A hint that contains one of them is a spoiler."""
@@ -251,8 +265,13 @@ def solution_key_lines(nb: nbformat.NotebookNode, task: int, name: str = "notebo
             given = {_normal(line) for line in _starter_lines(segment)}
             for line in segment.lines:
                 stripped = line.strip()
-                if (not stripped or stripped.startswith("#") or _is_comment_kind(line)
-                        or len(_normal(stripped)) < min_chars or _normal(stripped) in given):
+                if (
+                    not stripped
+                    or stripped.startswith("#")
+                    or _is_comment_kind(line)
+                    or len(_normal(stripped)) < min_chars
+                    or _normal(stripped) in given
+                ):
                     continue
                 keys.append(stripped)
     return keys
@@ -277,8 +296,9 @@ def hint_spoilers(nb: nbformat.NotebookNode, name: str = "notebook") -> list[str
         for label, text in shown:
             for key in keys:
                 if _normal(key) in _normal(text):
-                    problems.append(f"{name} task {task}, {label}: contains the solution's "
-                                    f"line {key!r}")
+                    problems.append(
+                        f"{name} task {task}, {label}: contains the solution's line {key!r}"
+                    )
     return problems
 
 
@@ -290,19 +310,25 @@ def _strip_hidden(text: str, *, where: Where) -> str:
         marker = line.strip()
         if marker.startswith(BEGIN_HIDDEN):
             if inside:
-                raise LabSourceError(f"{where.at(number)}: hidden checks opened twice.",
-                                     f"close the region with '{END_HIDDEN}' first.")
+                raise LabSourceError(
+                    f"{where.at(number)}: hidden checks opened twice.",
+                    f"close the region with '{END_HIDDEN}' first.",
+                )
             inside, begin_line = True, number
         elif marker.startswith(END_HIDDEN):
             if not inside:
-                raise LabSourceError(f"{where.at(number)}: '{END_HIDDEN}' without a BEGIN.",
-                                     f"add '{BEGIN_HIDDEN}' where the hidden checks start.")
+                raise LabSourceError(
+                    f"{where.at(number)}: '{END_HIDDEN}' without a BEGIN.",
+                    f"add '{BEGIN_HIDDEN}' where the hidden checks start.",
+                )
             inside = False
         elif not inside:
             out.append(line)
     if inside:
-        raise LabSourceError(f"{where.at(begin_line)}: the hidden-check region is never closed.",
-                             f"add '{END_HIDDEN}' after the hidden checks.")
+        raise LabSourceError(
+            f"{where.at(begin_line)}: the hidden-check region is never closed.",
+            f"add '{END_HIDDEN}' after the hidden checks.",
+        )
     return "\n".join(out).strip("\n")
 
 
@@ -312,15 +338,21 @@ def _check_cell_roles(cell: Any, text: str, where: Where) -> None:
     has_hidden = BEGIN_HIDDEN in text or END_HIDDEN in text
     if cell.get("cell_type") != "code":
         if solution or has_hidden:
-            raise LabSourceError(f"{where.at(1)}: regions are only allowed in code cells.",
-                                 "move the region into a code cell.")
+            raise LabSourceError(
+                f"{where.at(1)}: regions are only allowed in code cells.",
+                "move the region into a code cell.",
+            )
         return
     if has_hidden and HIDDEN_TAG not in tags:
-        raise LabSourceError(f"{where.at(1)}: hidden checks in a cell not tagged {HIDDEN_TAG!r}.",
-                             f"tag the cell {HIDDEN_TAG!r} (only hidden checks belong in it).")
+        raise LabSourceError(
+            f"{where.at(1)}: hidden checks in a cell not tagged {HIDDEN_TAG!r}.",
+            f"tag the cell {HIDDEN_TAG!r} (only hidden checks belong in it).",
+        )
     if solution and (CHECK_TAG in tags or HIDDEN_TAG in tags):
-        raise LabSourceError(f"{where.at(1)}: a check cell must not contain a solution.",
-                             "put the solution in its own cell before the check.")
+        raise LabSourceError(
+            f"{where.at(1)}: a check cell must not contain a solution.",
+            "put the solution in its own cell before the check.",
+        )
 
 
 def task_sections(nb: nbformat.NotebookNode) -> list[tuple[int, int, int]]:
@@ -374,7 +406,7 @@ def make_student_notebook(source: Path) -> nbformat.NotebookNode:
         "source": f"labs/source/{source.name}",
         "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest()[:16],
         "note": "Generated by `python -m helpers.labs generate` from the source; "
-                "do not edit the copy in labs/student/ by hand.",
+        "do not edit the copy in labs/student/ by hand.",
     }
     return student
 
@@ -472,4 +504,3 @@ def restore_checks(
         if cid in by_id:
             previous_id = cid
     return out, RestoreReport(restored, reinserted)
-

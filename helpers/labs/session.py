@@ -57,8 +57,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from helpers.cluster import ClusterHandle
     from helpers.serve_apps import DeployResult
 
-__all__ = ["LabSession", "letters_and_digits", "student_slug", "CLASSROOM_HTTP_PORT",
-           "HINT_METADATA", "lab_hints", "next_hint"]
+__all__ = [
+    "LabSession",
+    "letters_and_digits",
+    "student_slug",
+    "CLASSROOM_HTTP_PORT",
+    "HINT_METADATA",
+    "lab_hints",
+    "next_hint",
+]
 
 #: The key of a hint's display metadata (what the grader counts).
 HINT_METADATA = "workbook_hint"
@@ -76,10 +83,13 @@ def lab_hints(lab: str) -> dict[int, list[str]]:
     try:
         meta = json.loads(path.read_text())["metadata"]["workbook_lab"]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise WorkbookError(f"Could not read the hints of {lab} from {path}.",
-                            "regenerate the student versions: python -m helpers.labs generate.",
-                            details=str(err)) from err
+        raise WorkbookError(
+            f"Could not read the hints of {lab} from {path}.",
+            "regenerate the student versions: python -m helpers.labs generate.",
+            details=str(err),
+        ) from err
     return {int(task): list(tiers) for task, tiers in (meta.get("hints") or {}).items()}
+
 
 #: The HTTP port Serve gets when a lab starts it on a shared cluster (Serve's own default).
 CLASSROOM_HTTP_PORT = 8000
@@ -89,31 +99,46 @@ def student_slug(student: str) -> str:
     """A student id usable in application names and URLs: ``"Ana María"`` -> ``"ana-mar-a"``."""
     slug = letters_and_digits(student)[:24].strip("-")
     if not slug:
-        raise WorkbookError(f"The student id {student!r} has no letters or digits.",
-                            "set the parameter student to your name or id, e.g. 'alice'.")
+        raise WorkbookError(
+            f"The student id {student!r} has no letters or digits.",
+            "set the parameter student to your name or id, e.g. 'alice'.",
+        )
     return slug
 
 
-def next_hint(lab: str, task: int, used: dict[int, int],
-              student: str = "me") -> tuple[str, str, dict[str, Any]]:
+def next_hint(
+    lab: str, task: int, used: dict[int, int], student: str = "me"
+) -> tuple[str, str, dict[str, Any]]:
     """Task ``task``'s next hint after ``used[task]`` shown (``used`` is updated): its text,
     as Markdown, and the output metadata that records it (``{HINT_METADATA: {lab, task, tier,
     of, student}}``). A task without hints is a :class:`WorkbookError` naming the ones with."""
     hints = lab_hints(lab)
     if task not in hints:
-        raise WorkbookError(f"{lab} has no hints for task {task!r}.",
-                            f"ask for one of its tasks: {', '.join(map(str, sorted(hints)))}; "
-                            f"e.g. lab.hint({min(hints) if hints else 1}).")
+        raise WorkbookError(
+            f"{lab} has no hints for task {task!r}.",
+            f"ask for one of its tasks: {', '.join(map(str, sorted(hints)))}; "
+            f"e.g. lab.hint({min(hints) if hints else 1}).",
+        )
     tiers = hints[task]
     shown = min(used.get(task, 0) + 1, len(tiers))
     used[task] = shown
     kind = {1: "a nudge", 2: "where to look", 3: "a partial skeleton"}.get(shown, "a hint")
-    more = (f"call lab.hint({task}) again for the next one" if shown < len(tiers)
-            else "that was the last one: the rest is yours")
+    more = (
+        f"call lab.hint({task}) again for the next one"
+        if shown < len(tiers)
+        else "that was the last one: the rest is yours"
+    )
     title = f"Task {task}, hint {shown} of {len(tiers)} ({kind}); {more}."
     text = tiers[shown - 1]
-    record = {HINT_METADATA: {"lab": lab, "task": task, "tier": shown, "of": len(tiers),
-                              "student": student}}
+    record = {
+        HINT_METADATA: {
+            "lab": lab,
+            "task": task,
+            "tier": shown,
+            "of": len(tiers),
+            "student": student,
+        }
+    }
     body = f"```python\n{text}\n```" if shown == len(tiers) else text
     return f"{title}\n{text}", f"**{title}**\n\n{body}", record
 
@@ -121,8 +146,9 @@ def next_hint(lab: str, task: int, used: dict[int, int],
 class LabSession:
     """One lab on one cluster, for one student (see the module docstring)."""
 
-    def __init__(self, lab: str, cluster: "ClusterHandle", *, student: str = "me",
-                 http_port: int | None = None) -> None:
+    def __init__(
+        self, lab: str, cluster: ClusterHandle, *, student: str = "me", http_port: int | None = None
+    ) -> None:
         self.lab = lab
         self.cluster = cluster
         self.student = student_slug(student)
@@ -174,7 +200,7 @@ class LabSession:
 
     # -- deploying ----------------------------------------------------------------------------
 
-    def deploy(self, app: Any, short: str, *, timeout_s: float = 120.0) -> "DeployResult":
+    def deploy(self, app: Any, short: str, *, timeout_s: float = 120.0) -> DeployResult:
         """``serve.run`` with a time limit: deploy ``app`` as :meth:`app_name` at :meth:`route`.
 
         Raises :class:`~helpers.errors.ServeTimeoutError` naming the resources nobody can
@@ -182,8 +208,13 @@ class LabSession:
         instead of waiting forever.
         """
 
-        return deploy_app(app, cluster=self.cluster, name=self.app_name(short),
-                          route_prefix=self.route(short), timeout_s=timeout_s)
+        return deploy_app(
+            app,
+            cluster=self.cluster,
+            name=self.app_name(short),
+            route_prefix=self.route(short),
+            timeout_s=timeout_s,
+        )
 
     def with_classmates_apps(self, config_path: str | Path) -> Path:
         """A copy of a Serve config that ``serve deploy`` can apply without harming anyone.
@@ -203,14 +234,21 @@ class LabSession:
             raise WorkbookError(
                 f"{path.name} names application(s) {foreign} that are not this lab's.",
                 f"name each application with lab.app_name(...), e.g. {self.app_name('app')!r}, "
-                "so it cannot replace anyone else's on a shared cluster.")
+                "so it cannot replace anyone else's on a shared cluster.",
+            )
         target = self.work_dir / f"deploy-{path.stem}.yaml"
         details = take_deploy_lease(self.cluster, [str(name) for name in names])
         target.write_text(yaml.safe_dump(keeping_the_others(mine, details), sort_keys=False))
         return target
 
-    def wait_for(self, condition: Callable[[], Any], *, what: str, timeout_s: float = 60.0,
-                 poll_s: float = 0.5) -> Any:
+    def wait_for(
+        self,
+        condition: Callable[[], Any],
+        *,
+        what: str,
+        timeout_s: float = 60.0,
+        poll_s: float = 0.5,
+    ) -> Any:
         """Poll ``condition()`` until it returns something truthy; return that.
 
         :func:`helpers.waiting.wait_for`: an error the condition raises ends the wait at once
@@ -218,9 +256,14 @@ class LabSession:
         :class:`~helpers.errors.WorkbookTimeoutError` (a WorkbookError) names ``what`` was
         awaited and what the condition returned last.
         """
-        return wait_for(condition, timeout_s=timeout_s, what=what, poll_s=poll_s,
-                        fix="look at `serve status` (status_table(cluster)) and the replica "
-                            "logs; the machine may also just be slow.")
+        return wait_for(
+            condition,
+            timeout_s=timeout_s,
+            what=what,
+            poll_s=poll_s,
+            fix="look at `serve status` (status_table(cluster)) and the replica "
+            "logs; the machine may also just be slow.",
+        )
 
     # -- hints --------------------------------------------------------------------------------
 
@@ -276,5 +319,6 @@ class LabSession:
 
     def __repr__(self) -> str:
         where = "local cluster" if self.local else f"shared cluster {self.cluster.address}"
-        return f"<LabSession {self.lab} student={self.student} on {where}, Serve at {self.base_url}>"
-
+        return (
+            f"<LabSession {self.lab} student={self.student} on {where}, Serve at {self.base_url}>"
+        )

@@ -26,9 +26,13 @@ __all__ = ["main"]
 def _check_lessons_dir(folder: Path) -> None:
     from helpers.profiles import list_notebooks
 
-    check_source_folder(folder, list_notebooks(folder) if folder.is_dir() else [],
-                        option="--lessons-dir", what="lessons (NN_slug.ipynb)",
-                        default=NOTEBOOKS_DIR)
+    check_source_folder(
+        folder,
+        list_notebooks(folder) if folder.is_dir() else [],
+        option="--lessons-dir",
+        what="lessons (NN_slug.ipynb)",
+        default=NOTEBOOKS_DIR,
+    )
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -37,13 +41,18 @@ def _generate(args: argparse.Namespace) -> int:
 
     root = args.lessons_dir.resolve().parent  # the package copies of exported cells live here
     if args.check:
-        practice = report_stale(stale_practice_versions(args.lessons_dir, args.practice_dir),
-                                what="practice versions",
-                                command="python -m helpers.lessons generate",
-                                folder=args.practice_dir)
-        copies = report_stale(stale_exports(args.lessons_dir, root),
-                              what="package copies of exported lesson cells",
-                              command="python -m helpers.lessons generate", folder=root / "helpers")
+        practice = report_stale(
+            stale_practice_versions(args.lessons_dir, args.practice_dir),
+            what="practice versions",
+            command="python -m helpers.lessons generate",
+            folder=args.practice_dir,
+        )
+        copies = report_stale(
+            stale_exports(args.lessons_dir, root),
+            what="package copies of exported lesson cells",
+            command="python -m helpers.lessons generate",
+            folder=root / "helpers",
+        )
         return practice or copies
     written, removed = generate_all(args.lessons_dir, args.practice_dir)
     exported = write_exports(args.lessons_dir, root)
@@ -66,11 +75,16 @@ def _list(args: argparse.Namespace) -> int:
         tasks = lesson_tasks(nb, path.name)
         print(f"{path.stem}: {len(tasks)} 'Your turn' task(s)")
         for task in tasks:
-            hints = [s.hint for i in task.cells
-                     for s in split_regions(cell_source(nb.cells[i]), Where(path.name, i))
-                     if isinstance(s, SolutionRegion)]
-            print(f"  {task.number}: cells {list(task.cells)}, check cell {task.check}; "
-                  f"hint: {' / '.join(hints)}")
+            hints = [
+                s.hint
+                for i in task.cells
+                for s in split_regions(cell_source(nb.cells[i]), Where(path.name, i))
+                if isinstance(s, SolutionRegion)
+            ]
+            print(
+                f"  {task.number}: cells {list(task.cells)}, check cell {task.check}; "
+                f"hint: {' / '.join(hints)}"
+            )
     return 0
 
 
@@ -94,15 +108,22 @@ def _proof(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     from helpers.lessons.practice import PRACTICE_DIR
 
-    parser = argparse.ArgumentParser(prog="python -m helpers.lessons",
-                                     description="Lessons' 'Your turn' tasks: practice "
-                                                 "versions, answers, proofs.")
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.lessons",
+        description="Lessons' 'Your turn' tasks: practice versions, answers, proofs.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    gen = sub.add_parser("generate", help="write the practice versions, and the package copies "
-                                          "of exported cells, from the lessons")
-    gen.add_argument("--check", action="store_true",
-                     help="write nothing; exit 1 if a practice version or a package copy is "
-                          "missing, stale or orphaned")
+    gen = sub.add_parser(
+        "generate",
+        help="write the practice versions, and the package copies "
+        "of exported cells, from the lessons",
+    )
+    gen.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if a practice version or a package copy is "
+        "missing, stale or orphaned",
+    )
     gen.add_argument("--practice-dir", type=Path, default=PRACTICE_DIR)
     lst = sub.add_parser("list", help="every lesson's tasks")
     rev = sub.add_parser("reveal", help="print the answer to a task")
@@ -110,15 +131,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     rev.add_argument("task", type=int, help="the task's number (Your turn N)")
     proof = sub.add_parser("proof", help="write the proof notebook of a lesson with tasks")
     proof.add_argument("lesson", help="the lesson's number (02), name or path")
-    proof.add_argument("-o", "--output", type=Path, default=None,
-                       help="where to write it (default: build/proof/<lesson>.ipynb)")
+    proof.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="where to write it (default: build/proof/<lesson>.ipynb)",
+    )
     for p in (gen, lst, rev, proof):
         p.add_argument("--lessons-dir", type=Path, default=NOTEBOOKS_DIR)
     args = parser.parse_args(argv)
     try:
         _check_lessons_dir(args.lessons_dir)
-        return {"generate": _generate, "list": _list, "reveal": _reveal,
-                "proof": _proof}[args.command](args)
+        return {"generate": _generate, "list": _list, "reveal": _reveal, "proof": _proof}[
+            args.command
+        ](args)
     except WorkbookError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -81,5 +81,8 @@ def checking(*, expected: str, look: str) -> Iterator[None]:
         message = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
         raise TaskCheckFailed(
             f"The check could not read your work: {type(err).__name__}"
-            + (f": {message}" if message else "") + ".",
-            expected=expected, look=look) from err
+            + (f": {message}" if message else "")
+            + ".",
+            expected=expected,
+            look=look,
+        ) from err

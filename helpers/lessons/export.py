@@ -33,8 +33,14 @@ from helpers.paths import NOTEBOOKS_DIR, REPO_ROOT
 from helpers.profiles import list_notebooks
 from helpers.solution_regions import NotebookSourceError, Where, answer_code
 
-__all__ = ["Export", "exports", "exported_text", "write_exports", "stale_exports",
-           "GENERATED_HEADER"]
+__all__ = [
+    "Export",
+    "exports",
+    "exported_text",
+    "write_exports",
+    "stale_exports",
+    "GENERATED_HEADER",
+]
 
 #: The first line of every package copy; the rest of the line names the lesson.
 GENERATED_HEADER = "# Generated from "
@@ -67,24 +73,34 @@ def exported_text(source: str, where: Where, lesson_name: str) -> tuple[Path, st
             f"{where.at(marks[0] + 1)}: an '# export:' line must be the second line of a cell "
             "that starts with %%writefile.",
             "write the module with '%%writefile <file>' on the first line and '# export: "
-            "helpers/<path>.py' on the second.")
+            "helpers/<path>.py' on the second.",
+        )
     export_line = _EXPORT_LINE.match(lines[1].strip())
     assert export_line is not None  # marks == [1]: line 1 matched above
     target = Path(export_line.group("target"))
-    if target.is_absolute() or ".." in target.parts or target.parts[:1] != ("helpers",) \
-            or target.suffix != ".py":
-        raise NotebookSourceError(f"{where.at(2)}: cannot export to {target}.",
-                                  "export to a .py file under helpers/ (a relative path).")
+    if (
+        target.is_absolute()
+        or ".." in target.parts
+        or target.parts[:1] != ("helpers",)
+        or target.suffix != ".py"
+    ):
+        raise NotebookSourceError(
+            f"{where.at(2)}: cannot export to {target}.",
+            "export to a .py file under helpers/ (a relative path).",
+        )
     generated = [i + 1 for i, line in enumerate(lines) if line.startswith(GENERATED_HEADER)]
     if generated:
         raise NotebookSourceError(
             f"{where.at(generated[0])}: the cell holds a '{GENERATED_HEADER.strip()} ...' line, "
             "which generate writes into the package copy only.",
             "delete that line from the cell (the cell is the source; never paste a package "
-            "copy back into it), then run python -m helpers.lessons generate.")
+            "copy back into it), then run python -m helpers.lessons generate.",
+        )
     body = answer_code("\n".join(lines[2:]), where).rstrip("\n")
-    header = (f"{GENERATED_HEADER}{lesson_name} (cell {where.cell}); edit the lesson, then run "
-              "`python -m helpers.lessons generate`.\n")
+    header = (
+        f"{GENERATED_HEADER}{lesson_name} (cell {where.cell}); edit the lesson, then run "
+        "`python -m helpers.lessons generate`.\n"
+    )
     return target, header + body + "\n"
 
 
@@ -100,7 +116,9 @@ def exports(lessons_dir: Path = NOTEBOOKS_DIR) -> list[Export]:
         for index, cell in enumerate(nb.cells):
             if cell.get("cell_type") != "code":
                 continue
-            result = exported_text(cell_source(cell), Where(path.name, index), f"notebooks/{path.name}")
+            result = exported_text(
+                cell_source(cell), Where(path.name, index), f"notebooks/{path.name}"
+            )
             if result is None:
                 continue
             target, text = result
@@ -108,7 +126,9 @@ def exports(lessons_dir: Path = NOTEBOOKS_DIR) -> list[Export]:
             if twin is not None:
                 raise NotebookSourceError(
                     f"{path.name}, cell {index} and {twin.lesson.name}, cell {twin.cell} both "
-                    f"export to {target}.", "export each module from one cell only.")
+                    f"export to {target}.",
+                    "export each module from one cell only.",
+                )
             found.append(Export(path, index, target, text))
     return found
 
@@ -143,13 +163,16 @@ def stale_exports(lessons_dir: Path = NOTEBOOKS_DIR, root: Path = REPO_ROOT) -> 
         target = root / export.target
         expected.add(target)
         if not target.exists():
-            problems.append(f"{export.target}: missing (exported by {export.lesson.name}, "
-                            f"cell {export.cell})")
+            problems.append(
+                f"{export.target}: missing (exported by {export.lesson.name}, cell {export.cell})"
+            )
         elif target.read_text(encoding="utf-8") != export.text:
-            problems.append(f"{export.target}: differs from {export.lesson.name}, cell "
-                            f"{export.cell}")
+            problems.append(
+                f"{export.target}: differs from {export.lesson.name}, cell {export.cell}"
+            )
     for path in _generated_copies(root):
         if path not in expected:
-            problems.append(f"{path.relative_to(root)}: says it is generated, but no lesson "
-                            "cell exports it")
+            problems.append(
+                f"{path.relative_to(root)}: says it is generated, but no lesson cell exports it"
+            )
     return problems

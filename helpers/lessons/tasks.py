@@ -106,8 +106,10 @@ def find_lesson(lesson: str | int | Path, folder: Path = NOTEBOOKS_DIR) -> Path:
     for path in every:
         if key in (lesson_id(path), path.stem):
             return path
-    raise WorkbookError(f"No lesson {key!r} in {folder}.",
-                        "use one of: " + ", ".join(lesson_id(p) for p in every) + ".")
+    raise WorkbookError(
+        f"No lesson {key!r} in {folder}.",
+        "use one of: " + ", ".join(lesson_id(p) for p in every) + ".",
+    )
 
 
 def python_of_cell(text: str) -> str:
@@ -133,24 +135,31 @@ def _announces(text: str, number: int) -> bool:
 
 def _check_regions(cell: Any, text: str, where: Where) -> list[SolutionRegion]:
     if any(marker in text for marker in _HIDDEN_MARKERS):
-        raise NotebookSourceError(f"{where.at(1)}: hidden checks are for labs.",
-                                  "a lesson's checks are visible: put the check in a code cell "
-                                  f"tagged {CHECK_TAG!r} after the task.")
+        raise NotebookSourceError(
+            f"{where.at(1)}: hidden checks are for labs.",
+            "a lesson's checks are visible: put the check in a code cell "
+            f"tagged {CHECK_TAG!r} after the task.",
+        )
     if not has_solution(text):
         return []
     if cell.get("cell_type") != "code":
-        raise NotebookSourceError(f"{where.at(1)}: solution regions are only allowed in code "
-                                  "cells.", "move the region into a code cell.")
+        raise NotebookSourceError(
+            f"{where.at(1)}: solution regions are only allowed in code cells.",
+            "move the region into a code cell.",
+        )
     if CHECK_TAG in cell_tags(cell):
-        raise NotebookSourceError(f"{where.at(1)}: a check cell must not contain a solution.",
-                                  "put the solution in its own cell before the check.")
+        raise NotebookSourceError(
+            f"{where.at(1)}: a check cell must not contain a solution.",
+            "put the solution in its own cell before the check.",
+        )
     regions = [s for s in split_regions(text, where) if isinstance(s, SolutionRegion)]
     for region in regions:
         if not region.hint:
             raise NotebookSourceError(
                 f"{where.at(region.begin_line)}: this solution region has no hint.",
                 "add a comment line '# HINT: ...' inside the region: the practice version "
-                "shows it in place of the answer.")
+                "shows it in place of the answer.",
+            )
     return regions
 
 
@@ -173,14 +182,16 @@ def lesson_tasks(nb: nbformat.NotebookNode, name: str) -> list[LessonTask]:
                     f"{where.at(1)}: Your turn {number} is not announced: no markdown cell "
                     f"between the previous check and this cell says 'Your turn {number}'.",
                     f"add a markdown cell '### Your turn {number}: <what to do>' before it "
-                    "(learners reveal an answer by this number).")
+                    "(learners reveal an answer by this number).",
+                )
             pending.append(index)
         elif CHECK_TAG in cell_tags(cell):
             if not pending:
                 raise NotebookSourceError(
                     f"{where.at(1)}: this cell is tagged {CHECK_TAG!r} but follows no "
                     "'Your turn' cell (a code cell with a solution region).",
-                    "remove the tag, or put the task's cell(s) right before it.")
+                    "remove the tag, or put the task's cell(s) right before it.",
+                )
             tasks.append(LessonTask(number, tuple(pending), index))
             pending, announced = [], ""
         # A code cell without regions after a task's cell (one that deploys what the learner
@@ -189,7 +200,8 @@ def lesson_tasks(nb: nbformat.NotebookNode, name: str) -> list[LessonTask]:
     if pending:
         raise NotebookSourceError(
             f"{Where(name, pending[0]).at(1)}: Your turn {len(tasks) + 1} has no check.",
-            f"add a code cell tagged {CHECK_TAG!r} right after the task that verifies it.")
+            f"add a code cell tagged {CHECK_TAG!r} right after the task that verifies it.",
+        )
     return tasks
 
 

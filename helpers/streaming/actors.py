@@ -44,16 +44,30 @@ from helpers.streaming.api import SessionClosed, SessionTable, build_api, new_to
 from helpers.streaming.config import BatchSettings, StreamingConfig, check_batch_settings
 from helpers.streaming.scheduling import DynamicBatcher, LoadBalancer, WorkerLoad
 
-__all__ = ["ModelActor", "SessionActor", "SchedulerActor", "GatewayActor", "ActorBackend",
-           "ActorService", "uneven_burst"]
+__all__ = [
+    "ModelActor",
+    "SessionActor",
+    "SchedulerActor",
+    "GatewayActor",
+    "ActorBackend",
+    "ActorService",
+    "uneven_burst",
+]
 
 
 @ray.remote(max_concurrency=4)
 class ModelActor:
     """The model on one device. ``generate`` streams; ``cancel`` and ``load`` answer meanwhile."""
 
-    def __init__(self, index: int, model_source: str, threads: int,
-                 stream_interval_ms: float, device: int = 0, language_pair: str = "") -> None:
+    def __init__(
+        self,
+        index: int,
+        model_source: str,
+        threads: int,
+        stream_interval_ms: float,
+        device: int = 0,
+        language_pair: str = "",
+    ) -> None:
         from helpers.streaming.model import TokenEngine
 
         self.index = index
@@ -67,10 +81,15 @@ class ModelActor:
 
     def ready(self) -> dict[str, Any]:
         context = ray.get_runtime_context()
-        return {"index": self.index, "device": self.device, "language_pair": self.language_pair,
-                "pid": os.getpid(), "load_s": round(self.engine.load_seconds, 2),
-                "node_id": context.get_node_id(),
-                "placement_group": (context.get_placement_group_id() or "")[:12]}
+        return {
+            "index": self.index,
+            "device": self.device,
+            "language_pair": self.language_pair,
+            "pid": os.getpid(),
+            "load_s": round(self.engine.load_seconds, 2),
+            "node_id": context.get_node_id(),
+            "placement_group": (context.get_placement_group_id() or "")[:12],
+        }
 
     def generate(self, batch: list[dict[str, Any]]) -> Any:
         """Decode a batch; yield ``{request_id: [text, tokens, done]}`` bundles as text comes."""
@@ -78,8 +97,11 @@ class ModelActor:
             ids = [r["request_id"] for r in batch]
             bundle: dict[str, list[Any]] = {}
             flushed_at = 0.0  # the first text leaves at once (time to first token)
-            steps = self.engine.steps([r["prompt"] for r in batch], [r["max_tokens"] for r in batch],
-                                      cancelled=lambda i: ids[i] in self._cancelled)
+            steps = self.engine.steps(
+                [r["prompt"] for r in batch],
+                [r["max_tokens"] for r in batch],
+                cancelled=lambda i: ids[i] in self._cancelled,
+            )
             for entries in steps:
                 for request_id, entry in zip(ids, entries):
                     if entry is None:
@@ -103,8 +125,13 @@ class ModelActor:
 
     def load(self) -> dict[str, Any]:
         """What the ``by_memory`` strategy reads: KV-cache bytes in use now."""
-        return {"index": self.index, "kv_bytes": self.engine.kv_bytes_now,
-                "busy": self._lock.locked(), "tokens": self.tokens, "batches": self.batches}
+        return {
+            "index": self.index,
+            "kv_bytes": self.engine.kv_bytes_now,
+            "busy": self._lock.locked(),
+            "tokens": self.tokens,
+            "batches": self.batches,
+        }
 
 
 @ray.remote(num_cpus=0)
@@ -137,8 +164,9 @@ class SessionActor:
 
     def _request(self, request_id: str) -> dict[str, Any]:
         self.texts.setdefault(request_id, [])
-        return self.requests.setdefault(request_id, {"status": "queued", "tokens": 0,
-                                                     "submitted_at": time.time()})
+        return self.requests.setdefault(
+            request_id, {"status": "queued", "tokens": 0, "submitted_at": time.time()}
+        )
 
     def _retire(self, request_id: str) -> None:
         request = self.requests.pop(request_id, None)
@@ -160,13 +188,14 @@ class SessionActor:
             request["status"] = "done" if done else "generating"
         self.texts[request_id].append((text, tokens))
         unread = [rid for rid, r in self.requests.items() if r["status"] == "done"]
-        for rid in unread[:max(0, len(unread) - self.UNREAD_KEPT)]:  # oldest first
+        for rid in unread[: max(0, len(unread) - self.UNREAD_KEPT)]:  # oldest first
             self._retire(rid)
         async with self._condition():
             self._condition().notify_all()
 
-    async def next_text(self, request_id: str, cursor: int,
-                        timeout_s: float = 10.0) -> tuple[list[tuple[str, int]], int, bool, bool]:
+    async def next_text(
+        self, request_id: str, cursor: int, timeout_s: float = 10.0
+    ) -> tuple[list[tuple[str, int]], int, bool, bool]:
         """Text of ``request_id`` after ``cursor``: ``(pieces, new cursor, done, closed)``.
 
         Waits up to ``timeout_s`` for something new (a long poll).
@@ -194,25 +223,38 @@ class SessionActor:
 
     async def status(self) -> dict[str, Any]:
         states = [r["status"] for r in self.requests.values()]
-        return {"session_id": self.session_id, "client_id": self.client_id,
-                "created_at": self.created_at, "closed": self.closed,
-                "requests_done": self.finished["requests"] + states.count("done"),
-                "tokens": self.finished["tokens"] + sum(r["tokens"] for r in self.requests.values()),
-                "requests_kept": len(self.requests), "pid": os.getpid()}
+        return {
+            "session_id": self.session_id,
+            "client_id": self.client_id,
+            "created_at": self.created_at,
+            "closed": self.closed,
+            "requests_done": self.finished["requests"] + states.count("done"),
+            "tokens": self.finished["tokens"] + sum(r["tokens"] for r in self.requests.values()),
+            "requests_kept": len(self.requests),
+            "pid": os.getpid(),
+        }
 
 
 @ray.remote(num_cpus=0)
 class SchedulerActor:
     """The global scheduler: dynamic batches, a model actor per batch, text to the sessions."""
 
-    def __init__(self, model_actors: list[Any], settings: dict[str, Any], strategy: str,
-                 max_records: int = 1000, pairs: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        model_actors: list[Any],
+        settings: dict[str, Any],
+        strategy: str,
+        max_records: int = 1000,
+        pairs: list[str] | None = None,
+    ) -> None:
         self.model_actors = list(model_actors)
         # The language pair of each model actor: a batch goes to an actor of its pair, so each
         # pair has its own queue (batches never mix pairs) and its own balancer.
         self.actor_pairs = list(pairs) if pairs is not None else [""] * len(self.model_actors)
         self.batchers: dict[str, DynamicBatcher[str]] = {
-            pair: DynamicBatcher(BatchSettings(**settings)) for pair in dict.fromkeys(self.actor_pairs)}
+            pair: DynamicBatcher(BatchSettings(**settings))
+            for pair in dict.fromkeys(self.actor_pairs)
+        }
         self.balancers = {pair: LoadBalancer(strategy) for pair in self.batchers}
         self.sessions: dict[str, Any] = {}
         self.session_pairs: dict[str, str] = {}
@@ -237,11 +279,21 @@ class SchedulerActor:
 
     def _reset_totals(self) -> None:
         workers = len(self.model_actors)
-        self.retired: dict[str, Any] = {"requests": 0, "done": 0, "cancelled": 0, "failed": 0, "tokens": 0,
-                                        "worker_requests": [0] * workers,
-                                        "worker_tokens": [0] * workers}
-        self.batch_totals: dict[str, Any] = {"batches": 0, "batched_requests": 0, "largest_batch": 0,
-                                             "worker_batches": [0] * workers}
+        self.retired: dict[str, Any] = {
+            "requests": 0,
+            "done": 0,
+            "cancelled": 0,
+            "failed": 0,
+            "tokens": 0,
+            "worker_requests": [0] * workers,
+            "worker_tokens": [0] * workers,
+        }
+        self.batch_totals: dict[str, Any] = {
+            "batches": 0,
+            "batched_requests": 0,
+            "largest_batch": 0,
+            "worker_batches": [0] * workers,
+        }
 
     def _retire_finished(self) -> None:
         """Fold the oldest finished records beyond ``max_records`` into the totals (called as
@@ -249,8 +301,11 @@ class SchedulerActor:
         excess = len(self.requests) - self.max_records
         if excess <= 0:
             return
-        for rid in [rid for rid, r in self.requests.items()
-                    if r["status"] not in ("queued", "generating") and rid not in self._running][:excess]:
+        for rid in [
+            rid
+            for rid, r in self.requests.items()
+            if r["status"] not in ("queued", "generating") and rid not in self._running
+        ][:excess]:
             record = self.requests.pop(rid)
             retired = self.retired
             retired["requests"] += 1
@@ -265,13 +320,19 @@ class SchedulerActor:
         for pair in self.batchers:
             loop = self._loops.get(pair)
             if loop is None or loop.done():
-                self._loops[pair] = asyncio.get_running_loop().create_task(self._dispatch_forever(pair))
+                self._loops[pair] = asyncio.get_running_loop().create_task(
+                    self._dispatch_forever(pair)
+                )
 
-    async def register_session(self, session_id: str, handle: Any, language_pair: str | None = None) -> None:
+    async def register_session(
+        self, session_id: str, handle: Any, language_pair: str | None = None
+    ) -> None:
         pair = self.actor_pairs[0] if language_pair is None else language_pair
         if pair not in self.batchers:
-            raise ValueError(f"no model serves the language pair {pair!r}: "
-                             f"choose one of {', '.join(self.batchers)}")
+            raise ValueError(
+                f"no model serves the language pair {pair!r}: "
+                f"choose one of {', '.join(self.batchers)}"
+            )
         self.sessions[session_id] = handle
         self.session_pairs[session_id] = pair
 
@@ -285,8 +346,11 @@ class SchedulerActor:
     async def cancel_requests(self, request_ids: list[str]) -> dict[str, int]:
         """Take these requests out of the queue, or out of their model actor's batch."""
         wanted = set(request_ids)
-        queued = [rid for batcher in self.batchers.values()
-                  for rid in batcher.remove(lambda rid: rid in wanted)]
+        queued = [
+            rid
+            for batcher in self.batchers.values()
+            for rid in batcher.remove(lambda rid: rid in wanted)
+        ]
         running: dict[int, list[str]] = {}
         for rid in wanted:
             request = self.requests.get(rid)
@@ -295,7 +359,9 @@ class SchedulerActor:
             if request["status"] == "generating":
                 running.setdefault(request["worker"], []).append(rid)
             request["status"] = "cancelled"
-        await asyncio.gather(*(self.model_actors[w].cancel.remote(ids) for w, ids in running.items()))
+        await asyncio.gather(
+            *(self.model_actors[w].cancel.remote(ids) for w, ids in running.items())
+        )
         self._retire_finished()
         if not any(r["status"] in ("queued", "generating") for r in self.requests.values()):
             self._idle.set()
@@ -316,10 +382,19 @@ class SchedulerActor:
     def _queue(self, session_id: str, prompt: str, max_tokens: int) -> str:
         rid = uuid.uuid4().hex[:12]
         self.sessions[session_id].add_request.remote(rid, prompt, max_tokens)  # no need to wait
-        self.requests[rid] = {"request_id": rid, "session_id": session_id, "prompt": prompt,
-                              "max_tokens": max_tokens, "status": "queued", "tokens": 0,
-                              "submitted_at": time.time(), "first_at": None, "done_at": None,
-                              "worker": None, "batch": None}
+        self.requests[rid] = {
+            "request_id": rid,
+            "session_id": session_id,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "status": "queued",
+            "tokens": 0,
+            "submitted_at": time.time(),
+            "first_at": None,
+            "done_at": None,
+            "worker": None,
+            "batch": None,
+        }
         self._idle.clear()
         self.batchers[self.session_pairs[session_id]].put(rid)
         return rid
@@ -333,7 +408,9 @@ class SchedulerActor:
             loads = [WorkerLoad(i, self.outstanding[i]) for i in mine]
             if balancer.needs_memory:
                 reports = await asyncio.gather(*(self.model_actors[i].load.remote() for i in mine))
-                loads = [WorkerLoad(i, self.outstanding[i], r["kv_bytes"]) for i, r in zip(mine, reports)]
+                loads = [
+                    WorkerLoad(i, self.outstanding[i], r["kv_bytes"]) for i, r in zip(mine, reports)
+                ]
             worker = balancer.pick(loads)
             totals = self.batch_totals
             batch_no = totals["batches"]
@@ -343,21 +420,37 @@ class SchedulerActor:
             totals["batched_requests"] += record.size
             totals["largest_batch"] = max(totals["largest_batch"], record.size)
             totals["worker_batches"][worker] += 1
-            self.batches.append({"batch": batch_no, "size": record.size, "waited_ms": record.waited_ms,
-                                 "reason": record.reason, "worker": worker, "tokens": tokens,
-                                 "max_batch_size": record.max_batch_size,
-                                 "batch_timeout_ms": record.batch_timeout_ms,
-                                 "strategy": balancer.strategy, "language_pair": pair,
-                                 "left_at": record.left_at})
+            self.batches.append(
+                {
+                    "batch": batch_no,
+                    "size": record.size,
+                    "waited_ms": record.waited_ms,
+                    "reason": record.reason,
+                    "worker": worker,
+                    "tokens": tokens,
+                    "max_batch_size": record.max_batch_size,
+                    "batch_timeout_ms": record.batch_timeout_ms,
+                    "strategy": balancer.strategy,
+                    "language_pair": pair,
+                    "left_at": record.left_at,
+                }
+            )
             for rid in rids:
-                self.requests[rid].update(status="generating", worker=worker, batch=batch_no,
-                                          dispatched_at=record.left_at)
+                self.requests[rid].update(
+                    status="generating", worker=worker, batch=batch_no, dispatched_at=record.left_at
+                )
             asyncio.get_running_loop().create_task(self._run_batch(worker, rids))
 
     async def _run_batch(self, worker: int, rids: list[str]) -> None:
         self._running.update(rids)
-        payload = [{"request_id": r, "prompt": self.requests[r].pop("prompt"),  # not kept after this
-                    "max_tokens": self.requests[r]["max_tokens"]} for r in rids]
+        payload = [
+            {
+                "request_id": r,
+                "prompt": self.requests[r].pop("prompt"),  # not kept after this
+                "max_tokens": self.requests[r]["max_tokens"],
+            }
+            for r in rids
+        ]
         try:
             async for ref in self.model_actors[worker].generate.remote(payload):
                 bundle = await ref
@@ -406,13 +499,17 @@ class SchedulerActor:
         model actor from the next batch on; its index."""
         pair = self.actor_pairs[0] if language_pair is None else language_pair
         if pair not in self.batchers:
-            raise ValueError(f"no queue for the language pair {pair!r}: "
-                             f"choose one of {', '.join(self.batchers)}")
+            raise ValueError(
+                f"no queue for the language pair {pair!r}: choose one of {', '.join(self.batchers)}"
+            )
         self.model_actors.append(handle)
         self.actor_pairs.append(pair)
         self.outstanding.append(0)
-        for counts in (self.retired["worker_requests"], self.retired["worker_tokens"],
-                       self.batch_totals["worker_batches"]):
+        for counts in (
+            self.retired["worker_requests"],
+            self.retired["worker_tokens"],
+            self.batch_totals["worker_batches"],
+        ):
             counts.append(0)
         return len(self.model_actors) - 1
 
@@ -434,10 +531,18 @@ class SchedulerActor:
         pair = self.session_pairs.get(session_id)
         queue = self.batchers[pair].items() if pair in self.batchers else []
         mine = [i for i, rid in enumerate(queue) if self.requests[rid]["session_id"] == session_id]
-        generating = sum(1 for r in self.requests.values()
-                         if r["session_id"] == session_id and r["status"] == "generating")
-        return {"queued": len(mine), "queue_position": mine[0] if mine else None,
-                "generating": generating, "queue_length": len(queue), "language_pair": pair}
+        generating = sum(
+            1
+            for r in self.requests.values()
+            if r["session_id"] == session_id and r["status"] == "generating"
+        )
+        return {
+            "queued": len(mine),
+            "queue_position": mine[0] if mine else None,
+            "generating": generating,
+            "queue_length": len(queue),
+            "language_pair": pair,
+        }
 
     async def request_log(self) -> list[dict[str, Any]]:
         """The requests so far (the latest ``max_records`` finished ones, and every unfinished
@@ -451,28 +556,44 @@ class SchedulerActor:
     async def stats(self) -> dict[str, Any]:
         """Totals since the last :meth:`reset_stats` (retired records included)."""
         retired, totals = self.retired, self.batch_totals
-        per_worker = [{"worker": i, "language_pair": self.actor_pairs[i],
-                       "requests": retired["worker_requests"][i],
-                       "tokens": retired["worker_tokens"][i],
-                       "batches": totals["worker_batches"][i],
-                       "outstanding_tokens": self.outstanding[i]} for i in range(len(self.model_actors))]
+        per_worker = [
+            {
+                "worker": i,
+                "language_pair": self.actor_pairs[i],
+                "requests": retired["worker_requests"][i],
+                "tokens": retired["worker_tokens"][i],
+                "batches": totals["worker_batches"][i],
+                "outstanding_tokens": self.outstanding[i],
+            }
+            for i in range(len(self.model_actors))
+        ]
         for r in self.requests.values():
             if r["worker"] is not None:
                 per_worker[r["worker"]]["requests"] += 1
                 per_worker[r["worker"]]["tokens"] += r["tokens"]
         states = [r["status"] for r in self.requests.values()]
         count = totals["batches"]
-        return {"sessions": len(self.sessions), "requests": retired["requests"] + len(self.requests),
-                "done": retired["done"] + states.count("done"),
-                "cancelled": retired["cancelled"] + states.count("cancelled"),
-                "queued": len(self._queued()), "generating": states.count("generating"),
-                "tokens": retired["tokens"] + sum(r["tokens"] for r in self.requests.values()),
-                "batches": count, "batched_requests": totals["batched_requests"],
-                "mean_batch_size": round(totals["batched_requests"] / count, 2) if count else 0,
-                "largest_batch": totals["largest_batch"], "workers": per_worker,
-                "records_kept": {"requests": len(self.requests), "batches": len(self.batches),
-                                 "at_most": self.max_records},
-                "strategy": self.balancer_strategy, "settings": self.batcher.settings.model_dump()}
+        return {
+            "sessions": len(self.sessions),
+            "requests": retired["requests"] + len(self.requests),
+            "done": retired["done"] + states.count("done"),
+            "cancelled": retired["cancelled"] + states.count("cancelled"),
+            "queued": len(self._queued()),
+            "generating": states.count("generating"),
+            "tokens": retired["tokens"] + sum(r["tokens"] for r in self.requests.values()),
+            "batches": count,
+            "batched_requests": totals["batched_requests"],
+            "mean_batch_size": round(totals["batched_requests"] / count, 2) if count else 0,
+            "largest_batch": totals["largest_batch"],
+            "workers": per_worker,
+            "records_kept": {
+                "requests": len(self.requests),
+                "batches": len(self.batches),
+                "at_most": self.max_records,
+            },
+            "strategy": self.balancer_strategy,
+            "settings": self.batcher.settings.model_dump(),
+        }
 
     @property
     def balancer_strategy(self) -> str:
@@ -483,8 +604,11 @@ class SchedulerActor:
 
     async def reset_stats(self) -> None:
         """Forget finished requests and past batches (between two measurements)."""
-        self.requests = OrderedDict((k, r) for k, r in self.requests.items()
-                                    if r["status"] in ("queued", "generating") or k in self._running)
+        self.requests = OrderedDict(
+            (k, r)
+            for k, r in self.requests.items()
+            if r["status"] in ("queued", "generating") or k in self._running
+        )
         self.batches.clear()
         self._reset_totals()
 
@@ -502,7 +626,9 @@ class ActorBackend:
         self.max_sessions = config.serving.max_sessions
         self.language_pairs = list(config.languages)
         self.default_language_pair = config.default_language_pair
-        self.table = SessionTable(config.serving.max_sessions, config.serving.session_idle_timeout_s)
+        self.table = SessionTable(
+            config.serving.max_sessions, config.serving.session_idle_timeout_s
+        )
         self.sessions: dict[str, Any] = {}
         self.expired = 0
         self._expiry: asyncio.Task | None = None
@@ -511,13 +637,19 @@ class ActorBackend:
         self.expired += 1  # counted first: /ray/stats agrees once the session is gone
         await self.delete_session(session_id)
 
-    async def init_session(self, client_id: str, language_pair: str | None = None) -> dict[str, Any]:
+    async def init_session(
+        self, client_id: str, language_pair: str | None = None
+    ) -> dict[str, Any]:
         pair = language_pair or self.default_language_pair
         if pair not in self.language_pairs:
-            raise ValueError(f"unknown language_pair {pair!r}: this service serves "
-                             f"{', '.join(self.language_pairs)}")
+            raise ValueError(
+                f"unknown language_pair {pair!r}: this service serves "
+                f"{', '.join(self.language_pairs)}"
+            )
         if self._expiry is None or self._expiry.done():
-            self._expiry = asyncio.get_running_loop().create_task(self.table.expire_forever(self._expire))
+            self._expiry = asyncio.get_running_loop().create_task(
+                self.table.expire_forever(self._expire)
+            )
         session_id = self.table.reserve()  # the limit, checked and taken at once (no await)
         started = time.perf_counter()
         handle = None
@@ -532,14 +664,20 @@ class ActorBackend:
             raise
         self.sessions[session_id] = handle
         self.table.touch(session_id)
-        return {"session_id": session_id, "client_id": client_id, "backend": self.name,
-                "language_pair": pair, "session_pid": pid,
-                "created_in_s": round(time.perf_counter() - started, 4)}
+        return {
+            "session_id": session_id,
+            "client_id": client_id,
+            "backend": self.name,
+            "language_pair": pair,
+            "session_pid": pid,
+            "created_in_s": round(time.perf_counter() - started, 4),
+        }
 
     async def queue_status(self, session_id: str) -> dict[str, Any]:
         handle = self.sessions[session_id]
-        status, queue = await asyncio.gather(handle.status.remote(),
-                                             self.scheduler.queue_status.remote(session_id))
+        status, queue = await asyncio.gather(
+            handle.status.remote(), self.scheduler.queue_status.remote(session_id)
+        )
         return {**status, **queue}
 
     async def delete_session(self, session_id: str) -> dict[str, Any]:
@@ -551,7 +689,9 @@ class ActorBackend:
         ray.kill(handle)
         return {"session_id": session_id, "deleted": True, **stopped}
 
-    async def stream(self, session_id: str, prompt: str, max_tokens: int) -> AsyncIterator[tuple[str, int]]:
+    async def stream(
+        self, session_id: str, prompt: str, max_tokens: int
+    ) -> AsyncIterator[tuple[str, int]]:
         handle = self.sessions[session_id]
         with self.table.busy(session_id):  # a session streaming is never idle
             rid = await self.scheduler.submit.remote(session_id, prompt, max_tokens)
@@ -571,11 +711,16 @@ class ActorBackend:
                     self.scheduler.cancel_requests.remote([rid])
 
     async def stats(self) -> dict[str, Any]:
-        return {"backend": self.name, **(await self.scheduler.stats.remote()),
-                "expired_sessions": self.expired,
-                "limits": {"max_sessions": self.table.max_sessions,
-                           "session_idle_timeout_s": self.table.idle_timeout_s,
-                           "max_prompt_chars": self.max_prompt_chars}}
+        return {
+            "backend": self.name,
+            **(await self.scheduler.stats.remote()),
+            "expired_sessions": self.expired,
+            "limits": {
+                "max_sessions": self.table.max_sessions,
+                "session_idle_timeout_s": self.table.idle_timeout_s,
+                "max_prompt_chars": self.max_prompt_chars,
+            },
+        }
 
     async def configure(self, changes: dict[str, Any]) -> dict[str, Any]:
         return {"backend": self.name, "settings": await self.scheduler.configure.remote(changes)}
@@ -589,24 +734,37 @@ class GatewayActor:
         import uvicorn
 
         config = StreamingConfig.model_validate_json(config_json)
-        app = build_api(ActorBackend(scheduler, config), token=token,
-                        allowed_origins=config.serving.allowed_origins)
+        app = build_api(
+            ActorBackend(scheduler, config),
+            token=token,
+            allowed_origins=config.serving.allowed_origins,
+        )
         host = config.serving.host
         # A WebSocket message may hold a prompt of max_prompt_chars (12 bytes each, at most, as JSON escapes)
         # and its JSON: larger frames are refused by the server before they are read.
         frame = 12 * config.serving.max_prompt_chars + 4096
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                    lifespan="off", ws="websockets",
-                                                    ws_max_size=frame))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                lifespan="off",
+                ws="websockets",
+                ws_max_size=frame,
+            )
+        )
         self.task = asyncio.get_running_loop().create_task(self.server.serve())
         for _ in range(300):
             if self.server.started:
                 shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
                 return f"http://{shown}:{port}"
             if self.task.done():
-                raise WorkbookError(f"The API server could not start on {host}:{port}.",
-                                    "choose another port (0 picks a free one).",
-                                    details=repr(self.task.exception()))
+                raise WorkbookError(
+                    f"The API server could not start on {host}:{port}.",
+                    "choose another port (0 picks a free one).",
+                    details=repr(self.task.exception()),
+                )
             await asyncio.sleep(0.05)
         raise WorkbookError("The API server did not start within 15 s.", "try again.")
 
@@ -639,8 +797,14 @@ class ActorService:
         from ray.util.placement_group import placement_group
 
         serving = self.config.serving
-        bundle = {k: v * pairs for k, v in (("CPU", serving.model_actor_num_cpus),
-                                            ("GPU", serving.model_actor_num_gpus)) if v > 0}
+        bundle = {
+            k: v * pairs
+            for k, v in (
+                ("CPU", serving.model_actor_num_cpus),
+                ("GPU", serving.model_actor_num_gpus),
+            )
+            if v > 0
+        }
         group = placement_group([bundle]) if bundle else None
         self.devices.append(group)
         return group
@@ -650,14 +814,22 @@ class ActorService:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         serving, model, group = self.config.serving, self.config.model, self.devices[device]
-        options: dict[str, Any] = {"num_cpus": serving.model_actor_num_cpus,
-                                   "num_gpus": serving.model_actor_num_gpus}
+        options: dict[str, Any] = {
+            "num_cpus": serving.model_actor_num_cpus,
+            "num_gpus": serving.model_actor_num_gpus,
+        }
         if group is not None:
             options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                group, placement_group_bundle_index=0)
+                group, placement_group_bundle_index=0
+            )
         actor = ModelActor.options(**options).remote(
-            len(self.model_actors), self.config.model_source_of(pair), model.torch_threads,
-            serving.stream_interval_ms, device, pair)
+            len(self.model_actors),
+            self.config.model_source_of(pair),
+            model.torch_threads,
+            serving.stream_interval_ms,
+            device,
+            pair,
+        )
         self.model_actors.append(actor)  # stop() ends it whatever happens next
         return actor
 
@@ -665,7 +837,9 @@ class ActorService:
         waiting = [g for g in groups if g is not None]
         if not waiting:
             return
-        ready, _ = ray.wait([g.ready() for g in waiting], num_returns=len(waiting), timeout=timeout_s)
+        ready, _ = ray.wait(
+            [g.ready() for g in waiting], num_returns=len(waiting), timeout=timeout_s
+        )
         if len(ready) < len(waiting):
             serving = self.config.serving
             raise WorkbookError(
@@ -675,34 +849,47 @@ class ActorService:
                 "per model actor, every pair of a device on one node).",
                 "lower serving.model_actor_num_cpus / model_actor_num_gpus, serve fewer pairs "
                 "per device (serving.device_language_map), or give the cluster more resources "
-                "(ray status shows what it has).")
+                "(ray status shows what it has).",
+            )
 
-    def start(self, timeout_s: float = 180.0) -> "ActorService":
+    def start(self, timeout_s: float = 180.0) -> ActorService:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         from helpers.ports import free_port
 
         if not ray.is_initialized():
-            raise WorkbookError("This process is not connected to Ray.", "call cluster.connect() first.")
+            raise WorkbookError(
+                "This process is not connected to Ray.", "call cluster.connect() first."
+            )
         started = time.perf_counter()
         serving = self.config.serving
         placement = self.config.model_placement()
         try:
-            groups = [self._device(len(self.config.device_pairs(d))) for d in range(serving.model_actors)]
+            groups = [
+                self._device(len(self.config.device_pairs(d))) for d in range(serving.model_actors)
+            ]
             self._wait_for_devices(groups, timeout_s)
             for device, pair in placement:
                 self._model_actor(device, pair)
             self.models = ray.get([a.ready.remote() for a in self.model_actors], timeout=timeout_s)
-            self.scheduler = SchedulerActor.remote(self.model_actors, serving.batch_settings().model_dump(),
-                                                   serving.load_balance_strategy,
-                                                   serving.max_request_records,
-                                                   [pair for _, pair in placement])
+            self.scheduler = SchedulerActor.remote(
+                self.model_actors,
+                serving.batch_settings().model_dump(),
+                serving.load_balance_strategy,
+                serving.max_request_records,
+                [pair for _, pair in placement],
+            )
             here = ray.get_runtime_context().get_node_id()  # the API listens on this machine
             self.gateway = GatewayActor.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
+                scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)
+            ).remote()
             port = serving.port or free_port()
-            self.url = ray.get(self.gateway.start.remote(self.scheduler, self.config.model_dump_json(),
-                                                         port, self.token), timeout=timeout_s)
+            self.url = ray.get(
+                self.gateway.start.remote(
+                    self.scheduler, self.config.model_dump_json(), port, self.token
+                ),
+                timeout=timeout_s,
+            )
         except BaseException:
             self.stop()
             raise
@@ -715,8 +902,10 @@ class ActorService:
         seconds it took."""
         pair = language_pair or self.config.default_language_pair
         if pair not in self.config.languages:
-            raise WorkbookError(f"No language pair {pair!r} in this service's configuration.",
-                                f"use one of {', '.join(self.config.languages)}.")
+            raise WorkbookError(
+                f"No language pair {pair!r} in this service's configuration.",
+                f"use one of {', '.join(self.config.languages)}.",
+            )
         started = time.perf_counter()
         self._wait_for_devices([self._device(1)], timeout_s)
         actor = self._model_actor(len(self.devices) - 1, pair)
@@ -745,7 +934,7 @@ class ActorService:
                     pass
         self.gateway, self.scheduler, self.model_actors, self.devices = None, None, [], []
 
-    def __enter__(self) -> "ActorService":
+    def __enter__(self) -> ActorService:
         return self.start() if self.scheduler is None else self
 
     def __exit__(self, *exc: Any) -> None:
@@ -772,26 +961,55 @@ def uneven_burst(
     import statistics
 
     scheduler = service.scheduler
-    ray.get([scheduler.set_strategy.remote(strategy),
-             scheduler.configure.remote({"max_batch_size": batch_size, "batch_timeout_ms": 500.0,
-                                         "enable_dynamic_batching": True})])
+    ray.get(
+        [
+            scheduler.set_strategy.remote(strategy),
+            scheduler.configure.remote(
+                {
+                    "max_batch_size": batch_size,
+                    "batch_timeout_ms": 500.0,
+                    "enable_dynamic_batching": True,
+                }
+            ),
+        ]
+    )
     ray.get(scheduler.wait_idle.remote(timeout_s))
     ray.get(scheduler.reset_stats.remote())
-    ray.get(scheduler.submit_many.remote(session_id, [
-        (f"Return the value {k}.{i}", long_tokens if k % 2 == 0 else short_tokens)
-        for k in range(batches) for i in range(batch_size)]))
+    ray.get(
+        scheduler.submit_many.remote(
+            session_id,
+            [
+                (f"Return the value {k}.{i}", long_tokens if k % 2 == 0 else short_tokens)
+                for k in range(batches)
+                for i in range(batch_size)
+            ],
+        )
+    )
     if not ray.get(scheduler.wait_idle.remote(timeout_s)):
-        raise WorkbookError(f"The burst was not answered within {timeout_s:.0f} s.",
-                            "use fewer or shorter requests, or a larger timeout_s.")
-    log, batch_log, status = ray.get([scheduler.request_log.remote(), scheduler.batch_log.remote(),
-                                      scheduler.queue_status.remote(session_id)])
+        raise WorkbookError(
+            f"The burst was not answered within {timeout_s:.0f} s.",
+            "use fewer or shorter requests, or a larger timeout_s.",
+        )
+    log, batch_log, status = ray.get(
+        [
+            scheduler.request_log.remote(),
+            scheduler.batch_log.remote(),
+            scheduler.queue_status.remote(session_id),
+        ]
+    )
     # The model actors of the session's language pair, in order: the balancer's choices.
     workers = [m["index"] for m in service.models if m["language_pair"] == status["language_pair"]]
     tokens = [sum(r["tokens"] for r in log if r["worker"] == w) for w in workers]
     latencies = sorted(r["done_at"] - r["submitted_at"] for r in log)
-    return {"strategy": strategy, "requests": len(log), "tokens_per_actor": tokens,
-            "busiest_share": round(max(tokens) / max(1, sum(tokens)), 3),
-            "makespan_s": round(max(r["done_at"] for r in log) - min(r["submitted_at"] for r in log), 3),
-            "p50_latency_s": round(statistics.median(latencies), 3),
-            "p90_latency_s": round(latencies[int(0.9 * (len(latencies) - 1))], 3),
-            "batches_per_actor": [sum(1 for b in batch_log if b["worker"] == w) for w in workers]}
+    return {
+        "strategy": strategy,
+        "requests": len(log),
+        "tokens_per_actor": tokens,
+        "busiest_share": round(max(tokens) / max(1, sum(tokens)), 3),
+        "makespan_s": round(
+            max(r["done_at"] for r in log) - min(r["submitted_at"] for r in log), 3
+        ),
+        "p50_latency_s": round(statistics.median(latencies), 3),
+        "p90_latency_s": round(latencies[int(0.9 * (len(latencies) - 1))], 3),
+        "batches_per_actor": [sum(1 for b in batch_log if b["worker"] == w) for w in workers],
+    }

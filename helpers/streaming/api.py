@@ -67,9 +67,20 @@ from typing import Any
 from fastapi import Body, Depends, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse
 
-__all__ = ["SessionClosed", "ConfigureRejected", "SessionTable", "build_api", "admit",
-           "next_request", "close_deleted", "allowed_origin_set", "new_token", "PAGE",
-           "DELETED_REASON", "EXPIRED_REASON"]
+__all__ = [
+    "SessionClosed",
+    "ConfigureRejected",
+    "SessionTable",
+    "build_api",
+    "admit",
+    "next_request",
+    "close_deleted",
+    "allowed_origin_set",
+    "new_token",
+    "PAGE",
+    "DELETED_REASON",
+    "EXPIRED_REASON",
+]
 
 DELETED_REASON = "session deleted"
 EXPIRED_REASON = "session expired"
@@ -120,8 +131,10 @@ class SessionTable:
     def reserve(self) -> str:
         """A new session id, its slot taken; OverflowError if ``max_sessions`` are open."""
         if len(self._last) >= self.max_sessions:
-            raise OverflowError(f"{self.max_sessions} sessions are open, the most allowed: "
-                                "delete one first (POST /delete_session), or try again later")
+            raise OverflowError(
+                f"{self.max_sessions} sessions are open, the most allowed: "
+                "delete one first (POST /delete_session), or try again later"
+            )
         session_id = uuid.uuid4().hex[:16]
         self._last[session_id] = time.monotonic()
         self._busy[session_id] = 0
@@ -160,8 +173,11 @@ class SessionTable:
     def idle(self, now: float | None = None) -> list[str]:
         """Sessions with nothing in progress and no use for ``idle_timeout_s`` or longer."""
         now = time.monotonic() if now is None else now
-        return [sid for sid, last in self._last.items()
-                if not self._busy.get(sid) and now - last >= self.idle_timeout_s]
+        return [
+            sid
+            for sid, last in self._last.items()
+            if not self._busy.get(sid) and now - last >= self.idle_timeout_s
+        ]
 
     def check_interval_s(self) -> float:
         """How often to look for idle sessions: a quarter of the timeout, 0.25 s to 30 s."""
@@ -233,12 +249,15 @@ class PromptTooLarge(ValueError):
     """A prompt over ``max_prompt_chars`` (answered with ``"code": 413``)."""
 
 
-def _read_request(text: str, default_max_tokens: int, limit: int,
-                  max_prompt_chars: int | None = None) -> tuple[str, int]:
+def _read_request(
+    text: str, default_max_tokens: int, limit: int, max_prompt_chars: int | None = None
+) -> tuple[str, int]:
     """``(prompt, max_tokens)`` from a WebSocket message, or ValueError saying what to send."""
     if max_prompt_chars is not None and len(text) > max_prompt_chars + 200:  # before parsing it
-        raise PromptTooLarge(f"the message has {len(text)} characters; a prompt may have at most "
-                             f"{max_prompt_chars}: send a shorter one")
+        raise PromptTooLarge(
+            f"the message has {len(text)} characters; a prompt may have at most "
+            f"{max_prompt_chars}: send a shorter one"
+        )
     stripped = text.strip()
     if stripped.startswith("{"):
         try:
@@ -251,9 +270,15 @@ def _read_request(text: str, default_max_tokens: int, limit: int,
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError('send {"prompt": "some text", "max_tokens": 32} or a plain-text prompt')
     if max_prompt_chars is not None and len(prompt) > max_prompt_chars:
-        raise PromptTooLarge(f"the prompt has {len(prompt)} characters; at most {max_prompt_chars} "
-                             "are accepted: send a shorter one")
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= limit:
+        raise PromptTooLarge(
+            f"the prompt has {len(prompt)} characters; at most {max_prompt_chars} "
+            "are accepted: send a shorter one"
+        )
+    if (
+        isinstance(max_tokens, bool)
+        or not isinstance(max_tokens, int)
+        or not 1 <= max_tokens <= limit
+    ):
         raise ValueError(f"max_tokens must be an integer from 1 to {limit}, got {max_tokens!r}")
     return prompt, max_tokens
 
@@ -268,11 +293,15 @@ def _presented_token(authorization: str | None, query_token: str | None) -> str 
 def _token_problem(presented: str | None, token: str) -> str | None:
     """Why the request is refused (None: the token is right)."""
     if presented is None:
-        return ("this endpoint needs the service's token: send the header 'Authorization: "
-                "Bearer TOKEN' (StreamingClient(url, token=...) does; the token is "
-                "ActorService.token, or app_token(entry) of the Serve application)")
+        return (
+            "this endpoint needs the service's token: send the header 'Authorization: "
+            "Bearer TOKEN' (StreamingClient(url, token=...) does; the token is "
+            "ActorService.token, or app_token(entry) of the Serve application)"
+        )
     if not hmac.compare_digest(presented.encode(), token.encode()):
-        return "wrong token: use the token of this start of the service (each start makes a new one)"
+        return (
+            "wrong token: use the token of this start of the service (each start makes a new one)"
+        )
     return None
 
 
@@ -289,8 +318,9 @@ def own_origin(scheme: str, host: str | None) -> str:
     return f"{web}://{host or ''}"
 
 
-async def admit(websocket: WebSocket, session_id: str, backend: Any, *, token: str,
-                origins: Collection[str]) -> bool:
+async def admit(
+    websocket: WebSocket, session_id: str, backend: Any, *, token: str, origins: Collection[str]
+) -> bool:
     """Accept ``websocket``; True if it may stream ``session_id``. Else it is closed with a code
     and a reason the client can read (4403 another page's origin, 4401 no or a wrong token,
     4404 no such session) and False is returned."""
@@ -298,15 +328,24 @@ async def admit(websocket: WebSocket, session_id: str, backend: Any, *, token: s
     own = own_origin(websocket.url.scheme, websocket.headers.get("host"))
     await websocket.accept()  # then closed with a code and a reason the client can read
     if origin is not None and origin != own and origin not in origins:
-        await websocket.close(code=4403, reason=f"origin {origin[:40]} is not allowed: add it "
-                                                "to serving.allowed_origins")
+        await websocket.close(
+            code=4403,
+            reason=f"origin {origin[:40]} is not allowed: add it to serving.allowed_origins",
+        )
         return False
-    problem = _token_problem(_presented_token(websocket.headers.get("authorization"),
-                                              websocket.query_params.get("token")), token)
+    problem = _token_problem(
+        _presented_token(
+            websocket.headers.get("authorization"), websocket.query_params.get("token")
+        ),
+        token,
+    )
     if problem:
-        await websocket.close(code=4401, reason=("no token: send 'Authorization: Bearer "
-                                                 "TOKEN' or ?token=TOKEN")
-                              if "needs" in problem else "wrong token")
+        await websocket.close(
+            code=4401,
+            reason=("no token: send 'Authorization: Bearer TOKEN' or ?token=TOKEN")
+            if "needs" in problem
+            else "wrong token",
+        )
         return False
     try:
         await backend.queue_status(session_id)
@@ -326,8 +365,12 @@ async def next_request(websocket: WebSocket, backend: Any) -> tuple[str, int] | 
             await websocket.close(code=1000, reason="EOF")
             return None
         try:
-            return _read_request(message, backend.default_max_tokens, backend.max_tokens_limit,
-                                 getattr(backend, "max_prompt_chars", None))
+            return _read_request(
+                message,
+                backend.default_max_tokens,
+                backend.max_tokens_limit,
+                getattr(backend, "max_prompt_chars", None),
+            )
         except PromptTooLarge as err:
             await websocket.send_json({"type": "error", "code": 413, "message": str(err)})
         except ValueError as err:
@@ -340,8 +383,9 @@ async def close_deleted(websocket: WebSocket) -> None:
     await websocket.close(code=1000, reason=DELETED_REASON)
 
 
-def build_api(backend: Any, *, token: str, allowed_origins: Sequence[str] = (),
-              stream_route: bool = True) -> Any:
+def build_api(
+    backend: Any, *, token: str, allowed_origins: Sequence[str] = (), stream_route: bool = True
+) -> Any:
     """The FastAPI app of the service, on top of ``backend`` (see the module doc).
 
     ``token`` guards ``/ray/stats``, ``/ray/configure`` and the WebSocket; ``allowed_origins``
@@ -352,12 +396,16 @@ def build_api(backend: Any, *, token: str, allowed_origins: Sequence[str] = (),
     from helpers.streaming.config import ConfigError
 
     if not isinstance(token, str) or len(token) < 16:
-        raise ValueError("build_api needs a token of at least 16 characters (new_token() makes one)")
+        raise ValueError(
+            "build_api needs a token of at least 16 characters (new_token() makes one)"
+        )
     origins = allowed_origin_set(allowed_origins)
     app = FastAPI(title=f"Streaming sessions ({backend.name})")
 
     def authorized(request: Request) -> None:
-        problem = _token_problem(_presented_token(request.headers.get("authorization"), None), token)
+        problem = _token_problem(
+            _presented_token(request.headers.get("authorization"), None), token
+        )
         if problem:
             raise HTTPException(401, problem, headers={"WWW-Authenticate": "Bearer"})
 
@@ -365,7 +413,9 @@ def build_api(backend: Any, *, token: str, allowed_origins: Sequence[str] = (),
         try:
             return await call(session_id)
         except KeyError:
-            raise HTTPException(404, f"no session {session_id!r}: create one with POST /init") from None
+            raise HTTPException(
+                404, f"no session {session_id!r}: create one with POST /init"
+            ) from None
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
@@ -420,6 +470,7 @@ def build_api(backend: Any, *, token: str, allowed_origins: Sequence[str] = (),
             raise HTTPException(409, str(err)) from None
 
     if stream_route:
+
         @app.websocket("/wss/{session_id}")
         async def stream(websocket: WebSocket, session_id: str) -> None:
             if not await admit(websocket, session_id, backend, token=token, origins=origins):
@@ -435,8 +486,13 @@ def build_api(backend: Any, *, token: str, allowed_origins: Sequence[str] = (),
                     except (SessionClosed, KeyError):
                         await close_deleted(websocket)
                         return
-                    await websocket.send_json({"type": "done", "tokens": tokens,
-                                               "seconds": round(time.perf_counter() - started, 4)})
+                    await websocket.send_json(
+                        {
+                            "type": "done",
+                            "tokens": tokens,
+                            "seconds": round(time.perf_counter() - started, 4),
+                        }
+                    )
             except WebSocketDisconnect:
                 return
 

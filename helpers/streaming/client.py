@@ -38,8 +38,14 @@ from helpers.errors import WorkbookError
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["StreamRecord", "StreamingClient", "SessionStream", "stream_once", "simulate_users",
-           "summarize"]
+__all__ = [
+    "StreamRecord",
+    "StreamingClient",
+    "SessionStream",
+    "stream_once",
+    "simulate_users",
+    "summarize",
+]
 
 
 @dataclass
@@ -68,8 +74,14 @@ class SessionStream:
         self.close_code: int | None = None
         self.close_reason = ""
 
-    async def ask(self, prompt: str, max_tokens: int | None = None, *,
-                  on_text: Callable[[str], None] | None = None, timeout_s: float = 120.0) -> StreamRecord:
+    async def ask(
+        self,
+        prompt: str,
+        max_tokens: int | None = None,
+        *,
+        on_text: Callable[[str], None] | None = None,
+        timeout_s: float = 120.0,
+    ) -> StreamRecord:
         """Send one prompt; collect its text until ``done`` (or ``closed`` / ``error``)."""
         from websockets.exceptions import ConnectionClosed
 
@@ -77,7 +89,9 @@ class SessionStream:
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
         sent_at, started = time.time(), time.perf_counter()
-        record = StreamRecord(self.session_id, prompt, max_tokens or 0, sent_at, None, None, 0, "", "error")
+        record = StreamRecord(
+            self.session_id, prompt, max_tokens or 0, sent_at, None, None, 0, "", "error"
+        )
         pieces: list[str] = []
         await self.socket.send(json.dumps(body))
         try:
@@ -101,7 +115,10 @@ class SessionStream:
         except ConnectionClosed as err:
             self.close_code = err.rcvd.code if err.rcvd else None
             self.close_reason = err.rcvd.reason if err.rcvd else ""
-            record.outcome, record.message = "closed", f"connection closed: {self.close_reason or err}"
+            record.outcome, record.message = (
+                "closed",
+                f"connection closed: {self.close_reason or err}",
+            )
         except asyncio.TimeoutError:
             record.message = f"no answer within {timeout_s:.0f} s"
         record.text = "".join(pieces)
@@ -132,7 +149,9 @@ class StreamingClient:
     """HTTP and WebSocket client of one service (``base_url`` without a trailing slash) with
     its ``token`` (without one, only the session endpoints answer)."""
 
-    def __init__(self, base_url: str, token: str | None = None, *, timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, base_url: str, token: str | None = None, *, timeout_s: float = 120.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout_s = timeout_s
@@ -142,7 +161,7 @@ class StreamingClient:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
-    async def __aenter__(self) -> "StreamingClient":
+    async def __aenter__(self) -> StreamingClient:
         import aiohttp
 
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
@@ -152,23 +171,30 @@ class StreamingClient:
         await self._http.close()
 
     async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        async with self._http.request(method, self.base_url + path, json=body,
-                                      headers=self.headers) as resp:
+        async with self._http.request(
+            method, self.base_url + path, json=body, headers=self.headers
+        ) as resp:
             data = await resp.json(content_type=None)
             if resp.status != 200:
                 detail = data.get("detail", data) if isinstance(data, dict) else data
-                raise WorkbookError(f"{method} {path} answered HTTP {resp.status}: {detail}",
-                                    "read the message: it says what the server expected.")
+                raise WorkbookError(
+                    f"{method} {path} answered HTTP {resp.status}: {detail}",
+                    "read the message: it says what the server expected.",
+                )
             return data
 
     async def health(self) -> dict[str, Any]:
         return await self._call("GET", "/health")
 
-    async def init_session(self, client_id: str = "notebook",
-                           language_pair: str | None = None) -> dict[str, Any]:
+    async def init_session(
+        self, client_id: str = "notebook", language_pair: str | None = None
+    ) -> dict[str, Any]:
         """A new session; ``language_pair`` picks the model that serves it (default: the
         service's first pair)."""
-        body = {"client_id": client_id, **({"language_pair": language_pair} if language_pair else {})}
+        body = {
+            "client_id": client_id,
+            **({"language_pair": language_pair} if language_pair else {}),
+        }
         return await self._call("POST", "/init", body)
 
     async def queue_status(self, session_id: str) -> dict[str, Any]:
@@ -191,14 +217,23 @@ class StreamingClient:
         """A :class:`SessionStream` on the session's WebSocket (closed on exit)."""
         import websockets
 
-        async with websockets.connect(self.ws_url(session_id), open_timeout=self.timeout_s,
-                                      max_size=None, additional_headers=self.headers) as socket:
+        async with websockets.connect(
+            self.ws_url(session_id),
+            open_timeout=self.timeout_s,
+            max_size=None,
+            additional_headers=self.headers,
+        ) as socket:
             yield SessionStream(socket, session_id)
 
 
-async def stream_once(base_url: str, prompt: str, max_tokens: int | None = None, *,
-                      token: str | None = None,
-                      on_text: Callable[[str], None] | None = None) -> StreamRecord:
+async def stream_once(
+    base_url: str,
+    prompt: str,
+    max_tokens: int | None = None,
+    *,
+    token: str | None = None,
+    on_text: Callable[[str], None] | None = None,
+) -> StreamRecord:
     """A whole session for one prompt: init, connect, ask, EOF, delete."""
     async with StreamingClient(base_url, token) as client:
         session = await client.init_session("stream_once")
@@ -222,7 +257,7 @@ async def simulate_users(
     seed: int = 0,
     session_ids: Sequence[str] | None = None,
     token: str | None = None,
-) -> "pd.DataFrame":
+) -> pd.DataFrame:
     """``users`` concurrent users, each with its own session and WebSocket, for ``duration_s``.
 
     Every user asks, reads the whole answer, waits ``think_s``, and asks again until the
@@ -238,16 +273,21 @@ async def simulate_users(
 
     per_user = [max_tokens] * users if isinstance(max_tokens, int) else list(max_tokens)
     if len(per_user) != users:
-        raise WorkbookError(f"max_tokens has {len(per_user)} values for {users} users.",
-                            "give one value, or exactly one per user.")
+        raise WorkbookError(
+            f"max_tokens has {len(per_user)} values for {users} users.",
+            "give one value, or exactly one per user.",
+        )
     if session_ids is not None and len(session_ids) != users:
-        raise WorkbookError(f"{len(session_ids)} sessions for {users} users.",
-                            "give one session per user, or none.")
+        raise WorkbookError(
+            f"{len(session_ids)} sessions for {users} users.", "give one session per user, or none."
+        )
     pool = list(prompts or bench_prompts(64, seed=seed))
     records: list[StreamRecord] = []
     async with StreamingClient(base_url, token) as client:
         if session_ids is None:
-            sessions = await asyncio.gather(*(client.init_session(f"user-{u}") for u in range(users)))
+            sessions = await asyncio.gather(
+                *(client.init_session(f"user-{u}") for u in range(users))
+            )
         else:
             sessions = [{"session_id": sid} for sid in session_ids]
         start_line = asyncio.Event()
@@ -274,15 +314,17 @@ async def simulate_users(
             await asyncio.gather(*tasks)
         finally:
             if session_ids is None:
-                await asyncio.gather(*(client.delete_session(s["session_id"]) for s in sessions),
-                                     return_exceptions=True)
+                await asyncio.gather(
+                    *(client.delete_session(s["session_id"]) for s in sessions),
+                    return_exceptions=True,
+                )
     frame = pd.DataFrame([asdict(r) for r in records])
     if not frame.empty:
         frame["t_s"] = frame["sent_at"] - frame["sent_at"].min()
     return frame
 
 
-def summarize(records: "pd.DataFrame", label: str = "") -> dict[str, Any]:
+def summarize(records: pd.DataFrame, label: str = "") -> dict[str, Any]:
     """Throughput and latency of a :func:`simulate_users` run, as one flat dict."""
     done = records[records["outcome"] == "done"] if not records.empty else records
     if done.empty:

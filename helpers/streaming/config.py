@@ -85,8 +85,10 @@ __all__ = [
 
 STRATEGIES = ("least_loaded", "round_robin", "by_memory")
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "configs" / "streaming" / "default.json"
-_FIX = ("correct the values listed above; `python -m helpers.streaming.config create-default "
-        "PATH` writes a valid file to start from.")
+_FIX = (
+    "correct the values listed above; `python -m helpers.streaming.config create-default "
+    "PATH` writes a valid file to start from."
+)
 
 
 def check_origin(origin: str) -> str:
@@ -94,10 +96,15 @@ def check_origin(origin: str) -> str:
     from urllib.parse import urlsplit
 
     parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or not parts.netloc or \
-            origin != f"{parts.scheme}://{parts.netloc}":
-        raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port], e.g. "
-                         "'http://localhost:8888', with no path or trailing slash")
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.netloc
+        or origin != f"{parts.scheme}://{parts.netloc}"
+    ):
+        raise ValueError(
+            f"{origin!r} is not an origin: write scheme://host[:port], e.g. "
+            "'http://localhost:8888', with no path or trailing slash"
+        )
     return origin
 
 
@@ -106,8 +113,11 @@ class ConfigError(WorkbookError):
 
     def __init__(self, problems: Sequence[str], *, source: str = "the configuration") -> None:
         self.problems = list(problems)
-        super().__init__(f"{source} has {len(self.problems)} problem(s):\n"
-                         + "\n".join(f"  - {p}" for p in self.problems), _FIX)
+        super().__init__(
+            f"{source} has {len(self.problems)} problem(s):\n"
+            + "\n".join(f"  - {p}" for p in self.problems),
+            _FIX,
+        )
 
 
 class _Section(BaseModel):
@@ -137,8 +147,9 @@ class BatchSettings(_Section):
     """The batching knobs, the part of the configuration that may change while serving."""
 
     max_batch_size: int = Field(8, ge=1, le=256, description="requests per model call, at most")
-    batch_timeout_ms: float = Field(50.0, ge=0.0, le=10_000.0,
-                                    description="longest wait for a batch to fill, ms")
+    batch_timeout_ms: float = Field(
+        50.0, ge=0.0, le=10_000.0, description="longest wait for a batch to fill, ms"
+    )
     enable_dynamic_batching: bool = Field(True, description="False: every request alone, at once")
 
 
@@ -147,26 +158,34 @@ class ServingSection(BatchSettings):
 
     host: str = Field("127.0.0.1", description="HTTP host (0.0.0.0 exposes it to the network)")
     port: int = Field(0, ge=0, le=65535, description="HTTP port; 0: a free port")
-    model_actors: int = Field(2, ge=1, le=64,
-                              description="devices (logical), each a model actor per pair it holds")
+    model_actors: int = Field(
+        2, ge=1, le=64, description="devices (logical), each a model actor per pair it holds"
+    )
     model_actor_num_cpus: float = Field(1.0, ge=0.0, le=64.0, description="CPUs per model actor")
     model_actor_num_gpus: float = Field(0.0, ge=0.0, le=8.0, description="GPUs per model actor")
     device_language_map: dict[str, list[str]] = Field(
-        default_factory=dict, description="device -> its language pairs; unlisted: every pair")
+        default_factory=dict, description="device -> its language pairs; unlisted: every pair"
+    )
     load_balance_strategy: Literal["least_loaded", "round_robin", "by_memory"] = Field(
-        "least_loaded", description="how the scheduler picks a model actor for a batch")
-    stream_interval_ms: float = Field(10.0, ge=0.0, le=1000.0,
-                                      description="text is sent at most this often, ms")
+        "least_loaded", description="how the scheduler picks a model actor for a batch"
+    )
+    stream_interval_ms: float = Field(
+        10.0, ge=0.0, le=1000.0, description="text is sent at most this often, ms"
+    )
     max_sessions: int = Field(64, ge=1, le=10_000, description="open sessions, at most")
-    session_idle_timeout_s: float = Field(600.0, ge=1.0, le=86_400.0,
-                                          description="a session with no request this long is closed, s")
-    max_prompt_chars: int = Field(4096, ge=1, le=1_000_000,
-                                  description="longest prompt accepted, characters")
-    max_request_records: int = Field(1000, ge=10, le=1_000_000,
-                                     description="finished requests/batches kept for the logs")
-    allowed_origins: list[str] = Field(default_factory=list,
-                                       description="other pages (scheme://host:port) that may "
-                                                   "open the WebSocket")
+    session_idle_timeout_s: float = Field(
+        600.0, ge=1.0, le=86_400.0, description="a session with no request this long is closed, s"
+    )
+    max_prompt_chars: int = Field(
+        4096, ge=1, le=1_000_000, description="longest prompt accepted, characters"
+    )
+    max_request_records: int = Field(
+        1000, ge=10, le=1_000_000, description="finished requests/batches kept for the logs"
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="other pages (scheme://host:port) that may open the WebSocket",
+    )
 
     @field_validator("allowed_origins")
     @classmethod
@@ -178,9 +197,11 @@ class ServingSection(BatchSettings):
     def _devices_are_numbers(cls, mapping: dict[str, list[str]]) -> dict[str, list[str]]:
         for device, pairs in mapping.items():
             if not device.isdigit():
-                raise ValueError(f"device {device!r} is not a device number: write \"0\", \"1\", ...")
+                raise ValueError(f'device {device!r} is not a device number: write "0", "1", ...')
             if not pairs or len(set(pairs)) != len(pairs):
-                raise ValueError(f"device {device} needs its language pairs, each once (got {pairs})")
+                raise ValueError(
+                    f"device {device} needs its language pairs, each once (got {pairs})"
+                )
         return mapping
 
     def batch_settings(self) -> BatchSettings:
@@ -193,8 +214,9 @@ class LanguagePair(_Section):
 
     source_lang: str = Field(min_length=1, description="the language of the input")
     target_lang: str = Field(min_length=1, description="the language of the output")
-    model_source: str | None = Field(None, min_length=1,
-                                     description="its model; None: model.model_source")
+    model_source: str | None = Field(
+        None, min_length=1, description="its model; None: model.model_source"
+    )
 
 
 def _default_languages() -> dict[str, LanguagePair]:
@@ -206,8 +228,7 @@ class StreamingConfig(_Section):
 
     ray_cluster: RayClusterSection = Field(default_factory=RayClusterSection)
     model: ModelSection = Field(default_factory=ModelSection)
-    languages: dict[str, LanguagePair] = Field(default_factory=_default_languages,
-                                               min_length=1)
+    languages: dict[str, LanguagePair] = Field(default_factory=_default_languages, min_length=1)
     serving: ServingSection = Field(default_factory=ServingSection)
 
     @property
@@ -221,8 +242,11 @@ class StreamingConfig(_Section):
 
     def model_placement(self) -> list[tuple[int, str]]:
         """``(device, language pair)`` of every model actor, devices in order."""
-        return [(device, pair) for device in range(self.serving.model_actors)
-                for pair in self.device_pairs(device)]
+        return [
+            (device, pair)
+            for device in range(self.serving.model_actors)
+            for pair in self.device_pairs(device)
+        ]
 
     def model_source_of(self, pair: str) -> str:
         """The model that serves ``pair``."""
@@ -281,19 +305,26 @@ def _placement_problems(config: StreamingConfig) -> list[str]:
     mapping, devices = config.serving.device_language_map, config.serving.model_actors
     for device, pairs in mapping.items():
         if int(device) >= devices:
-            problems.append(f"serving.device_language_map: device {device} does not exist "
-                            f"(serving.model_actors is {devices}: devices 0 to {devices - 1})")
+            problems.append(
+                f"serving.device_language_map: device {device} does not exist "
+                f"(serving.model_actors is {devices}: devices 0 to {devices - 1})"
+            )
         for pair in pairs:
             if pair not in config.languages:
                 close = closest(pair, config.languages)
-                problems.append(f"serving.device_language_map: device {device} names the language "
-                                f"pair {pair!r}, which languages does not define"
-                                + (f"; did you mean {close!r}?" if close else ""))
+                problems.append(
+                    f"serving.device_language_map: device {device} names the language "
+                    f"pair {pair!r}, which languages does not define"
+                    + (f"; did you mean {close!r}?" if close else "")
+                )
     if not problems:
         served = {pair for _, pair in config.model_placement()}
-        problems += [f"languages.{pair}: no device serves it (add it to a device in "
-                     "serving.device_language_map, or leave a device out of the map)"
-                     for pair in config.languages if pair not in served]
+        problems += [
+            f"languages.{pair}: no device serves it (add it to a device in "
+            "serving.device_language_map, or leave a device out of the map)"
+            for pair in config.languages
+            if pair not in served
+        ]
     return problems
 
 
@@ -302,8 +333,10 @@ def parse_config(data: Any, *, source: str = "the configuration") -> StreamingCo
     config = _validate(StreamingConfig, data, source)
     problems = _placement_problems(config)
     if config.model.default_max_tokens > config.model.max_tokens_limit:
-        problems.append(f"model.default_max_tokens ({config.model.default_max_tokens}) "
-                        f"is above model.max_tokens_limit ({config.model.max_tokens_limit})")
+        problems.append(
+            f"model.default_max_tokens ({config.model.default_max_tokens}) "
+            f"is above model.max_tokens_limit ({config.model.max_tokens_limit})"
+        )
     if problems:
         raise ConfigError(problems, source=source)
     return config
@@ -322,15 +355,19 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     for name in sorted(environ):
         if not name.upper().startswith(ENV_PREFIX):
             continue
-        parts = name[len(ENV_PREFIX):].lower().split("__")
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
         if len(parts) != 2 or not all(parts):
-            problems.append(f"{name}: name a section and a key, e.g. {ENV_PREFIX}SERVING__MAX_BATCH_SIZE")
+            problems.append(
+                f"{name}: name a section and a key, e.g. {ENV_PREFIX}SERVING__MAX_BATCH_SIZE"
+            )
             continue
         section, key = parts
         if section not in StreamingConfig.model_fields:
             close = closest(section, StreamingConfig.model_fields)
-            problems.append(f"{name}: unknown section {section!r}"
-                            + (f"; did you mean {close.upper()!r}?" if close else ""))
+            problems.append(
+                f"{name}: unknown section {section!r}"
+                + (f"; did you mean {close.upper()!r}?" if close else "")
+            )
             continue
         raw = environ[name]
         try:
@@ -355,43 +392,60 @@ def _with_overrides(data: Any, overrides: Mapping[str, Any]) -> Any:
     return merged
 
 
-def read_config(path: str | Path = DEFAULT_CONFIG_PATH, *,
-                environ: Mapping[str, str] | None = None) -> StreamingConfig:
+def read_config(
+    path: str | Path = DEFAULT_CONFIG_PATH, *, environ: Mapping[str, str] | None = None
+) -> StreamingConfig:
     """Read and check a JSON configuration file, with the environment's overrides applied
     (``environ``: default ``os.environ``; ``{}`` reads the file alone). The keys overridden
     read are listed by :func:`env_overrides`."""
     path = Path(path)
     if not path.exists():
-        raise WorkbookError(f"No configuration file at {path}.",
-                            f"create one with `python -m helpers.streaming.config "
-                            f"create-default {path}`.")
+        raise WorkbookError(
+            f"No configuration file at {path}.",
+            f"create one with `python -m helpers.streaming.config create-default {path}`.",
+        )
     if path.is_dir():
-        raise WorkbookError(f"{path} is a folder, not a configuration file.",
-                            f"give the JSON file in it, e.g. {path / 'config.json'}.")
+        raise WorkbookError(
+            f"{path} is a folder, not a configuration file.",
+            f"give the JSON file in it, e.g. {path / 'config.json'}.",
+        )
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError([f"not UTF-8 text (byte {err.start} is {err.object[err.start]:#04x}): "
-                           "save the file as UTF-8 JSON"], source=str(path)) from None
+        raise ConfigError(
+            [
+                f"not UTF-8 text (byte {err.start} is {err.object[err.start]:#04x}): "
+                "save the file as UTF-8 JSON"
+            ],
+            source=str(path),
+        ) from None
     except OSError as err:
-        raise WorkbookError(f"Could not read {path}: {err.strerror}.",
-                            "check the file's permissions, or give another path.") from None
+        raise WorkbookError(
+            f"Could not read {path}: {err.strerror}.",
+            "check the file's permissions, or give another path.",
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ConfigError([f"not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}"],
-                          source=str(path)) from None
+        raise ConfigError(
+            [f"not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}"],
+            source=str(path),
+        ) from None
     overrides = env_overrides(environ)
-    source = f"{path} with {', '.join(ENV_PREFIX + k.replace('.', '__').upper() for k in overrides)}" \
-        if overrides else str(path)
+    source = (
+        f"{path} with {', '.join(ENV_PREFIX + k.replace('.', '__').upper() for k in overrides)}"
+        if overrides
+        else str(path)
+    )
     return parse_config(_with_overrides(data, overrides), source=source)
 
 
 def check_batch_settings(changes: Any, current: BatchSettings | None = None) -> BatchSettings:
     """``current`` with ``changes`` applied (a partial mapping), checked like the file is."""
     if not isinstance(changes, Mapping):
-        raise ConfigError([f"expected a JSON object, got {type(changes).__name__}"],
-                          source="the batch settings")
+        raise ConfigError(
+            [f"expected a JSON object, got {type(changes).__name__}"], source="the batch settings"
+        )
     base = (current or BatchSettings()).model_dump()
     return _validate(BatchSettings, {**base, **dict(changes)}, "the batch settings")
 
@@ -400,22 +454,28 @@ def write_default_config(path: str | Path, *, force: bool = False) -> Path:
     """Write the default configuration to ``path`` (refusing to overwrite unless ``force``)."""
     path = Path(path)
     if path.is_dir():
-        raise WorkbookError(f"{path} is a folder; the configuration is a file.",
-                            f"give a file name, e.g. {path / 'config.json'}.")
+        raise WorkbookError(
+            f"{path} is a folder; the configuration is a file.",
+            f"give a file name, e.g. {path / 'config.json'}.",
+        )
     if path.exists() and not force:
-        raise WorkbookError(f"{path} exists already.",
-                            "pass --force to overwrite it, or choose another path.")
+        raise WorkbookError(
+            f"{path} exists already.", "pass --force to overwrite it, or choose another path."
+        )
     blocker = next((p for p in path.parents if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
-        raise WorkbookError(f"Could not write {path}: {blocker} is a file, not a folder.",
-                            "give a path in a folder, e.g. build/streaming/config.json.")
+        raise WorkbookError(
+            f"Could not write {path}: {blocker} is a file, not a folder.",
+            "give a path in a folder, e.g. build/streaming/config.json.",
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(StreamingConfig().to_json())
     except OSError as err:
-        raise WorkbookError(f"Could not write {path}: {err.strerror}.",
-                            "give a path in a folder you can write to, e.g. "
-                            "build/streaming/config.json.") from None
+        raise WorkbookError(
+            f"Could not write {path}: {err.strerror}.",
+            "give a path in a folder you can write to, e.g. build/streaming/config.json.",
+        ) from None
     return path
 
 
@@ -440,15 +500,18 @@ def _show(config: StreamingConfig, overridden: frozenset[str] | set[str] = froze
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line: ``create-default PATH``, ``show PATH``, ``validate PATH``."""
-    parser = argparse.ArgumentParser(prog="python -m helpers.streaming.config",
-                                     description="Create, show and validate the streaming "
-                                                 "service's JSON configuration.")
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.streaming.config",
+        description="Create, show and validate the streaming service's JSON configuration.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     create = sub.add_parser("create-default", help="write the default configuration")
     create.add_argument("path", type=Path)
     create.add_argument("--force", action="store_true", help="overwrite an existing file")
-    for name, text in (("show", "print every setting with its meaning"),
-                       ("validate", "check a file; exit code 1 if it has problems")):
+    for name, text in (
+        ("show", "print every setting with its meaning"),
+        ("validate", "check a file; exit code 1 if it has problems"),
+    ):
         sub.add_parser(name, help=text).add_argument("path", type=Path)
     args = parser.parse_args(argv)
     try:
@@ -464,11 +527,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 given = ", ".join(f"{k}={json.dumps(v)}" for k, v in overrides.items())
                 print("from the environment: " + given)
             serving = config.serving
-            placement = ", ".join(f"{pair} on device {device}" for device, pair in config.model_placement())
-            print(f"{args.path} is valid: {len(config.model_placement())} model actor(s) on "
-                  f"{serving.model_actors} device(s) ({placement}), batches of up "
-                  f"to {serving.max_batch_size} within {serving.batch_timeout_ms:g} ms, "
-                  f"{serving.load_balance_strategy}")
+            placement = ", ".join(
+                f"{pair} on device {device}" for device, pair in config.model_placement()
+            )
+            print(
+                f"{args.path} is valid: {len(config.model_placement())} model actor(s) on "
+                f"{serving.model_actors} device(s) ({placement}), batches of up "
+                f"to {serving.max_batch_size} within {serving.batch_timeout_ms:g} ms, "
+                f"{serving.load_balance_strategy}"
+            )
     except WorkbookError as err:
         print(err, file=sys.stderr)
         return 1

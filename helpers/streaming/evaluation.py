@@ -36,8 +36,14 @@ if TYPE_CHECKING:  # pragma: no cover
     import matplotlib.figure
     import pandas as pd
 
-__all__ = ["batch_sweep", "mean_batch_size_between", "user_charts", "write_report",
-           "count_code_lines", "REPORT_FILES"]
+__all__ = [
+    "batch_sweep",
+    "mean_batch_size_between",
+    "user_charts",
+    "write_report",
+    "count_code_lines",
+    "REPORT_FILES",
+]
 
 REPORT_FILES = ("summary.json", "user_test_charts.png", "batch_test_heatmaps.png", "README.md")
 
@@ -60,7 +66,7 @@ async def batch_sweep(
     max_tokens: int,
     label: str = "",
     token: str | None = None,
-) -> "pd.DataFrame":
+) -> pd.DataFrame:
     """One row per (``max_batch_size``, ``batch_timeout_ms``): set live, then measured.
 
     The ``users`` sessions are opened once and used at every point (each point measures the
@@ -75,24 +81,36 @@ async def batch_sweep(
         try:
             for size in batch_sizes:
                 for timeout in timeouts_ms:
-                    await client.configure(max_batch_size=int(size), batch_timeout_ms=float(timeout),
-                                           enable_dynamic_batching=True)
+                    await client.configure(
+                        max_batch_size=int(size),
+                        batch_timeout_ms=float(timeout),
+                        enable_dynamic_batching=True,
+                    )
                     before = await client.stats()
-                    records = await simulate_users(base_url, users=users, duration_s=duration_s,
-                                                   max_tokens=max_tokens, session_ids=sessions,
-                                                   token=token)
+                    records = await simulate_users(
+                        base_url,
+                        users=users,
+                        duration_s=duration_s,
+                        max_tokens=max_tokens,
+                        session_ids=sessions,
+                        token=token,
+                    )
                     after = await client.stats()
                     row = summarize(records, label)
-                    row.update(max_batch_size=int(size), batch_timeout_ms=float(timeout), users=users,
-                               mean_batch_size=mean_batch_size_between(before, after),
-                               batches=after["batches"] - before["batches"])
+                    row.update(
+                        max_batch_size=int(size),
+                        batch_timeout_ms=float(timeout),
+                        users=users,
+                        mean_batch_size=mean_batch_size_between(before, after),
+                        batches=after["batches"] - before["batches"],
+                    )
                     rows.append(row)
         finally:
             await asyncio.gather(*(client.delete_session(session) for session in sessions))
     return pd.DataFrame(rows)
 
 
-def user_charts(runs: Mapping[str, "pd.DataFrame"]) -> "matplotlib.figure.Figure":
+def user_charts(runs: Mapping[str, pd.DataFrame]) -> matplotlib.figure.Figure:
     """Three panels over :func:`simulate_users` runs: latency over time, tokens per user, and
     the distribution of the time to first text; one colour per run."""
     from helpers.plotting import NotebookFigure  # not pyplot: no backend changes, shown as a PNG
@@ -106,8 +124,11 @@ def user_charts(runs: Mapping[str, "pd.DataFrame"]) -> "matplotlib.figure.Figure
         tokens = done.groupby("user")["tokens"].sum()
         per_user.bar(tokens.index + k * width, tokens.values, width=width, label=label)
         ttft.hist(done["ttft_s"] * 1000, bins=20, alpha=0.6, label=label)
-    timeline.set(title="Latency of each answer during the run", xlabel="time since the start (s)",
-                 ylabel="latency of one answer (ms)")
+    timeline.set(
+        title="Latency of each answer during the run",
+        xlabel="time since the start (s)",
+        ylabel="latency of one answer (ms)",
+    )
     per_user.set(title="Tokens received per user", xlabel="user", ylabel="tokens")
     ttft.set(title="Time to first text", xlabel="time to first text (ms)", ylabel="requests")
     for axis in (timeline, per_user, ttft):
@@ -119,8 +140,8 @@ def user_charts(runs: Mapping[str, "pd.DataFrame"]) -> "matplotlib.figure.Figure
 def write_report(
     out_dir: str | Path,
     *,
-    runs: Mapping[str, "pd.DataFrame"],
-    sweep: "pd.DataFrame",
+    runs: Mapping[str, pd.DataFrame],
+    sweep: pd.DataFrame,
     summary: Mapping[str, Any] | None = None,
     title: str = "Streaming sessions: evaluation",
     notes: str = "",
@@ -137,30 +158,74 @@ def write_report(
 
     per_run = [summarize(frame, label) for label, frame in runs.items()]
     heatmaps = plot_heatmaps(
-        sweep.assign(users=sweep["users"].astype(float)), x="batch_timeout_ms", y="max_batch_size",
-        panel="users", title="Batch settings of the scheduler, measured",
-        metrics={"tokens_per_s": "throughput (tokens/s)", "p90_latency_s": "p90 latency (s)",
-                 "mean_batch_size": "mean batch formed (requests)"})
+        sweep.assign(users=sweep["users"].astype(float)),
+        x="batch_timeout_ms",
+        y="max_batch_size",
+        panel="users",
+        title="Batch settings of the scheduler, measured",
+        metrics={
+            "tokens_per_s": "throughput (tokens/s)",
+            "p90_latency_s": "p90 latency (s)",
+            "mean_batch_size": "mean batch formed (requests)",
+        },
+    )
     heatmaps.set_layout_engine("constrained")  # one panel per row: keep titles off the labels
     best = sweep.sort_values("tokens_per_s", ascending=False).iloc[0]
-    columns = ["max_batch_size", "batch_timeout_ms", "mean_batch_size", "tokens_per_s",
-               "p50_latency_s", "p90_latency_s", "p50_ttft_s", "errors"]
+    columns = [
+        "max_batch_size",
+        "batch_timeout_ms",
+        "mean_batch_size",
+        "tokens_per_s",
+        "p50_latency_s",
+        "p90_latency_s",
+        "p50_ttft_s",
+        "errors",
+    ]
     generated = time.strftime("%Y-%m-%dT%H:%M:%S")
-    report = "\n".join([
-        f"# {title}", "", f"Generated {generated} by `helpers.streaming.evaluation`.", "", notes, "",
-        "## Simulated users", "", markdown_table(pd.DataFrame(per_run)), "",
-        "![user charts](user_test_charts.png)", "",
-        "## Batch size x timeout", "", markdown_table(sweep[columns]), "",
-        f"Highest throughput: `max_batch_size={int(best['max_batch_size'])}`, "
-        f"`batch_timeout_ms={best['batch_timeout_ms']:g}` ({best['tokens_per_s']:.0f} tokens/s, "
-        f"p90 latency {best['p90_latency_s']:.3f} s).", "",
-        "![batch heatmaps](batch_test_heatmaps.png)", ""])
-    data = json.loads(json.dumps({"title": title, "generated_at": generated, "runs": per_run,
-                                  "sweep": sweep.to_dict("records"), **dict(summary or {})},
-                                 default=str))
-    paths = write_evaluation(out_dir, summary=data, report_md=report,
-                             figures={"user_test_charts": user_charts(runs),
-                                      "batch_test_heatmaps": heatmaps})
+    report = "\n".join(
+        [
+            f"# {title}",
+            "",
+            f"Generated {generated} by `helpers.streaming.evaluation`.",
+            "",
+            notes,
+            "",
+            "## Simulated users",
+            "",
+            markdown_table(pd.DataFrame(per_run)),
+            "",
+            "![user charts](user_test_charts.png)",
+            "",
+            "## Batch size x timeout",
+            "",
+            markdown_table(sweep[columns]),
+            "",
+            f"Highest throughput: `max_batch_size={int(best['max_batch_size'])}`, "
+            f"`batch_timeout_ms={best['batch_timeout_ms']:g}` ({best['tokens_per_s']:.0f} tokens/s, "
+            f"p90 latency {best['p90_latency_s']:.3f} s).",
+            "",
+            "![batch heatmaps](batch_test_heatmaps.png)",
+            "",
+        ]
+    )
+    data = json.loads(
+        json.dumps(
+            {
+                "title": title,
+                "generated_at": generated,
+                "runs": per_run,
+                "sweep": sweep.to_dict("records"),
+                **dict(summary or {}),
+            },
+            default=str,
+        )
+    )
+    paths = write_evaluation(
+        out_dir,
+        summary=data,
+        report_md=report,
+        figures={"user_test_charts": user_charts(runs), "batch_test_heatmaps": heatmaps},
+    )
     return {path.name: path for path in paths.values()}
 
 
@@ -177,8 +242,15 @@ def count_code_lines(path: str | Path) -> int:
             if ast.get_docstring(node, clean=False) is not None:
                 first = node.body[0]
                 docstrings.update(range(first.lineno, (first.end_lineno or first.lineno) + 1))
-    skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
-            tokenize.ENDMARKER, tokenize.ENCODING}
+    skip = {
+        tokenize.COMMENT,
+        tokenize.NL,
+        tokenize.NEWLINE,
+        tokenize.INDENT,
+        tokenize.DEDENT,
+        tokenize.ENDMARKER,
+        tokenize.ENCODING,
+    }
     code: set[int] = set()
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
         if token.type not in skip:

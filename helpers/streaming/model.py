@@ -55,8 +55,9 @@ class TokenEngine:
     machine with several engines, one each keeps them from fighting over the cores.
     """
 
-    def __init__(self, model_source: str = "tiny", *, threads: int | None = 1,
-                 max_prompt_tokens: int = 256) -> None:
+    def __init__(
+        self, model_source: str = "tiny", *, threads: int | None = 1, max_prompt_tokens: int = 256
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -80,9 +81,13 @@ class TokenEngine:
         """How many tokens ``prompt`` is."""
         return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
-    def steps(self, prompts: Sequence[str], max_tokens: Sequence[int], *,
-              cancelled: Callable[[int], bool] | None = None,
-              ) -> Iterator[list[tuple[str, bool] | None]]:
+    def steps(
+        self,
+        prompts: Sequence[str],
+        max_tokens: Sequence[int],
+        *,
+        cancelled: Callable[[int], bool] | None = None,
+    ) -> Iterator[list[tuple[str, bool] | None]]:
         """Decode ``prompts`` together; after every step yield one entry per prompt.
 
         An entry is ``(piece, last)``: the text that sequence gained in this step (``""``
@@ -94,18 +99,28 @@ class TokenEngine:
         import torch
 
         if len(prompts) != len(max_tokens) or not prompts:
-            raise WorkbookError("steps() needs one max_tokens per prompt, and at least one prompt.",
-                                "pass lists of the same, non-zero length.")
+            raise WorkbookError(
+                "steps() needs one max_tokens per prompt, and at least one prompt.",
+                "pass lists of the same, non-zero length.",
+            )
         if min(max_tokens) < 1:
-            raise WorkbookError("max_tokens must be at least 1 for every prompt.",
-                                "ask for one token or more.")
+            raise WorkbookError(
+                "max_tokens must be at least 1 for every prompt.", "ask for one token or more."
+            )
         bos = self.tokenizer.bos_token or ""
-        enc = self.tokenizer([bos + p for p in prompts], add_special_tokens=False, padding=True,
-                             truncation=True, max_length=self.max_prompt_tokens,
-                             return_tensors="pt")
+        enc = self.tokenizer(
+            [bos + p for p in prompts],
+            add_special_tokens=False,
+            padding=True,
+            truncation=True,
+            max_length=self.max_prompt_tokens,
+            return_tensors="pt",
+        )
         state: dict[str, Any] = {
-            "input_ids": enc["input_ids"], "attention": enc["attention_mask"],
-            "positions": (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0), "cache": None,
+            "input_ids": enc["input_ids"],
+            "attention": enc["attention_mask"],
+            "positions": (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0),
+            "cache": None,
             "rows": list(range(len(prompts))),  # row of the batch -> index of its prompt
         }
 
@@ -129,9 +144,13 @@ class TokenEngine:
                             return
                         if len(keep) < len(state["rows"]):
                             keep_only(keep)
-                    out = self.model(input_ids=state["input_ids"], attention_mask=state["attention"],
-                                     position_ids=state["positions"],
-                                     past_key_values=state["cache"], use_cache=True)
+                    out = self.model(
+                        input_ids=state["input_ids"],
+                        attention_mask=state["attention"],
+                        position_ids=state["positions"],
+                        past_key_values=state["cache"],
+                        use_cache=True,
+                    )
                     state["cache"] = out.past_key_values
                     self.kv_bytes_now = kv_bytes(state["cache"])
                     next_ids = out.logits[:, -1, :].argmax(dim=-1)
@@ -144,7 +163,7 @@ class TokenEngine:
                         if text.endswith("\ufffd") and not last:
                             entries[index] = ("", False)  # an incomplete character: wait
                         else:
-                            entries[index] = (text[len(shown[index]):], last)
+                            entries[index] = (text[len(shown[index]) :], last)
                             shown[index] = text
                         if not last:
                             keep.append(row)
@@ -153,7 +172,9 @@ class TokenEngine:
                         return
                     attention = state["attention"]
                     state["input_ids"] = next_ids[:, None]
-                    state["attention"] = torch.cat([attention, attention.new_ones((len(attention), 1))], 1)
+                    state["attention"] = torch.cat(
+                        [attention, attention.new_ones((len(attention), 1))], 1
+                    )
                     state["positions"] = state["positions"][:, -1:] + 1
                     if len(keep) < len(state["rows"]):  # finished rows leave the batch
                         keep_only(keep)

@@ -113,9 +113,14 @@ class DynamicBatcher(Generic[T]):
                     return await self.next_batch()
                 continue
             items = [self._queue.popleft()[1] for _ in range(min(size, len(self._queue)))]
-            return items, BatchRecord(len(items), round(waited * 1000, 3), reason,
-                                      settings.max_batch_size, settings.batch_timeout_ms,
-                                      time.time())
+            return items, BatchRecord(
+                len(items),
+                round(waited * 1000, 3),
+                reason,
+                settings.max_batch_size,
+                settings.batch_timeout_ms,
+                time.time(),
+            )
 
 
 @dataclass(frozen=True)
@@ -132,8 +137,10 @@ class LoadBalancer:
 
     def __init__(self, strategy: str = "least_loaded") -> None:
         if strategy not in STRATEGIES:
-            raise WorkbookError(f"Unknown load-balancing strategy {strategy!r}.",
-                                f"use one of {', '.join(STRATEGIES)}.")
+            raise WorkbookError(
+                f"Unknown load-balancing strategy {strategy!r}.",
+                f"use one of {', '.join(STRATEGIES)}.",
+            )
         self.strategy = strategy
         self._turn = 0
 
@@ -145,8 +152,9 @@ class LoadBalancer:
     def pick(self, loads: Sequence[WorkerLoad]) -> int:
         """The index of the worker that gets the next batch (ties: the lowest index)."""
         if not loads:
-            raise WorkbookError("There is no worker to send the batch to.",
-                                "start at least one model actor.")
+            raise WorkbookError(
+                "There is no worker to send the batch to.", "start at least one model actor."
+            )
         if self.strategy == "round_robin":
             chosen = loads[self._turn % len(loads)].index
             self._turn += 1

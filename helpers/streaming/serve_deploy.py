@@ -35,8 +35,17 @@ from helpers.waiting import wait_for
 if TYPE_CHECKING:  # pragma: no cover
     from helpers.cluster import ClusterHandle
 
-__all__ = ["GENERATOR", "INGRESS", "IMPORT_PATH", "AppArgs", "app_config", "app_token",
-           "deployed_configs", "deploy_apps", "set_generator_settings"]
+__all__ = [
+    "GENERATOR",
+    "INGRESS",
+    "IMPORT_PATH",
+    "AppArgs",
+    "app_config",
+    "app_token",
+    "deployed_configs",
+    "deploy_apps",
+    "set_generator_settings",
+]
 
 GENERATOR = "TokenGenerator"
 INGRESS = "StreamingIngress"
@@ -68,19 +77,30 @@ class AppArgs(BaseModel):
         return [check_origin(origin) for origin in origins]
 
 
-def app_config(name: str, route_prefix: str, *, settings: BatchSettings | None = None,
-               import_path: str = IMPORT_PATH, **args: Any) -> dict[str, Any]:
+def app_config(
+    name: str,
+    route_prefix: str,
+    *,
+    settings: BatchSettings | None = None,
+    import_path: str = IMPORT_PATH,
+    **args: Any,
+) -> dict[str, Any]:
     """One application entry of a Serve config for ``build_app`` (``args``: :class:`AppArgs`).
 
     Unless ``api_token`` is given, a new one is made: read it back from
     ``entry["args"]["api_token"]`` (:func:`app_token`) to call the application.
     """
     checked = AppArgs(**{"api_token": new_token(), **args})
-    entry: dict[str, Any] = {"name": name, "route_prefix": route_prefix, "import_path": import_path,
-                             "args": checked.model_dump(exclude_defaults=True)}
+    entry: dict[str, Any] = {
+        "name": name,
+        "route_prefix": route_prefix,
+        "import_path": import_path,
+        "args": checked.model_dump(exclude_defaults=True),
+    }
     if checked.engine == "batch":
-        entry["deployments"] = [{"name": GENERATOR,
-                                 "user_config": (settings or BatchSettings()).model_dump()}]
+        entry["deployments"] = [
+            {"name": GENERATOR, "user_config": (settings or BatchSettings()).model_dump()}
+        ]
     return entry
 
 
@@ -89,7 +109,7 @@ def app_token(entry: Mapping[str, Any]) -> str:
     return entry["args"]["api_token"]
 
 
-def deployed_configs(cluster: "ClusterHandle") -> list[dict[str, Any]]:
+def deployed_configs(cluster: ClusterHandle) -> list[dict[str, Any]]:
     """The applications deployed from a config, as Serve holds them (their config entries)."""
     from helpers.serve_status import serve_details
 
@@ -97,7 +117,7 @@ def deployed_configs(cluster: "ClusterHandle") -> list[dict[str, Any]]:
     return [a["deployed_app_config"] for a in apps.values() if a.get("deployed_app_config")]
 
 
-def deploy_apps(cluster: "ClusterHandle", entries: list[dict[str, Any]]) -> dict[str, Any]:
+def deploy_apps(cluster: ClusterHandle, entries: list[dict[str, Any]]) -> dict[str, Any]:
     """Deploy config ``entries`` (:func:`app_config`) *beside* the applications already deployed
     from a config: a config deploy replaces the whole set, so the others are sent back as Serve
     holds them (unchanged, so untouched). Returns the config deployed."""
@@ -110,8 +130,14 @@ def deploy_apps(cluster: "ClusterHandle", entries: list[dict[str, Any]]) -> dict
     return config
 
 
-def set_generator_settings(cluster: "ClusterHandle", app: str, settings: BatchSettings, *,
-                           wait: bool = True, timeout_s: float = 60.0) -> dict[str, Any]:
+def set_generator_settings(
+    cluster: ClusterHandle,
+    app: str,
+    settings: BatchSettings,
+    *,
+    wait: bool = True,
+    timeout_s: float = 60.0,
+) -> dict[str, Any]:
     """Give application ``app``'s generator a new ``user_config``, as ``serve deploy`` would.
 
     The config Serve holds (every application deployed from a config, as deployed) is read
@@ -124,8 +150,12 @@ def set_generator_settings(cluster: "ClusterHandle", app: str, settings: BatchSe
     from helpers.serve_cli import deploy_config, with_deployment_options
     from helpers.serve_status import serve_details
 
-    config = with_deployment_options({"applications": deployed_configs(cluster)}, app, GENERATOR,
-                                     user_config=settings.model_dump())
+    config = with_deployment_options(
+        {"applications": deployed_configs(cluster)},
+        app,
+        GENERATOR,
+        user_config=settings.model_dump(),
+    )
     deploy_config(cluster, config)
     last = ""
 
@@ -135,11 +165,18 @@ def set_generator_settings(cluster: "ClusterHandle", app: str, settings: BatchSe
         generator = (details.get("deployments") or {}).get(GENERATOR) or {}
         target = (generator.get("deployment_config") or {}).get("user_config")
         last = f"{details.get('status')}, {GENERATOR} {generator.get('status')}"
-        return (target == settings.model_dump() and generator.get("status") == "HEALTHY"
-                and details.get("status") == "RUNNING")
+        return (
+            target == settings.model_dump()
+            and generator.get("status") == "HEALTHY"
+            and details.get("status") == "RUNNING"
+        )
 
     if wait:
-        wait_for(reconfigured, timeout_s=timeout_s, poll_s=0.2,
-                 what=f"{app}'s {GENERATOR} reconfigured",
-                 on_timeout=lambda waited: ServeTimeoutError(app, timeout_s, last))
+        wait_for(
+            reconfigured,
+            timeout_s=timeout_s,
+            poll_s=0.2,
+            what=f"{app}'s {GENERATOR} reconfigured",
+            on_timeout=lambda waited: ServeTimeoutError(app, timeout_s, last),
+        )
     return config

@@ -48,8 +48,12 @@ from helpers.labs.checks.lab09 import *
 #: module's name).
 LAB_MODULES = (lab01, lab02, lab03, lab04, lab05, lab06, lab07, lab08, lab09)
 
-__all__ = [*_framework_names, "HIDDEN_CHECKS_INSTALLED", "LAB_MODULES",
-           *(name for module in LAB_MODULES for name in module.__all__)]
+__all__ = [
+    *_framework_names,
+    "HIDDEN_CHECKS_INSTALLED",
+    "LAB_MODULES",
+    *(name for module in LAB_MODULES for name in module.__all__),
+]
 
 # The hidden checks are the instructor's (helpers/labs/hidden_checks.py): the grader puts their
 # cells back into each submission. A student kit (python -m helpers.labs kit) leaves the module

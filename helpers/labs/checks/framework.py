@@ -102,8 +102,11 @@ def checks_for(lab: str, *, hidden: bool | None = None) -> list[CheckInfo]:
 def parse_result(line: str) -> CheckResult:
     """One line of a results file; ``ValueError`` or ``TypeError`` if it is not a result."""
     result = CheckResult(**json.loads(line))
-    if not (isinstance(result.passed, bool) and isinstance(result.check, str)
-            and isinstance(result.lab, str)):
+    if not (
+        isinstance(result.passed, bool)
+        and isinstance(result.check, str)
+        and isinstance(result.lab, str)
+    ):
         raise TypeError("a result's lab and check are strings and passed is true or false")
     return result
 
@@ -159,7 +162,7 @@ def lab_check(
         CHECKS.setdefault(lab, []).append(info)
 
         @functools.wraps(func)
-        def run(session: "LabSession", *args: Any, **kwargs: Any) -> None:
+        def run(session: LabSession, *args: Any, **kwargs: Any) -> None:
             started = time.monotonic()
             try:
                 func(session, *args, **kwargs)
@@ -169,14 +172,25 @@ def lab_check(
             except WorkbookError as err:
                 passed, text = False, feedback(err.problem, err.fix)
             except Exception as err:  # noqa: BLE001 - a check must report, never crash
-                passed, text = False, feedback(
-                    f"The check could not inspect your work ({type(err).__name__}: "
-                    f"{str(err)[:300]}).",
-                    f"the cells of Task {task} above; run the notebook's cells in order and "
-                    "fix the first one that fails.")
-            result = CheckResult(lab, func.__name__, task, hidden, passed, text,
-                                 getattr(session, "student", "?"),
-                                 round(time.monotonic() - started, 2))
+                passed, text = (
+                    False,
+                    feedback(
+                        f"The check could not inspect your work ({type(err).__name__}: "
+                        f"{str(err)[:300]}).",
+                        f"the cells of Task {task} above; run the notebook's cells in order and "
+                        "fix the first one that fails.",
+                    ),
+                )
+            result = CheckResult(
+                lab,
+                func.__name__,
+                task,
+                hidden,
+                passed,
+                text,
+                getattr(session, "student", "?"),
+                round(time.monotonic() - started, 2),
+            )
             _record(result)
             if passed:
                 report_pass(f"Task {task}{' (hidden check)' if hidden else ''}: {summary}")
@@ -195,7 +209,7 @@ def lab_check(
 # --- what the checks share ------------------------------------------------------------------
 
 
-def _serve_apps(session: "LabSession") -> dict[str, Any]:
+def _serve_apps(session: LabSession) -> dict[str, Any]:
     return serve_details(session.cluster).get("applications") or {}
 
 
@@ -207,8 +221,9 @@ def _serve_apps(session: "LabSession") -> dict[str, Any]:
 REBUILD_GRACE_S = 20.0
 
 
-def _app(session: "LabSession", short: str, *, task: int, running: bool = True,
-         look: str = "") -> dict[str, Any]:
+def _app(
+    session: LabSession, short: str, *, task: int, running: bool = True, look: str = ""
+) -> dict[str, Any]:
     """The application's details; a problem if it is missing (or not RUNNING, once any
     rebuild in progress is over: :data:`REBUILD_GRACE_S`)."""
     name = session.app_name(short)
@@ -216,8 +231,11 @@ def _app(session: "LabSession", short: str, *, task: int, running: bool = True,
     where = look or f"Task {task}: the cell that deploys {name!r}; `serve status` lists apps"
     if name not in apps:
         mine = sorted(a for a in apps if a.startswith(session.prefix))
-        raise CheckProblem(f"Serve has no application named {name!r} (this lab's apps on the "
-                           f"cluster: {mine or 'none'}).", where)
+        raise CheckProblem(
+            f"Serve has no application named {name!r} (this lab's apps on the "
+            f"cluster: {mine or 'none'}).",
+            where,
+        )
     app = apps[name]
     deadline = time.monotonic() + REBUILD_GRACE_S
     while running and app.get("status") == "DEPLOYING" and time.monotonic() < deadline:
@@ -228,16 +246,19 @@ def _app(session: "LabSession", short: str, *, task: int, running: bool = True,
         raise CheckProblem(
             f"Application {name!r} is {app.get('status')}, not RUNNING"
             + (f": {message[0][:300]}" if message else "."),
-            where + "; its replicas' error is in `serve status` and the replica logs")
+            where + "; its replicas' error is in `serve status` and the replica logs",
+        )
     return app
 
 
 def _deployment(app: Mapping[str, Any], name: str, *, look: str) -> dict[str, Any]:
     deployments = app.get("deployments") or {}
     if name not in deployments:
-        raise CheckProblem(f"Application {app.get('name')!r} has no deployment {name!r} "
-                           f"(it has: {sorted(deployments)}).",
-                           look + " (the deployment's name is the class name, or name=...)")
+        raise CheckProblem(
+            f"Application {app.get('name')!r} has no deployment {name!r} "
+            f"(it has: {sorted(deployments)}).",
+            look + " (the deployment's name is the class name, or name=...)",
+        )
     return deployments[name]
 
 
@@ -265,22 +286,28 @@ def _get(url: str, *, look: str, timeout_s: float = 30.0) -> Any:
 
 def _json(response: Any, *, look: str) -> Any:
     if response.status_code != 200:
-        raise CheckProblem(f"{response.request.method} {response.url} answered HTTP "
-                           f"{response.status_code}: {response.text[:200]}", look)
+        raise CheckProblem(
+            f"{response.request.method} {response.url} answered HTTP "
+            f"{response.status_code}: {response.text[:200]}",
+            look,
+        )
     try:
         return response.json()
     except ValueError as err:
-        raise CheckProblem(f"{response.url} did not answer JSON: {response.text[:200]!r}",
-                           look) from err
+        raise CheckProblem(
+            f"{response.url} did not answer JSON: {response.text[:200]!r}", look
+        ) from err
 
 
-def _call(session: "LabSession", short: str, method: str, *args: Any,
-          timeout_s: float = 60.0) -> Any:
+def _call(session: LabSession, short: str, method: str, *args: Any, timeout_s: float = 60.0) -> Any:
     from ray import serve
 
     name = session.app_name(short)
-    return run_in_new_loop(lambda: getattr(serve.get_app_handle(name), method)
-                           .remote(*args).result(timeout_s=timeout_s))
+    return run_in_new_loop(
+        lambda: (
+            getattr(serve.get_app_handle(name), method).remote(*args).result(timeout_s=timeout_s)
+        )
+    )
 
 
 def _expect(condition: bool, problem: str, look: str) -> None:
@@ -290,5 +317,7 @@ def _expect(condition: bool, problem: str, look: str) -> None:
 
 def expected_checks_text(lab: str) -> str:
     """A short listing of a lab's checks (for the instructor's README and reports)."""
-    return "\n".join(f"task {c.task} {'hidden ' if c.hidden else ''}{c.name}: {c.summary}"
-                     for c in checks_for(lab))
+    return "\n".join(
+        f"task {c.task} {'hidden ' if c.hidden else ''}{c.name}: {c.summary}"
+        for c in checks_for(lab)
+    )

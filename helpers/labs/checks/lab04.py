@@ -35,7 +35,7 @@ def _l04_texts(count: int) -> list[str]:
 
 
 @lab_check("lab04", 1)
-def lab04_batched_answers_match(session: "LabSession") -> None:
+def lab04_batched_answers_match(session: LabSession) -> None:
     """BatchedScorer answers each text with the same score as the unbatched model."""
     from ray import serve
 
@@ -43,28 +43,38 @@ def lab04_batched_answers_match(session: "LabSession") -> None:
     _app(session, "batched", task=1, look="Task 1: the cell that deploys BatchedScorer")
     texts = _l04_texts(8)
     random.Random(4).shuffle(texts)
-    batched = measure_throughput(serve.get_app_handle(session.app_name("batched")), "score",
-                                 texts)["results"]
-    unbatched = measure_throughput(serve.get_app_handle(session.app_name("unbatched")), "score",
-                                   texts)["results"]
+    batched = measure_throughput(serve.get_app_handle(session.app_name("batched")), "score", texts)[
+        "results"
+    ]
+    unbatched = measure_throughput(
+        serve.get_app_handle(session.app_name("unbatched")), "score", texts
+    )["results"]
     wrong = [t for t, a, b in zip(texts, batched, unbatched) if a != b]
-    _expect(not wrong, f"{len(wrong)} of {len(texts)} texts got another text's score, e.g. "
-            f"{wrong[:1]}.", look)
+    _expect(
+        not wrong,
+        f"{len(wrong)} of {len(texts)} texts got another text's score, e.g. {wrong[:1]}.",
+        look,
+    )
 
 
 @lab_check("lab04", 2)
-def lab04_throughput_target(session: "LabSession", *, baseline_rps: float, speedup: float,
-                            requests: int) -> None:
+def lab04_throughput_target(
+    session: LabSession, *, baseline_rps: float, speedup: float, requests: int
+) -> None:
     """BatchedScorer reaches the throughput target."""
     from ray import serve
 
     look = "Task 2: max_batch_size, batch_wait_timeout_s and max_ongoing_requests"
     _app(session, "batched", task=2, look="Task 1")
     _call(session, "batched", "reset_stats")
-    burst = measure_throughput(serve.get_app_handle(session.app_name("batched")), "score",
-                               _l04_texts(requests))
+    burst = measure_throughput(
+        serve.get_app_handle(session.app_name("batched")), "score", _l04_texts(requests)
+    )
     stats = _call(session, "batched", "stats")
-    _expect(burst["rps"] >= speedup * baseline_rps,
-            f"{burst['rps']} requests/s is {burst['rps'] / baseline_rps:.1f}x the baseline "
-            f"({baseline_rps} requests/s); the target is {speedup}x. The device ran batches of "
-            f"{stats.get('mean_size')} on average (largest {stats.get('largest')}).", look)
+    _expect(
+        burst["rps"] >= speedup * baseline_rps,
+        f"{burst['rps']} requests/s is {burst['rps'] / baseline_rps:.1f}x the baseline "
+        f"({baseline_rps} requests/s); the target is {speedup}x. The device ran batches of "
+        f"{stats.get('mean_size')} on average (largest {stats.get('largest')}).",
+        look,
+    )

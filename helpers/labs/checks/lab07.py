@@ -47,7 +47,7 @@ CAUSES = {
 _L07_APPS = ("alpha", "beta", "gamma")
 
 
-def lab07_observed_causes(session: "LabSession", broken_config_path: Any) -> dict[str, str]:
+def lab07_observed_causes(session: LabSession, broken_config_path: Any) -> dict[str, str]:
     """What the live cluster shows for each of lab 07's applications (see :data:`CAUSES`)."""
     import yaml
 
@@ -61,8 +61,10 @@ def lab07_observed_causes(session: "LabSession", broken_config_path: Any) -> dic
         name = session.app_name(short)
         app = apps.get(name) or {}
         entry = entries.get(name) or {}
-        cpus = [(d.get("ray_actor_options") or {}).get("num_cpus") for d in
-                entry.get("deployments") or []]
+        cpus = [
+            (d.get("ray_actor_options") or {}).get("num_cpus")
+            for d in entry.get("deployments") or []
+        ]
         status = app.get("status")
         if status in ("DEPLOY_FAILED", "UNHEALTHY"):
             causes[short] = "crashes"
@@ -78,21 +80,26 @@ def lab07_observed_causes(session: "LabSession", broken_config_path: Any) -> dic
 
 
 @lab_check("lab07", 1)
-def lab07_diagnosis(session: "LabSession", diagnosis: Any, *, broken_config_path: Any) -> None:
+def lab07_diagnosis(session: LabSession, diagnosis: Any, *, broken_config_path: Any) -> None:
     """The diagnosis names the cause that the cluster shows for each application."""
     look = "Task 1: diagnosis, with serve status, pending_demands(cluster), check_config_fields"
-    _expect(isinstance(diagnosis, dict) and set(diagnosis) == set(_L07_APPS),
-            f"diagnosis must map each of {list(_L07_APPS)} to a cause; it is {diagnosis!r}.",
-            look)
+    _expect(
+        isinstance(diagnosis, dict) and set(diagnosis) == set(_L07_APPS),
+        f"diagnosis must map each of {list(_L07_APPS)} to a cause; it is {diagnosis!r}.",
+        look,
+    )
     bad = [c for c in diagnosis.values() if c not in CAUSES]
     _expect(not bad, f"{bad} are not causes; choose from {sorted(CAUSES)}.", look)
     observed = lab07_observed_causes(session, broken_config_path)
     wrong = sorted(app for app, said in diagnosis.items() if observed[app] != said)
     # The feedback names the applications, never the cause the cluster shows: that is the task.
-    _expect(not wrong, f"Your diagnosis is not what the cluster shows for {', '.join(wrong)} "
-            f"({len(wrong)} of {len(_L07_APPS)}).",
-            look + "; for each of them ask: does it run, did its replicas start, does it run "
-            "as its file says?")
+    _expect(
+        not wrong,
+        f"Your diagnosis is not what the cluster shows for {', '.join(wrong)} "
+        f"({len(wrong)} of {len(_L07_APPS)}).",
+        look + "; for each of them ask: does it run, did its replicas start, does it run "
+        "as its file says?",
+    )
     print(lab07_intent(broken_config_path))
 
 
@@ -104,23 +111,30 @@ def lab07_intent(broken_config_path: Any) -> str:
     config = yaml.safe_load(Path(broken_config_path).read_text())
     gamma = config["applications"][2]["deployments"][0]
     replicas = gamma.get("num_replicas", gamma.get("num_replica"))
-    return ("Diagnosis right. What your colleague meant (Task 2): alpha's replicas reserve a "
-            "quarter of a CPU each (num_cpus 0.25); beta classifies at threshold 0.5; gamma "
-            f"runs {replicas} replicas.")
+    return (
+        "Diagnosis right. What your colleague meant (Task 2): alpha's replicas reserve a "
+        "quarter of a CPU each (num_cpus 0.25); beta classifies at threshold 0.5; gamma "
+        f"runs {replicas} replicas."
+    )
 
 
 @lab_check("lab07", 2)
-def lab07_all_fixed(session: "LabSession", *, gamma_replicas: int) -> None:
+def lab07_all_fixed(session: LabSession, *, gamma_replicas: int) -> None:
     """All three applications run as intended and answer."""
     look = "Task 2: the fixed config (fixed_path), deployed with `serve deploy`"
     for short in _L07_APPS:
         app = _app(session, short, task=2, look=look)
-        body = _json(_post(session.url(short), {"text": "a wonderful day"}, look=look),
-                     look=look)
-        _expect(body.get("label") in ("positive", "negative"),
-                f"{short} answered {str(body)[:200]}.", look)
+        body = _json(_post(session.url(short), {"text": "a wonderful day"}, look=look), look=look)
+        _expect(
+            body.get("label") in ("positive", "negative"),
+            f"{short} answered {str(body)[:200]}.",
+            look,
+        )
         if short == "gamma":
             dep: dict[str, Any] = next(iter((app.get("deployments") or {}).values()), {})
             running = len(_running_replicas(dep))
-            _expect(running == gamma_replicas,
-                    f"gamma runs {running} replica(s); its config meant {gamma_replicas}.", look)
+            _expect(
+                running == gamma_replicas,
+                f"gamma runs {running} replica(s); its config meant {gamma_replicas}.",
+                look,
+            )
