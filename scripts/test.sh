@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test suite CI runs, in three phases:
-#   0. lint and types: `ruff check` (code and notebooks) and `mypy` (helpers/), configured in
+#   0. lint, format and types: `ruff check` (code and notebooks), `ruff format --check` (the
+#      Python files) and `mypy` (helpers/), configured in
 #      pyproject.toml; a few seconds. A failure here fails the run, after the other phases ran;
 #   1. on two pytest-xdist workers, longest files first: the unit tests of the helpers against
 #      real Ray (tests/), the lessons whose CI profile entry says `shares_machine: true` (they
@@ -42,8 +43,8 @@ LONG_TIMEOUT=(--timeout=1800)
 
 set +e
 t0l=$SECONDS
-echo "lint and types: ruff check, mypy"
-"$PY" -m ruff check . && "$PY" -m mypy
+echo "lint, format and types: ruff check, ruff format --check, mypy"
+"$PY" -m ruff check . && "$PY" -m ruff format --check . && "$PY" -m mypy
 lint=$?
 t_lint=$((SECONDS - t0l))
 t1=$SECONDS
@@ -87,7 +88,7 @@ minutes() { awk -v s="$1" 'BEGIN { printf "%.1f", s / 60 }'; }
 printf '\n%-48s %8s %8s\n' "phase of make test" "minutes" "seconds"
 row() { printf '%-48s %8s %8s\n' "$1" "$(minutes "$2")" "$2"; }
 row "environment and browser check" "$t_env"
-row "lint and types (ruff, mypy)" "$t_lint"
+row "lint, format and types (ruff, mypy)" "$t_lint"
 row "unit tests, lessons sharing ($WORKERS workers)" "$t_unit"
 row "classroom run and lessons (one at a time)" "$t_alone"
 row "total" $((SECONDS - t0))
@@ -96,9 +97,9 @@ row "total" $((SECONDS - t0))
 ok() { [ "$1" -eq 0 ] || [ "$1" -eq 5 ]; }
 if [ "$lint" -eq 0 ] && ok "$unit" && ok "$lessons" \
    && ! { [ "$unit" -eq 5 ] && [ "$lessons" -eq 5 ]; }; then
-  echo "tests passed (lint and types: exit 0, unit tests: exit $unit, tests alone and lessons: exit $lessons)"
+  echo "tests passed (lint, format and types: exit 0, unit tests: exit $unit, tests alone and lessons: exit $lessons)"
   exit 0
 fi
-echo "tests FAILED (lint and types: exit $lint, unit tests: exit $unit, tests alone and lessons:" \
+echo "tests FAILED (lint, format and types: exit $lint, unit tests: exit $unit, tests alone and lessons:" \
      "exit $lessons; 0 is a pass, 5 ran nothing)" >&2
 exit 1
