@@ -369,12 +369,23 @@ def test_helpers_load_is_not_the_bottleneck_locust_is() -> None:
 def test_a_locust_run_can_be_ended_early_with_its_statistics() -> None:
     """A run that lasts "until the second engine serves" (lesson 05) ends it with finish()."""
     from helpers.echo_server import EchoServer
-    from helpers.locust_run import LocustRun
+    from helpers.errors import WorkbookError
+    from helpers.locust_run import LocustRun, read_locust_stats
+    from helpers.waiting import wait_for
 
     with EchoServer() as echo:
         run = LocustRun(echo.url, users=2, spawn_rate=2, run_time_s=120, options={"payload": "{}"})
         run.start()
-        time.sleep(4)
+        # Ended once it has sent requests (its statistics file, rewritten every second or two,
+        # counts them), not after a fixed sleep: Locust took 7 s to start beside a busy test
+        # run, and a run ended before its users sent anything has nothing to report.
+        stats_csv = run.csv_prefix.with_name(run.csv_prefix.name + "_stats.csv")
+        wait_for(
+            lambda: stats_csv.exists() and read_locust_stats(stats_csv)["requests"] > 0,
+            timeout_s=60,
+            what="Locust's statistics to count a request",
+            not_yet=(WorkbookError, KeyError, ValueError),  # a file being rewritten
+        )
         assert run.running
         stats = run.finish()
     assert not run.running and run.pid is None
