@@ -17,6 +17,7 @@ from helpers import processes
 from helpers.errors import PortInUseError
 from helpers.ports import ensure_port_free, free_port, is_port_free
 from helpers.processes import is_alive
+from helpers.waiting import wait_for
 
 
 @pytest.fixture
@@ -265,8 +266,13 @@ def test_sweep_ends_what_a_dead_owner_left_and_nothing_else(
 
         owner.kill()
         owner.wait(timeout=10)
-        members = [p.pid for p in processes.session_members(orphan.pid)]
-        assert len(members) >= 2  # the shell and its two sleeps
+
+        def shell_and_sleeps() -> list[int] | None:
+            pids = [p.pid for p in processes.session_members(orphan.pid)]
+            return pids if len(pids) >= 2 else None
+
+        # the shell and its sleeps (on a busy machine the shell may not have forked yet)
+        members = wait_for(shell_and_sleeps, timeout_s=30, what="the session's second process")
         assert processes.sweep_orphans() == ["killed-kernel", "old"]
         assert not any(is_alive(pid) for pid in members)
         assert is_alive(reused.pid), "the reused pid's process was signalled"
