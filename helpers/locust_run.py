@@ -103,6 +103,9 @@ class LocustRun(ManagedProcess):
         self.dir = scratch_root() / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.csv_prefix = self.dir / "run"
+        #: Locust's statistics (its Aggregated row: read_locust_stats), rewritten every few
+        #: seconds while it runs and once more when it ends.
+        self.stats_csv = self.dir / "run_stats.csv"
         self.run_time_s = run_time_s
         try:
             shown_file = str(Path(locustfile).relative_to(Path.cwd()))
@@ -184,7 +187,7 @@ class LocustRun(ManagedProcess):
             time.sleep(0.2)
         self.ended_at = time.time()
         code = self.stop()
-        stats_csv = Path(f"{self.csv_prefix}_stats.csv")
+        stats_csv = self.stats_csv
         if not stats_csv.exists():
             raise WorkbookError(
                 f"Locust exited with code {code} and wrote no statistics.",

@@ -37,6 +37,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from helpers.browser import CHROMIUM_ARGS
 from helpers.paths import BUILD_DIR, NOTEBOOKS_DIR, REPO_ROOT
 from helpers.ports import free_port
 from helpers.processes import start_session, stop_session
@@ -46,16 +47,6 @@ pytestmark = pytest.mark.alone  # the lesson's step load asserts a p90 latency: 
 LESSON = NOTEBOOKS_DIR / "05_autoscaling.ipynb"
 LIVE_S = 20.0  # how long the live dashboard's load runs (the lesson's default is 180 s)
 LEFT_OUT = ("## 3.", "## 4.", "## 5.")  # sections this copy does not run (see the docstring)
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def _source(cell: dict) -> str:
@@ -234,7 +225,7 @@ def test_lesson_05_runs_in_jupyterlab_with_its_check_and_live_dashboard(
                 profile,
                 executable_path=chromium,
                 headless=True,
-                args=CHROMIUM_ARGS,
+                args=list(CHROMIUM_ARGS),
                 viewport={"width": 1280, "height": 1000},
             )
             page = context.new_page()

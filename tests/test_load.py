@@ -379,9 +379,8 @@ def test_a_locust_run_can_be_ended_early_with_its_statistics() -> None:
         # Ended once it has sent requests (its statistics file, rewritten every second or two,
         # counts them), not after a fixed sleep: Locust took 7 s to start beside a busy test
         # run, and a run ended before its users sent anything has nothing to report.
-        stats_csv = run.csv_prefix.with_name(run.csv_prefix.name + "_stats.csv")
         wait_for(
-            lambda: stats_csv.exists() and read_locust_stats(stats_csv)["requests"] > 0,
+            lambda: run.stats_csv.exists() and read_locust_stats(run.stats_csv)["requests"] > 0,
             timeout_s=60,
             what="Locust's statistics to count a request",
             not_yet=(WorkbookError, KeyError, ValueError),  # a file being rewritten

@@ -187,20 +187,20 @@ class LabGrade:
             "seconds": round(self.seconds, 1),
         }
 
+    #: The fields saved as they are (the others are converted in to_json and from_json).
+    _PLAIN_FIELDS = (
+        "student",
+        "lab",
+        "status",
+        "missing",
+        "tampered",
+        "errors",
+        "notes",
+        "seconds",
+    )
+
     def to_json(self) -> dict[str, Any]:
-        data = {
-            k: getattr(self, k)
-            for k in (
-                "student",
-                "lab",
-                "status",
-                "missing",
-                "tampered",
-                "errors",
-                "notes",
-                "seconds",
-            )
-        }
+        data = {k: getattr(self, k) for k in self._PLAIN_FIELDS}
         data["results"] = [r.__dict__ for r in self.results]
         data["executed"] = str(self.executed) if self.executed else None
         data["hints"] = dict(self.hints)
@@ -208,21 +208,7 @@ class LabGrade:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LabGrade:
-        grade = cls(
-            **{
-                k: data[k]
-                for k in (
-                    "student",
-                    "lab",
-                    "status",
-                    "missing",
-                    "tampered",
-                    "errors",
-                    "notes",
-                    "seconds",
-                )
-            }
-        )
+        grade = cls(**{k: data[k] for k in cls._PLAIN_FIELDS})
         grade.results = [CheckResult(**r) for r in data["results"]]
         grade.executed = Path(data["executed"]) if data.get("executed") else None
         grade.hints = {str(k): int(v) for k, v in (data.get("hints") or {}).items()}
