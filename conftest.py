@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +29,14 @@ def pytest_configure(config: pytest.Config) -> None:
         path = tempfile.mkdtemp(prefix="rswt")  # short: see LocalCluster
         os.environ["WORKBOOK_SCRATCH"] = path
         _SCRATCH_CREATED.append(path)
+    # A TERM (scripts/test.sh passing on a Ctrl-C, a CI cancel) ends the run as Ctrl-C does:
+    # fixtures finalize, so the clusters they started are stopped (Python's default for TERM
+    # exits at once and runs nothing).
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -81,8 +81,12 @@ nice -n 19 "$PY" -m pytest "${TARGETS[@]}" -n "$WORKERS" --dist loadfile --no-lo
   -m "not alone" "${COMMON[@]}" "${UNIT_TIMEOUT[@]}" --junitxml=build/test-unit.xml \
   "${NBVAL[@]}" "$@" > build/test-unit.log 2>&1 &
 phase1=$!
-# Ctrl-C or a TERM ends phase 1 as pytest ends on Ctrl-C: its fixtures stop their clusters.
-trap 'kill -INT "$phase1" 2>/dev/null; wait "$phase1"; exit 130' INT TERM
+# Each Ray node, kernel and CLI call of phase 1 starts a session of its own, and Linux shares the
+# CPU between sessions before nice counts: their sessions get nice 19 too (the script says more).
+"$PY" scripts/nice_sessions.py "$phase1" &
+# Ctrl-C or a TERM ends phase 1 too (a background job ignores SIGINT; conftest.py turns a TERM
+# into pytest's Ctrl-C, so its fixtures stop their clusters).
+trap 'kill -TERM "$phase1" 2>/dev/null; wait "$phase1"; exit 130' INT TERM
 # Phase 2, meanwhile: the tests marked `alone` - the classroom run, every other lesson - one at
 # a time, at normal priority, their clusters' workers too.
 RAY_worker_niceness=0 "$PY" -m pytest "${TARGETS[@]}" -m alone "${COMMON[@]}" "${LONG_TIMEOUT[@]}" \
