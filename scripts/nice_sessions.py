@@ -2,7 +2,8 @@
 
 Usage: ``python scripts/nice_sessions.py PID`` (scripts/test.sh): until process PID ends, every
 second, each session (autogroup) holding one of this user's processes at nice 19 gets the
-autogroup nice 19 as well.
+autogroup nice 19 as well; never the watcher's own session (make test's: phase 1 runs in a
+session of its own, ``setsid``), nor a kernel thread's.
 
 Why: where the kernel groups processes by session (``/proc/sys/kernel/sched_autogroup_enabled``
 is 1, the default of most distributions), it shares the CPU between sessions first and weighs
@@ -33,8 +34,19 @@ def _nice_and_start(pid: str) -> tuple[int, str] | None:
     return int(fields[16]), fields[19]  # stat's fields 19 (nice) and 22 (start time)
 
 
-def lower_sessions(seen: set[tuple[str, str]]) -> None:
-    """One pass over /proc; ``seen`` holds the processes already looked at (pid, start time)."""
+def _autogroup(pid: str | int) -> list[str]:
+    """``["/autogroup-N", "nice", "K"]`` (empty without autogroups or if gone)."""
+    try:
+        with open(f"/proc/{pid}/autogroup") as f:
+            return f.read().split()
+    except OSError:
+        return []
+
+
+def lower_sessions(seen: set[tuple[str, str]], keep: str) -> None:
+    """One pass over /proc; ``seen`` holds the processes already looked at (pid, start time).
+    The autogroup named ``keep`` (this watcher's own: make test's, and phase 2's driver) and
+    kernel threads (a nice-19 kernel thread's group is everyone's) are never touched."""
     uid = os.getuid()
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -46,14 +58,16 @@ def lower_sessions(seen: set[tuple[str, str]]) -> None:
         try:
             if info[0] < LOW or os.stat(f"/proc/{pid}").st_uid != uid:
                 continue
-            path = f"/proc/{pid}/autogroup"
-            with open(path) as f:
-                if f.read().split()[-1] == str(LOW):
-                    continue
-            with open(path, "w") as f:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if not f.read(1):
+                    continue  # a kernel thread
+            group = _autogroup(pid)
+            if not group or group[0] == keep or group[-1] == str(LOW):
+                continue
+            with open(f"/proc/{pid}/autogroup", "w") as f:
                 f.write(str(LOW))
         except (OSError, ValueError, IndexError):
-            continue  # gone, no autogroups, or not allowed: nice alone counts
+            continue  # gone, or not allowed: nice alone counts
 
 
 def main(argv: list[str]) -> int:
@@ -62,12 +76,15 @@ def main(argv: list[str]) -> int:
         return 2
     watched = int(argv[0])
     seen: set[tuple[str, str]] = set()
+    own = _autogroup(os.getpid())
+    if not own:
+        return 0  # no autogroups here: nice alone counts
     while True:
         try:
             os.kill(watched, 0)
         except ProcessLookupError:
             return 0
-        lower_sessions(seen)
+        lower_sessions(seen, keep=own[0])
         time.sleep(1.0)
 
 

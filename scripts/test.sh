@@ -76,13 +76,15 @@ fi
 export WORKBOOK_BESIDE="${SHARING[*]}"
 # Phase 1: the unit tests, the lessons that share the machine and the tests marked `beside`,
 # WORKERS at a time, longest files first (conftest.py); a lesson's cells on one worker, in order;
-# at nice 19, in the background, its output in build/test-unit.log.
-nice -n 19 "$PY" -m pytest "${TARGETS[@]}" -n "$WORKERS" --dist loadfile --no-loadscope-reorder \
+# at nice 19, in the background, in a session of its own (see below), its output in
+# build/test-unit.log.
+setsid nice -n 19 "$PY" -m pytest "${TARGETS[@]}" -n "$WORKERS" --dist loadfile --no-loadscope-reorder \
   -m "not alone" "${COMMON[@]}" "${UNIT_TIMEOUT[@]}" --junitxml=build/test-unit.xml \
   "${NBVAL[@]}" "$@" > build/test-unit.log 2>&1 &
 phase1=$!
-# Each Ray node, kernel and CLI call of phase 1 starts a session of its own, and Linux shares the
-# CPU between sessions before nice counts: their sessions get nice 19 too (the script says more).
+# Phase 1 and each Ray node, kernel and CLI call it starts are sessions of their own, and Linux
+# shares the CPU between sessions before nice counts: those sessions get nice 19 too (the
+# script says more).
 "$PY" scripts/nice_sessions.py "$phase1" &
 # Ctrl-C or a TERM ends phase 1 too (a background job ignores SIGINT; conftest.py turns a TERM
 # into pytest's Ctrl-C, so its fixtures stop their clusters).
