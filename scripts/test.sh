@@ -1,24 +1,20 @@
 #!/usr/bin/env bash
-# The test suite CI runs: lint, then two sets of tests at the same time.
+# The test suite CI runs, in three phases:
 #   0. lint, format and types: `ruff check` (code and notebooks), `ruff format --check` (the
 #      Python files) and `mypy` (helpers/), configured in
 #      pyproject.toml; a few seconds. A failure here fails the run, after the other phases ran;
-#   1. at the lowest CPU priority (nice 19), on two pytest-xdist workers, longest files first:
-#      the unit tests of the helpers against real Ray (tests/), the lessons whose CI profile
-#      entry says `shares_machine: true` (they assert nothing about speed, or timing bounds a
-#      slower machine only lengthens) under nbval, and the tests marked `beside` (they run
-#      lessons on a cluster of their own and measure nothing);
-#   2. at the same time, at normal priority, one at a time: the tests marked `alone` - the
-#      labs' classroom run, then every other lesson under nbval with the CI profile's
-#      parameters (their measured claims - vLLM vs transformers, batching, autoscaling within
-#      30 s, deploy to first token - need the machine to themselves). Their Ray workers run at
-#      normal priority too (RAY_worker_niceness=0; Ray's default starts workers at nice 15):
-#      whenever a test of this phase wants a core it gets it (the kernel's scheduler weighs
-#      nice 0 against nice 19 as 1024 to 15), and phase 1 uses the CPU it leaves idle (phase 2
-#      alone kept 62 % of the two cores busy, measured). A lesson with "Your turn" tasks runs
-#      as its proof notebook (the runner's --prepare-only writes it): each task's check must
-#      fail on the blank task, then pass on the answer (helpers/lessons/proof.py).
-# Phase 1's output is kept in build/test-unit.log and printed when both phases have ended.
+#   1. on two pytest-xdist workers, longest files first: the unit tests of the helpers against
+#      real Ray (tests/), the lessons whose CI profile entry says `shares_machine: true` (they
+#      assert nothing about speed or timing) under nbval, and the tests marked `beside` (they
+#      run lessons on a cluster of their own and measure nothing). One run, not two phases: the
+#      machine is busy throughout (99% of both cores measured) and no worker waits for the
+#      other phase's last long file;
+#   2. the tests marked `alone`, one at a time: the labs' classroom run, then every other lesson
+#      under nbval with the CI profile's parameters (their measured claims - vLLM vs
+#      transformers, batching, autoscaling within 30 s, deploy to first token - need the
+#      machine to themselves). A lesson with "Your turn" tasks runs as its proof notebook
+#      (the runner's --prepare-only writes it): each task's check must fail on the blank
+#      task, then pass on the answer (helpers/lessons/proof.py).
 # Extra arguments go to pytest in every phase (e.g. -k cluster). At the end: the time of each
 # test file and notebook (scripts/time_table.py), then of each phase.
 set -euo pipefail
@@ -52,8 +48,7 @@ echo "lint, format and types: ruff check, ruff format --check, mypy"
 lint=$?
 t_lint=$((SECONDS - t0l))
 t1=$SECONDS
-mkdir -p build
-rm -f build/test-unit.xml build/test-unit.log build/test-alone.xml build/proof-results.jsonl build/item-times.jsonl
+rm -f build/test-unit.xml build/test-alone.xml build/proof-results.jsonl build/item-times.jsonl
 # Each "Your turn" proof step records how long its check took (scripts/time_table.py prints the
 # slowest checks of blank tasks: a check that waits out a timeout before failing).
 export WORKBOOK_PROOF_RESULTS="${WORKBOOK_PROOF_RESULTS:-$PWD/build/proof-results.jsonl}"
@@ -75,42 +70,27 @@ if [ "$NOTEBOOKS" != none ]; then
 fi
 export WORKBOOK_BESIDE="${SHARING[*]}"
 # Phase 1: the unit tests, the lessons that share the machine and the tests marked `beside`,
-# WORKERS at a time, longest files first (conftest.py); a lesson's cells on one worker, in order;
-# at nice 19, in the background, in a session of its own (see below), its output in
-# build/test-unit.log.
-setsid nice -n 19 "$PY" -m pytest "${TARGETS[@]}" -n "$WORKERS" --dist loadfile --no-loadscope-reorder \
+# WORKERS at a time, longest files first (conftest.py); a lesson's cells on one worker, in order.
+"$PY" -m pytest "${TARGETS[@]}" -n "$WORKERS" --dist loadfile --no-loadscope-reorder \
   -m "not alone" "${COMMON[@]}" "${UNIT_TIMEOUT[@]}" --junitxml=build/test-unit.xml \
-  "${NBVAL[@]}" "$@" > build/test-unit.log 2>&1 &
-phase1=$!
-# Phase 1 and each Ray node, kernel and CLI call it starts are sessions of their own, and Linux
-# shares the CPU between sessions before nice counts: those sessions get nice 19 too (the
-# script says more).
-"$PY" scripts/nice_sessions.py "$phase1" &
-# Ctrl-C or a TERM ends phase 1 too (a background job ignores SIGINT; conftest.py turns a TERM
-# into pytest's Ctrl-C, so its fixtures stop their clusters).
-trap 'kill -TERM "$phase1" 2>/dev/null; wait "$phase1"; exit 130' INT TERM
-# Phase 2, meanwhile: the tests marked `alone` - the classroom run, every other lesson - one at
-# a time, at normal priority, their clusters' workers too.
-RAY_worker_niceness=0 "$PY" -m pytest "${TARGETS[@]}" -m alone "${COMMON[@]}" "${LONG_TIMEOUT[@]}" \
+  "${NBVAL[@]}" "$@"
+unit=$?
+t_unit=$((SECONDS - t1))
+t3=$SECONDS
+# Phase 2: the tests marked `alone` - the classroom run, every other lesson - one at a time.
+"$PY" -m pytest "${TARGETS[@]}" -m alone "${COMMON[@]}" "${LONG_TIMEOUT[@]}" \
   --junitxml=build/test-alone.xml "${NBVAL[@]}" "$@"
 lessons=$?
-t_alone=$((SECONDS - t1))
-wait "$phase1"
-unit=$?
-trap - INT TERM
-t_unit=$((SECONDS - t1))
-echo
-echo "=== phase 1 (nice 19, beside phase 2): its output, from build/test-unit.log ==="
-cat build/test-unit.log
+t_alone=$((SECONDS - t3))
 set -e
 "$PY" scripts/time_table.py build/test-unit.xml build/test-alone.xml "$WORKBOOK_PROOF_RESULTS" || true
 minutes() { awk -v s="$1" 'BEGIN { printf "%.1f", s / 60 }'; }
-printf '\n%-60s %8s %8s\n' "phase of make test" "minutes" "seconds"
-row() { printf '%-60s %8s %8s\n' "$1" "$(minutes "$2")" "$2"; }
+printf '\n%-48s %8s %8s\n' "phase of make test" "minutes" "seconds"
+row() { printf '%-48s %8s %8s\n' "$1" "$(minutes "$2")" "$2"; }
 row "environment and browser check" "$t_env"
 row "lint, format and types (ruff, mypy)" "$t_lint"
-row "1: unit tests, lessons sharing ($WORKERS workers, nice 19)" "$t_unit"
-row "2: classroom run, lessons alone (meanwhile, one at a time)" "$t_alone"
+row "unit tests, lessons sharing ($WORKERS workers)" "$t_unit"
+row "classroom run and lessons (one at a time)" "$t_alone"
 row "total" $((SECONDS - t0))
 # pytest's 5 is "no tests collected": fine in one phase (a -k that names only unit tests),
 # a failure when neither phase ran anything.
