@@ -42,7 +42,6 @@ from helpers.labs.checks.lab08 import (
     _l08_share_of,
 )
 from helpers.labs.checks.lab09 import _L09_LOOK, lab09_where
-from helpers.labs.checks.lab10 import _l10_held_config
 from helpers.load import run_in_new_loop
 from helpers.metrics import scrape_cluster
 from helpers.serve_cli import check_config_fields
@@ -73,7 +72,6 @@ __all__ = [
     "lab09_embed_says_one_per_node",
     "lab09_rerank_says_one_per_node",
     "lab09_generate_on_its_own_gpu",
-    "lab10_context_kept",
 ]
 
 
@@ -447,17 +445,3 @@ def lab09_generate_on_its_own_gpu(session: LabSession) -> None:
             f"{sorted(halves)}.",
             _L09_LOOK["generate"],
         )
-
-
-@lab_check("lab10", 4, hidden=True)
-def lab10_context_kept(session: LabSession, *, kv_cache_tokens: int) -> None:
-    """chat keeps a useful context: at least half of what its KV cache was sized for."""
-    look = "Task 4: chat's engine arguments in fixed_path"
-    _app(session, "chat", task=4, look=look)
-    length = (_l10_held_config(session).get("engine_kwargs") or {}).get("max_model_len")
-    _expect(
-        isinstance(length, int) and length >= kv_cache_tokens // 2,
-        f"chat's max_model_len is {length!r}: far shorter than the about {kv_cache_tokens} "
-        "tokens its cache was sized for.",
-        look,
-    )

@@ -12,7 +12,7 @@ result to it as one JSON line: that is how the grader and the tests collect resu
 
 Where things are: :mod:`~helpers.labs.checks.framework` holds the registry (:func:`lab_check`,
 :data:`CHECKS`), the results and the cluster and HTTP plumbing the checks share; each lab's
-checks are a module of their own, named after the lab (``lab01.py`` ... ``lab10.py``). This
+checks are a module of their own, named after the lab (``lab01.py`` ... ``lab09.py``). This
 package imports all of them, so importing any part of it registers every lab's checks, and
 every check is a name here. The hidden checks live in :mod:`helpers.labs.hidden_checks` (the
 instructor's part, left out of the student kit) and are named here when that module is
@@ -31,7 +31,7 @@ Usage (a check cell of a lab)::
 
 from __future__ import annotations
 
-from helpers.labs.checks import lab01, lab02, lab03, lab04, lab05, lab06, lab07, lab08, lab09, lab10
+from helpers.labs.checks import lab01, lab02, lab03, lab04, lab05, lab06, lab07, lab08, lab09
 from helpers.labs.checks.framework import *
 from helpers.labs.checks.framework import __all__ as _framework_names
 from helpers.labs.checks.lab01 import *
@@ -43,11 +43,10 @@ from helpers.labs.checks.lab06 import *
 from helpers.labs.checks.lab07 import *
 from helpers.labs.checks.lab08 import *
 from helpers.labs.checks.lab09 import *
-from helpers.labs.checks.lab10 import *
 
 #: The modules of the labs' visible checks, in the order they register (the lab id is each
 #: module's name).
-LAB_MODULES = (lab01, lab02, lab03, lab04, lab05, lab06, lab07, lab08, lab09, lab10)
+LAB_MODULES = (lab01, lab02, lab03, lab04, lab05, lab06, lab07, lab08, lab09)
 
 __all__ = [
     *_framework_names,
