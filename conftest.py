@@ -29,9 +29,9 @@ def pytest_configure(config: pytest.Config) -> None:
         path = tempfile.mkdtemp(prefix="rswt")  # short: see LocalCluster
         os.environ["WORKBOOK_SCRATCH"] = path
         _SCRATCH_CREATED.append(path)
-    # A TERM (scripts/test.sh passing on a Ctrl-C, a CI cancel) ends the run as Ctrl-C does:
-    # fixtures finalize, so the clusters they started are stopped (Python's default for TERM
-    # exits at once and runs nothing).
+    # A TERM (a CI cancel, `timeout`, `kill`) ends the run as Ctrl-C does: fixtures finalize,
+    # so the clusters they started are stopped (Python's default for TERM exits at once and
+    # runs nothing; a background job of a non-interactive shell ignores SIGINT).
     signal.signal(signal.SIGTERM, _interrupt)
 
 
