@@ -260,11 +260,20 @@ def test_out_inside_the_submissions_is_refused(tmp_path: Path) -> None:
     assert cli.returncode == 2 and "Fix: give --out a folder outside" in cli.stderr, cli.stderr
 
 
-def test_a_cell_that_ignores_the_interrupt_is_ended_at_the_deadline(tmp_path: Path) -> None:
+def test_a_cell_that_ignores_the_interrupt_is_ended_at_the_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """nbclient's per-cell timeout only interrupts the kernel and goes on: a loop that ignores
     SIGINT would cost every later cell its timeout. The notebook's deadline ends the kernel;
-    the next student is graded."""
+    the next student is graded. The submission's scratch folder goes with it (a classroom run
+    used to leave one folder in /tmp per graded notebook)."""
+    import tempfile
+
     import psutil
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where grading makes its scratch
 
     folder = tmp_path / "class"
     stubborn = _copy(folder, "stubborn")
@@ -302,6 +311,7 @@ def test_a_cell_that_ignores_the_interrupt_is_ended_at_the_deadline(tmp_path: Pa
     assert not psutil.pid_exists(kernel_pid) or psutil.Process(kernel_pid).status() == "zombie"
     report = (tmp_path / "grades" / "stubborn" / "report.md").read_text()
     assert "timed out after 25 s" in report
+    assert not list(temp.glob("g01-*")), "the submission's scratch folder was left behind"
 
 
 # --- the labs' proof: each check fails while only its own task is undone -----------------------

@@ -50,6 +50,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -493,6 +494,7 @@ def grade_submission(
         grade.seconds = time.monotonic() - started
         with _scratch(scratch):
             end_leftovers(find_leftovers())
+        shutil.rmtree(scratch, ignore_errors=True)  # its registry, and what the kernel left
     executed = student_dir / submission.path.name
     nbformat.write(nb, str(executed))
     grade.executed = executed
