@@ -522,6 +522,7 @@ def classroom(workbook_scratch: Path) -> Iterator[SimpleNamespace]:
         cluster.run_cli(
             ["serve", "start", "--http-host", "127.0.0.1", "--http-port", str(free_port())]
         )
+        BUILD_DIR.mkdir(parents=True, exist_ok=True)  # a checkout's first run has no build/
         work = Path(tempfile.mkdtemp(prefix="labs-", dir=BUILD_DIR))
         solution_results = work / "solution.jsonl"
         profile = load_profile("ci")
