@@ -9,17 +9,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-import signal
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from helpers.processes import interrupt_on_termination
+
 _SCRATCH_CREATED: list[str] = []
+_UNTIL_UNCONFIGURE = contextlib.ExitStack()  # what pytest_configure starts for the run
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -29,17 +32,14 @@ def pytest_configure(config: pytest.Config) -> None:
         path = tempfile.mkdtemp(prefix="rswt")  # short: see LocalCluster
         os.environ["WORKBOOK_SCRATCH"] = path
         _SCRATCH_CREATED.append(path)
-    # A TERM (a CI cancel, `timeout`, `kill`) ends the run as Ctrl-C does: fixtures finalize,
-    # so the clusters they started are stopped (Python's default for TERM exits at once and
-    # runs nothing; a background job of a non-interactive shell ignores SIGINT).
-    signal.signal(signal.SIGTERM, _interrupt)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    # A TERM or HUP (a CI cancel, `timeout`, `kill`) ends the run as Ctrl-C does: fixtures
+    # finalize, so the clusters they started are stopped (Python's default for TERM exits at
+    # once and runs nothing; a background job of a non-interactive shell ignores SIGINT).
+    _UNTIL_UNCONFIGURE.enter_context(interrupt_on_termination())
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    _UNTIL_UNCONFIGURE.close()
     for path in _SCRATCH_CREATED:
         shutil.rmtree(path, ignore_errors=True)
 

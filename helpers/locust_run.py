@@ -187,14 +187,13 @@ class LocustRun(ManagedProcess):
             time.sleep(0.2)
         self.ended_at = time.time()
         code = self.stop()
-        stats_csv = self.stats_csv
-        if not stats_csv.exists():
+        if not self.stats_csv.exists():
             raise WorkbookError(
                 f"Locust exited with code {code} and wrote no statistics.",
                 "read its log below (a wrong option or locustfile error).",
                 details=self.tail(),
             )
-        stats = read_locust_stats(stats_csv)
+        stats = read_locust_stats(self.stats_csv)
         stats["wall_s"] = round(self.ended_at - (self.started_at or self.ended_at), 2)
         stats["client_cpu_s"] = round(self.cpu_s, 2)
         return stats
