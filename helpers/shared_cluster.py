@@ -139,9 +139,10 @@ class Workspace:
         """The file to ``serve deploy``: ``path`` itself on one's own cluster. On a shared
         cluster ``serve deploy`` would delete every config-deployed application the file does
         not list (the classmates'), so a copy beside it, ``deploy-<name>``, with theirs kept
-        (:func:`keeping_the_others`). Deploy it in the same cell: the copy is what Serve holds
-        when it is written, and until it is deployed nobody else's copy is written
-        (:func:`take_deploy_lease`)."""
+        (:func:`keeping_the_others`); this workspace's own applications that the file leaves
+        out are deleted by it, as on one's own cluster. Deploy it in the same cell: the copy
+        is what Serve holds when it is written, and until it is deployed nobody else's copy
+        is written (:func:`take_deploy_lease`)."""
         import yaml
 
         path = Path(path)
@@ -151,7 +152,8 @@ class Workspace:
         self._config_cluster = cluster  # cleanup deletes under the lease too
         details = take_deploy_lease(cluster, _app_names(mine))
         target = path.with_name(f"deploy-{path.name}")
-        target.write_text(yaml.safe_dump(keeping_the_others(mine, details), sort_keys=False))
+        kept = keeping_the_others(mine, details, own=self.apps)  # ours the file leaves out go
+        target.write_text(yaml.safe_dump(kept, sort_keys=False))
         return target
 
     def cleanup_at_exit(self) -> None:
@@ -221,18 +223,21 @@ def read_serve_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     return config
 
 
-def keeping_the_others(config: dict[str, Any], details: dict[str, Any]) -> dict[str, Any]:
+def keeping_the_others(
+    config: dict[str, Any], details: dict[str, Any], *, own: Iterable[str] = ()
+) -> dict[str, Any]:
     """``config`` (a Serve config's mapping) with every other config-deployed application
     added, as Serve holds it now (``details``: :func:`helpers.serve_status.serve_details`), so
     that ``serve deploy`` of the result replaces nobody's: ``serve deploy`` makes the
     cluster's declarative applications exactly the file's and deletes the others.
 
-    Left out: the applications the file names, those deployed from Python (``serve.run``:
-    ``serve deploy`` does not delete them), those being deleted (``DELETING``: adding one
-    back would bring it back to life), and ``http_options``/``grpc_options`` (the running
-    Serve's, not the file's to change).
+    Left out: the applications the file names, one's own (``own``) that the file leaves out
+    (the file deletes those, as it would on one's own cluster), those deployed from Python
+    (``serve.run``: ``serve deploy`` does not delete them), those being deleted
+    (``DELETING``: adding one back would bring it back to life), and
+    ``http_options``/``grpc_options`` (the running Serve's, not the file's to change).
     """
-    names = set(_app_names(config))
+    names = set(_app_names(config)) | set(own)
     theirs = [
         app["deployed_app_config"]
         for name, app in (details.get("applications") or {}).items()

@@ -101,7 +101,9 @@ def test_a_deploy_on_a_shared_cluster_keeps_the_others_but_never_revives_a_delet
     """What ``serve deploy`` of ``Workspace.deployable``'s copy leaves: every classmate's
     config-deployed application as Serve holds it now, one's own as the file says; not an
     application being deleted (adding it back would revive it: seen when two learners'
-    deploys of lab 07 raced), not one deployed from Python, not the file's http_options."""
+    deploys of lab 07 raced), not one deployed from Python, not the file's http_options; and
+    one's own that the file leaves out are left out (the file deletes them, as it would on
+    one's own cluster)."""
     from helpers.shared_cluster import keeping_the_others
 
     def held(status: str, source: str = "declarative", **config) -> dict:
@@ -114,13 +116,14 @@ def test_a_deploy_on_a_shared_cluster_keeps_the_others_but_never_revives_a_delet
             "dave-old": held("DELETING", name="dave-old", import_path="d:app"),
             "erin-run": held("RUNNING", source="imperative"),  # serve.run: deploy leaves it
             "alice-echo": held("RUNNING", name="alice-echo", import_path="old:app"),
+            "alice-gone": held("RUNNING", name="alice-gone", import_path="a:app"),
         }
     }
     mine = {
         "http_options": {"port": 9000},
         "applications": [{"name": "alice-echo", "import_path": "new:app"}],
     }
-    merged = keeping_the_others(mine, details)
+    merged = keeping_the_others(mine, details, own=["alice-echo", "alice-gone"])
     assert merged == {
         "applications": [
             {"name": "bob-echo", "import_path": "b:app"},
@@ -128,6 +131,9 @@ def test_a_deploy_on_a_shared_cluster_keeps_the_others_but_never_revives_a_delet
             {"name": "alice-echo", "import_path": "new:app"},
         ]
     }
+    # without knowing it is hers, alice-gone counts as someone else's and stays
+    kept = [a["name"] for a in keeping_the_others(mine, details)["applications"]]
+    assert kept == ["bob-echo", "carol-llm", "alice-gone", "alice-echo"]
 
 
 def test_deployable_is_the_file_itself_on_ones_own_cluster_and_says_what_is_wrong(tmp_path):

@@ -1,14 +1,16 @@
-"""Lessons 02a and 02b on a cluster they did not start (issue 22 item 1).
+"""Lessons 02a, 02b, 03a and 03b on a cluster they did not start (issue 22 item 1).
 
 One cluster started here, Serve started on it once on a free port (as a classroom's would
 be), and an application of "someone else" deployed from a config beforehand. Two learners,
 Alice and Bob, start lesson 02b against it at the same moment, through the runner with
 ``ray_address`` and their learner ids (the same lesson, its config deploys at about the same
-time), and Alice goes on with lesson 02a: all three pass, the runner's summaries list the
-sections that need a cluster of one's own as not run, and someone else's application is still
-RUNNING with the same replica processes (02b's config deploys keep it, one learner at a time
-under the deploy lease). Then a notebook whose cell fails after it deployed shows that the
-learner's applications are deleted when its kernel exits.
+time), then Alice goes on with lessons 02a and 03b while Bob runs 03a (config deploys and
+`serve run config.yaml` of both on the one Serve): all five pass, the runner's summaries list
+the sections that need a cluster of one's own as not run (03's `serve run` restart, `--reload`
+and `serve shutdown`), and someone else's application is still RUNNING with the same replica
+processes (the config deploys keep it, one learner at a time under the deploy lease). Then a
+notebook whose cell fails after it deployed shows that the learner's applications are deleted
+when its kernel exits.
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ def _someone_else(cluster) -> tuple[str, list[int]]:
 
 @pytest.mark.cluster
 @pytest.mark.beside  # a cluster of its own; it measures nothing, so it runs beside a lesson
-@pytest.mark.timeout(1800)  # three lesson runs: the lessons' backstop, not a unit test's 600 s
-def test_lessons_02_on_a_shared_cluster_touch_only_their_own_applications() -> None:
+@pytest.mark.timeout(1800)  # five lesson runs: the lessons' backstop, not a unit test's 600 s
+def test_lessons_02_and_03_on_a_shared_cluster_touch_only_their_own_applications() -> None:
     from helpers.cluster import start_local_cluster
     from helpers.errors import WorkbookError
     from helpers.ports import free_port
@@ -76,9 +78,10 @@ def test_lessons_02_on_a_shared_cluster_touch_only_their_own_applications() -> N
             f"token_path={cluster.token_path}",
         ]
         # Two learners start the same lesson at once (the same applications' names but their
-        # own prefixes, 02b's config deploys at about the same moment); Alice then runs 02a.
-        # (The runner runs lessons in their number's order: Alice's two are two runs.)
-        lessons = {"Alice": ["02b", "02a"], "Bob": ["02b"]}
+        # own prefixes, 02b's config deploys at about the same moment); then Alice runs 02a
+        # and 03b while Bob runs 03a (their config deploys and `serve run config.yaml` meet
+        # on the one Serve). (The runner runs lessons in their number's order: each is a run.)
+        lessons = {"Alice": ["02b", "02a", "03b"], "Bob": ["02b", "03a"]}
 
         def learner_runs(learner: str) -> tuple[int, str]:
             said, code = "", 0
@@ -116,6 +119,11 @@ def test_lessons_02_on_a_shared_cluster_touch_only_their_own_applications() -> N
             "02b": (
                 "02b_replicas_config_and_async: sections NOT run: Section 6, the HTTP "
                 "proxy preferring its own node's replicas"
+            ),
+            "03a": "03a_five_ways_to_launch: sections NOT run: Section 3's serve run --reload",
+            "03b": (
+                "03b_updates_and_operations: sections NOT run: Section 2, the serve run "
+                "restart; Section 4's serve shutdown"
             ),
         }
         for learner, (code, summary) in results.items():
