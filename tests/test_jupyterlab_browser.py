@@ -222,16 +222,26 @@ _CELLS_JS = """() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')]
 }))"""
 
 
+def _cells(page) -> list[dict]:
+    """The code cells as the page shows them, each with its state from its prompt: "running"
+    ("[*]:", running or queued), "done" ("[3]:") or "" (not run)."""
+    cells = page.evaluate(_CELLS_JS)
+    for cell in cells:
+        prompt = cell["prompt"].strip()
+        done = re.fullmatch(r"\[\d+\]:?", prompt)
+        cell["state"] = "running" if "*" in prompt else "done" if done else ""
+    return cells
+
+
 def _where_it_stopped(page, log: Path) -> str:
     """What the page shows of the cells that ran (the one running, or the last that finished,
     with its output) and the end of JupyterLab's log: a failure says where the lesson stopped."""
     try:
-        cells = page.evaluate(_CELLS_JS)
+        cells = _cells(page)
     except Exception as error:  # noqa: BLE001 - the page itself may be gone
         return f"(the page could not be read: {error})"
-    ran = [(i, c) for i, c in enumerate(cells) if c["prompt"].strip() not in ("", "[ ]:")]
-    running = [(i, c) for i, c in ran if "*" in c["prompt"]]
-    done = [(i, c) for i, c in ran if "*" not in c["prompt"]]
+    running = [(i, c) for i, c in enumerate(cells) if c["state"] == "running"]
+    done = [(i, c) for i, c in enumerate(cells) if c["state"] == "done"]
     lines = [f"{len(done)} of the {len(cells)} code cells ran, {len(running)} running"]
     for label, (i, c) in [("running", x) for x in running[:1]] + [
         ("last run", x) for x in done[-1:]
@@ -251,9 +261,8 @@ def _wait_for(page, locator, what: str, timeout_s: float, log: Path) -> None:
     deadline = time.monotonic() + timeout_s
     stopped_polls = 0
     while not (locator.count() and locator.first.is_visible()):
-        prompts = [c["prompt"].strip() for c in page.evaluate(_CELLS_JS)]
-        ran = any(re.fullmatch(r"\[\d+\]:?", p) for p in prompts)
-        stopped_polls = stopped_polls + 1 if ran and not any("*" in p for p in prompts) else 0
+        states = {c["state"] for c in _cells(page)}
+        stopped_polls = stopped_polls + 1 if "done" in states and "running" not in states else 0
         if stopped_polls >= 5:
             pytest.fail(
                 f"the cells stopped running before {what} (a cell raised?):\n"
