@@ -1,11 +1,13 @@
 """The grader with a difficult class: nothing a submission does or is stops the class or loses a
-report (no cluster needed: the notebooks that run here never get as far as starting one).
+report (the notebooks that run here never get as far as a check; the grader starts its own
+cluster for the one that runs, as it does for any class graded without ``ray_address``).
 
 What a class throws at a grader: a corrupt notebook, a file named after no lab, metadata that
-names another lab, folder names that differ only in case or have no letters at all, a results
-file with garbage and forged lines in it, a cell that ignores the per-cell interrupt and loops,
-an output folder inside the submissions, and a rerun of one lab that must not drop the
-reports of the others.
+names another lab, folder names that differ only in case or have no letters at all, a cell
+that ignores the per-cell interrupt and loops, an output folder inside the submissions, and a
+rerun of one lab that must not drop the reports of the others. (Forged results and edited
+thresholds cannot reach a score at all: the grader runs the checks itself, tests/test_referee.py
+and the classroom class in tests/test_labs.py.)
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from helpers.labs.grading import (
     grade_folder,
     grading_id,
     hints_in,
-    read_results_file,
     write_reports,
 )
 from helpers.labs.notebooks import STUDENT_DIR
@@ -115,33 +116,6 @@ def test_one_bad_notebook_is_reported_and_the_others_are_graded(tmp_path: Path) 
     report = (out / "corrupt" / "report.md").read_text()
     assert "not a readable notebook" in report and "the notebook was not graded" in report
     assert (out / "nolab" / "report.md").exists()
-
-
-def test_results_lines_that_are_not_a_checks_result_are_left_out(tmp_path: Path) -> None:
-    """The results file is written from the student's kernel: garbage, other labs' checks and
-    invented ones are left out and noted; a check that also reported a failure did not pass;
-    a line cannot make a visible check count as hidden."""
-    lab = "lab01"
-    visible = checks_for(lab, hidden=False)
-    path = tmp_path / "lab01.results.jsonl"
-    lines = [
-        "not json at all",
-        json.dumps({"check": visible[0].name, "passed": True}),  # missing fields
-        json.dumps(_result(lab, visible[0].name, "yes")),  # a truthy string is not a pass
-        json.dumps({**_result(lab, visible[0].name, True), "check": "lab01_everything"}),
-        json.dumps({**_result(lab, visible[0].name, True), "lab": "lab02"}),
-        json.dumps(_result(lab, visible[0].name, False)),  # the real check: failed
-        json.dumps(_result(lab, visible[0].name, True)),  # forged afterwards
-        json.dumps(_result(lab, visible[1].name, True, hidden=True)),  # passed, mislabelled
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    results, problems = read_results_file(path, lab)
-    assert len(results) == 3 and len(problems) == 5, problems
-    grade = LabGrade("x", lab, "graded", results=results)
-    assert grade.passed_checks() == {visible[1].name}
-    assert grade.count(hidden=False) == (1, len(visible))
-    assert grade.count(hidden=True)[0] == 0
-    assert read_results_file(tmp_path / "missing.jsonl", lab) == ([], [])
 
 
 def test_a_rerun_of_one_lab_merges_into_the_reports(tmp_path: Path) -> None:

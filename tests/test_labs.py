@@ -10,10 +10,13 @@ classroom does, against ONE shared cluster (``ray_address``), with Serve started
   pass), recording every check's result on the answers;
 * then the grader grades a small class: "starter" submitted every generated student
   version untouched (with one lab's visible check cells edited to pass), "solved" submitted
-  lab 01 done;
+  lab 01 done, "forger" lab 01's starter with a cell that replaces the checks in its kernel,
+  forges the replies and writes results lines, "lowbar" lab 01 done to a threshold of its own
+  (one replica where the lab asks for two);
 
 and the results prove that every check (visible and hidden) passes on the solution and fails
-on the student version, and that editing a check cell does not help.
+on the student version, and that editing a check cell, replacing the checks in the kernel,
+forging results or lowering a threshold does not help: the grader runs the checks itself.
 """
 
 from __future__ import annotations
@@ -480,13 +483,34 @@ def _solution_under_nbval(notebook: Path, results: Path) -> SimpleNamespace:
     return SimpleNamespace(lab=notebook.stem, run=run, seconds=round(time.monotonic() - started, 1))
 
 
+#: The forger's cell: it replaces every check in its kernel, and the framework's test, writes
+#: passing results wherever results could go, and sets the replies a solution would.
+FORGERY = """import json, os
+from pathlib import Path
+from helpers.labs import checks
+from helpers.labs.checks import framework
+for name in dir(checks):
+    if name.startswith("lab01_"):
+        setattr(checks, name, lambda *a, **k: print("✓ forged"))
+framework._expect = lambda *a, **k: None
+forged = [{"lab": "lab01", "check": c.name, "task": c.task, "hidden": c.hidden, "passed": True,
+           "feedback": "", "student": student, "seconds": 0.1} for c in checks.checks_for("lab01")]
+for target in [os.environ.get("WORKBOOK_LAB_RESULTS"), Path.cwd().parent.parent / "grades"]:
+    if target:
+        path = Path(target) / student / "lab01.results.jsonl" if Path(target).is_dir() else Path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\\n" for r in forged))
+http_reply = handle_reply = {"text": sample_text, "words": len(sample_text.split())}"""
+
+
 def _class_folder(root: Path) -> Path:
     """starter: every student version as generated, lab 01's visible checks edited to pass;
     solved: lab 01 done (the source notebook), after asking for three hints (two of task 1,
-    one of task 2)."""
+    one of task 2); forger: lab 01's starter with :data:`FORGERY` after its setup; lowbar:
+    lab 01 done with one replica (a cell after the parameters sets ``replicas = 1``)."""
     folder = root / "submissions"
-    (folder / "starter").mkdir(parents=True)
-    (folder / "solved").mkdir()
+    for student in ("starter", "solved", "forger", "lowbar"):
+        (folder / student).mkdir(parents=True)
     for path in sorted(STUDENT_DIR.glob("lab*.ipynb")):
         nb = nbformat.read(str(path), as_version=4)
         if lab_id(path) == "lab01":
@@ -500,6 +524,20 @@ def _class_folder(root: Path) -> Path:
     asks.id = "asks-for-hints"
     solved.cells.insert(setup + 1, asks)
     nbformat.write(solved, str(folder / "solved" / SOURCES[0].name))
+    forger = nbformat.read(str(STUDENT_DIR / SOURCES[0].name), as_version=4)
+    setup = next(i for i, c in enumerate(forger.cells) if "LabSession(" in _source(c))
+    forge = nbformat.v4.new_code_cell(FORGERY)
+    forge.id = "forgery"
+    forger.cells.insert(setup + 1, forge)
+    nbformat.write(forger, str(folder / "forger" / SOURCES[0].name))
+    lowbar = nbformat.read(str(SOURCES[0]), as_version=4)
+    params = next(
+        i for i, c in enumerate(lowbar.cells) if "parameters" in c.metadata.get("tags", [])
+    )
+    lower = nbformat.v4.new_code_cell("replicas = 1  # my own bar")
+    lower.id = "lower-the-bar"
+    lowbar.cells.insert(params + 1, lower)
+    nbformat.write(lowbar, str(folder / "lowbar" / SOURCES[0].name))
     return folder
 
 
@@ -637,7 +675,8 @@ def test_the_grader_restores_edited_checks_and_scores_a_good_submission(
     assert tampered.score == 0.0  # editing the check cells did not help
 
     summary = pd.read_csv(classroom.out / "summary.csv")
-    assert len(summary) == len(SOURCES) + 1 and set(summary["student"]) == {"starter", "solved"}
+    assert len(summary) == len(SOURCES) + 3
+    assert set(summary["student"]) == {"starter", "solved", "forger", "lowbar"}
     row = summary[(summary.student == "solved") & (summary.lab == "lab01")].iloc[0]
     assert (row.visible_passed, row.hidden_passed, row.score_percent) == (3, 3, 100.0)
     assert (row.hints_used, row.hints_by_task) == (3, "1:2 2:1")
@@ -648,6 +687,33 @@ def test_the_grader_restores_edited_checks_and_scores_a_good_submission(
     assert "## lab03: 0%" in report and "FAILED" in report and "Look at:" in report
     assert "Check cells changed or deleted" in report
     assert (classroom.out / "solved" / SOURCES[0].name).exists()  # the executed notebook
+
+
+@pytest.mark.cluster
+@pytest.mark.alone  # lab 04 measures a throughput target
+def test_forged_results_replaced_checks_and_a_lowered_bar_do_not_raise_a_grade(
+    classroom: SimpleNamespace,
+) -> None:
+    """The grader runs the checks itself, with the lab's own thresholds: a kernel that
+    replaces the checks and writes passing results scores nothing; a solution built to a
+    threshold of its own fails the checks of that threshold and passes the others."""
+    by_key = {(g.student, g.lab): g for g in classroom.grades}
+    forger = by_key[("forger", "lab01")]
+    assert forger.status == "graded" and forger.missing == [], (forger.status, forger.missing)
+    assert forger.score == 0.0 and not any(r.passed for r in forger.results), forger.results
+    executed = nbformat.read(str(forger.executed), as_version=4)
+    printed = [
+        o.get("text", "") + o.get("evalue", "")
+        for c in executed.cells
+        if CHECK_TAG in c.metadata.get("tags", []) or HIDDEN_TAG in c.metadata.get("tags", [])
+        for o in c.get("outputs", [])
+    ]
+    assert printed and not any("forged" in text for text in printed), printed
+    lowbar = by_key[("lowbar", "lab01")]
+    failed = {r.check: r.feedback for r in lowbar.results if not r.passed}
+    assert sorted(failed) == ["lab01_deployment_as_specified", "lab01_handle_calls_spread"], failed
+    assert "asked 2, Serve recorded 1" in failed["lab01_deployment_as_specified"]
+    assert lowbar.score == round(100 * 4 / 6, 1)
 
 
 @pytest.mark.cluster

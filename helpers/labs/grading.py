@@ -15,9 +15,12 @@ For each notebook the grader
 2. injects the parameters (papermill's parameterization): the cluster to use, the student's
    id (the folder name, so each student's applications have names of their own), and any
    run-profile or ``-p`` values;
-3. executes it with nbclient, errors allowed (every cell runs, so every check is recorded),
-   a time limit per cell, and ``WORKBOOK_LAB_RESULTS`` pointing at a results file;
-4. ends anything the notebook left running (by process id) and reads the results;
+3. executes it with nbclient, errors allowed (every cell runs, so every check is recorded)
+   and a time limit per cell, except the check cells, which the grader runs *itself*, in its
+   own process, against the cluster and the kernel's deliverables, with the thresholds of the
+   lab's definition (:mod:`helpers.labs.referee`): the score is what those checks returned,
+   never a file or a variable the student's code can write;
+4. ends anything the notebook left running (by process id);
 5. counts the hints the student asked for (``lab.hint(N)``), per task: the highest tier shown
    in the submitted notebook's outputs or in the executed one's (:func:`hints_in`). The count
    is only *reported* (report, ``summary.csv``, the class summary): a forged or deleted hint
@@ -27,8 +30,12 @@ It writes, under the output folder, ``<student>/report.md``, the executed notebo
 ``<lab>.grade.json`` per submission, and for the class ``summary.csv``, ``summary.md`` and
 ``summary.html``.
 
+Grading needs a cluster the grader can reach itself: the classroom's (``ray_address``), or,
+when none is given, one the grader starts on this machine for the class (when the first
+notebook that can run comes up) and stops at the end.
+
 Nothing is lost: a submission that cannot be run (a corrupt notebook, a file named after no
-lab, a results file with garbage in it, an error in the grader itself) gets a report that says
+lab, an error in the grader itself) gets a report that says
 why, and the class goes on. Each submission has a wall-clock deadline (``deadline_s``) after
 which its kernel and everything it started are ended: a cell that ignores the interrupt of the
 per-cell timeout cannot hold up the class. A rerun of some labs or some students
@@ -58,7 +65,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nbformat
 
@@ -68,12 +75,15 @@ from helpers.labs.checks import (
     RESULTS_ENV,
     CheckResult,
     checks_for,
-    parse_result,
 )
 from helpers.labs.notebooks import LAB_PATTERN, RestoreReport, lab_id, restore_checks, source_for
 from helpers.labs.session import HINT_METADATA, lab_hints, letters_and_digits
 from helpers.processes import end_leftovers, find_leftovers, interrupt_on_termination, stop_session
 from helpers.profiles import check_parameters
+
+if TYPE_CHECKING:  # pragma: no cover
+    from helpers.cluster import ClusterHandle
+    from helpers.labs.session import LabSession
 
 __all__ = [
     "Submission",
@@ -84,7 +94,6 @@ __all__ = [
     "grade_submission",
     "grade_folder",
     "write_reports",
-    "read_results_file",
     "hints_in",
 ]
 
@@ -150,14 +159,14 @@ class LabGrade:
 
     def passed_checks(self) -> set[str]:
         """The lab's checks that passed: every result recorded for them passed (a check that
-        also reported a failure did not), whatever else the results file says."""
+        also reported a failure did not)."""
         names = {c.name for c in checks_for(self.lab)}
         passed = {r.check for r in self.results if r.passed and r.check in names}
         return passed - {r.check for r in self.results if not r.passed}
 
     def count(self, *, hidden: bool) -> tuple[int, int]:
         """(passed, total) over the visible or the hidden checks of the lab (as the lab
-        defines them, not as a results line says)."""
+        defines them, not as a result says)."""
         expected = checks_for(self.lab, hidden=hidden)
         passed = self.passed_checks()
         return sum(c.name in passed for c in expected), len(expected)
@@ -282,38 +291,6 @@ def _submission(student: str, path: Path) -> Submission:
             "as its file name says",
         )
     return Submission(student, lab, path, notes=notes)
-
-
-def read_results_file(path: Path, lab: str) -> tuple[list[CheckResult], list[str]]:
-    """The results a run appended to ``path``, and what was wrong with the lines left out.
-
-    The file is written from the student's kernel: a line that is not a result, a result of
-    another lab's or an unknown check is left out (and noted), never fatal.
-    """
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return [], []
-    known = {c.name for c in checks_for(lab)}
-    results, problems = [], []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            result = parse_result(line)
-        except (ValueError, TypeError) as err:
-            problems.append(
-                f"results line {number} is not a check result ({type(err).__name__}); left out"
-            )
-            continue
-        if result.lab != lab or result.check not in known:
-            problems.append(
-                f"results line {number} names {str(result.check)[:60]!r} of "
-                f"{str(result.lab)[:20]!r}, not a check of {lab}; left out"
-            )
-            continue
-        results.append(result)
-    return results, problems
 
 
 def hints_in(nb: nbformat.NotebookNode, lab: str) -> tuple[dict[str, int], list[str]]:
@@ -445,38 +422,50 @@ def grade_submission(
     out_dir: Path,
     parameters: Mapping[str, Any],
     *,
+    cluster: ClusterHandle | None = None,
     cell_timeout_s: float = 600.0,
     deadline_s: float = DEFAULT_DEADLINE_S,
 ) -> LabGrade:
-    """Run one submission (see the module docstring) and return its grade."""
-    from nbclient import NotebookClient
+    """Run one submission (see the module docstring) and return its grade. ``cluster`` is
+    the grader's own handle on the cluster the notebook is pointed at (``parameters``'
+    ``ray_address``), which its checks use; a submission that can be run needs it."""
     from nbclient.exceptions import DeadKernelError
+
+    from helpers.labs.referee import Referee, RefereeClient, check_sources, lab_definition
 
     grade = LabGrade(submission.student, submission.lab, "graded", notes=list(submission.notes))
     if submission.problem:
         grade.status = f"not graded: {submission.problem}"
         grade.missing = [c.name for c in checks_for(submission.lab)]
         return grade
+    if cluster is None:
+        raise WorkbookError(
+            "grade_submission needs the grader's own handle on the cluster (cluster=...).",
+            "grade with grade_folder, which opens (or starts) the class's cluster.",
+        )
     params = {**parameters, "student": submission.id}
     submitted_hints, _ = hints_in(nbformat.read(str(submission.path), as_version=4), submission.lab)
     nb, report = prepare_submission(submission, params)
     grade.tampered = report.tampered
     student_dir = out_dir / submission.id
     student_dir.mkdir(parents=True, exist_ok=True)
-    results_path = student_dir / f"{submission.lab}.results.jsonl"
-    results_path.unlink(missing_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f"g{submission.lab[-2:]}-"))
-    env = dict(
-        os.environ,
-        **{
-            RESULTS_ENV: str(results_path),
-            "WORKBOOK_SCRATCH": str(scratch),
-            "PYTHONUNBUFFERED": "1",
-        },
+    env = {
+        k: v
+        for k, v in dict(os.environ, WORKBOOK_SCRATCH=str(scratch), PYTHONUNBUFFERED="1").items()
+        if k != RESULTS_ENV  # the kernel's own check runs (if any) record nowhere
+    }
+    source = nbformat.read(str(source_for(submission.lab)), as_version=4)
+    referee = Referee(
+        _GraderSession(submission.lab, cluster, submission.id),
+        lab_definition(source, params),
+        check_sources(source),
+        timeout_s=cell_timeout_s,
     )
     started = time.monotonic()
-    client = NotebookClient(
+    client = RefereeClient(
         nb,
+        referee=referee,
         timeout=cell_timeout_s,
         kernel_name="python3",
         allow_errors=True,
@@ -495,11 +484,11 @@ def grade_submission(
         with _scratch(scratch):
             end_leftovers(find_leftovers())
         shutil.rmtree(scratch, ignore_errors=True)  # its registry, and what the kernel left
+        referee.session.close()
     executed = student_dir / submission.path.name
     nbformat.write(nb, str(executed))
     grade.executed = executed
-    grade.results, problems = read_results_file(results_path, submission.lab)
-    grade.notes += problems
+    grade.results = list(referee.results)
     reported = {r.check for r in grade.results}
     grade.missing = [c.name for c in checks_for(submission.lab) if c.name not in reported]
     grade.errors = _cell_errors(nb)
@@ -510,6 +499,77 @@ def grade_submission(
     }
     grade.notes += hint_problems
     return grade
+
+
+class _GraderSession:
+    """The grader's own :class:`~helpers.labs.session.LabSession` for one student, opened at
+    the first check that needs it (this process connects to the cluster then: a notebook that
+    never reaches a check costs no connection). Closing it removes its work folder only: the
+    student's applications are the student notebook's to delete."""
+
+    def __init__(self, lab: str, cluster: ClusterHandle, student: str) -> None:
+        self._args = (lab, cluster, student)
+        self._opened: LabSession | None = None
+
+    def _session(self) -> LabSession:
+        if self._opened is None:
+            from helpers.labs.session import LabSession
+
+            lab, cluster, student = self._args
+            self._opened = LabSession(lab, cluster, student=student)
+        return self._opened
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session(), name)
+
+    def close(self) -> None:
+        if self._opened is not None:
+            shutil.rmtree(self._opened.work_dir, ignore_errors=True)
+
+
+class _ClassCluster:
+    """The cluster a class is graded on, as the grader reaches it itself: the classroom's
+    (``ray_address`` given: checked to answer before any notebook runs), or one started here
+    when the first notebook that can run comes up, with Serve on 127.0.0.1, and stopped at
+    the end (:meth:`close`)."""
+
+    def __init__(self, parameters: Mapping[str, Any]) -> None:
+        self.given = dict(parameters)
+        self.handle: ClusterHandle | None = None
+        self.started = False
+        if self.given.get("ray_address"):
+            from helpers.cluster import connect_to_cluster
+
+            self.handle = connect_to_cluster(
+                str(self.given["ray_address"]),
+                dashboard_url=self.given.get("dashboard_url") or None,
+                token_path=self.given.get("token_path") or None,
+            )
+
+    def parameters(self) -> dict[str, Any]:
+        """The notebooks' cluster parameters (starting the cluster if it is the grader's)."""
+        if self.handle is None:
+            from helpers.cluster import start_local_cluster
+            from helpers.ports import free_port
+
+            self.handle = start_local_cluster(num_cpus=8)
+            self.started = True
+            self.handle.run_cli(
+                ["serve", "start", "--http-host", "127.0.0.1", "--http-port", str(free_port())]
+            )
+        token = getattr(self.handle, "token_path", None)
+        return {
+            "ray_address": self.handle.address,
+            "dashboard_url": self.handle.dashboard_url,
+            "token_path": str(token) if token else "",
+        }
+
+    def close(self) -> None:
+        if self.handle is None:
+            return
+        self.handle.disconnect()
+        if self.started:
+            self.handle.stop()
 
 
 def _refuse_out_inside(folder: Path, out_dir: Path) -> None:
@@ -561,9 +621,11 @@ def grade_folder(
     out_dir.mkdir(parents=True, exist_ok=True)
     grades = []
     bar = tqdm(submissions, desc="grading", unit="notebook", disable=not progress)
+    class_cluster = _ClassCluster(parameters or {})
     # The kernels run in sessions of their own: SIGTERM or SIGHUP to the grader (a cancelled
     # job) must stop the running one and what it started, as Ctrl-C does.
-    with interrupt_on_termination() as received:
+    with interrupt_on_termination() as received, contextlib.ExitStack() as stack:
+        stack.callback(class_cluster.close)
         for submission in bar:
             bar.set_postfix_str(f"{submission.student} {submission.lab}")
             try:
@@ -573,10 +635,13 @@ def grade_folder(
                     else dict((lab_parameters or {}).get(source_for(submission.lab).stem, {}))
                 )
                 params.update(parameters or {})
+                if not submission.problem:
+                    params.update(class_cluster.parameters())
                 grade = grade_submission(
                     submission,
                     out_dir,
                     params,
+                    cluster=class_cluster.handle,
                     cell_timeout_s=cell_timeout_s,
                     deadline_s=deadline_s,
                 )

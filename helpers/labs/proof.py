@@ -14,8 +14,8 @@ Then the section runs as the source has it (the answer), checks included: they m
 When task N's checks run on its blank, tasks 1 to N-1 have been answered and the later ones
 have not run yet, so the proof shows, task by task, that each check fails when only its own
 task is undone (a hidden check of task 3 that only looks at task 1's work passes there, and
-the proof says so). The checks' results on the blank go to a file of their own, never to the
-grader's ``WORKBOOK_LAB_RESULTS``.
+the proof says so). The checks' results on the blank go to a file of their own, never to
+``WORKBOOK_LAB_RESULTS`` (where the tests record the answers' results).
 
 The classroom test runs these proofs in place of the plain solutions (``python -m
 helpers.runner --labs --prepare-only DIR`` writes them).

@@ -8,7 +8,9 @@ says *what is wrong* and *where to look* (the format all the workbook's checks s
 whether it is visible (in the student's notebook) or hidden (put back by the grader).
 
 When the environment variable ``WORKBOOK_LAB_RESULTS`` names a file, every check appends its
-result to it as one JSON line: that is how the grader and the tests collect results.
+result to it as one JSON line: that is how the tests collect the results of the solutions'
+proofs. The grader does not read such a file: it runs a submission's checks itself
+(:mod:`helpers.labs.referee`) and collects what they return (:func:`collected_results`).
 
 Where things are: :mod:`~helpers.labs.checks.framework` holds the registry (:func:`lab_check`,
 :data:`CHECKS`), the results and the cluster and HTTP plumbing the checks share; each lab's

@@ -59,12 +59,22 @@ def lab04_batched_answers_match(session: LabSession) -> None:
 
 @lab_check("lab04", 2)
 def lab04_throughput_target(
-    session: LabSession, *, baseline_rps: float, speedup: float, requests: int
+    session: LabSession,
+    *,
+    baseline_rps: float,
+    speedup: float,
+    requests: int,
+    overhead_ms: float,
+    per_item_ms: float,
 ) -> None:
     """BatchedScorer reaches the throughput target."""
     from ray import serve
 
     look = "Task 2: max_batch_size, batch_wait_timeout_s and max_ongoing_requests"
+    # The baseline is measured in the notebook; the device's own cost bounds it from below
+    # (one call per request, one call at a time: 1000 / (overhead + per item) per second),
+    # so a baseline written lower than 0.8 of that does not lower the target.
+    baseline_rps = max(float(baseline_rps), 0.8 * 1000 / (overhead_ms + per_item_ms))
     _app(session, "batched", task=2, look="Task 1")
     _call(session, "batched", "reset_stats")
     burst = measure_throughput(
