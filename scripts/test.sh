@@ -22,6 +22,7 @@ cd "$(dirname "$0")/.."
 t0=$SECONDS
 bash scripts/ensure_env.sh
 bash scripts/ensure_browser.sh || true  # Chromium for the JupyterLab test, which names what is missing
+bash scripts/ensure_sandbox.sh || true  # bubblewrap for the lab grader, which names what is missing
 t_env=$((SECONDS - t0))
 PY=.venv/bin/python
 rm -rf build/nbval

@@ -13,6 +13,7 @@ and the classroom class in tests/test_labs.py.)
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -350,3 +351,90 @@ def test_a_check_that_passes_on_its_undone_task_fails_the_lab_proof() -> None:
             )
     finally:
         CHECKS.pop("lab98", None)
+
+
+HOSTILE = """import json, os, pathlib, signal, subprocess
+report = {}
+def attempt(name, act):
+    try:
+        report[name] = "done: " + str(act())[:60]
+    except BaseException as err:
+        report[name] = "refused: " + type(err).__name__
+repo = pathlib.Path(REPO)
+attempt("uid", os.getuid)
+attempt("read a solution", lambda: (repo / "labs/source" / NAME).read_text())
+attempt("read the hidden checks", lambda: (repo / "helpers/labs/hidden_checks.py").read_text())
+attempt("import the hidden checks", lambda: __import__("helpers.labs.hidden_checks"))
+attempt("list the class", lambda: os.listdir(CLASS))
+attempt("write a classmate's notebook", lambda: pathlib.Path(VICTIM).write_text("{}"))
+attempt("write into the workbook", lambda: (repo / "helpers/labs/planted.py").write_text(""))
+attempt("kill the grader", lambda: os.kill(GRADER, signal.SIGKILL))
+attempt("kill its parent", lambda: os.kill(os.getppid(), signal.SIGKILL))
+attempt("start a detached process", lambda: subprocess.Popen(
+    ["sleep", "600"], start_new_session=True).pid)
+print("HOSTILE " + json.dumps(report), flush=True)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox runs kernels as users of their own")
+def test_a_hostile_notebook_cannot_read_write_or_kill_outside_its_sandbox(tmp_path: Path) -> None:
+    """The kernel runs as a user of its own, in a file system without the solutions, the
+    hidden checks or the class, and with nothing to signal but its own processes, all of which
+    are ended with it (``helpers/labs/sandbox.py``)."""
+    import psutil
+
+    from helpers.labs.sandbox import UID_BASE
+
+    folder = tmp_path / "class"
+    victim = _copy(folder, "alice")
+    victim.write_text('{"cells": [')  # not graded (no kernel): it must stay as it is
+    before = victim.read_bytes()
+    mallory = _copy(folder, "mallory")
+    nb = nbformat.read(str(mallory), as_version=4)
+    first_code = next(
+        c
+        for c in nb.cells
+        if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])
+    )
+    first_code.source = (
+        f"REPO, NAME, CLASS = {str(REPO_ROOT)!r}, {LAB01!r}, {str(folder)!r}\n"
+        f"VICTIM, GRADER = {str(victim)!r}, {os.getpid()}\n" + HOSTILE
+    )
+    nbformat.write(nb, str(mallory))
+
+    planted = REPO_ROOT / "helpers/labs/planted.py"  # what the notebook tries to write
+    try:
+        grades = grade_folder(folder, tmp_path / "grades", cell_timeout_s=120, progress=False)
+    finally:
+        written = planted.exists()
+        planted.unlink(missing_ok=True)
+    assert not written
+
+    by_student = {g.student: g for g in grades}
+    assert by_student["mallory"].status == "graded", by_student["mallory"].status
+    executed = nbformat.read(str(by_student["mallory"].executed), as_version=4)
+    printed = "".join(
+        o.get("text", "")
+        for c in executed.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+    )
+    assert "HOSTILE " in printed, printed[-3000:]
+    report = json.loads(printed.split("HOSTILE ", 1)[1].splitlines()[0])
+    uid = int(report.pop("uid").removeprefix("done: "))
+    assert UID_BASE <= uid < UID_BASE + 1000, uid
+    detached = int(report.pop("start a detached process").removeprefix("done: "))
+    assert report == {
+        "read a solution": "refused: FileNotFoundError",
+        "read the hidden checks": "refused: FileNotFoundError",
+        "import the hidden checks": "refused: ModuleNotFoundError",
+        "list the class": "refused: FileNotFoundError",
+        "write a classmate's notebook": "refused: FileNotFoundError",
+        "write into the workbook": "refused: OSError",
+        "kill the grader": "refused: PermissionError",
+        "kill its parent": "refused: PermissionError",
+    }, report
+    assert victim.read_bytes() == before
+    assert not psutil.pid_exists(detached) or psutil.Process(detached).status() == "zombie"
+    assert (tmp_path / "grades" / "mallory" / "report.md").exists()
+    assert (tmp_path / "grades" / "alice" / "report.md").exists()

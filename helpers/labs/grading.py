@@ -69,6 +69,7 @@ from typing import TYPE_CHECKING, Any
 
 import nbformat
 
+from helpers.cluster import connect_to_cluster, start_local_cluster
 from helpers.errors import WorkbookError
 from helpers.labs.checks import (
     HIDDEN_CHECKS_INSTALLED,
@@ -77,13 +78,15 @@ from helpers.labs.checks import (
     checks_for,
 )
 from helpers.labs.notebooks import LAB_PATTERN, RestoreReport, lab_id, restore_checks, source_for
-from helpers.labs.session import HINT_METADATA, lab_hints, letters_and_digits
+from helpers.labs.referee import Referee, RefereeClient, check_sources, lab_definition
+from helpers.labs.sandbox import ClassSandbox, check_sandbox
+from helpers.labs.session import HINT_METADATA, LabSession, lab_hints, letters_and_digits
+from helpers.ports import free_port
 from helpers.processes import end_leftovers, find_leftovers, interrupt_on_termination, stop_session
 from helpers.profiles import check_parameters
 
 if TYPE_CHECKING:  # pragma: no cover
     from helpers.cluster import ClusterHandle
-    from helpers.labs.session import LabSession
 
 __all__ = [
     "Submission",
@@ -423,15 +426,15 @@ def grade_submission(
     parameters: Mapping[str, Any],
     *,
     cluster: ClusterHandle | None = None,
+    sandbox: ClassSandbox | None = None,
     cell_timeout_s: float = 600.0,
     deadline_s: float = DEFAULT_DEADLINE_S,
 ) -> LabGrade:
     """Run one submission (see the module docstring) and return its grade. ``cluster`` is
     the grader's own handle on the cluster the notebook is pointed at (``parameters``'
-    ``ray_address``), which its checks use; a submission that can be run needs it."""
+    ``ray_address``), which its checks use; a submission that can be run needs it. With a
+    ``sandbox`` its kernel runs in a box of its own (:mod:`helpers.labs.sandbox`)."""
     from nbclient.exceptions import DeadKernelError
-
-    from helpers.labs.referee import Referee, RefereeClient, check_sources, lab_definition
 
     grade = LabGrade(submission.student, submission.lab, "graded", notes=list(submission.notes))
     if submission.problem:
@@ -443,13 +446,16 @@ def grade_submission(
             "grade_submission needs the grader's own handle on the cluster (cluster=...).",
             "grade with grade_folder, which opens (or starts) the class's cluster.",
         )
+    box = sandbox.box(parameters.get("token_path")) if sandbox is not None else None
     params = {**parameters, "student": submission.id}
+    if box is not None and box.token is not None:
+        params["token_path"] = str(box.token)  # the box's own copy: the original is root's
     submitted_hints, _ = hints_in(nbformat.read(str(submission.path), as_version=4), submission.lab)
     nb, report = prepare_submission(submission, params)
     grade.tampered = report.tampered
     student_dir = out_dir / submission.id
     student_dir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f"g{submission.lab[-2:]}-"))
+    scratch = box.scratch if box else Path(tempfile.mkdtemp(prefix=f"g{submission.lab[-2:]}-"))
     env = {
         k: v
         for k, v in dict(os.environ, WORKBOOK_SCRATCH=str(scratch), PYTHONUNBUFFERED="1").items()
@@ -465,6 +471,7 @@ def grade_submission(
     started = time.monotonic()
     client = RefereeClient(
         nb,
+        km=box.kernel_manager() if box else None,
         referee=referee,
         timeout=cell_timeout_s,
         kernel_name="python3",
@@ -481,8 +488,11 @@ def grade_submission(
         grade.status = f"not run ({type(err).__name__}: {str(err)[:120]})"
     finally:
         grade.seconds = time.monotonic() - started
-        with _scratch(scratch):
-            end_leftovers(find_leftovers())
+        if box is not None:
+            box.end()  # every process of its user id, and its folders
+        else:  # a trusted notebook's own record of what it started
+            with _scratch(scratch):
+                end_leftovers(find_leftovers())
         shutil.rmtree(scratch, ignore_errors=True)  # its registry, and what the kernel left
         referee.session.close()
     executed = student_dir / submission.path.name
@@ -513,8 +523,6 @@ class _GraderSession:
 
     def _session(self) -> LabSession:
         if self._opened is None:
-            from helpers.labs.session import LabSession
-
             lab, cluster, student = self._args
             self._opened = LabSession(lab, cluster, student=student)
         return self._opened
@@ -538,8 +546,6 @@ class _ClassCluster:
         self.handle: ClusterHandle | None = None
         self.started = False
         if self.given.get("ray_address"):
-            from helpers.cluster import connect_to_cluster
-
             self.handle = connect_to_cluster(
                 str(self.given["ray_address"]),
                 dashboard_url=self.given.get("dashboard_url") or None,
@@ -549,9 +555,6 @@ class _ClassCluster:
     def parameters(self) -> dict[str, Any]:
         """The notebooks' cluster parameters (starting the cluster if it is the grader's)."""
         if self.handle is None:
-            from helpers.cluster import start_local_cluster
-            from helpers.ports import free_port
-
             self.handle = start_local_cluster(num_cpus=8)
             self.started = True
             self.handle.run_cli(
@@ -570,6 +573,25 @@ class _ClassCluster:
         self.handle.disconnect()
         if self.started:
             self.handle.stop()
+
+
+def _class_sandbox(cluster: ClusterHandle) -> ClassSandbox:
+    """The class's :class:`~helpers.labs.sandbox.ClassSandbox`. It connects this process to
+    the cluster, and ``ray.init`` in the main thread installs a SIGTERM handler of Ray's own
+    (which exits): the grader's (:func:`interrupt_on_termination`, which ends the running
+    kernel first) is put back."""
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return ClassSandbox(cluster)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in kept.items():
+                signal.signal(sig, handler)
+
+
+def _close_all(sandboxes: Sequence[ClassSandbox]) -> None:
+    for sandbox in sandboxes:
+        sandbox.close()
 
 
 def _refuse_out_inside(folder: Path, out_dir: Path) -> None:
@@ -594,12 +616,16 @@ def grade_folder(
     cell_timeout_s: float = 600.0,
     deadline_s: float = DEFAULT_DEADLINE_S,
     progress: bool = True,
+    sandbox: bool = True,
 ) -> list[LabGrade]:
     """Grade every submission under ``folder`` (or only some ``labs`` of some ``students``);
     write the reports, merged with those already in ``out_dir``; return this run's grades.
 
     ``parameters`` go to every notebook (``ray_address`` and the like); ``lab_parameters``
     maps a lab's file stem to parameters for that lab only (a run profile's ``labs:``).
+    ``sandbox`` (the default) runs every kernel in a sandbox of its own
+    (:mod:`helpers.labs.sandbox`; checked to work before any notebook runs); ``False`` only
+    for trusted submissions.
     """
     from tqdm.auto import tqdm
 
@@ -610,6 +636,8 @@ def grade_folder(
             "grade from the instructor's checkout of the workbook (the repository).",
         )
     _refuse_out_inside(folder, out_dir)
+    if sandbox:
+        check_sandbox()  # before any work: what to install, or --no-sandbox
     submissions = find_submissions(folder, labs)
     if students:
         submissions = [s for s in submissions if s.student in students]
@@ -622,10 +650,12 @@ def grade_folder(
     grades = []
     bar = tqdm(submissions, desc="grading", unit="notebook", disable=not progress)
     class_cluster = _ClassCluster(parameters or {})
+    boxes: list[ClassSandbox] = []  # made with the first notebook that runs
     # The kernels run in sessions of their own: SIGTERM or SIGHUP to the grader (a cancelled
     # job) must stop the running one and what it started, as Ctrl-C does.
     with interrupt_on_termination() as received, contextlib.ExitStack() as stack:
         stack.callback(class_cluster.close)
+        stack.callback(_close_all, boxes)
         for submission in bar:
             bar.set_postfix_str(f"{submission.student} {submission.lab}")
             try:
@@ -637,11 +667,14 @@ def grade_folder(
                 params.update(parameters or {})
                 if not submission.problem:
                     params.update(class_cluster.parameters())
+                    if sandbox and not boxes and class_cluster.handle is not None:
+                        boxes.append(_class_sandbox(class_cluster.handle))
                 grade = grade_submission(
                     submission,
                     out_dir,
                     params,
                     cluster=class_cluster.handle,
+                    sandbox=boxes[0] if boxes else None,
                     cell_timeout_s=cell_timeout_s,
                     deadline_s=deadline_s,
                 )

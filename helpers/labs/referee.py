@@ -53,7 +53,9 @@ from helpers.labs import checks
 from helpers.labs.checks.framework import (
     CheckResult,
     LabCheckFailed,
+    _deferred,
     _message,
+    _record,
     collected_results,
     deferred_failures,
 )
@@ -478,8 +480,6 @@ class Referee:
         return printed.getvalue(), failure
 
     def _not_defined(self, info: Any, names: list[str], deferred: bool) -> None:
-        from helpers.labs.checks.framework import _deferred, _record
-
         result = CheckResult(
             info.lab,
             info.name,
