@@ -11,23 +11,9 @@ cd "$(dirname "$0")/.."
 CHROMIUM="${WORKBOOK_CHROMIUM:-/usr/bin/chromium}"
 PY=.venv/bin/python
 
-if [ ! -x "$CHROMIUM" ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ -z "${WORKBOOK_CHROMIUM:-}" ]; then
-    echo "installing Chromium with apt-get (Debian's chromium package); a minute or two"
-    log="$(mktemp)"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y chromium >"$log" 2>&1; then
-      # The package lists may be missing or stale on a fresh machine: refresh them once.
-      if ! { apt-get update >>"$log" 2>&1 && apt-get install -y chromium >>"$log" 2>&1; }; then
-        tail -n 15 "$log" >&2
-        rm -f "$log"
-        echo "error: apt-get could not install chromium (see above)." >&2
-        echo "Fix: run 'apt-get update && apt-get install -y chromium' and read its error." >&2
-        exit 1
-      fi
-    fi
-    rm -f "$log"
-  fi
+if [ ! -x "$CHROMIUM" ] && [ -z "${WORKBOOK_CHROMIUM:-}" ]; then
+  echo "(Chromium is missing: a minute or two)"
+  bash scripts/apt_install.sh chromium
 fi
 if [ ! -x "$CHROMIUM" ]; then
   echo "error: no Chromium at $CHROMIUM; the JupyterLab browser test needs one." >&2

@@ -6,22 +6,7 @@
 set -euo pipefail
 
 if ! command -v bwrap >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing bubblewrap with apt-get (the lab grader's sandbox); a few seconds"
-    log="$(mktemp)"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y bubblewrap >"$log" 2>&1; then
-      # The package lists may be missing or stale on a fresh machine: refresh them once.
-      if ! { apt-get update >>"$log" 2>&1 && apt-get install -y bubblewrap >>"$log" 2>&1; }; then
-        tail -n 15 "$log" >&2
-        rm -f "$log"
-        echo "error: apt-get could not install bubblewrap (see above)." >&2
-        echo "Fix: run 'apt-get update && apt-get install -y bubblewrap' and read its error." >&2
-        exit 1
-      fi
-    fi
-    rm -f "$log"
-  fi
+  bash "$(dirname "$0")/apt_install.sh" bubblewrap
 fi
 for tool in bwrap setpriv; do
   if ! command -v "$tool" >/dev/null 2>&1; then

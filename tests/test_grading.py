@@ -1,6 +1,6 @@
 """The grader with a difficult class: nothing a submission does or is stops the class or loses a
-report (the notebooks that run here never get as far as a check; the grader starts its own
-cluster for the one that runs, as it does for any class graded without ``ray_address``).
+report (the notebooks that run here never get as far as a check; the two tests whose notebooks
+run share one cluster, given to the grader as a classroom's is, with ``ray_address``).
 
 What a class throws at a grader: a corrupt notebook, a file named after no lab, metadata that
 names another lab, folder names that differ only in case or have no letters at all, a cell
@@ -17,11 +17,13 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from helpers.cluster import start_local_cluster
 from helpers.errors import WorkbookError
 from helpers.labs.checks import CheckResult, checks_for
 from helpers.labs.grading import (
@@ -36,9 +38,28 @@ from helpers.labs.grading import (
 from helpers.labs.notebooks import STUDENT_DIR
 from helpers.labs.session import HINT_METADATA, next_hint, student_slug
 from helpers.paths import REPO_ROOT
+from helpers.ports import free_port
 
 LAB01 = "lab01_first_deployment.ipynb"
 LAB02 = next(p.name for p in STUDENT_DIR.glob("lab02_*.ipynb"))
+
+
+@pytest.fixture(scope="module")
+def classroom() -> Iterator[dict[str, str]]:
+    """A cluster with Serve running, for the notebooks that run here: the parameters the
+    grader gets for a classroom's cluster."""
+    cluster = start_local_cluster(num_cpus=4)
+    try:
+        cluster.run_cli(
+            ["serve", "start", "--http-host", "127.0.0.1", "--http-port", str(free_port())]
+        )
+        yield {
+            "ray_address": cluster.address,
+            "dashboard_url": cluster.dashboard_url,
+            "token_path": str(cluster.token_path),
+        }
+    finally:
+        cluster.stop()
 
 
 def _copy(folder: Path, student: str, name: str = LAB01) -> Path:
@@ -46,6 +67,18 @@ def _copy(folder: Path, student: str, name: str = LAB01) -> Path:
     target = folder / student / name
     target.write_bytes((STUDENT_DIR / name).read_bytes())
     return target
+
+
+def _first_cell_replaced(path: Path, source: str) -> None:
+    """Replace the first code cell after the parameters of the notebook at ``path``."""
+    nb = nbformat.read(str(path), as_version=4)
+    first_code = next(
+        c
+        for c in nb.cells
+        if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])
+    )
+    first_code.source = source
+    nbformat.write(nb, str(path))
 
 
 def _result(lab: str, check: str, passed: bool, **extra: object) -> dict:
@@ -236,7 +269,7 @@ def test_out_inside_the_submissions_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_cell_that_ignores_the_interrupt_is_ended_at_the_deadline(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, classroom: dict[str, str]
 ) -> None:
     """nbclient's per-cell timeout only interrupts the kernel and goes on: a loop that ignores
     SIGINT would cost every later cell its timeout. The notebook's deadline ends the kernel;
@@ -252,23 +285,22 @@ def test_a_cell_that_ignores_the_interrupt_is_ended_at_the_deadline(
 
     folder = tmp_path / "class"
     stubborn = _copy(folder, "stubborn")
-    nb = nbformat.read(str(stubborn), as_version=4)
-    first_code = next(
-        c
-        for c in nb.cells
-        if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])
-    )
-    first_code.source = (
+    _first_cell_replaced(
+        stubborn,
         "import os, signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
         "print('kernel', os.getpid(), flush=True)\nwhile True:\n"
-        "    time.sleep(0.1)"
+        "    time.sleep(0.1)",
     )
-    nbformat.write(nb, str(stubborn))
     _copy(folder, "zz-broken").write_text("{")  # graded after it: the class goes on
 
     started = time.monotonic()
     grades = grade_folder(
-        folder, tmp_path / "grades", cell_timeout_s=3, deadline_s=25, progress=False
+        folder,
+        tmp_path / "grades",
+        parameters=classroom,
+        cell_timeout_s=3,
+        deadline_s=25,
+        progress=False,
     )
     elapsed = time.monotonic() - started
     assert [g.student for g in grades] == ["stubborn", "zz-broken"]
@@ -377,7 +409,9 @@ print("HOSTILE " + json.dumps(report), flush=True)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox runs kernels as users of their own")
-def test_a_hostile_notebook_cannot_read_write_or_kill_outside_its_sandbox(tmp_path: Path) -> None:
+def test_a_hostile_notebook_cannot_read_write_or_kill_outside_its_sandbox(
+    tmp_path: Path, classroom: dict[str, str]
+) -> None:
     """The kernel runs as a user of its own, in a file system without the solutions, the
     hidden checks or the class, and with nothing to signal but its own processes, all of which
     are ended with it (``helpers/labs/sandbox.py``)."""
@@ -389,22 +423,17 @@ def test_a_hostile_notebook_cannot_read_write_or_kill_outside_its_sandbox(tmp_pa
     victim = _copy(folder, "alice")
     victim.write_text('{"cells": [')  # not graded (no kernel): it must stay as it is
     before = victim.read_bytes()
-    mallory = _copy(folder, "mallory")
-    nb = nbformat.read(str(mallory), as_version=4)
-    first_code = next(
-        c
-        for c in nb.cells
-        if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])
-    )
-    first_code.source = (
+    _first_cell_replaced(
+        _copy(folder, "mallory"),
         f"REPO, NAME, CLASS = {str(REPO_ROOT)!r}, {LAB01!r}, {str(folder)!r}\n"
-        f"VICTIM, GRADER = {str(victim)!r}, {os.getpid()}\n" + HOSTILE
+        f"VICTIM, GRADER = {str(victim)!r}, {os.getpid()}\n" + HOSTILE,
     )
-    nbformat.write(nb, str(mallory))
 
     planted = REPO_ROOT / "helpers/labs/planted.py"  # what the notebook tries to write
     try:
-        grades = grade_folder(folder, tmp_path / "grades", cell_timeout_s=120, progress=False)
+        grades = grade_folder(
+            folder, tmp_path / "grades", parameters=classroom, cell_timeout_s=120, progress=False
+        )
     finally:
         written = planted.exists()
         planted.unlink(missing_ok=True)

@@ -331,3 +331,34 @@ def test_end_lesson_on_a_shared_cluster_deletes_only_its_own_and_finishes_after_
         cluster.connect()
         serve.shutdown()
         cluster.disconnect()
+
+
+def test_a_labs_deploy_copy_leaves_out_the_students_own_apps_the_file_leaves_out(
+    tmp_path, monkeypatch
+):
+    """``LabSession.with_classmates_apps`` keeps classmates' config-deployed applications and
+    drops the student's own that the file leaves out, like ``Workspace.deployable`` (what
+    Serve holds is given here as the lease returns it; the lease itself is tested on a cluster
+    in tests/test_labs.py's classroom run)."""
+    import yaml
+
+    from helpers.labs import session as session_module
+    from helpers.labs.session import LabSession
+
+    def held(name: str) -> dict:
+        return {
+            "status": "RUNNING",
+            "source": "declarative",
+            "deployed_app_config": {"name": name, "import_path": f"{name}:app"},
+        }
+
+    details = {"applications": {n: held(n) for n in ("bob-lab02-a", "ada-lab02-a", "ada-lab02-b")}}
+    monkeypatch.setattr(session_module, "take_deploy_lease", lambda cluster, names: details)
+    lab = object.__new__(LabSession)
+    lab.lab, lab.student, lab.cluster, lab.work_dir = "lab02", "ada", None, tmp_path
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(
+        yaml.safe_dump({"applications": [{"name": "ada-lab02-a", "import_path": "x:app"}]})
+    )
+    deployed = yaml.safe_load(lab.with_classmates_apps(mine).read_text())
+    assert [a["name"] for a in deployed["applications"]] == ["bob-lab02-a", "ada-lab02-a"]

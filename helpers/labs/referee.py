@@ -352,11 +352,11 @@ class Referee:
         if not isinstance(value, dict):
             return value
         if "$dict" in value:
-            return {
-                self._decode(k, name): self._decode(v, name)
-                for k, v in value["$dict"]
-                if isinstance(self._decode(k, name), (str, int, float, bool, type(None)))
-            }
+            out = {}
+            for key, item in value["$dict"]:
+                if isinstance(key, (str, int, float, bool, type(None))):  # a key JSON can carry
+                    out[key] = self._decode(item, name)
+            return out
         if "$path" in value:
             return Path(str(value["$path"]))
         if "$frame" in value:

@@ -223,8 +223,10 @@ class LabSession:
         not in it are deleted. On a shared cluster that would delete the other students'
         applications; this adds them, as they are deployed now, to the student's own (which
         must be named with :meth:`app_name`), as :func:`helpers.shared_cluster.keeping_the_others`
-        says. Returns the path of the file to deploy: deploy it in the same cell (until it is
-        deployed, nobody else's copy is written: :func:`helpers.shared_cluster.take_deploy_lease`).
+        says; the student's own applications that the file leaves out stay out (the deploy
+        deletes them, as on the student's own cluster). Returns the path of the file to
+        deploy: deploy it in the same cell (until it is deployed, nobody else's copy is
+        written: :func:`helpers.shared_cluster.take_deploy_lease`).
         """
         path = Path(config_path)
         mine = read_serve_config(path)
@@ -238,7 +240,11 @@ class LabSession:
             )
         target = self.work_dir / f"deploy-{path.stem}.yaml"
         details = take_deploy_lease(self.cluster, [str(name) for name in names])
-        target.write_text(yaml.safe_dump(keeping_the_others(mine, details), sort_keys=False))
+        # The student's own applications that the file leaves out are not kept: the file
+        # deletes them, as it would on the student's own cluster.
+        own = [a for a in details.get("applications") or {} if a.startswith(self.prefix + "-")]
+        merged = keeping_the_others(mine, details, own=own)
+        target.write_text(yaml.safe_dump(merged, sort_keys=False))
         return target
 
     def wait_for(
