@@ -38,7 +38,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,8 +158,7 @@ class Box:
                 except psutil.Error:
                     pass
             psutil.wait_procs(procs, timeout=5)
-        for folder in (self.work, self.scratch, self.kernel_dir):
-            shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(self.work.parent, ignore_errors=True)  # its folder: work, scratch, kernel
         return ended
 
 
@@ -185,9 +183,10 @@ class ClassSandbox:
 
     @staticmethod
     def _open_node_sockets(cluster: ClusterHandle) -> Path | None:
-        """The head node's Ray folder, whose raylet and object-store sockets are opened to the
+        """The Ray folder of the node this process connects through (a driver connects through
+        its own machine's raylet), whose raylet and object-store sockets are opened to the
         sandboxes' users (a driver connects to them; they are made for the cluster's user
-        only). None when the head node is not on this machine."""
+        only). None when that folder is not on this machine."""
         import ray
 
         cluster.connect()
@@ -286,13 +285,3 @@ class ClassSandbox:
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def wait_gone(box: Box, timeout_s: float = 10.0) -> bool:
-    """True once no process of the box's user id is left (after :meth:`Box.end`)."""
-    deadline = time.monotonic() + timeout_s
-    while processes_of(box.uid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
