@@ -498,15 +498,18 @@ forged = [{"lab": "lab01", "check": c.name, "task": c.task, "hidden": c.hidden, 
 for target in [os.environ.get("WORKBOOK_LAB_RESULTS"), Path.cwd().parent.parent / "grades"]:
     if target:
         path = Path(target) / student / "lab01.results.jsonl" if Path(target).is_dir() else Path(target)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(r) + "\\n" for r in forged))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps(r) + "\\n" for r in forged))
+        except OSError as err:  # in the grader's sandbox: nowhere to write
+            print("could not forge", path, type(err).__name__)
 http_reply = handle_reply = {"text": sample_text, "words": len(sample_text.split())}"""
 
 
 def _class_folder(root: Path) -> Path:
     """starter: every student version as generated, lab 01's visible checks edited to pass;
     solved: lab 01 done (the source notebook), after asking for three hints (two of task 1,
-    one of task 2); forger: lab 01's starter with :data:`FORGERY` after its setup; lowbar:
+    one of task 2); forger: lab 01's starter with :data:`FORGERY` before its last check; lowbar:
     lab 01 done with one replica (a cell after the parameters sets ``replicas = 1``)."""
     folder = root / "submissions"
     for student in ("starter", "solved", "forger", "lowbar"):
@@ -525,10 +528,12 @@ def _class_folder(root: Path) -> Path:
     solved.cells.insert(setup + 1, asks)
     nbformat.write(solved, str(folder / "solved" / SOURCES[0].name))
     forger = nbformat.read(str(STUDENT_DIR / SOURCES[0].name), as_version=4)
-    setup = next(i for i, c in enumerate(forger.cells) if "LabSession(" in _source(c))
+    last_check = max(
+        i for i, c in enumerate(forger.cells) if CHECK_TAG in c.metadata.get("tags", [])
+    )
     forge = nbformat.v4.new_code_cell(FORGERY)
     forge.id = "forgery"
-    forger.cells.insert(setup + 1, forge)
+    forger.cells.insert(last_check, forge)  # its replies stand when Task 3's checks run
     nbformat.write(forger, str(folder / "forger" / SOURCES[0].name))
     lowbar = nbformat.read(str(SOURCES[0]), as_version=4)
     params = next(
@@ -709,6 +714,10 @@ def test_forged_results_replaced_checks_and_a_lowered_bar_do_not_raise_a_grade(
         for o in c.get("outputs", [])
     ]
     assert printed and not any("forged" in text for text in printed), printed
+    by_handle = next(r for r in forger.results if r.check == "lab01_answers_by_handle")
+    # the forged reply got past the reply's own test; the cluster then said no
+    assert "handle_reply is" not in by_handle.feedback, by_handle.feedback
+    assert "forger-lab01-counter" in by_handle.feedback, by_handle.feedback
     lowbar = by_key[("lowbar", "lab01")]
     failed = {r.check: r.feedback for r in lowbar.results if not r.passed}
     assert sorted(failed) == ["lab01_deployment_as_specified", "lab01_handle_calls_spread"], failed

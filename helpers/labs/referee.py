@@ -53,10 +53,8 @@ from helpers.labs import checks
 from helpers.labs.checks.framework import (
     CheckResult,
     LabCheckFailed,
-    _deferred,
-    _message,
-    _record,
     collected_results,
+    conclude,
     deferred_failures,
 )
 from helpers.labs.notebooks import CHECK_TAG, HIDDEN_TAG
@@ -468,7 +466,7 @@ class Referee:
                         check = getattr(checks, call.name)
                         missing = [n for n in call.names() if values.get(n) is _MISSING]
                         if missing:
-                            self._not_defined(check.info, missing, cell.deferred)
+                            self._not_defined(check.info, missing)
                             continue
                         check(
                             *(self._argument(a, values) for a in call.args),
@@ -479,12 +477,9 @@ class Referee:
         self.results.extend(results)
         return printed.getvalue(), failure
 
-    def _not_defined(self, info: Any, names: list[str], deferred: bool) -> None:
-        result = CheckResult(
-            info.lab,
-            info.name,
-            info.task,
-            info.hidden,
+    def _not_defined(self, info: Any, names: list[str]) -> None:
+        conclude(
+            info,
             False,
             feedback(
                 f"{', '.join(names)} is not defined: the cell that sets it did not run, or "
@@ -495,11 +490,6 @@ class Referee:
             self.session.student,
             0.0,
         )
-        _record(result)
-        if deferred and _deferred:
-            _deferred[-1].append(result)
-            return
-        raise LabCheckFailed(_message(result))
 
     async def run_cell(self, client: Any, cell: nbformat.NotebookNode) -> None:
         """Run a check cell's checks here, with the kernel's deliverables; its outputs are

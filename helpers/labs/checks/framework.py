@@ -52,6 +52,7 @@ __all__ = [
     "read_results",
     "deferred_failures",
     "collected_results",
+    "conclude",
     "expected_checks_text",
     "lab_check",
     "REBUILD_GRACE_S",
@@ -161,6 +162,24 @@ def _message(result: CheckResult) -> str:
     return f"Task {result.task} {kind} {result.check!r} failed:\n{result.feedback}"
 
 
+def conclude(info: CheckInfo, passed: bool, text: str, student: str, seconds: float) -> None:
+    """What a check does with its outcome: record it, print its line when it passed, and
+    otherwise raise :class:`LabCheckFailed` with ``text`` (or keep it for the end of a
+    :func:`deferred_failures` block). The grader calls it too, for a check it could not run
+    (:mod:`helpers.labs.referee`: a deliverable the kernel never set)."""
+    result = CheckResult(
+        info.lab, info.name, info.task, info.hidden, passed, text, student, round(seconds, 2)
+    )
+    _record(result)
+    if passed:
+        report_pass(f"Task {info.task}{' (hidden check)' if info.hidden else ''}: {info.summary}")
+        return
+    if _deferred:
+        _deferred[-1].append(result)
+        return
+    raise LabCheckFailed(_message(result)) from None
+
+
 def lab_check(
     lab: str, task: int, *, hidden: bool = False
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -197,24 +216,9 @@ def lab_check(
                         "fix the first one that fails.",
                     ),
                 )
-            result = CheckResult(
-                lab,
-                func.__name__,
-                task,
-                hidden,
-                passed,
-                text,
-                getattr(session, "student", "?"),
-                round(time.monotonic() - started, 2),
+            conclude(
+                info, passed, text, getattr(session, "student", "?"), time.monotonic() - started
             )
-            _record(result)
-            if passed:
-                report_pass(f"Task {task}{' (hidden check)' if hidden else ''}: {summary}")
-                return None
-            if _deferred:
-                _deferred[-1].append(result)
-                return None
-            raise LabCheckFailed(_message(result)) from None
 
         run.info = info  # type: ignore[attr-defined]
         return run
